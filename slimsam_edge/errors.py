@@ -1,0 +1,73 @@
+"""Typed errors. Each maps to a CLI exit code and prints as one line.
+
+Every error the user can cause (bad file, bad flag, missing package) is a subclass of
+:class:`SlimSamEdgeError` with ``exit_code = 2``; the CLI prints ``error: <message>`` and exits
+with that code, without a traceback unless ``--debug`` is given.
+
+Example:
+    >>> try:
+    ...     raise CheckpointError("model.pth: file not found; pass the path of a SAM checkpoint")
+    ... except SlimSamEdgeError as err:
+    ...     err.exit_code
+    2
+"""
+
+from __future__ import annotations
+
+
+class SlimSamEdgeError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+    exit_code: int = 2
+
+
+class UsageError(SlimSamEdgeError):
+    """A flag or argument has an invalid value."""
+
+
+class CheckpointError(SlimSamEdgeError):
+    """A checkpoint is missing, corrupt, of another model family, or unsafe to load."""
+
+
+class ModelTypeError(SlimSamEdgeError):
+    """An unknown model type, or weights that do not match the requested model type / spec."""
+
+
+class SpecError(SlimSamEdgeError):
+    """An architecture spec (JSON) is malformed or inconsistent."""
+
+
+class ImageError(SlimSamEdgeError):
+    """An image cannot be read or decoded."""
+
+
+class PromptError(SlimSamEdgeError):
+    """A prompt (points, labels, box, mask) is malformed or outside the image."""
+
+
+class ExportError(SlimSamEdgeError):
+    """Exporting a graph failed."""
+
+
+class ValidationError(ExportError):
+    """An exported artifact does not reproduce the reference model; lists every mismatch."""
+
+    def __init__(self, message: str, failures: list[str] | None = None):
+        super().__init__(message)
+        self.failures = list(failures or [])
+
+
+class BundleError(SlimSamEdgeError):
+    """A bundle is missing, malformed, or its files do not match their recorded hashes."""
+
+
+class BackendUnavailableError(SlimSamEdgeError):
+    """A runtime backend's package is not installed, or the device it needs is absent."""
+
+
+class DataError(SlimSamEdgeError):
+    """A data folder is empty or an annotation is unusable in --strict mode."""
+
+
+class RunnerError(SlimSamEdgeError):
+    """A feed does not match a runner's inputs (names, dtypes, shapes)."""

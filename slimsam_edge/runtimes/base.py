@@ -1,0 +1,222 @@
+"""The shared runtime interface: one :class:`Runner` per backend, found through a registry.
+
+A runner wraps one exported graph (an encoder or a decoder). Construction is cheap; the session
+or engine is created on ``__enter__`` (or the first :meth:`Runner.infer`). The public
+:meth:`Runner.infer` checks the feed against the graph's inputs and then calls the backend's
+``_infer``; a backend implements only ``_activate``, ``_infer`` and ``_specs`` (and
+``_deactivate`` when it holds resources).
+
+Example:
+    >>> from slimsam_edge.runtimes import open_runner            # doctest: +SKIP
+    >>> with open_runner("bundle/image_encoder.onnx", backend="onnxruntime") as r:  # doctest: +SKIP
+    ...     out = r.infer({"image": x})["image_embeddings"]
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, RunnerError, UsageError
+
+FeedDict = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one graph input or output (``str`` dims are dynamic)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str, ...]
+
+    def check(self, value: np.ndarray) -> str | None:
+        """Return a description of how ``value`` violates this spec, or ``None`` if it fits."""
+        if not isinstance(value, np.ndarray):
+            return f"{self.name}: expected a numpy array, got {type(value).__name__}"
+        if np.dtype(value.dtype) != np.dtype(self.dtype):
+            return f"{self.name}: dtype {value.dtype}, expected {np.dtype(self.dtype)}"
+        if len(value.shape) != len(self.shape):
+            return f"{self.name}: rank {value.ndim} (shape {tuple(value.shape)}), expected shape {self.shape}"
+        for got, want in zip(value.shape, self.shape):
+            if isinstance(want, int) and want >= 0 and got != want:
+                return f"{self.name}: shape {tuple(value.shape)}, expected {self.shape}"
+        return None
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """Options every backend understands; backends ignore what does not apply to them.
+
+    Arguments:
+        threads: intra-op threads (``None`` = the runtime's default).
+        device: backend device string ("cpu", "cuda", "GPU", "NPU", "AUTO", ...).
+        precision: inference precision hint ("fp32", "fp16", "bf16"); a backend that cannot honour
+            it raises :class:`~slimsam_edge.errors.UsageError` instead of silently ignoring it.
+        extra: backend-specific settings.
+    """
+
+    threads: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Runner(abc.ABC):
+    """Base class of every backend. Subclasses set ``backend`` and register themselves."""
+
+    backend: ClassVar[str] = ""
+    #: file suffixes this backend loads, used to pick a backend from an artifact path
+    suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, artifact: Path | str | Any, options: RunnerOptions | None = None):
+        self.artifact = artifact
+        self.options = options or RunnerOptions()
+        self._active = False
+        self._inputs: dict[str, TensorSpec] | None = None
+        self._outputs: dict[str, TensorSpec] | None = None
+        self.activate_seconds: float | None = None
+        self.notes: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def activate(self) -> "Runner":
+        """Create the session / load the engine (idempotent). Records ``activate_seconds``."""
+        if not self._active:
+            t0 = time.perf_counter()
+            self._activate()
+            self._inputs, self._outputs = self._specs()
+            self.activate_seconds = time.perf_counter() - t0
+            self._active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self._active:
+            self._deactivate()
+            self._active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    @property
+    def is_active(self) -> bool:
+        return self._active
+
+    # -- introspection -------------------------------------------------------------------------
+    def input_specs(self) -> dict[str, TensorSpec]:
+        self.activate()
+        assert self._inputs is not None
+        return dict(self._inputs)
+
+    def output_specs(self) -> dict[str, TensorSpec]:
+        self.activate()
+        assert self._outputs is not None
+        return dict(self._outputs)
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, feed: FeedDict) -> FeedDict:
+        """Check ``feed`` against the inputs, run the graph, return every output by name.
+
+        Raises:
+            RunnerError: with every problem listed when names, dtypes or ranks do not match.
+        """
+        specs = self.input_specs()
+        problems = [f"missing input {n!r}" for n in specs if n not in feed]
+        problems += [f"unexpected input {n!r}" for n in feed if n not in specs]
+        for name, spec in specs.items():
+            if name in feed:
+                msg = spec.check(feed[name])
+                if msg:
+                    problems.append(msg)
+        if problems:
+            raise RunnerError(f"{self.backend} runner for {self.artifact}: " + "; ".join(problems))
+        return self._infer(feed)
+
+    # -- to implement --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    @abc.abstractmethod
+    def _specs(self) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]: ...
+
+    @abc.abstractmethod
+    def _infer(self, feed: FeedDict) -> FeedDict: ...
+
+    def _deactivate(self) -> None:
+        """Release the session; default drops nothing."""
+
+    @classmethod
+    def available(cls) -> bool:
+        """True when the backend's package can be imported (without importing it twice)."""
+        return True
+
+    #: the pip extra that installs this backend, for error messages
+    extra: ClassVar[str] = ""
+
+
+_REGISTRY: dict[str, type[Runner]] = {}
+
+
+def register_runner(backend: str) -> Callable[[type[Runner]], type[Runner]]:
+    """Class decorator that makes a :class:`Runner` subclass available as ``backend``.
+
+    Example:
+        >>> @register_runner("echo")                               # doctest: +SKIP
+        ... class EchoRunner(Runner): ...
+    """
+
+    def deco(cls: type[Runner]) -> type[Runner]:
+        cls.backend = backend
+        _REGISTRY[backend] = cls
+        return cls
+
+    return deco
+
+
+def registered_backends() -> list[str]:
+    _load_builtin_backends()
+    return sorted(_REGISTRY)
+
+
+def runner_class(backend: str) -> type[Runner]:
+    """Return the runner class for ``backend`` or raise a one-line error naming the choices."""
+    _load_builtin_backends()
+    try:
+        cls = _REGISTRY[backend]
+    except KeyError:
+        raise UsageError(
+            f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+    if not cls.available():
+        hint = f"pip install 'slimsam-edge[{cls.extra}]'" if cls.extra else "install its package"
+        raise BackendUnavailableError(f"backend {backend!r} is not installed; {hint}")
+    return cls
+
+
+def open_runner(
+    artifact: Path | str | Any,
+    *,
+    backend: str | None = None,
+    options: RunnerOptions | None = None,
+) -> Runner:
+    """Make a (not yet activated) runner for ``artifact``; ``backend=None`` picks by suffix."""
+    _load_builtin_backends()
+    if backend is None:
+        suffix = Path(str(artifact)).suffix.lower()
+        matches = [b for b, c in _REGISTRY.items() if suffix in c.suffixes]
+        if not matches:
+            raise UsageError(f"cannot tell which backend runs {artifact}; pass backend=...")
+        backend = sorted(matches)[0]
+    return runner_class(backend)(artifact, options)
+
+
+def _load_builtin_backends() -> None:
+    # Importing the modules registers them; each module imports its runtime lazily.
+    from . import onnxruntime_runner, openvino_runner, tensorrt_runner, torch_runner  # noqa: F401
