@@ -1,0 +1,132 @@
+"""Export a graph to ONNX (atomically), simplify it with onnxsim when that succeeds.
+
+Example:
+    >>> from slimsam_edge.models.build import build_sam                 # doctest: +SKIP
+    >>> export_onnx(build_sam(PRESETS["sam_mini"]), "image_encoder", "out/image_encoder.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import ExportError
+from ..fsutil import atomic_path
+from . import wrappers
+from .onnx_spec import ONNX_SPECS, OnnxSpec
+
+log = logging.getLogger(__name__)
+TWO_GB = 2**31 - 1
+
+
+def make_wrapper(sam: torch.nn.Module, spec: OnnxSpec) -> torch.nn.Module:
+    return getattr(wrappers, spec.wrapper)(sam).eval()
+
+
+def export_onnx(
+    sam: torch.nn.Module,
+    graph: str | OnnxSpec,
+    out: Path | str,
+    *,
+    simplify: bool = True,
+    opset: int | None = None,
+) -> tuple[Path, list[str]]:
+    """Export ``graph`` of ``sam`` to ``out``; returns the written files' paths and notes.
+
+    Graphs over 2 GB are written with external data (``out`` + ``.data``). onnxsim runs when the
+    graph is under 2 GB; when it fails a warning is recorded and the unsimplified graph is kept.
+    """
+    import onnx
+
+    spec = ONNX_SPECS[graph] if isinstance(graph, str) else graph
+    out = Path(out)
+    notes: list[str] = []
+    module = make_wrapper(sam, spec)
+    example = module.example_inputs(3) if spec.name != "image_encoder" else module.example_inputs()
+    with atomic_path(out.with_suffix(".raw.onnx"), suffix=".onnx") as raw:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, example, str(raw), input_names=list(spec.inputs),
+                    output_names=list(spec.outputs), opset_version=opset or spec.opset,
+                    dynamic_axes=spec.dynamic_axes or None, dynamo=False, do_constant_folding=True,
+                )
+        except Exception as err:  # exporter failures are many types; report them as one
+            raise ExportError(f"ONNX export of {spec.name} failed: {type(err).__name__}: {err}") from err
+        model = onnx.load(str(raw), load_external_data=True)
+        for leftover in raw.parent.glob(raw.name + "*.data"):
+            leftover.unlink()
+    size = model.ByteSize() if _under_2gb(model) else TWO_GB + 1
+    if simplify and size <= TWO_GB:
+        model, note = _simplify(model, spec.name)
+        if note:
+            notes.append(note)
+    elif simplify:
+        notes.append(f"{spec.name}: over 2 GB, onnxsim skipped; written with external data")
+    _save(model, out, external=size > TWO_GB)
+    return out, notes
+
+
+def _under_2gb(model) -> bool:
+    try:
+        return model.ByteSize() <= TWO_GB
+    except (ValueError, RuntimeError):  # protobuf refuses to size messages over 2 GB
+        return False
+
+
+def _simplify(model, name: str):
+    try:
+        import onnxsim
+    except ImportError:
+        return model, f"{name}: onnxsim not installed, graph not simplified (pip install onnxsim)"
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as err:  # onnxsim raises many kinds; keep the valid unsimplified graph
+        msg = f"{name}: onnxsim failed ({type(err).__name__}: {str(err)[:120]}); kept the unsimplified graph"
+        log.warning(msg)
+        return model, msg
+    if not ok:
+        msg = f"{name}: onnxsim could not verify the simplified graph; kept the unsimplified graph"
+        log.warning(msg)
+        return model, msg
+    return simplified, None
+
+
+def _save(model, out: Path, *, external: bool) -> list[Path]:
+    import onnx
+
+    if not external:
+        with atomic_path(out) as tmp:
+            onnx.save(model, str(tmp))
+        return [out]
+    data_name = out.name + ".data"
+    with atomic_path(out) as tmp:
+        # external data is written beside the temporary graph, then moved with it
+        tmp_data = tmp.with_name(tmp.name + ".data")
+        onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=tmp_data.name, size_threshold=1024)
+        _rewrite_location(tmp, tmp_data.name, data_name)
+        os.replace(tmp_data, out.with_name(data_name))
+    return [out, out.with_name(data_name)]
+
+
+def _rewrite_location(graph_path: Path, old: str, new: str) -> None:
+    import onnx
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value == old:
+                entry.value = new
+    onnx.save(model, str(graph_path))
+
+
+def external_files(onnx_path: Path) -> list[Path]:
+    """The graph file plus its external data file, if it has one."""
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    return [onnx_path] + ([data] if data.exists() else [])

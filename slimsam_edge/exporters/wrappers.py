@@ -1,0 +1,113 @@
+"""Torch modules that define the exported graphs (encoder, official decoder, low-res decoder).
+
+- :class:`EncoderGraph`: preprocessed ``image`` 1x3xSxS → ``image_embeddings`` 1xCx(S/16)x(S/16).
+- :class:`OfficialDecoder`: segment-anything's ONNX decoder I/O (with ``orig_im_size`` and the
+  in-graph upsample), all mask tokens returned so one graph serves single and multi-mask output.
+- :class:`LowResDecoder`: the same without ``orig_im_size`` and without upsampling (outputs
+  ``iou_predictions, low_res_masks``): no shape tensors, so TensorRT builds it; the predictor
+  resizes only the chosen masks outside the graph.
+
+Example:
+    >>> from slimsam_edge.models.build import build_sam
+    >>> from slimsam_edge.models.spec import PRESETS
+    >>> dec = LowResDecoder(build_sam(PRESETS["sam_mini"]))
+    >>> [t.shape[-1] for t in dec(*dec.example_inputs(3))]
+    [4, 64]
+"""
+
+from __future__ import annotations
+
+import torch
+from segment_anything.utils.onnx import SamOnnxModel
+from torch import nn
+
+
+class EncoderGraph(nn.Module):
+    """Image encoder on an already preprocessed (normalised, padded) image."""
+
+    input_names = ("image",)
+    output_names = ("image_embeddings",)
+
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.image_encoder = sam.image_encoder
+        self.img_size = int(sam.image_encoder.img_size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_encoder(image)
+
+    def example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(seed)
+        return (torch.randn(1, 3, self.img_size, self.img_size, generator=g),)
+
+
+class _DecoderBase(nn.Module):
+    def __init__(self, sam: nn.Module):
+        super().__init__()
+        self.core = SamOnnxModel(sam, return_single_mask=False)
+        self.img_size = int(sam.image_encoder.img_size)
+        enc = sam.image_encoder
+        self.embed_dim = int(sam.prompt_encoder.embed_dim)
+        self.grid = self.img_size // int(enc.patch_embed.proj.kernel_size[0])
+
+    def _decode(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self.core._embed_points(point_coords, point_labels)
+        dense = self.core._embed_masks(mask_input, has_mask_input)
+        masks, scores = self.core.model.mask_decoder.predict_masks(
+            image_embeddings=image_embeddings,
+            image_pe=self.core.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+        )
+        return masks, scores
+
+    def example_inputs(
+        self, points: int = 1, *, box: bool = False, with_mask: bool = False, seed: int = 0,
+        orig_hw: tuple[int, int] | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Random but valid decoder inputs: ``points`` points (+ box corners or a pad point)."""
+        g = torch.Generator().manual_seed(seed)
+        emb = torch.randn(1, self.embed_dim, self.grid, self.grid, generator=g)
+        coords = torch.rand(1, points, 2, generator=g) * self.img_size
+        labels = torch.randint(0, 2, (1, points), generator=g).float()
+        if box:
+            xy = torch.sort(torch.rand(2, 2, generator=g) * self.img_size, dim=0).values
+            coords = torch.cat([coords, xy[None]], dim=1)
+            labels = torch.cat([labels, torch.tensor([[2.0, 3.0]])], dim=1)
+        else:
+            coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
+            labels = torch.cat([labels, -torch.ones(1, 1)], dim=1)
+        low = 4 * self.grid
+        mask = torch.randn(1, 1, low, low, generator=g) * 5 if with_mask else torch.zeros(1, 1, low, low)
+        has = torch.tensor([1.0 if with_mask else 0.0])
+        feed = (emb, coords, labels, mask, has)
+        if orig_hw is not None:
+            feed = feed + (torch.tensor(orig_hw, dtype=torch.float32),)
+        return feed
+
+
+class LowResDecoder(_DecoderBase):
+    """Prompt encoder + mask decoder → ``iou_predictions`` (1xK), ``low_res_masks`` (1xKx4gx4g)."""
+
+    input_names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+    output_names = ("iou_predictions", "low_res_masks")
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        return scores, masks
+
+
+class OfficialDecoder(_DecoderBase):
+    """segment-anything's ONNX decoder contract: masks upsampled to ``orig_im_size`` in-graph."""
+
+    input_names = LowResDecoder.input_names + ("orig_im_size",)
+    output_names = ("masks", "iou_predictions", "low_res_masks")
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        upscaled = self.core.mask_postprocessing(masks, orig_im_size)
+        return upscaled, scores, masks
+
+    def example_inputs(self, points: int = 1, **kw) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        kw.setdefault("orig_hw", (self.img_size * 3 // 4, self.img_size))
+        return super().example_inputs(points, **kw)

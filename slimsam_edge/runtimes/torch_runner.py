@@ -1,0 +1,86 @@
+"""The PyTorch reference backend (eager). Needs the ``export`` extra; never used by edge apps.
+
+The artifact is a checkpoint (the bundle's ``model.safetensors``) plus ``options.extra["graph"]``
+naming which graph to run (``image_encoder``, ``mask_decoder_lowres``, ``mask_decoder``), or an
+already built ``torch.nn.Module`` wrapper from :mod:`slimsam_edge.exporters.wrappers`.
+
+Example:
+    >>> r = open_runner("bundle/model.safetensors", backend="torch",           # doctest: +SKIP
+    ...                 options=RunnerOptions(extra={"graph": "image_encoder"}))
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import ClassVar
+
+import numpy as np
+
+from ..errors import UsageError
+from .base import FeedDict, Runner, TensorSpec, register_runner
+
+
+@register_runner("torch")
+class TorchRunner(Runner):
+    suffixes: ClassVar[tuple[str, ...]] = (".pth", ".pt", ".safetensors")
+    extra: ClassVar[str] = "export"
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("torch") is not None
+
+    def _activate(self) -> None:
+        import torch
+
+        from ..exporters.onnx_export import make_wrapper
+        from ..exporters.onnx_spec import ONNX_SPECS
+
+        graph = self.options.extra.get("graph", "image_encoder")
+        if graph not in ONNX_SPECS:
+            raise UsageError(f"torch runner: unknown graph {graph!r}; choose one of {sorted(ONNX_SPECS)}")
+        self._spec = ONNX_SPECS[graph]
+        if isinstance(self.artifact, torch.nn.Module):
+            self._module = self.artifact.eval()
+            sam_spec = getattr(self.options.extra.get("sam"), "spec", None)
+        else:
+            from ..models.io import load_model
+
+            sam, sam_spec = load_model(self.artifact, trust_pickle=False)
+            self._module = make_wrapper(sam, self._spec)
+        self._model_spec = sam_spec or self.options.extra.get("model_spec")
+        if self.options.threads:
+            torch.set_num_threads(int(self.options.threads))
+        if self.options.precision not in ("fp32", "bf16"):
+            raise UsageError(f"torch runner supports fp32 and bf16, not {self.options.precision}")
+        self._torch = torch
+
+    def _specs(self) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+        s = self._model_spec
+        grid = s.embed_grid if s else -1
+        size = s.image_size if s else -1
+        dim = s.prompt_embed_dim if s else -1
+        shapes: dict[str, tuple[int | str, ...]] = {
+            "image": (1, 3, size, size),
+            "image_embeddings": (1, dim, grid, grid),
+            "point_coords": (1, "num_points", 2),
+            "point_labels": (1, "num_points"),
+            "mask_input": (1, 1, 4 * grid, 4 * grid),
+            "has_mask_input": (1,),
+            "orig_im_size": (2,),
+            "masks": (1, "masks", "height", "width"),
+            "iou_predictions": (1, "masks"),
+            "low_res_masks": (1, "masks", 4 * grid, 4 * grid),
+        }
+        f32 = np.dtype(np.float32)
+        ins = {n: TensorSpec(n, f32, shapes[n]) for n in self._spec.inputs}
+        outs = {n: TensorSpec(n, f32, shapes[n]) for n in self._spec.outputs}
+        return ins, outs
+
+    def _infer(self, feed: FeedDict) -> FeedDict:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in self._spec.inputs]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.options.precision == "bf16"):
+            out = self._module(*args)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        return {n: t.float().cpu().numpy() for n, t in zip(self._spec.outputs, out)}
