@@ -1,0 +1,3 @@
+from slimsam_edge.cli.app import main
+
+main()

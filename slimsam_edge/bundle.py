@@ -1,0 +1,336 @@
+"""The bundle: a folder with ``manifest.json`` and the exported artifacts, each with its sha256.
+
+A bundle is what an edge device receives. The manifest says which model it is, how images are
+normalised, and which graph (encoder / decoder) exists for which backend and precision. Loading
+verifies every file's hash, so a truncated copy or a hand-edited graph is refused with a
+one-line :class:`~slimsam_edge.errors.BundleError` instead of producing wrong masks. Torch-free.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "decoder.onnx").write_bytes(b"onnx bytes")
+    >>> art = Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "decoder.onnx")
+    >>> m = Manifest(model={"id": "demo", "type": "vit_t", "spec": {}}, target="cpu", artifacts=[art])
+    >>> _ = write_manifest(root, m)
+    >>> load_bundle(root).find("mask_decoder").path
+    'decoder.onnx'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable
+
+from .errors import BundleError
+from .fsutil import sha256_file, write_text_atomic
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+#: backend preference when a caller does not name one
+BACKEND_PREFERENCE = ("onnxruntime", "openvino", "tensorrt", "torch")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_RE_EXPORT = "re-export the bundle"
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _check_relative(path: str, where: str) -> str:
+    """Refuse absolute paths and paths that climb out of the bundle."""
+    pure = PurePosixPath(path)
+    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path:
+        raise BundleError(f"{where}: path {path!r} must be relative to the bundle folder; {_RE_EXPORT}")
+    return pure.as_posix()
+
+
+@dataclass
+class Artifact:
+    """One exported graph file (plus its companions) for one backend and precision.
+
+    Arguments:
+        graph: "image_encoder", "mask_decoder", ...
+        backend: "onnxruntime", "openvino", "tensorrt" or "torch".
+        precision: "fp32", "fp16", "bf16", "int8".
+        path: the file a runner opens, relative to the bundle (posix separators).
+        files: every file the artifact needs (``path`` included) -> sha256.
+        extra: backend facts, e.g. ``{"tensorrt_version": "10.3.0"}`` or the decoder variant.
+    """
+
+    graph: str
+    backend: str
+    precision: str
+    path: str
+    files: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_files(
+        cls,
+        bundle_dir: Path | str,
+        graph: str,
+        backend: str,
+        precision: str,
+        path: str,
+        other_files: Iterable[str] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> "Artifact":
+        """Describe files already written into ``bundle_dir``, hashing each of them.
+
+        Example:
+            >>> Artifact.from_files("bundle", "image_encoder", "openvino", "bf16",  # doctest: +SKIP
+            ...                     "encoder.xml", other_files=["encoder.bin"])
+        """
+        root = Path(bundle_dir)
+        rels = [_check_relative(Path(p).as_posix(), f"artifact {graph}") for p in (path, *other_files)]
+        files: dict[str, str] = {}
+        for rel in rels:
+            if not (root / rel).is_file():
+                raise BundleError(f"bundle {root}: file {rel} does not exist; write it before describing it")
+            files[rel] = sha256_file(root / rel)
+        return cls(graph, backend, precision, rels[0], files, dict(extra or {}))
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "Artifact":
+        """Validate one manifest entry (raises BundleError naming the bad key)."""
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: must be an object; {_RE_EXPORT}")
+        for key in ("graph", "backend", "precision", "path"):
+            _require(data, key, str, where)
+        files = _require(data, "files", dict, where)
+        for rel, digest in files.items():
+            _check_relative(rel, where)
+            if not isinstance(digest, str) or not _SHA256.match(digest):
+                raise BundleError(f"{where}: files[{rel!r}] is not a sha256 hex digest; {_RE_EXPORT}")
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise BundleError(f"{where}: key 'extra' must be an object; {_RE_EXPORT}")
+        path = _check_relative(data["path"], where)
+        if path not in files:
+            raise BundleError(f"{where}: its path {path!r} is not listed in its files; {_RE_EXPORT}")
+        return cls(data["graph"], data["backend"], data["precision"], path, dict(files), dict(extra))
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}
+
+
+def _require(data: dict[str, Any], key: str, typ: type, where: str, *, optional: Any = ...) -> Any:
+    """Return ``data[key]`` if present and of type ``typ`` (ints count as floats, bools never)."""
+    if key not in data:
+        if optional is not ...:
+            return optional
+        raise BundleError(f"{where}: missing key {key!r}; {_RE_EXPORT}")
+    value = data[key]
+    types: tuple[type, ...] = (int, float) if typ is float else (typ,)
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise BundleError(f"{where}: key {key!r} must be {_TYPE_NAMES.get(typ, typ.__name__)}; {_RE_EXPORT}")
+    return value
+
+
+def _floats(data: dict[str, Any], key: str, where: str, n: int) -> list[float]:
+    values = _require(data, key, list, where)
+    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        raise BundleError(f"{where}: key {key!r} must be a list of {n} numbers; {_RE_EXPORT}")
+    return [float(v) for v in values]
+
+
+@dataclass
+class Manifest:
+    """Everything a runtime needs to know about a bundle (stored as ``manifest.json``).
+
+    Example:
+        >>> m = Manifest(model={"id": "x", "type": "vit_b", "spec": {}}, target="cpu")
+        >>> Manifest.from_json(m.to_json()).target
+        'cpu'
+    """
+
+    model: dict[str, Any]
+    target: str
+    artifacts: list[Artifact] = field(default_factory=list)
+    image_size: int = 1024
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    mask_threshold: float = 0.0
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=_utc_now)
+    notes: list[str] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON (``schema_version`` first).
+
+        Example:
+            >>> '"schema_version": 1' in Manifest(model={"id": "x", "type": "t"}, target="cpu").to_json()
+            True
+        """
+        data = asdict(self)
+        ordered = {"schema_version": data.pop("schema_version"), **data}
+        return json.dumps(ordered, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = MANIFEST) -> "Manifest":
+        """Parse and validate manifest JSON; any problem is a one-line BundleError.
+
+        Example:
+            >>> Manifest.from_json('{"schema_version": 1}')
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.BundleError: manifest.json: missing key 'model'; re-export the bundle
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise BundleError(f"{source}: not valid JSON (line {err.lineno}: {err.msg}); {_RE_EXPORT}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = MANIFEST) -> "Manifest":
+        """Validate an already-parsed manifest (see :meth:`from_json`)."""
+        if not isinstance(data, dict):
+            raise BundleError(f"{source}: must hold a JSON object; {_RE_EXPORT}")
+        version = _require(data, "schema_version", int, source)
+        if version > SCHEMA_VERSION:
+            raise BundleError(
+                f"{source}: schema_version {version} is newer than this slimsam-edge understands "
+                f"({SCHEMA_VERSION}); upgrade slimsam-edge (pip install -U slimsam-edge)"
+            )
+        if version < 1:
+            raise BundleError(f"{source}: schema_version {version} is invalid; {_RE_EXPORT}")
+        model = _require(data, "model", dict, source)
+        for key in ("id", "type"):
+            _require(model, key, str, f"{source}: model")
+        _require(model, "spec", dict, f"{source}: model", optional={})
+        image_size = _require(data, "image_size", int, source)
+        if image_size <= 0:
+            raise BundleError(f"{source}: key 'image_size' must be positive; {_RE_EXPORT}")
+        entries = _require(data, "artifacts", list, source)
+        notes = _require(data, "notes", list, source, optional=[])
+        if not all(isinstance(n, str) for n in notes):
+            raise BundleError(f"{source}: key 'notes' must be a list of strings; {_RE_EXPORT}")
+        return cls(
+            schema_version=version,
+            model=dict(model),
+            image_size=image_size,
+            pixel_mean=_floats(data, "pixel_mean", source, 3),
+            pixel_std=_floats(data, "pixel_std", source, 3),
+            mask_threshold=float(_require(data, "mask_threshold", float, source)),
+            target=_require(data, "target", str, source),
+            artifacts=[Artifact.from_dict(a, f"{source}: artifacts[{i}]") for i, a in enumerate(entries)],
+            tool_versions=dict(_require(data, "tool_versions", dict, source, optional={})),
+            validation=dict(_require(data, "validation", dict, source, optional={})),
+            created=_require(data, "created", str, source, optional=""),
+            notes=list(notes),
+        )
+
+
+def write_manifest(bundle_dir: Path | str, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` into ``bundle_dir`` atomically and return its path.
+
+    Example:
+        >>> write_manifest("bundle", manifest)          # doctest: +SKIP
+        PosixPath('bundle/manifest.json')
+    """
+    return write_text_atomic(Path(bundle_dir) / MANIFEST, manifest.to_json())
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its folder and its manifest.
+
+    Example:
+        >>> b = load_bundle("bundle")                                  # doctest: +SKIP
+        >>> b.path_of(b.find("image_encoder", backend="openvino"))     # doctest: +SKIP
+        PosixPath('bundle/image_encoder.xml')
+    """
+
+    root: Path
+    manifest: Manifest
+
+    def backends(self) -> list[str]:
+        """Backends with at least one artifact, in preference order (onnxruntime first)."""
+        present = {a.backend for a in self.manifest.artifacts}
+        return sorted(present, key=_backend_rank)
+
+    def graphs(self) -> list[str]:
+        """Names of the graphs in this bundle, in manifest order."""
+        return list(dict.fromkeys(a.graph for a in self.manifest.artifacts))
+
+    def find(self, graph: str, backend: str | None = None, precision: str | None = None) -> Artifact:
+        """The artifact for ``graph``; without ``backend`` the preferred backend present wins.
+
+        Among several precisions (``precision=None``) the first listed in the manifest wins.
+
+        Raises:
+            BundleError: nothing matches; the message lists what the bundle holds.
+
+        Example:
+            >>> load_bundle("bundle").find("mask_decoder", backend="onnxruntime")  # doctest: +SKIP
+        """
+        matches = [
+            a for a in self.manifest.artifacts
+            if a.graph == graph and backend in (None, a.backend) and precision in (None, a.precision)
+        ]
+        if not matches:
+            have = ", ".join(f"{a.graph}/{a.backend}/{a.precision}" for a in self.manifest.artifacts) or "nothing"
+            wanted = "/".join([graph, backend or "*", precision or "*"])
+            raise BundleError(
+                f"bundle {self.root}: no artifact {wanted}; it holds {have}; export that target or "
+                "pick one of those"
+            )
+        return sorted(matches, key=lambda a: _backend_rank(a.backend))[0]
+
+    def path_of(self, artifact: Artifact) -> Path:
+        """Absolute path of the file a runner opens for ``artifact``."""
+        return self.root / artifact.path
+
+    def verify(self) -> None:
+        """Check that every listed file exists and matches its sha256 (raises BundleError)."""
+        for art in self.manifest.artifacts:
+            for rel, digest in art.files.items():
+                full = self.root / rel
+                if not full.is_file():
+                    raise BundleError(f"bundle {self.root}: file {rel} is missing; {_RE_EXPORT}")
+                if sha256_file(full) != digest:
+                    raise BundleError(
+                        f"bundle {self.root}: file {rel} was modified or corrupted (sha256 mismatch); "
+                        + _RE_EXPORT
+                    )
+
+
+def _backend_rank(backend: str) -> int:
+    return BACKEND_PREFERENCE.index(backend) if backend in BACKEND_PREFERENCE else len(BACKEND_PREFERENCE)
+
+
+def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
+    """Open a bundle folder (or its ``manifest.json``), validate it and, by default, verify hashes.
+
+    Raises:
+        BundleError: missing folder or manifest, invalid JSON or keys, newer schema, or a file
+            that is missing or does not match its sha256.
+
+    Example:
+        >>> b = load_bundle("bundle")                  # doctest: +SKIP
+        >>> b.backends()                               # doctest: +SKIP
+        ['onnxruntime', 'openvino']
+    """
+    root = Path(path)
+    if root.name == MANIFEST and root.is_file():
+        root = root.parent
+    if not root.is_dir():
+        raise BundleError(f"bundle {root}: folder not found; pass the folder written by `slimsam-edge export`")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"bundle {root}: no {MANIFEST} inside; {_RE_EXPORT}")
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise BundleError(f"bundle {root}: cannot read {MANIFEST} ({err}); {_RE_EXPORT}") from None
+    bundle = Bundle(root, Manifest.from_json(text, source=f"bundle {root}: {MANIFEST}"))
+    if verify:
+        bundle.verify()
+    return bundle

@@ -1,0 +1,57 @@
+"""The ``slimsam-edge`` command: one small module per command, composed here.
+
+Heavy packages (torch, onnx, runtimes) are imported inside the commands so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from .common import DEBUG_ENV
+from .bench import bench
+from .data import app as data_app
+from .export import export
+from .info import info
+from .segment import segment
+
+app = typer.Typer(
+    name="slimsam-edge",
+    help="Compress Segment Anything (SlimSAM), export it to ONNX/OpenVINO/TensorRT, run it on edge devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"slimsam-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+app.command()(info)
+app.command()(export)
+app.command()(segment)
+app.command()(bench)
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

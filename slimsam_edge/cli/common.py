@@ -1,0 +1,77 @@
+"""Shared CLI plumbing: one-line errors with exit code 2, --debug tracebacks, JSON output.
+
+Example:
+    >>> @handle_errors
+    ... def cmd() -> None:
+    ...     raise UsageError("bad flag")
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from ..errors import SlimSamEdgeError, UsageError  # noqa: F401  (re-exported for commands)
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "SLIMSAM_EDGE_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def handle_errors(fn: F) -> F:
+    """Turn project errors into ``error: <message>`` on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SlimSamEdgeError as err:
+            if debug_enabled():
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+        except MemoryError:
+            if debug_enabled():
+                raise
+            typer.echo("error: out of memory; use a smaller model, image or batch", err=True)
+            raise typer.Exit(1) from None
+        except Exception as err:  # a bug: say so in one line, traceback with --debug
+            if debug_enabled():
+                raise
+            typer.echo(
+                f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (the only thing printed in --json mode)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
+    """Parse "1,2[,3]" into floats; ``n`` lists the accepted counts."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: expected comma-separated numbers") from None
+    if len(vals) not in n:
+        want = " or ".join(str(k) for k in n)
+        raise UsageError(f"{what} {text!r}: expected {want} numbers, got {len(vals)}")
+    return vals

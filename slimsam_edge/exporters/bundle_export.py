@@ -1,0 +1,112 @@
+"""Export a model to a bundle directory: ONNX graphs, OpenVINO IR, weights, manifest.json.
+
+Every graph is validated against PyTorch on each backend before it is listed; the bundle is built
+in a temporary directory and moved into place only when complete.
+
+Example:
+    >>> sam, spec = load_model("sam_vit_b_01ec64.pth")            # doctest: +SKIP
+    >>> manifest = export_bundle(sam, spec, "bundle/", target="cpu")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..bundle import Artifact, Manifest, write_manifest
+from ..fsutil import atomic_dir
+from ..models.io import save_model
+from ..models.spec import ModelSpec
+from .onnx_export import export_onnx, external_files
+from .targets import get_target
+from .validate import validate_onnx
+
+Progress = Callable[[str], None]
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("slimsam-edge", "torch", "onnx", "onnxruntime", "openvino", "onnxsim", "segment-anything"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_bundle(
+    sam: torch.nn.Module,
+    spec: ModelSpec,
+    out: Path | str,
+    *,
+    target: str = "cpu",
+    model_id: str | None = None,
+    validate: bool = True,
+    simplify: bool = True,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Write a complete, validated bundle for ``target`` to ``out`` (replaced atomically).
+
+    Arguments:
+        sam: the model (``segment_anything.modeling.Sam``).
+        spec: its architecture spec (stored in the manifest).
+        out: bundle directory.
+        target: a name from :data:`slimsam_edge.exporters.targets.TARGETS`.
+        validate: compare every artifact with PyTorch (raises ValidationError on mismatch).
+        progress: callback receiving a short description of each step.
+    """
+    tgt = get_target(target)
+    say = progress or (lambda _msg: None)
+    validation: dict[str, dict] = {}
+    notes: list[str] = []
+    with atomic_dir(out) as root:
+        artifacts: list[Artifact] = []
+        say("weights")
+        save_model(sam, spec, root / "model.safetensors")
+        onnx_paths: dict[str, Path] = {}
+        for graph in tgt.graphs["onnxruntime"]:
+            say(f"export {graph} to ONNX")
+            path, graph_notes = export_onnx(sam, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
+            notes += graph_notes
+            onnx_paths[graph] = path
+            if validate:
+                say(f"validate {graph} (onnxruntime)")
+                validation[f"{graph}/onnxruntime/fp32"] = validate_onnx(sam, graph, path).summary()
+            files = [p.relative_to(root).as_posix() for p in external_files(path)]
+            artifacts.append(Artifact.from_files(root, graph, "onnxruntime", "fp32", files[0], files[1:]))
+        if "openvino" in tgt.backends:
+            from ..runtimes import RunnerOptions, open_runner
+            from .openvino_ir import onnx_to_ir
+
+            for graph in tgt.graphs["openvino"]:
+                say(f"convert {graph} to OpenVINO IR")
+                xml, bin_ = onnx_to_ir(onnx_paths[graph], root / "openvino" / f"{graph}.xml")
+                if validate:
+                    say(f"validate {graph} (openvino)")
+                    runner = open_runner(xml, backend="openvino", options=RunnerOptions(precision="fp32"))
+                    with runner:
+                        rep = validate_onnx(sam, graph, xml, run=runner.infer, backend="openvino")
+                    validation[f"{graph}/openvino/fp32"] = rep.summary()
+                rel = [p.relative_to(root).as_posix() for p in (xml, bin_)]
+                artifacts.append(Artifact.from_files(root, graph, "openvino", "fp32", rel[0], rel[1:]))
+        for graph in ("image_encoder", "mask_decoder_lowres", "mask_decoder"):
+            artifacts.append(Artifact.from_files(root, graph, "torch", "fp32", "model.safetensors"))
+        manifest = Manifest(
+            model={"id": model_id or spec.model_type, "type": spec.model_type, "spec": spec.to_dict()},
+            target=tgt.name,
+            artifacts=artifacts,
+            image_size=spec.image_size,
+            pixel_mean=list(spec.pixel_mean),
+            pixel_std=list(spec.pixel_std),
+            mask_threshold=0.0,
+            tool_versions=tool_versions(),
+            validation=validation,
+            notes=notes,
+        )
+        say("manifest")
+        write_manifest(root, manifest)
+    return manifest

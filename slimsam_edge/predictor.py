@@ -1,0 +1,256 @@
+"""EdgePredictor: segment-anything's ``SamPredictor`` API on an exported bundle, without torch.
+
+Pre- and post-processing are numpy/cv2; the encoder and the low-resolution decoder run through any
+registered :class:`~slimsam_edge.runtimes.Runner`. Only the returned masks are resized to the
+original image, outside the decoder graph.
+
+Example:
+    >>> p = EdgePredictor.from_bundle("bundle/", backend="openvino")      # doctest: +SKIP
+    >>> p.set_image(image_rgb)                                            # doctest: +SKIP
+    >>> masks, scores, low_res = p.predict(point_coords=np.array([[500, 375]]),
+    ...                                    point_labels=np.array([1]))    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageError, PromptError, UsageError
+from .runtimes import Runner, RunnerOptions, open_runner
+from .transforms import ResizeLongestSide, normalize_and_pad, postprocess_masks
+
+ENCODER = "image_encoder"
+DECODER = "mask_decoder_lowres"
+
+
+class EdgePredictor:
+    """Compute an image embedding once, then predict masks for prompts (SamPredictor semantics).
+
+    Arguments:
+        encoder: runner of the ``image_encoder`` graph.
+        decoder: runner of the ``mask_decoder_lowres`` graph.
+        image_size: the model's square input size (from the bundle manifest).
+        pixel_mean, pixel_std: normalisation constants (RGB order).
+        mask_threshold: logit threshold for binary masks (0.0 for SAM).
+    """
+
+    def __init__(
+        self,
+        encoder: Runner,
+        decoder: Runner,
+        *,
+        image_size: int,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        mask_threshold: float = 0.0,
+    ):
+        self.encoder = encoder
+        self.decoder = decoder
+        self.image_size = int(image_size)
+        self.pixel_mean = tuple(pixel_mean)
+        self.pixel_std = tuple(pixel_std)
+        self.mask_threshold = float(mask_threshold)
+        self.transform = ResizeLongestSide(self.image_size)
+        self.timings: dict[str, float] = {}
+        self.reset_image()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_bundle(
+        cls,
+        path: Path | str,
+        *,
+        backend: str | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+        threads: int | None = None,
+        verify: bool = True,
+    ) -> "EdgePredictor":
+        """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
+
+        Arguments:
+            path: bundle directory.
+            backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = the bundle's first.
+            device: backend device ("cpu", "GPU", "AUTO", "cuda", ...).
+            precision: artifact precision to load ("fp32", "fp16", "int8", ...), ``None`` = fp32
+                when present; for OpenVINO "bf16" loads the fp32 IR with the bf16 hint.
+            threads: intra-op threads.
+        """
+        from .bundle import load_bundle
+
+        bundle = load_bundle(path, verify=verify)
+        m = bundle.manifest
+        runners = []
+        for graph in (ENCODER, DECODER):
+            art = bundle.find(graph, backend=backend, precision=_artifact_precision(precision, backend))
+            hint = precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32"
+            opts = RunnerOptions(
+                threads=threads, device=device or "cpu", precision=hint,
+                extra={"graph": graph, **art.extra},
+            )
+            runners.append(open_runner(bundle.path_of(art), backend=art.backend, options=opts))
+        return cls(
+            runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
+            pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold,
+        )
+
+    def activate(self) -> "EdgePredictor":
+        """Create both sessions now (otherwise done on first use). Returns ``self``."""
+        self.encoder.activate()
+        self.decoder.activate()
+        return self
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Compute the embedding of ``image`` (HxWx3 uint8, RGB or BGR)."""
+        if image_format not in ("RGB", "BGR"):
+            raise UsageError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
+            shape = getattr(image, "shape", None)
+            raise ImageError(f"expected an HxWx3 image array, got shape {shape}")
+        if image.dtype != np.uint8:
+            raise ImageError(f"expected a uint8 image, got {image.dtype}; convert with .astype(np.uint8)")
+        if image_format == "BGR":
+            image = image[..., ::-1]
+        t0 = time.perf_counter()
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        x = normalize_and_pad(resized, self.image_size, self.pixel_mean, self.pixel_std)
+        t1 = time.perf_counter()
+        self.set_preprocessed(x, original_size=image.shape[:2], input_size=resized.shape[:2])
+        self.timings["preprocess"] = t1 - t0
+
+    def set_preprocessed(self, x: np.ndarray, *, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
+        """Run the encoder on an already preprocessed 1x3xSxS float32 tensor."""
+        t0 = time.perf_counter()
+        out = self.encoder.infer({"image": x})
+        self.timings["encoder"] = time.perf_counter() - t0
+        self.features = out["image_embeddings"]
+        self.original_size = (int(original_size[0]), int(original_size[1]))
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The current image's embedding, 1xCxGxG."""
+        if not self.is_image_set:
+            raise UsageError("no image set; call set_image(image) first")
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features: np.ndarray | None = None
+        self.original_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------ prompts
+    def predict(
+        self,
+        point_coords: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        box: np.ndarray | None = None,
+        mask_input: np.ndarray | None = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for the prompts, in original-image pixel coordinates (x, y).
+
+        Arguments:
+            point_coords: Nx2 points (x, y).
+            point_labels: N labels, 1 foreground, 0 background.
+            box: length-4 box x0, y0, x1, y1.
+            mask_input: 1xLxL low-resolution logits from a previous call (L = 4 x grid).
+            multimask_output: three masks (for ambiguous prompts) instead of one.
+            return_logits: return logits instead of binary masks.
+
+        Returns:
+            masks (CxHxW bool, or float logits), scores (C,), low-res logits (CxLxL).
+        """
+        if not self.is_image_set:
+            raise UsageError("no image set; call set_image(image) before predict()")
+        feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
+        t0 = time.perf_counter()
+        out = self.decoder.infer(feed)
+        t1 = time.perf_counter()
+        scores, low_res = out["iou_predictions"][0], out["low_res_masks"][0]
+        sel = slice(1, None) if multimask_output else slice(0, 1)
+        scores, low_res = scores[sel], low_res[sel]
+        masks = postprocess_masks(low_res, self.input_size, self.original_size, self.image_size)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        self.timings["decoder"] = t1 - t0
+        self.timings["postprocess"] = time.perf_counter() - t1
+        return masks, scores.astype(np.float32), low_res.astype(np.float32)
+
+    def prompt_feed(
+        self,
+        point_coords: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+    ) -> dict[str, np.ndarray]:
+        """Validate prompts and build the decoder feed (coordinates in the model's frame)."""
+        h, w = self.original_size  # type: ignore[misc]
+        coords_list, labels_list = [], []
+        if (point_coords is None) != (point_labels is None):
+            raise PromptError("point_coords and point_labels must be given together")
+        if point_coords is not None:
+            pts = np.asarray(point_coords, dtype=np.float64)
+            lab = np.asarray(point_labels, dtype=np.float64).reshape(-1)
+            if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
+                raise PromptError(f"point_coords must have shape (N, 2), got {pts.shape}")
+            if lab.shape[0] != pts.shape[0]:
+                raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
+            if not np.all(np.isin(lab, (0, 1))):
+                raise PromptError("point labels must be 1 (foreground) or 0 (background)")
+            _inside(pts, h, w, "point")
+            coords_list.append(pts)
+            labels_list.append(lab)
+        if box is not None:
+            b = np.asarray(box, dtype=np.float64).reshape(-1)
+            if b.shape[0] != 4:
+                raise PromptError(f"box must have 4 numbers x0,y0,x1,y1, got {b.shape[0]}")
+            if not (b[2] > b[0] and b[3] > b[1]):
+                raise PromptError(f"box {b.tolist()} must have x1 > x0 and y1 > y0")
+            _inside(b.reshape(2, 2), h, w, "box corner")
+            coords_list.append(b.reshape(2, 2))
+            labels_list.append(np.array([2.0, 3.0]))
+        low = 4 * (self.features.shape[-1])  # type: ignore[union-attr]
+        if mask_input is not None:
+            m = np.asarray(mask_input, dtype=np.float32)
+            if m.shape not in ((1, low, low), (1, 1, low, low)):
+                raise PromptError(f"mask_input must have shape (1, {low}, {low}), got {m.shape}")
+            mask = m.reshape(1, 1, low, low)
+            has = np.ones(1, np.float32)
+        else:
+            if not coords_list:
+                raise PromptError("no prompt given: pass point_coords + point_labels, a box, or mask_input")
+            mask = np.zeros((1, 1, low, low), np.float32)
+            has = np.zeros(1, np.float32)
+        if box is None:  # SAM adds a padding point when there is no box
+            coords_list.append(np.zeros((1, 2)))
+            labels_list.append(np.array([-1.0]))
+        coords = self.transform.apply_coords(np.concatenate(coords_list), (h, w))
+        return {
+            "image_embeddings": self.features,  # type: ignore[dict-item]
+            "point_coords": coords[None].astype(np.float32),
+            "point_labels": np.concatenate(labels_list)[None].astype(np.float32),
+            "mask_input": mask,
+            "has_mask_input": has,
+        }
+
+
+def _inside(pts: np.ndarray, h: int, w: int, what: str) -> None:
+    bad = (pts[:, 0] < 0) | (pts[:, 0] > w) | (pts[:, 1] < 0) | (pts[:, 1] > h) | ~np.isfinite(pts).all(1)
+    if bad.any():
+        x, y = pts[bad][0]
+        raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {w}x{h} image (x in 0..{w}, y in 0..{h})")
+
+
+def _artifact_precision(precision: str | None, backend: str | None) -> str | None:
+    # bf16 is a run-time hint applied to fp32 artifacts, not an artifact of its own
+    if precision == "bf16":
+        return "fp32"
+    return precision

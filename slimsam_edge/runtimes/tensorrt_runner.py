@@ -1,0 +1,266 @@
+"""TensorRT backend: runs a serialized engine (``.engine`` / ``.plan``) with the TRT 10/11 tensor API.
+
+Engines are not portable: they are tied to the TensorRT version, the GPU and the OS they were
+built on. A deserialization failure therefore says how to rebuild the engine on this device.
+``tensorrt`` and ``cuda-python`` are imported only when a runner is activated; device memory is
+handled with ``cuda.bindings.runtime`` (cuda-python >= 12.6) or ``cuda.cudart`` (older).
+
+Example:
+    >>> from slimsam_edge.runtimes import RunnerOptions, open_runner       # doctest: +SKIP
+    >>> with open_runner("decoder.engine", options=RunnerOptions(device="cuda:0")) as r:  # doctest: +SKIP
+    ...     out = r.infer(feed)
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BundleError, RunnerError, UsageError
+from .base import FeedDict, Runner, TensorSpec, register_runner
+
+REBUILD_HINT = "rebuild it on this device with `slimsam-edge export ... --target ...`"
+_INSTALL_HINT = "pip install 'slimsam-edge[tensorrt]' (on Jetson: use JetPack's python3-libnvinfer)"
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_runtime_available() -> bool:
+    """True when cuda-python's runtime bindings can be found (nothing is imported)."""
+    return _has_module("cuda.bindings.runtime") or _has_module("cuda.cudart")
+
+
+def import_tensorrt() -> Any:
+    """Import and return the ``tensorrt`` module, or raise :class:`BackendUnavailableError`.
+
+    Example:
+        >>> trt = import_tensorrt()                      # doctest: +SKIP
+        >>> trt.__version__                              # doctest: +SKIP
+        '10.3.0'
+    """
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as err:
+        raise BackendUnavailableError(f"TensorRT is not installed ({err}); {_INSTALL_HINT}") from None
+
+
+def import_cudart() -> Any:
+    """Import cuda-python's runtime module (new or old layout) or raise BackendUnavailableError.
+
+    Example:
+        >>> cudart = import_cudart()                     # doctest: +SKIP
+        >>> err, count = cudart.cudaGetDeviceCount()     # doctest: +SKIP
+    """
+    for name in ("cuda.bindings.runtime", "cuda.cudart"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise BackendUnavailableError(f"cuda-python is not installed; {_INSTALL_HINT}")
+
+
+def cuda_check(cudart: Any, result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(err, *values)`` result; raise RunnerError unless it succeeded.
+
+    Example:
+        >>> _, ptr = cuda_check(cudart, cudart.cudaMalloc(1024), "cudaMalloc")  # doctest: +SKIP
+    """
+    if not isinstance(result, tuple):
+        result = (result,)
+    err, values = result[0], result[1:]
+    if err != cudart.cudaError_t.cudaSuccess:
+        _, text = cudart.cudaGetErrorString(err)
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        raise RunnerError(f"CUDA {what} failed: {text}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+class DeviceBuffer:
+    """One device allocation that grows on demand (cudaMalloc / cudaFree).
+
+    Example:
+        >>> buf = DeviceBuffer(cudart); buf.ensure(4096); buf.free()   # doctest: +SKIP
+    """
+
+    def __init__(self, cudart: Any):
+        self._cudart = cudart
+        self.ptr = 0
+        self.nbytes = 0
+
+    def ensure(self, nbytes: int) -> int:
+        """Make the buffer at least ``nbytes`` large and return its device address."""
+        if nbytes > self.nbytes:
+            self.free()
+            self.ptr = int(cuda_check(self._cudart, self._cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
+            self.nbytes = nbytes
+        return self.ptr
+
+    def free(self) -> None:
+        """Release the allocation (safe to call twice)."""
+        if self.ptr:
+            cuda_check(self._cudart, self._cudart.cudaFree(self.ptr), "cudaFree")
+        self.ptr = 0
+        self.nbytes = 0
+
+
+def _parse_device(device: str) -> tuple[str, int]:
+    """("cuda", 0) for "cpu"/"cuda"/"gpu", ("cuda", n) for "cuda:n", ("dla", n) for "dla:n"."""
+    kind, _, index = device.lower().partition(":")
+    if kind in ("cpu", "cuda", "gpu", "") and (index == "" or index.isdigit()):
+        return "cuda", int(index or 0)
+    if kind == "dla" and index.isdigit():
+        return "dla", int(index)
+    raise UsageError(f"tensorrt: bad device {device!r}; use 'cuda', 'cuda:N' or 'dla:N'")
+
+
+@register_runner("tensorrt")
+class TensorRTRunner(Runner):
+    """Run a serialized TensorRT engine on an NVIDIA GPU (or a Jetson DLA core).
+
+    Options used: ``device`` ("cuda", "cuda:N", "dla:N"; the default "cpu" means GPU 0, since a
+    TensorRT engine always runs on the GPU it was built for) and ``extra["tensorrt_version"]`` (the
+    version recorded at build time; a different major.minor here is refused before loading).
+    Precision is fixed inside the engine at build time.
+
+    Example:
+        >>> r = TensorRTRunner("decoder.engine")               # doctest: +SKIP
+        >>> r.infer({"x": np.ones((1, 3), np.float32)})         # doctest: +SKIP
+    """
+
+    suffixes = (".engine", ".plan")
+    extra = "tensorrt"
+
+    def __init__(self, artifact: Any, options: Any = None):
+        super().__init__(artifact, options)
+        self._trt: Any = None
+        self._cudart: Any = None
+        self._runtime: Any = None
+        self._engine: Any = None
+        self._context: Any = None
+        self._stream: Any = None
+        self._buffers: dict[str, DeviceBuffer] = {}
+        self._input_names: list[str] = []
+        self._output_names: list[str] = []
+
+    @classmethod
+    def available(cls) -> bool:
+        return _has_module("tensorrt") and cuda_runtime_available()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _check_version(self, trt: Any, path: Path) -> None:
+        built = self.options.extra.get("tensorrt_version")
+        if built and str(built).split(".")[:2] != str(trt.__version__).split(".")[:2]:
+            raise BundleError(
+                f"{path}: engine built by TensorRT {built}, this device has {trt.__version__}; "
+                + REBUILD_HINT
+            )
+
+    def _activate(self) -> None:
+        self.notes.clear()
+        trt = self._trt = import_tensorrt()
+        cudart = self._cudart = import_cudart()
+        path = Path(str(self.artifact))
+        if not path.is_file():
+            raise BundleError(f"{path}: engine file not found; {REBUILD_HINT}")
+        self._check_version(trt, path)
+        kind, index = _parse_device(self.options.device)
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if kind == "cuda":
+            cuda_check(cudart, cudart.cudaSetDevice(index), "cudaSetDevice")
+        else:
+            runtime.DLA_core = index
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise BundleError(
+                f"{path}: cannot load the engine (engine built by another TensorRT version or GPU, "
+                f"this device has TensorRT {trt.__version__}); {REBUILD_HINT}"
+            )
+        self._runtime, self._engine = runtime, engine
+        self._context = engine.create_execution_context()
+        if self._context is None:
+            raise RunnerError(f"{path}: TensorRT could not create an execution context (out of GPU memory?)")
+        self._stream = cuda_check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._input_names = [n for n in names if is_input[n]]
+        self._output_names = [n for n in names if not is_input[n]]
+        self._buffers = {n: DeviceBuffer(cudart) for n in names}
+        self.notes.append(f"TensorRT {trt.__version__} on {kind}:{index}")
+        if self.options.precision != "fp32":
+            self.notes.append(f"precision {self.options.precision} was fixed when the engine was built")
+
+    def _deactivate(self) -> None:
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers = {}
+        if self._stream is not None:
+            cuda_check(self._cudart, self._cudart.cudaStreamDestroy(self._stream), "cudaStreamDestroy")
+            self._stream = None
+        self._context = None
+        self._engine = None
+        self._runtime = None
+
+    # -- graph ---------------------------------------------------------------------------------
+    def _dtype(self, name: str) -> np.dtype:
+        try:
+            return np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
+        except (TypeError, KeyError):
+            raise RunnerError(
+                f"tensorrt: tensor {name!r} has type {self._engine.get_tensor_dtype(name)} with no "
+                "numpy equivalent; rebuild the engine with float32/float16/int32/int64 I/O"
+            ) from None
+
+    def _specs(self) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+        def spec(name: str) -> TensorSpec:
+            dims = tuple(d if d >= 0 else "?" for d in self._engine.get_tensor_shape(name))
+            return TensorSpec(name, self._dtype(name), dims)
+
+        return ({n: spec(n) for n in self._input_names}, {n: spec(n) for n in self._output_names})
+
+    def _infer(self, feed: FeedDict) -> FeedDict:
+        cudart, ctx, stream = self._cudart, self._context, self._stream
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        hosts = {}
+        for name in self._input_names:
+            arr = np.ascontiguousarray(feed[name])
+            hosts[name] = arr  # keep alive until the stream is synchronized
+            if not ctx.set_input_shape(name, tuple(arr.shape)):
+                raise RunnerError(
+                    f"tensorrt runner for {self.artifact}: shape {arr.shape} of {name!r} is outside the "
+                    "engine's optimization profile; rebuild with a wider --min/opt/max shape"
+                )
+            ptr = self._buffers[name].ensure(arr.nbytes)
+            cuda_check(cudart, cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, stream),
+                       "cudaMemcpyAsync (host to device)")
+            ctx.set_tensor_address(name, ptr)
+        outputs: FeedDict = {}
+        for name in self._output_names:
+            shape = tuple(ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise RunnerError(
+                    f"tensorrt: output {name!r} has a data-dependent shape {shape}; this runner needs "
+                    "outputs whose shape follows from the inputs"
+                )
+            out = np.empty(shape, dtype=self._dtype(name))
+            outputs[name] = out
+            ctx.set_tensor_address(name, self._buffers[name].ensure(out.nbytes))
+        if not ctx.execute_async_v3(int(stream)):
+            raise RunnerError(f"tensorrt: execute_async_v3 failed for {self.artifact}; see the TensorRT log")
+        for name, out in outputs.items():
+            cuda_check(cudart, cudart.cudaMemcpyAsync(out.ctypes.data, self._buffers[name].ptr,
+                                                      out.nbytes, d2h, stream),
+                       "cudaMemcpyAsync (device to host)")
+        cuda_check(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        return outputs

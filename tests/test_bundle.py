@@ -1,0 +1,154 @@
+"""Bundle manifest: round trip, verification, and one-line errors for every kind of damage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimsam_edge.bundle import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    Artifact,
+    Bundle,
+    Manifest,
+    load_bundle,
+    write_manifest,
+)
+from slimsam_edge.errors import BundleError
+from slimsam_edge.fsutil import sha256_file
+
+
+@pytest.fixture()
+def bundle_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "bundle"
+    (root / "ov").mkdir(parents=True)
+    (root / "encoder.onnx").write_bytes(b"encoder-onnx")
+    (root / "decoder.onnx").write_bytes(b"decoder-onnx")
+    (root / "ov" / "encoder.xml").write_text("<net/>")
+    (root / "ov" / "encoder.bin").write_bytes(b"\x00\x01")
+    manifest = Manifest(
+        model={"id": "slimsam-77", "type": "slimsam", "spec": {"embed_dim": 168}},
+        target="cpu",
+        artifacts=[
+            Artifact.from_files(root, "image_encoder", "openvino", "bf16", "ov/encoder.xml",
+                                other_files=["ov/encoder.bin"]),
+            Artifact.from_files(root, "image_encoder", "onnxruntime", "fp32", "encoder.onnx"),
+            Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "decoder.onnx",
+                                extra={"variant": "lowres"}),
+        ],
+        tool_versions={"slimsam_edge": "0.1.0"},
+        validation={"image_encoder": {"max_abs_diff": 1e-4}},
+        notes=["test bundle"],
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+def _edit_manifest(root: Path, change) -> None:
+    data = json.loads((root / MANIFEST).read_text())
+    change(data)
+    (root / MANIFEST).write_text(json.dumps(data))
+
+
+def test_round_trip(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    assert m.schema_version == SCHEMA_VERSION
+    assert m.model["spec"] == {"embed_dim": 168}
+    assert m.pixel_mean == [123.675, 116.28, 103.53] and m.image_size == 1024
+    assert m.created.endswith("Z")
+    assert Manifest.from_json(m.to_json()) == m
+    ov = bundle.find("image_encoder", backend="openvino")
+    assert ov.files == {"ov/encoder.xml": sha256_file(bundle_dir / "ov/encoder.xml"),
+                        "ov/encoder.bin": sha256_file(bundle_dir / "ov/encoder.bin")}
+    assert bundle.path_of(ov) == bundle_dir / "ov" / "encoder.xml"
+    assert bundle.backends() == ["onnxruntime", "openvino"]
+    assert bundle.graphs() == ["image_encoder", "mask_decoder"]
+    assert bundle.find("mask_decoder").extra == {"variant": "lowres"}
+
+
+def test_load_accepts_the_manifest_path(bundle_dir: Path) -> None:
+    assert isinstance(load_bundle(bundle_dir / MANIFEST), Bundle)
+
+
+def test_find_prefers_onnxruntime_and_filters(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    assert bundle.find("image_encoder").backend == "onnxruntime"
+    assert bundle.find("image_encoder", precision="bf16").backend == "openvino"
+    with pytest.raises(BundleError, match="no artifact image_encoder/tensorrt/\\*.*image_encoder/openvino/bf16"):
+        bundle.find("image_encoder", backend="tensorrt")
+
+
+def test_tampered_file_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / "ov" / "encoder.bin").write_bytes(b"\x00\x02")
+    with pytest.raises(BundleError, match=r"file ov/encoder.bin was modified or corrupted \(sha256 mismatch\); "
+                                          "re-export the bundle"):
+        load_bundle(bundle_dir)
+    assert load_bundle(bundle_dir, verify=False).find("image_encoder", backend="openvino")
+
+
+def test_missing_file_is_refused(bundle_dir: Path) -> None:
+    (bundle_dir / "decoder.onnx").unlink()
+    with pytest.raises(BundleError, match="file decoder.onnx is missing"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("key", ["model", "artifacts", "image_size", "pixel_mean", "target", "schema_version"])
+def test_missing_manifest_key(bundle_dir: Path, key: str) -> None:
+    _edit_manifest(bundle_dir, lambda d: d.pop(key))
+    with pytest.raises(BundleError, match=f"missing key '{key}'") as info:
+        load_bundle(bundle_dir)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.update(image_size="1024"), "'image_size' must be an integer"),
+        (lambda d: d.update(pixel_std=[1, 2]), "'pixel_std' must be a list of 3 numbers"),
+        (lambda d: d.update(mask_threshold=True), "'mask_threshold' must be a number"),
+        (lambda d: d["model"].pop("type"), "model: missing key 'type'"),
+        (lambda d: d["artifacts"][0].pop("files"), r"artifacts\[0\]: missing key 'files'"),
+        (lambda d: d["artifacts"][1].update(path="../escape.onnx"), "must be relative"),
+        (lambda d: d["artifacts"][1]["files"].update({"encoder.onnx": "abc"}), "not a sha256"),
+        (lambda d: d.update(notes="x"), "'notes' must be a list"),
+    ],
+)
+def test_bad_manifest_values(bundle_dir: Path, change, message: str) -> None:
+    _edit_manifest(bundle_dir, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_dir)
+
+
+def test_newer_schema_asks_to_upgrade(bundle_dir: Path) -> None:
+    _edit_manifest(bundle_dir, lambda d: d.update(schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(BundleError, match="newer than this slimsam-edge.*upgrade slimsam-edge"):
+        load_bundle(bundle_dir)
+
+
+def test_missing_folder_manifest_and_bad_json(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="folder not found"):
+        load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match="no manifest.json"):
+        load_bundle(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON \\(line 1"):
+        load_bundle(tmp_path)
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(BundleError, match="must hold a JSON object"):
+        load_bundle(tmp_path)
+
+
+def test_artifact_from_files_checks_paths(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="does not exist"):
+        Artifact.from_files(tmp_path, "image_encoder", "onnxruntime", "fp32", "missing.onnx")
+    with pytest.raises(BundleError, match="must be relative"):
+        Artifact.from_files(tmp_path, "image_encoder", "onnxruntime", "fp32", "/etc/passwd")
+
+
+def test_write_manifest_is_atomic_and_readable(bundle_dir: Path) -> None:
+    leftovers = [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    assert json.loads((bundle_dir / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION

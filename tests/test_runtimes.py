@@ -1,0 +1,654 @@
+"""Runners on tiny ONNX graphs: onnxruntime and OpenVINO on CPU; TensorRT only where installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimsam_edge.errors import BackendUnavailableError, BundleError, RunnerError, UsageError
+from slimsam_edge.runtimes import RunnerOptions, TensorSpec, open_runner, registered_backends, runner_class
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper  # noqa: E402
+
+ONE_THREAD = RunnerOptions(threads=1)
+
+
+def _save(graph: "onnx.GraphProto", path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def affine_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """y = x * 2 + 1 with x: float32 [batch, 3]."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["t", "one"], ["y"])],
+        "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+                     helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    return _save(graph, tmp_path_factory.mktemp("affine") / "affine.onnx")
+
+
+@pytest.fixture(scope="module")
+def two_input_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """y = x + float(idx)[:, None] (float32 [n, 4]); k = idx + 1 (int64 [n])."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["idx"], ["idx_f"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["idx_f", "axes"], ["idx_col"]),
+            helper.make_node("Add", ["x", "idx_col"], ["y"]),
+            helper.make_node("Add", ["idx", "one"], ["k"]),
+        ],
+        "two_inputs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4]),
+         helper.make_tensor_value_info("idx", TensorProto.INT64, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, ["n"])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+                     helper.make_tensor("one", TensorProto.INT64, [], [1])],
+    )
+    return _save(graph, tmp_path_factory.mktemp("two") / "two.onnx")
+
+
+@pytest.fixture(scope="module")
+def affine_ir(affine_onnx: Path) -> Path:
+    ov = pytest.importorskip("openvino")
+    xml = affine_onnx.with_name("affine_ir.xml")
+    ov.save_model(ov.convert_model(str(affine_onnx)), str(xml))
+    return xml
+
+
+def _two_feed(n: int = 3) -> dict[str, np.ndarray]:
+    return {"x": np.arange(n * 4, dtype=np.float32).reshape(n, 4), "idx": np.arange(n, dtype=np.int64)}
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+def test_registry_lists_builtin_backends() -> None:
+    assert {"onnxruntime", "openvino", "tensorrt", "torch"} <= set(registered_backends())
+
+
+def test_unknown_backend_is_usage_error() -> None:
+    with pytest.raises(UsageError, match="unknown backend 'nope'.*onnxruntime"):
+        runner_class("nope")
+
+
+def test_open_runner_picks_backend_by_suffix(affine_onnx: Path, affine_ir: Path) -> None:
+    assert open_runner(affine_onnx).backend == "onnxruntime"
+    assert open_runner(affine_ir).backend == "openvino"
+
+
+# -- onnxruntime ---------------------------------------------------------------------------------
+
+def test_onnxruntime_specs_and_infer(affine_onnx: Path) -> None:
+    with open_runner(affine_onnx, backend="onnxruntime", options=ONE_THREAD) as r:
+        assert r.input_specs() == {"x": TensorSpec("x", np.dtype(np.float32), ("batch", 3))}
+        assert r.output_specs()["y"].shape == ("batch", 3)
+        x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+        np.testing.assert_allclose(r.infer({"x": x})["y"], x * 2 + 1, rtol=1e-6)
+        assert r.notes == ["providers: CPUExecutionProvider"]
+        assert r.activate_seconds is not None
+    assert not r.is_active
+
+
+def test_onnxruntime_two_inputs_int64(two_input_onnx: Path) -> None:
+    with open_runner(two_input_onnx, options=ONE_THREAD) as r:
+        specs = r.input_specs()
+        assert specs["idx"].dtype == np.int64 and specs["idx"].shape == ("n",)
+        out = r.infer(_two_feed())
+        feed = _two_feed()
+        np.testing.assert_allclose(out["y"], feed["x"] + feed["idx"][:, None])
+        np.testing.assert_array_equal(out["k"], feed["idx"] + 1)
+        assert out["k"].dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    "feed, message",
+    [
+        ({"x": np.ones((2, 4), np.float64), "idx": np.zeros(2, np.int64)}, "dtype float64"),
+        ({"x": np.ones((2, 4), np.float32)}, "missing input 'idx'"),
+        ({"x": np.ones((2, 4, 1), np.float32), "idx": np.zeros(2, np.int64)}, "rank 3"),
+        ({"x": np.ones((2, 5), np.float32), "idx": np.zeros(2, np.int64)}, r"shape \(2, 5\)"),
+        ({**_two_feed(), "extra": np.zeros(1)}, "unexpected input 'extra'"),
+    ],
+)
+def test_infer_rejects_bad_feeds(two_input_onnx: Path, feed: dict, message: str) -> None:
+    r = open_runner(two_input_onnx, options=ONE_THREAD)
+    with pytest.raises(RunnerError, match=message):
+        r.infer(feed)
+
+
+def test_onnxruntime_corrupt_and_missing_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(BundleError, match="bad.onnx.*re-export it") as info:
+        open_runner(bad).activate()
+    assert "\n" not in str(info.value)
+    with pytest.raises(BundleError, match="not found"):
+        open_runner(tmp_path / "missing.onnx").activate()
+
+
+def test_onnxruntime_unavailable_provider_and_bad_options(affine_onnx: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(BackendUnavailableError, match="CUDAExecutionProvider"):
+            open_runner(affine_onnx, options=RunnerOptions(device="cuda")).activate()
+    with pytest.raises(UsageError, match="unknown device"):
+        open_runner(affine_onnx, options=RunnerOptions(device="quantum")).activate()
+    for precision in ("bf16", "fp16"):
+        with pytest.raises(UsageError, match=f"cannot apply a {precision} hint"):
+            open_runner(affine_onnx, options=RunnerOptions(precision=precision)).activate()
+    r = open_runner(affine_onnx, options=RunnerOptions(extra={"providers": ["CPUExecutionProvider"]}))
+    with r:
+        assert "CPUExecutionProvider" in r.notes[0]
+
+
+# -- openvino ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ov_caps() -> list[str]:
+    ov = pytest.importorskip("openvino")
+    return [str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+@pytest.mark.parametrize("which", ["onnx", "ir"])
+def test_openvino_specs_and_infer(which: str, affine_onnx: Path, affine_ir: Path) -> None:
+    path = affine_onnx if which == "onnx" else affine_ir
+    with open_runner(path, backend="openvino", options=ONE_THREAD) as r:
+        spec = r.input_specs()["x"]
+        assert spec.dtype == np.float32 and spec.shape[1] == 3 and isinstance(spec.shape[0], str)
+        x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+        np.testing.assert_allclose(r.infer({"x": x})["y"], x * 2 + 1, rtol=1e-5)
+        assert "INFERENCE_PRECISION_HINT=f32" in r.notes[0]
+        with pytest.raises(RunnerError, match="dtype float64"):
+            r.infer({"x": x.astype(np.float64)})
+
+
+def test_openvino_two_inputs(two_input_onnx: Path) -> None:
+    pytest.importorskip("openvino")
+    with open_runner(two_input_onnx, backend="openvino", options=ONE_THREAD) as r:
+        assert r.input_specs()["idx"].dtype == np.int64
+        out = r.infer(_two_feed(2))
+        np.testing.assert_array_equal(out["k"], [1, 2])
+        np.testing.assert_allclose(out["y"], _two_feed(2)["x"] + np.array([[0.0], [1.0]]))
+
+
+def test_openvino_bf16_follows_cpu_capability(affine_onnx: Path, ov_caps: list[str]) -> None:
+    from slimsam_edge.devices import detect
+
+    r = open_runner(affine_onnx, backend="openvino", options=RunnerOptions(threads=1, precision="bf16"))
+    if "BF16" in ov_caps:
+        assert detect()["supports_bf16"]
+        with r:
+            x = np.ones((2, 3), np.float32)
+            np.testing.assert_allclose(r.infer({"x": x})["y"], 3.0, rtol=1e-2)
+            assert "bf16" in r.notes[0]
+    else:
+        with pytest.raises(UsageError, match="does not support bf16"):
+            r.activate()
+
+
+def test_openvino_fp16_on_cpu_needs_capability(affine_onnx: Path, ov_caps: list[str]) -> None:
+    r = open_runner(affine_onnx, backend="openvino", options=RunnerOptions(threads=1, precision="fp16"))
+    if "FP16" not in ov_caps:
+        with pytest.raises(UsageError, match="does not support fp16"):
+            r.activate()
+    else:
+        with r:
+            assert r.infer({"x": np.ones((1, 3), np.float32)})["y"].shape == (1, 3)
+
+
+def test_openvino_device_and_file_errors(affine_onnx: Path, affine_ir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    with pytest.raises(BackendUnavailableError, match="'NPU' is not available"):
+        open_runner(affine_onnx, backend="openvino", options=RunnerOptions(device="npu")).activate()
+    with pytest.raises(UsageError, match="unknown precision"):
+        open_runner(affine_onnx, backend="openvino", options=RunnerOptions(precision="fp8")).activate()
+    lonely = tmp_path / "lonely.xml"
+    lonely.write_text(affine_ir.read_text())
+    with pytest.raises(BundleError, match="lonely.bin is missing"):
+        open_runner(lonely).activate()
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net>broken")
+    (tmp_path / "bad.bin").write_bytes(b"")
+    with pytest.raises(BundleError, match="re-export it") as info:
+        open_runner(bad).activate()
+    assert "\n" not in str(info.value)
+
+
+def test_openvino_auto_device(affine_onnx: Path) -> None:
+    pytest.importorskip("openvino")
+    with open_runner(affine_onnx, backend="openvino", options=RunnerOptions(device="auto", threads=1)) as r:
+        np.testing.assert_allclose(r.infer({"x": np.zeros((1, 3), np.float32)})["y"], 1.0)
+
+
+# -- tensorrt (CPU machine: unavailable; GPU tests are marked) ----------------------------------
+
+def _has_tensorrt() -> bool:
+    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner.available()
+
+
+@pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
+def test_tensorrt_unavailable_without_package(affine_onnx: Path, tmp_path: Path) -> None:
+    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+
+    assert TensorRTRunner.available() is False
+    with pytest.raises(BackendUnavailableError, match=r"slimsam-edge\[tensorrt\]"):
+        runner_class("tensorrt")
+    with pytest.raises(BackendUnavailableError, match="TensorRT is not installed"):
+        build_engine(affine_onnx, tmp_path / "affine.engine")
+    with pytest.raises(BackendUnavailableError):
+        open_runner(tmp_path / "affine.engine")
+    assert not (tmp_path / "affine.engine").exists()
+
+
+def test_tensorrt_device_strings() -> None:
+    from slimsam_edge.runtimes.tensorrt_runner import _parse_device
+
+    assert _parse_device("cpu") == ("cuda", 0)
+    assert _parse_device("cuda:1") == ("cuda", 1)
+    assert _parse_device("dla:0") == ("dla", 0)
+    with pytest.raises(UsageError):
+        _parse_device("npu")
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and cuda-python")
+def test_tensorrt_engine_matches_onnxruntime(two_input_onnx: Path, tmp_path: Path) -> None:
+    from slimsam_edge.exporters.tensorrt_build import build_engine
+
+    engine = build_engine(
+        two_input_onnx, tmp_path / "two.engine",
+        min_opt_max_shapes={"x": ((1, 4), (3, 4), (8, 4)), "idx": ((1,), (3,), (8,))},
+        timing_cache=tmp_path / "timing.cache", workspace_gb=0.25,
+    )
+    assert engine.is_file() and (tmp_path / "timing.cache").is_file()
+    feed = _two_feed(5)
+    with open_runner(two_input_onnx, options=ONE_THREAD) as ref:
+        want = ref.infer(feed)
+    with open_runner(engine, options=RunnerOptions(device="cuda")) as r:
+        assert r.input_specs()["x"].shape == ("?", 4)
+        got = r.infer(feed)
+        got_again = r.infer(_two_feed(2))
+    np.testing.assert_allclose(got["y"], want["y"], rtol=1e-5)
+    np.testing.assert_array_equal(got["k"].astype(np.int64), want["k"])
+    assert got_again["y"].shape == (2, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and cuda-python")
+def test_tensorrt_rejects_foreign_engine(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.engine"
+    fake.write_bytes(b"\x00" * 256)
+    with pytest.raises(BundleError, match="another TensorRT version or GPU"):
+        open_runner(fake).activate()
+
+
+# -- the runtime path never imports torch -------------------------------------------------------
+
+def test_runtime_path_does_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "import slimsam_edge.bundle, slimsam_edge.devices, slimsam_edge.runtimes as rt\n"
+        "from slimsam_edge.runtimes import onnxruntime_runner, openvino_runner, tensorrt_runner\n"
+        "rt.registered_backends()\n"
+        "slimsam_edge.devices.detect()\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'openvino', 'tensorrt'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_tensorrt_builder_module_does_not_import_torch() -> None:
+    code = ("import sys\nimport slimsam_edge.exporters.tensorrt_build\n"
+            "sys.exit(1 if 'torch' in sys.modules else 0)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, "importing tensorrt_build pulled in torch: " + proc.stderr
+
+
+# -- TensorRT code paths against a fake `tensorrt` + `cuda.bindings.runtime` (CPU only) ---------
+# The fakes follow the TRT 10 Python API closely enough to exercise the runner's buffer handling
+# and build_engine's flag / profile / pinning / timing-cache logic on a machine without a GPU.
+
+def _fake_cudart() -> object:
+    import ctypes
+    import enum
+    import types
+
+    class Err(enum.Enum):
+        cudaSuccess = 0
+        cudaErrorInvalidValue = 1
+
+    kinds = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    memory: dict[int, ctypes.Array] = {}
+
+    def malloc(n: int):
+        buf = ctypes.create_string_buffer(n)
+        memory[ctypes.addressof(buf)] = buf
+        return Err.cudaSuccess, ctypes.addressof(buf)
+
+    def free(ptr: int):
+        return (Err.cudaSuccess,) if memory.pop(ptr, None) is not None else (Err.cudaErrorInvalidValue,)
+
+    def memcpy(dst: int, src: int, n: int, kind: int, stream: object = None):
+        ctypes.memmove(dst, src, n)
+        return (Err.cudaSuccess,)
+
+    mod = types.ModuleType("cuda.bindings.runtime")
+    mod.__dict__.update(
+        cudaError_t=Err, cudaMemcpyKind=kinds, memory=memory,
+        cudaGetErrorString=lambda e: (Err.cudaSuccess, b"invalid value"),
+        cudaSetDevice=lambda i: (Err.cudaSuccess,), cudaMalloc=malloc, cudaFree=free,
+        cudaStreamCreate=lambda: (Err.cudaSuccess, 7), cudaStreamDestroy=lambda s: (Err.cudaSuccess,),
+        cudaStreamSynchronize=lambda s: (Err.cudaSuccess,), cudaMemcpyAsync=memcpy, cudaMemcpy=memcpy,
+    )
+    return mod
+
+
+def _fake_tensorrt(version: str = "10.3.0") -> object:
+    """A TRT-like module whose 'engine' computes y = x * 2 + 1 for x: float32 [-1, 3]."""
+    import ctypes
+    import enum
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.float32, trt.float16, trt.int64 = "float32", "float16", "int64"
+    trt.nptype = lambda t: {"float32": np.float32, "float16": np.float16, "int64": np.int64}[t]
+    trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
+    trt.LayerType = enum.Enum("LayerType", "NORMALIZATION SOFTMAX MATRIX_MULTIPLY ELEMENTWISE QUANTIZE")
+    flags = "OBEY_PRECISION_CONSTRAINTS GPU_FALLBACK" + (" FP16 INT8" if version.startswith("10") else "")
+    trt.BuilderFlag = enum.Enum("BuilderFlag", flags)
+    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NDCF", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+    trt.DeviceType = types.SimpleNamespace(DLA="dla", GPU="gpu")
+
+    class ILogger:
+        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3})
+
+        def __init__(self) -> None:
+            pass
+
+    class Logger(ILogger):
+        WARNING = 2
+
+        def __init__(self, level: int = 2) -> None:
+            pass
+
+    class Context:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple] = {"x": (-1, 3), "y": (-1, 3)}
+            self.addr: dict[str, int] = {}
+
+        def set_input_shape(self, name: str, shape: tuple) -> bool:
+            if len(shape) != 2 or not 1 <= shape[0] <= 8:
+                return False
+            self.shapes["x"] = self.shapes["y"] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            return self.shapes[name]
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream: int) -> bool:
+            n = int(np.prod(self.shapes["x"]))
+            x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["x"]))
+            y = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["y"]))
+            y[:] = x * 2 + 1
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i: int) -> str:
+            return ["x", "y"][i]
+
+        def get_tensor_mode(self, name: str):
+            return trt.TensorIOMode.INPUT if name == "x" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return "float32"
+
+        def get_tensor_shape(self, name: str) -> tuple:
+            return (-1, 3)
+
+        def create_execution_context(self) -> Context:
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger: object) -> None:
+            self.DLA_core = -1
+
+        def deserialize_cuda_engine(self, data: bytes):
+            return Engine() if data == b"FAKE-ENGINE " + version.encode() else None
+
+    class Tensor:
+        def __init__(self, name: str, shape: tuple, dtype: str = "float32") -> None:
+            self.name, self.shape, self.dtype = name, shape, dtype
+
+    class Layer:
+        def __init__(self, type_: object, dtype: str = "float32") -> None:
+            self.type, self.num_outputs, self.precision = type_, 1, None
+            self.outputs = [Tensor("o", (1,), dtype)]
+            self.output_types: dict[int, str] = {}
+
+        def get_output(self, j: int) -> Tensor:
+            return self.outputs[j]
+
+        def set_output_type(self, j: int, t: str) -> None:
+            self.output_types[j] = t
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags, self.inputs, self.layers = flags, [], []
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_layers = property(lambda self: len(self.layers))
+        get_input = lambda self, i: self.inputs[i]  # noqa: E731
+        get_layer = lambda self, i: self.layers[i]  # noqa: E731
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network: Network, logger: object) -> None:
+            self.network = network
+
+        def parse_from_file(self, path: str) -> bool:
+            self.network.inputs = [Tensor("x", (-1, 3))]
+            self.network.layers = [Layer(trt.LayerType.NORMALIZATION), Layer(trt.LayerType.SOFTMAX),
+                                   Layer(trt.LayerType.SOFTMAX, "int64"), Layer(trt.LayerType.ELEMENTWISE)]
+            return True
+
+    class Profile:
+        def __init__(self) -> None:
+            self.shapes: dict[str, tuple] = {}
+
+        def set_shape(self, name: str, mn: tuple, opt: tuple, mx: tuple) -> None:
+            self.shapes[name] = (mn, opt, mx)
+
+    class Cache:
+        def __init__(self, data: bytes) -> None:
+            self.data = data
+
+        def serialize(self) -> bytes:
+            return self.data + b"+"
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags, self.profiles, self.cache, self.pool = set(), [], None, {}
+
+        def set_memory_pool_limit(self, pool: str, n: int) -> None:
+            self.pool[pool] = n
+
+        def set_flag(self, flag: object) -> None:
+            self.flags.add(flag)
+
+        def add_optimization_profile(self, p: Profile) -> int:
+            self.profiles.append(p)
+            return 0
+
+        def create_timing_cache(self, data: bytes) -> Cache:
+            return Cache(data)
+
+        def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self) -> Cache:
+            return self.cache
+
+    class Builder:
+        last: "Builder | None" = None
+
+        def __init__(self, logger: object) -> None:
+            Builder.last = self
+
+        def create_network(self, flags: int) -> Network:
+            self.network = Network(flags)
+            return self.network
+
+        def create_builder_config(self) -> Config:
+            self.config = Config()
+            return self.config
+
+        def create_optimization_profile(self) -> Profile:
+            return Profile()
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            return b"FAKE-ENGINE " + version.encode()
+
+    class IInt8EntropyCalibrator2:
+        def __init__(self) -> None:
+            pass
+
+    trt.__dict__.update(ILogger=ILogger, Logger=Logger, Runtime=Runtime, Builder=Builder,
+                        OnnxParser=OnnxParser)
+    if version.startswith("10"):
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+    return trt
+
+
+@pytest.fixture()
+def fake_trt(monkeypatch: pytest.MonkeyPatch):
+    from importlib.machinery import ModuleSpec
+
+    def install(version: str = "10.3.0"):
+        trt, cudart = _fake_tensorrt(version), _fake_cudart()
+        trt.__spec__ = ModuleSpec("tensorrt", None)
+        cudart.__spec__ = ModuleSpec("cuda.bindings.runtime", None)
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
+        return trt, cudart
+
+    return install
+
+
+def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
+    from slimsam_edge.exporters.tensorrt_build import build_engine
+
+    trt, cudart = fake_trt("10.3.0")
+    cache = tmp_path / "timing.cache"
+    engine = build_engine(affine_onnx, tmp_path / "a.engine", fp16=True, timing_cache=cache,
+                          min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))}, workspace_gb=0.5)
+    builder = trt.Builder.last
+    assert builder.network.flags == 1  # EXPLICIT_BATCH bit only
+    assert {f.name for f in builder.config.flags} == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    assert builder.config.profiles[0].shapes == {"x": ((1, 3), (2, 3), (8, 3))}
+    assert builder.config.pool == {"workspace": 1 << 29}
+    pinned = [layer.precision for layer in builder.network.layers]
+    assert pinned == ["float32", "float32", None, None]  # LayerNorm + float Softmax only
+    assert cache.read_bytes() == b"+"
+    assert engine.read_bytes() == b"FAKE-ENGINE 10.3.0"
+
+    with open_runner(engine) as r:
+        assert r.input_specs()["x"].shape == ("?", 3)
+        x = np.arange(6, dtype=np.float32).reshape(2, 3)
+        np.testing.assert_allclose(r.infer({"x": x})["y"], x * 2 + 1)
+        x5 = np.ones((5, 3), np.float32)  # larger batch: buffers grow
+        np.testing.assert_allclose(r.infer({"x": x5})["y"], 3.0)
+        with pytest.raises(RunnerError, match="outside the engine's optimization profile"):
+            r.infer({"x": np.ones((9, 3), np.float32)})
+        assert len(cudart.memory) == 2
+    assert cudart.memory == {}  # _deactivate freed every buffer
+
+
+def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
+    from slimsam_edge.exporters.tensorrt_build import build_engine
+
+    fake_trt("10.3.0")
+    with pytest.raises(UsageError, match="pass min/opt/max shapes"):
+        build_engine(affine_onnx, tmp_path / "a.engine")
+    shapes = {"x": ((1, 3), (2, 3), (8, 3))}
+    with pytest.raises(UsageError, match="does not fit its declared shape"):
+        build_engine(affine_onnx, tmp_path / "a.engine", min_opt_max_shapes={"x": ((1, 4), (2, 4), (8, 4))})
+    with pytest.raises(UsageError, match="Q/DQ nodes in the ONNX or a calibrator"):
+        build_engine(affine_onnx, tmp_path / "a.engine", int8=True, min_opt_max_shapes=shapes)
+    with pytest.raises(UsageError, match="unknown layer type 'Nope'"):
+        build_engine(affine_onnx, tmp_path / "a.engine", fp16=True, min_opt_max_shapes=shapes,
+                     fp32_layer_types=("Nope",))
+    assert not (tmp_path / "a.engine").exists()
+    foreign = tmp_path / "foreign.engine"
+    foreign.write_bytes(b"FAKE-ENGINE 8.6.1")
+    with pytest.raises(BundleError, match="another TensorRT version or GPU.*rebuild it on this device"):
+        open_runner(foreign).activate()
+    with pytest.raises(BundleError, match="built by TensorRT 8.6.1"):
+        open_runner(foreign, options=RunnerOptions(extra={"tensorrt_version": "8.6.1"})).activate()
+
+
+def test_fake_tensorrt_11_refuses_weak_typing(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
+    from slimsam_edge.exporters.tensorrt_build import build_engine, entropy_calibrator_class
+
+    trt, _ = fake_trt("11.4.0")
+    shapes = {"x": ((1, 3), (2, 3), (8, 3))}
+    with pytest.raises(UsageError, match="no FP16 builder flag.*strongly typed"):
+        build_engine(affine_onnx, tmp_path / "a.engine", fp16=True, min_opt_max_shapes=shapes)
+    with pytest.raises(UsageError, match="no INT8 calibrators"):
+        entropy_calibrator_class()
+    engine = build_engine(affine_onnx, tmp_path / "a.engine", strongly_typed=True, min_opt_max_shapes=shapes)
+    assert trt.Builder.last.network.flags == 0b11 and engine.is_file()
+
+
+def test_fake_tensorrt_entropy_calibrator(fake_trt, tmp_path: Path) -> None:
+    import ctypes
+
+    from slimsam_edge.exporters import tensorrt_build
+
+    trt, cudart = fake_trt("10.3.0")
+    Calibrator = tensorrt_build.EntropyCalibrator  # module __getattr__ builds the class lazily
+    assert issubclass(Calibrator, trt.IInt8EntropyCalibrator2)
+    feeds = [{"x": np.full((2, 3), i, np.float32)} for i in range(2)]
+    calib = Calibrator(feeds, tmp_path / "x.calib")
+    assert calib.get_batch_size() == 1 and calib.read_calibration_cache() is None
+    ptrs = calib.get_batch(["x"])
+    got = np.ctypeslib.as_array((ctypes.c_float * 6).from_address(ptrs[0]))
+    np.testing.assert_array_equal(got, 0.0)
+    calib.get_batch(["x"])
+    assert calib.get_batch(["x"]) is None and calib.batches == 2
+    calib.write_calibration_cache(b"cache")
+    assert calib.read_calibration_cache() == b"cache"
+    calib.free()
+    assert cudart.memory == {}
+    with pytest.raises(RunnerError, match="lacks inputs"):
+        Calibrator([{"y": np.zeros(1, np.float32)}], tmp_path / "y.calib").get_batch(["x"])
