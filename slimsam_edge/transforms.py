@@ -24,14 +24,21 @@ class ResizeLongestSide:
         scale = self.length / max(h, w)
         return int(h * scale + 0.5), int(w * scale + 0.5)
 
-    def apply_image(self, image: np.ndarray) -> np.ndarray:
+    def apply_image(self, image: np.ndarray, mode: str = "sam") -> np.ndarray:
+        """Resize an HxWxC uint8 image.
+
+        ``mode="sam"`` reproduces segment-anything's resize (PIL's antialiased bilinear) to within
+        one grey level; ``mode="fast"`` uses cv2 (INTER_AREA to shrink), several times faster on
+        large photos, and close but not identical.
+        """
         h, w = image.shape[:2]
         th, tw = self.target_size(h, w)
         if (th, tw) == (h, w):
             return image
-        # INTER_AREA when shrinking approximates PIL's antialiased bilinear used by SAM
-        interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
-        return cv2.resize(image, (tw, th), interpolation=interp)
+        if mode == "fast":
+            interp = cv2.INTER_AREA if th < h else cv2.INTER_LINEAR
+            return cv2.resize(image, (tw, th), interpolation=interp)
+        return resize_antialiased(image, th, tw)
 
     def apply_coords(self, coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
         h, w = original_size
@@ -71,3 +78,41 @@ def postprocess_masks(
     oh, ow = original_size
     out = cv2.resize(np.ascontiguousarray(up), (ow, oh), interpolation=cv2.INTER_LINEAR)
     return out.reshape(oh, ow, c).transpose(2, 0, 1)
+
+
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights of PIL's antialiased bilinear filter (support grows when shrinking)."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centers = (np.arange(out_size) + 0.5) * scale
+    lo = np.maximum((centers - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum((centers + support + 0.5).astype(np.int64), in_size)
+    idx = lo[:, None] + np.arange(int((hi - lo).max()))[None, :]
+    wt = np.clip(1.0 - np.abs((idx - centers[:, None] + 0.5) / support), 0.0, None)
+    wt[idx >= hi[:, None]] = 0.0
+    wt /= wt.sum(axis=1, keepdims=True)
+    return np.minimum(idx, in_size - 1), wt.astype(np.float32)
+
+
+def _resample_rows(a: np.ndarray, out_len: int) -> np.ndarray:
+    idx, wt = _bilinear_taps(a.shape[0], out_len)
+    acc = np.zeros((out_len,) + a.shape[1:], np.float32)
+    tmp = np.empty_like(acc)
+    for k in range(idx.shape[1]):
+        np.multiply(a[idx[:, k]], wt[:, k].reshape((-1,) + (1,) * (a.ndim - 1)), out=tmp)
+        acc += tmp
+    acc += 0.5  # PIL rounds half up and stores 8-bit between the two passes
+    np.floor(acc, out=acc)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
+
+
+def resize_antialiased(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL-compatible antialiased bilinear resize of a uint8 HxW[xC] image (horizontal pass first)."""
+    out = image
+    if width != image.shape[1]:
+        t = np.ascontiguousarray(np.swapaxes(out, 0, 1))
+        out = np.ascontiguousarray(np.swapaxes(_resample_rows(t, width), 0, 1))
+    if height != image.shape[0]:
+        out = _resample_rows(out, height)
+    return out

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
@@ -105,8 +106,21 @@ class OfficialDecoder(_DecoderBase):
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
         masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
-        upscaled = self.core.mask_postprocessing(masks, orig_im_size)
-        return upscaled, scores, masks
+        return self.upscale(masks, orig_im_size), scores, masks
+
+    def upscale(self, masks: torch.Tensor, orig_im_size: torch.Tensor) -> torch.Tensor:
+        """Upsample to the padded input, crop the padding, resize to ``orig_im_size``.
+
+        Crop bounds stay tensors so the traced graph follows ``orig_im_size`` at run time
+        (``int()`` here would freeze the export-time size into the graph).
+        """
+        s = self.img_size
+        masks = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
+        size = orig_im_size.to(torch.float32)
+        prepadded = torch.floor(size * (s / torch.max(size)) + 0.5).to(torch.int64)
+        masks = masks[..., : prepadded[0], : prepadded[1]]
+        hw = orig_im_size.to(torch.int64)
+        return F.interpolate(masks, size=(hw[0], hw[1]), mode="bilinear", align_corners=False)
 
     def example_inputs(self, points: int = 1, **kw) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         kw.setdefault("orig_hw", (self.img_size * 3 // 4, self.img_size))

@@ -72,6 +72,11 @@ def read_state_dict(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err) and "GLOBAL" not in str(err):
+            raise CheckpointError(
+                f"{path}: cannot be read as a PyTorch checkpoint (corrupt pickle data); "
+                "is the file complete?"
+            ) from None
         if not trust_pickle:
             raise CheckpointError(
                 f"{path}: is a pickled model object, not a plain state dict; loading it runs "

@@ -40,8 +40,10 @@ class TorchRunner(Runner):
             raise UsageError(f"torch runner: unknown graph {graph!r}; choose one of {sorted(ONNX_SPECS)}")
         self._spec = ONNX_SPECS[graph]
         if isinstance(self.artifact, torch.nn.Module):
-            self._module = self.artifact.eval()
-            sam_spec = getattr(self.options.extra.get("sam"), "spec", None)
+            # a whole Sam model: wrap the requested graph; a wrapper: use it as is
+            is_sam = hasattr(self.artifact, "image_encoder") and hasattr(self.artifact, "mask_decoder")
+            self._module = make_wrapper(self.artifact, self._spec) if is_sam else self.artifact.eval()
+            sam_spec = getattr(self.artifact, "spec", None)
         else:
             from ..models.io import load_model
 

@@ -1,0 +1,47 @@
+"""Tiny models and images shared by the tests."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from slimsam_edge.models.spec import PRESETS, ModelSpec
+
+MINI = PRESETS["sam_mini"]
+
+#: a 4-block SAM (global attention in blocks 1 and 3) with per-block widths, 256x256 input
+TINY_SPEC: ModelSpec = replace(
+    MINI,
+    model_type="custom",
+    encoder=replace(
+        MINI.encoder, embed_dim=64, num_heads=4, global_attn_indexes=(1, 3),
+        qkv_dims=(64, 48, 32, 64), mlp_dims=(128, 96, 64, 100), out_chans=64,
+    ),
+)
+
+
+def tiny_sam(seed: int = 0, spec: ModelSpec = TINY_SPEC):
+    """A random-weight SAM whose masks are neither empty nor full (default init + rel-pos noise)."""
+    import torch
+
+    from slimsam_edge.models.build import build_sam
+
+    torch.manual_seed(seed)
+    sam = build_sam(spec)
+    with torch.no_grad():
+        for name, p in sam.named_parameters():
+            if "rel_pos" in name or "pos_embed" in name:
+                p.normal_(0, 0.02)
+        # a freshly initialised decoder emits logits of std ~0.03, so a 1e-3 difference flips
+        # pixels; scale the mask heads so logits spread like a trained model's (std ~1)
+        for mlp in sam.mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(30.0)
+    return sam
+
+
+def photo(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """A photo-like RGB image with objects (procedural generator)."""
+    from slimsam_edge.data.procedural import generate_sample
+
+    return generate_sample(seed, hw)[0]

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from slimsam_edge.bundle import load_bundle
+from slimsam_edge.errors import BundleError, UsageError, ValidationError
+from slimsam_edge.exporters.onnx_export import _save, export_onnx
+from slimsam_edge.exporters.validate import validate_onnx
+
+
+def test_bundle_contents_and_validation(tiny_bundle):
+    b = load_bundle(tiny_bundle)
+    m = b.manifest
+    assert m.image_size == 256 and m.target == "cpu"
+    have = {(a.graph, a.backend) for a in m.artifacts}
+    for g in ("image_encoder", "mask_decoder", "mask_decoder_lowres"):
+        assert (g, "onnxruntime") in have
+    assert ("image_encoder", "openvino") in have and ("mask_decoder_lowres", "openvino") in have
+    assert m.model["spec"]["encoder"]["qkv_dims"] == [64, 48, 32, 64]
+    for key, v in m.validation.items():
+        assert v["ok"], key
+        assert v["cases"] >= 2
+    dec = m.validation["mask_decoder/onnxruntime/fp32"]
+    assert dec["cases"] == 7 and dec["min_mask_iou"]["masks"] >= 0.99
+
+
+def test_official_decoder_io_names(tiny_bundle):
+    model = onnx.load(str(tiny_bundle / "onnx" / "mask_decoder.onnx"))
+    assert [i.name for i in model.graph.input] == [
+        "image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size"]
+    assert [o.name for o in model.graph.output] == ["masks", "iou_predictions", "low_res_masks"]
+    assert model.opset_import[0].version >= 17
+    low = onnx.load(str(tiny_bundle / "onnx" / "mask_decoder_lowres.onnx"))
+    assert "orig_im_size" not in [i.name for i in low.graph.input]
+    assert [o.name for o in low.graph.output] == ["iou_predictions", "low_res_masks"]
+    ops = {n.op_type for n in low.graph.node}
+    assert "Resize" not in ops  # no in-graph upsampling in the TensorRT-friendly decoder
+
+
+def test_official_decoder_dynamic_points_and_sizes(tiny_bundle, tiny_model):
+    import onnxruntime as ort
+
+    from slimsam_edge.exporters.wrappers import OfficialDecoder
+
+    sess = ort.InferenceSession(str(tiny_bundle / "onnx" / "mask_decoder.onnx"))
+    dec = OfficialDecoder(tiny_model)
+    for points, hw in [(1, (100, 333)), (7, (512, 200))]:
+        inputs = dec.example_inputs(points, orig_hw=hw, seed=points)
+        out = sess.run(None, {n: t.numpy() for n, t in zip(dec.input_names, inputs)})
+        with torch.no_grad():
+            ref = dec(*inputs)
+        assert out[0].shape == (1, 4, *hw)
+        assert np.abs(out[1] - ref[1].numpy()).max() < 1e-3
+
+
+def test_validation_lists_every_mismatch(tmp_path, tiny_model):
+    from helpers import tiny_sam
+
+    path, _ = export_onnx(tiny_model, "mask_decoder_lowres", tmp_path / "d.onnx")
+    other = tiny_sam(seed=1)  # same architecture, other weights
+    with pytest.raises(ValidationError) as info:
+        validate_onnx(other, "mask_decoder_lowres", path)
+    err = info.value
+    assert len(err.failures) >= 7  # one per case at least
+    assert "max |diff|" in str(err) or "mask IoU" in str(err)
+    report = validate_onnx(other, "mask_decoder_lowres", path, raise_on_failure=False)
+    assert not report.ok and report.summary()["cases"] == 7
+
+
+def test_external_data_for_large_graphs(tmp_path, tiny_model):
+    path, _ = export_onnx(tiny_model, "image_encoder", tmp_path / "enc.onnx", simplify=False)
+    model = onnx.load(str(path))
+    out = tmp_path / "ext" / "enc.onnx"
+    out.parent.mkdir()
+    _save(model, out, external=True)
+    assert (out.parent / "enc.onnx.data").exists()
+    assert out.stat().st_size < (out.parent / "enc.onnx.data").stat().st_size
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 256, 256)).astype(np.float32)
+    a = ort.InferenceSession(str(path)).run(None, {"image": x})[0]
+    b = ort.InferenceSession(str(out)).run(None, {"image": x})[0]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not list(out.parent.glob(".*"))  # no temporary leftovers
+
+
+def test_failed_export_leaves_no_bundle(tmp_path, tiny_model, monkeypatch):
+    from slimsam_edge.exporters import bundle_export
+
+    def boom(*a, **k):
+        raise ValidationError("simulated mismatch")
+
+    monkeypatch.setattr(bundle_export, "validate_onnx", boom)
+    with pytest.raises(ValidationError):
+        bundle_export.export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target="cpu")
+    assert not (tmp_path / "b").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_target(tmp_path, tiny_model):
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    with pytest.raises(UsageError, match="unknown or not yet supported target 'jetson'"):
+        export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target="jetson")
+
+
+def test_tampered_bundle_refused(tmp_path, tiny_bundle):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    p = copy / "onnx" / "mask_decoder_lowres.onnx"
+    data = bytearray(p.read_bytes())
+    data[-10] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["schema_version"] == 1

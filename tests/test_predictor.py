@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from helpers import photo
+from slimsam_edge.errors import ImageError, PromptError, UsageError
+from slimsam_edge.predictor import EdgePredictor
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    u = np.logical_or(a, b).sum()
+    return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
+
+
+def _prompts(h: int, w: int):
+    rng = np.random.default_rng(7)
+    yield dict(point_coords=np.array([[w * 0.4, h * 0.5]]), point_labels=np.array([1]))
+    pts = np.stack([rng.uniform(0, w, 3), rng.uniform(0, h, 3)], 1)
+    yield dict(point_coords=pts, point_labels=np.array([1, 0, 1]))
+    yield dict(box=np.array([w * 0.1, h * 0.2, w * 0.6, h * 0.9]))
+    yield dict(point_coords=pts[:2], point_labels=np.array([1, 1]), box=np.array([0, 0, w * 0.5, h * 0.5]))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("hw", [(1500, 2250), (480, 360), (256, 256)])
+def test_masks_agree_with_segment_anything(tiny_bundle, tiny_model, backend, hw):
+    from segment_anything import SamPredictor
+
+    img = photo(hw, seed=hw[0])
+    ref = SamPredictor(tiny_model)
+    ref.set_image(img)
+    ours = EdgePredictor.from_bundle(tiny_bundle, backend=backend)
+    ours.set_image(img)
+    assert ours.original_size == hw
+    fractions = []
+    for prompt in _prompts(*hw):
+        for multimask in (True, False):
+            m1, s1, l1 = ours.predict(**prompt, multimask_output=multimask)
+            m2, s2, l2 = ref.predict(**prompt, multimask_output=multimask)
+            assert m1.shape == m2.shape and m1.dtype == bool
+            np.testing.assert_allclose(s1, s2, atol=1e-3)
+            for a, b in zip(m1, m2):
+                assert _iou(a, b) >= 0.99
+                fractions.append(a.mean())
+    # the check means something only if masks are neither empty nor full
+    assert any(0.05 < f < 0.95 for f in fractions)
+
+
+def test_mask_input_and_logits(tiny_bundle, tiny_model):
+    from segment_anything import SamPredictor
+
+    img = photo((300, 400), seed=3)
+    ref = SamPredictor(tiny_model)
+    ref.set_image(img)
+    ours = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    ours.set_image(img)
+    pts, lab = np.array([[120.0, 150.0]]), np.array([1])
+    _, s, low = ours.predict(pts, lab, multimask_output=False)
+    logits, s2, _ = ours.predict(pts, lab, mask_input=low, multimask_output=False, return_logits=True)
+    ref_logits, r2, _ = ref.predict(pts, lab, mask_input=low, multimask_output=False, return_logits=True)
+    assert logits.dtype == np.float32 and logits.shape == (1, 300, 400)
+    np.testing.assert_allclose(logits, ref_logits, atol=5e-3)
+    assert _iou(logits[0] > 0, ref_logits[0] > 0) >= 0.99
+
+
+def test_bgr_input_equals_rgb(tiny_bundle):
+    img = photo((200, 300), seed=5)
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    p.set_image(img)
+    e1 = p.get_image_embedding().copy()
+    p.set_image(np.ascontiguousarray(img[..., ::-1]), image_format="BGR")
+    np.testing.assert_allclose(p.get_image_embedding(), e1, atol=1e-6)
+
+
+def test_torch_backend_from_bundle_and_checkpoint(tiny_bundle, tiny_checkpoint):
+    img = photo((200, 300), seed=5)
+    a = EdgePredictor.from_bundle(tiny_bundle, backend="torch")
+    b = EdgePredictor.from_checkpoint(tiny_checkpoint)
+    for p in (a, b):
+        p.set_image(img)
+    np.testing.assert_allclose(a.get_image_embedding(), b.get_image_embedding(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(), "no prompt"),
+        (dict(point_coords=np.array([[10.0, 10.0]])), "together"),
+        (dict(point_coords=np.array([[10.0, 10.0, 1.0]]), point_labels=np.array([1])), r"shape \(N, 2\)"),
+        (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([1, 1])), "1 points but 2 labels"),
+        (dict(point_coords=np.array([[10.0, 10.0]]), point_labels=np.array([5])), "labels must be"),
+        (dict(point_coords=np.array([[500.0, 10.0]]), point_labels=np.array([1])), "outside the 300x200 image"),
+        (dict(box=np.array([10, 10, 5, 50])), "x1 > x0"),
+        (dict(box=np.array([10, 10, 50])), "4 numbers"),
+        (dict(box=np.array([0, 0, 50, 900])), "outside"),
+        (dict(mask_input=np.zeros((1, 10, 10))), "mask_input must have shape"),
+    ],
+)
+def test_bad_prompts(tiny_bundle, kwargs, match):
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    p.set_image(photo((200, 300)))
+    with pytest.raises(PromptError, match=match):
+        p.predict(**kwargs)
+
+
+def test_bad_images_and_order(tiny_bundle):
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    with pytest.raises(UsageError, match="set_image"):
+        p.predict(point_coords=np.array([[1.0, 1.0]]), point_labels=np.array([1]))
+    with pytest.raises(ImageError, match="HxWx3"):
+        p.set_image(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ImageError, match="uint8"):
+        p.set_image(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(UsageError, match="image_format"):
+        p.set_image(np.zeros((10, 10, 3), np.uint8), image_format="HSV")
+    p.set_image(np.zeros((10, 10, 3), np.uint8))
+    p.reset_image()
+    with pytest.raises(UsageError):
+        p.get_image_embedding()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runtime_path_never_imports_torch(tiny_bundle, backend):
+    code = textwrap.dedent(f"""
+        import sys, json
+        import numpy as np
+        from slimsam_edge import EdgePredictor
+        p = EdgePredictor.from_bundle({str(tiny_bundle)!r}, backend={backend!r})
+        p.set_image(np.full((120, 160, 3), 90, np.uint8))
+        m, s, l = p.predict(point_coords=np.array([[50.0, 60.0]]), point_labels=np.array([1]))
+        import slimsam_edge.devices, slimsam_edge.bundle, slimsam_edge.runtimes
+        slimsam_edge.runtimes.registered_backends()
+        print(json.dumps({{"torch": "torch" in sys.modules, "shape": list(m.shape)}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"torch": False, "shape": [3, 120, 160]}
