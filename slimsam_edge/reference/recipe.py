@@ -50,12 +50,12 @@ class Recipe:
 
     model_type: str = "sam_mini"
     seed: int = 0
-    steps: int = 2000
-    batch_images: int = 8
-    masks_per_image: int = 4
-    lr: float = 6e-4
+    steps: int = 2400
+    batch_images: int = 4
+    masks_per_image: int = 5
+    lr: float = 4e-4
     min_lr_ratio: float = 0.02
-    warmup_steps: int = 150
+    warmup_steps: int = 100
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     schedule: str = "cosine"

@@ -165,7 +165,7 @@ def train(
             gnorm = torch.nn.utils.clip_grad_norm_(sam.parameters(), recipe.grad_clip)
             opt.step()
             sched.step()
-            last = {k: round(float(v), 5) for k, v in res.items()}
+            last = {k: round(float(v.detach()), 5) for k, v in res.items()}
             last["grad_norm"] = round(float(gnorm), 4)
             done = step + 1
             info = f"loss {last['loss']:.4f} dice {last['dice']:.3f} iou {last['train_iou']:.3f}"

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from helpers import photo
+from slimsam_edge.cli.app import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments: str):
+    assert result.exit_code == 2, result.output
+    err = result.stderr if hasattr(result, "stderr") else result.output
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in result.output
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.jpg"
+    cv2.imwrite(str(path), photo((300, 450), seed=2)[..., ::-1])
+    return path
+
+
+def test_help_does_not_import_torch():
+    code = textwrap.dedent("""
+        import sys
+        from slimsam_edge.cli.app import app
+        try:
+            app(["--help"])
+        except SystemExit:
+            pass
+        for cmd in ("info", "export", "segment", "bench", "eval", "data"):
+            try:
+                app([cmd, "--help"])
+            except SystemExit:
+                pass
+        print("TORCH" if "torch" in sys.modules else "NO-TORCH")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+
+
+def test_info_json(tiny_checkpoint):
+    r = run("info", tiny_checkpoint, "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["model_type"] == "custom"
+    assert [b["qkv_dim"] for b in data["encoder"]["blocks"]] == [64, 48, 32, 64]
+    assert data["macs"]["image_encoder"]["attention"] > 0
+    assert data["params"]["total"] > data["params"]["image_encoder"] > 0
+
+
+def test_info_table_and_bundle(tiny_checkpoint, tiny_bundle):
+    r = run("info", tiny_checkpoint)
+    assert r.exit_code == 0 and "attention" in r.stdout and "mask decoder" in r.stdout
+    r = run("info", tiny_bundle, "--json")
+    assert r.exit_code == 0
+    assert any("mask_decoder_lowres/openvino" in a for a in json.loads(r.stdout)["artifacts"])
+
+
+def test_export_segment_bench_end_to_end(tmp_path, tiny_checkpoint, image_file):
+    out = tmp_path / "bundle"
+    r = run("export", tiny_checkpoint, "--target", "cpu", "--out", out, "--json")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert all(v["ok"] for v in summary["validation"].values())
+    mask = tmp_path / "mask.png"
+    r = run("segment", image_file, "--bundle", out, "--point", "200,150", "--point", "50,40,0",
+            "--box", "100,80,400,280", "--out", mask, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    m = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+    assert m.shape == (300, 450) and set(np.unique(m)) <= {0, 255}
+    assert int((m > 0).sum()) == res["area"]
+    overlay = cv2.imread(res["overlay"])
+    assert overlay.shape == (300, 450, 3)
+    r = run("bench", out, "--backend", "onnxruntime", "--backend", "openvino", "--runs", "2",
+            "--warmup", "1", "--prompts", "3", "--image-size", "300x450", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [x["config"]["backend"] for x in rep["results"]] == ["onnxruntime", "openvino"]
+    for x in rep["results"]:
+        assert x["encoder"]["n"] == 2 and x["decoder"]["n"] == 3
+        assert x["encoder"]["p50_ms"] > 0 and x["peak_rss_mb"] > 0 and x["cold_start_s"] > 0
+        assert x["preprocess"]["p50_ms"] >= 0 and x["decoder_plus_postprocess"]["p99_ms"] > 0
+    assert rep["machine"]["cores_logical"] >= 1
+
+
+def test_bench_torch_backend_table(tiny_bundle):
+    r = run("bench", tiny_bundle, "--backend", "torch", "--runs", "1", "--warmup", "0",
+            "--prompts", "2", "--image-size", "200x300")
+    assert r.exit_code == 0, r.output
+    assert "1 encoder runs, 2 prompts" in r.stdout and "MiB" in r.stdout
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_corrupt_foreign_checkpoints(tmp_path):
+    assert_one_line_error(run("info", tmp_path / "nope.pth"), "file not found")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert_one_line_error(run("export", bad, "--out", tmp_path / "b"), "cannot be read")
+    assert not (tmp_path / "b").exists()
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "resnet.pth")
+    assert_one_line_error(run("info", tmp_path / "resnet.pth"), "not a SAM-family checkpoint")
+
+
+def test_model_type_errors(tiny_checkpoint):
+    assert_one_line_error(run("info", tiny_checkpoint, "--model-type", "vit_q"), "unknown model type")
+    assert_one_line_error(run("info", tiny_checkpoint, "--model-type", "vit_p77"), "do not match model type")
+
+
+def test_pickle_needs_consent(tmp_path, tiny_model):
+    torch.save(tiny_model, tmp_path / "whole.pth")
+    assert_one_line_error(run("info", tmp_path / "whole.pth"), "--trust-pickle")
+    assert run("info", tmp_path / "whole.pth", "--trust-pickle", "--json").exit_code == 0
+
+
+def test_segment_bad_inputs(tmp_path, tiny_bundle, image_file):
+    mask = tmp_path / "m.png"
+    not_image = tmp_path / "x.png"
+    not_image.write_bytes(b"definitely not a png")
+    assert_one_line_error(run("segment", not_image, "--bundle", tiny_bundle, "--point", "1,1", "--out", mask), "decode")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--point", "5000,10", "--out", mask), "outside")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--point", "1,2,3,4", "--out", mask), "expected 2 or 3 numbers")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--box", "1,2,3", "--out", mask), "expected 4 numbers")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--out", mask), "no prompt")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--point", "10,10", "--backend", "tensorrt", "--out", mask), "no artifact image_encoder/tensorrt")
+    assert not mask.exists()
+
+
+def test_tampered_bundle_cli(tmp_path, tiny_bundle, image_file):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    with open(copy / "openvino" / "image_encoder.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    r = run("segment", image_file, "--bundle", copy, "--point", "10,10", "--out", tmp_path / "m.png")
+    assert_one_line_error(r, "sha256")
+    assert_one_line_error(run("bench", copy), "sha256")
+
+
+def test_backend_not_installed_names_the_extra(tiny_bundle, tmp_path, image_file):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["openvino"] = None  # as if the openvino extra were not installed
+        from slimsam_edge.cli.app import app
+        app(["segment", {str(image_file)!r}, "--bundle", {str(tiny_bundle)!r}, "--point", "10,10",
+             "--backend", "openvino", "--out", {str(tmp_path / "m.png")!r}])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "slimsam-edge[openvino]" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = runner.invoke(app, ["--debug", "info", str(tmp_path / "nope.pth")])
+    assert r.exit_code != 0 and r.exception is not None
