@@ -57,7 +57,18 @@ class BenchConfig:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB."""
+    """Peak resident set size of this process in MiB.
+
+    On Linux this reads VmHWM, which starts afresh at exec; ``ru_maxrss`` would carry over the
+    parent's peak into a benchmark subprocess.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     try:
         import resource
 

@@ -14,6 +14,7 @@ from .. import __version__
 from .common import DEBUG_ENV
 from .bench import bench
 from .data import app as data_app
+from .demo import demo
 from .eval import eval_cmd
 from .export import export
 from .info import info
@@ -48,6 +49,7 @@ app.command()(export)
 app.command()(segment)
 app.command()(bench)
 app.command("eval")(eval_cmd)
+app.command()(demo)
 app.add_typer(data_app, name="data")
 
 

@@ -38,7 +38,7 @@ DEFAULT_EVAL_SIZE = 256
 DEFAULT_EVAL_COUNT = 64
 PROMPTS = ("point", "box", "both")
 #: The reference model shipped with the package (trained on procedural data).
-REFERENCE_MODEL = Path(__file__).resolve().parents[1] / "assets" / "sam_mini.safetensors"
+from ..assets import REFERENCE_MODEL  # noqa: E402  (shipped sam-mini weights)
 
 Progress = Callable[[int, "int | None"], None]
 

@@ -1,0 +1,183 @@
+"""The reference-model trainer: losses, prompt sampling, recipe, a tiny training run and resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from slimsam_edge.errors import DataError, UsageError
+from slimsam_edge.models.io import load_model
+from slimsam_edge.models.spec import PRESETS, ModelSpec
+from slimsam_edge.reference.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
+from slimsam_edge.reference.prompts import (
+    corrective_point,
+    error_regions,
+    mask_box,
+    noisy_box,
+    random_point,
+)
+from slimsam_edge.reference.recipe import Recipe
+
+
+def _square(h: int = 32, w: int = 32) -> tuple[np.ndarray, torch.Tensor]:
+    m = np.zeros((h, w), bool)
+    m[8:20, 4:24] = True
+    return m, torch.from_numpy(m).float()[None]
+
+
+# ---------------------------------------------------------------- losses
+def test_losses_zero_for_perfect_prediction() -> None:
+    _, t = _square()
+    perfect = (t * 2 - 1) * 40
+    assert float(sigmoid_focal_loss(perfect, t)) < 1e-6
+    assert float(dice_loss(perfect, t)) < 1e-6
+    out = mask_losses(perfect[:, None], t, torch.ones(1, 1))
+    assert float(out["mask"]) < 1e-5 and float(out["iou"]) == 0.0
+
+
+def test_focal_and_dice_known_values() -> None:
+    t = torch.ones(1, 2, 2)
+    # logits 0 -> p = 0.5: focal = alpha * (1 - 0.5)^2 * ln 2
+    assert float(sigmoid_focal_loss(torch.zeros(1, 2, 2), t)) == pytest.approx(0.25 * 0.25 * np.log(2), rel=1e-5)
+    # dice with p = 0.5 everywhere on an all-ones target: 1 - (2*2 + 1) / (2 + 4 + 1)
+    assert float(dice_loss(torch.zeros(1, 2, 2), t)) == pytest.approx(1 - 5 / 7, rel=1e-5)
+    # wrong predictions cost more than right ones
+    assert float(sigmoid_focal_loss(-5 * torch.ones(1, 2, 2), t)) > float(sigmoid_focal_loss(5 * torch.ones(1, 2, 2), t))
+
+
+def test_mask_losses_shapes_and_iou_target() -> None:
+    _, t = _square()
+    logits = torch.stack([(t * 2 - 1) * 40, -40 * torch.ones_like(t)], 1)  # (1, 2, H, W)
+    out = mask_losses(logits, t, torch.tensor([[1.0, 1.0]]))
+    assert out["mask"].shape == (1, 2)
+    assert float(out["mask"][0, 0]) < float(out["mask"][0, 1])
+    assert float(out["iou"][0, 0]) == pytest.approx(0.0) and float(out["iou"][0, 1]) == pytest.approx(1.0)
+    assert mask_iou_from_logits(torch.full((1, 2, 2), -1.0), torch.zeros(1, 2, 2)).tolist() == [1.0]
+
+
+# ---------------------------------------------------------------- prompts
+def test_random_points_inside_mask() -> None:
+    m, _ = _square()
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        x, y = random_point(m, rng)
+        assert m[int(y), int(x)]
+
+
+def test_noisy_boxes_within_image_and_near_mask() -> None:
+    m, _ = _square(40, 30)
+    m[:, :] = False
+    m[0:39, 2:29] = True  # touches the borders: noise must be clipped
+    rng = np.random.default_rng(1)
+    x0, y0, x1, y1 = mask_box(m)
+    for _ in range(100):
+        b = noisy_box(m, rng, noise=0.1)
+        assert 0 <= b[0] < b[2] <= 30 and 0 <= b[1] < b[3] <= 40
+        assert abs(b[0] - x0) <= 20 and abs(b[3] - y1) <= 20
+    assert noisy_box(m, None) == (x0, y0, x1, y1)
+
+
+def test_corrective_points_from_larger_error_region() -> None:
+    gt, _ = _square()
+    missed = gt.copy()
+    missed[8:20, 14:24] = False  # false negatives only
+    (x, y), label = corrective_point(missed, gt)
+    assert label == 1 and gt[int(y), int(x)] and not missed[int(y), int(x)]
+    spill = gt.copy()
+    spill[20:30, 0:30] = True  # false positives larger than the few false negatives
+    spill[8, 4] = False
+    (x, y), label = corrective_point(spill, gt, np.random.default_rng(0))
+    assert label == 0 and spill[int(y), int(x)] and not gt[int(y), int(x)]
+    (x, y), label = corrective_point(gt, gt)
+    assert label == 1 and gt[int(y), int(x)]
+    fn, fp = error_regions(spill, gt)
+    assert fp.sum() > fn.sum() == 1
+
+
+def test_prompt_errors_are_typed() -> None:
+    with pytest.raises(DataError):
+        random_point(np.zeros((4, 4), bool), np.random.default_rng(0))
+    with pytest.raises(DataError):
+        error_regions(np.zeros((4, 4)), np.zeros((5, 4)))
+
+
+# ---------------------------------------------------------------- recipe
+def test_recipe_validation_and_schedule() -> None:
+    r = Recipe(steps=100, warmup_steps=10, lr=1e-3)
+    assert Recipe.from_json(r.to_json()) == r
+    assert r.lr_at(0) < r.lr_at(9) == pytest.approx(1e-3)
+    assert r.lr_at(99) < r.lr_at(50) < r.lr_at(10)
+    for bad in (dict(steps=0), dict(eval_seed=1), dict(schedule="step"), dict(box_fraction=2.0)):
+        with pytest.raises(UsageError):
+            replace(r, **bad).validate()
+    with pytest.raises(UsageError):
+        Recipe.from_dict({"nope": 1})
+
+
+# ---------------------------------------------------------------- training
+def _tiny_spec() -> ModelSpec:
+    base = PRESETS["sam_mini"]
+    enc = replace(base.encoder, img_size=128, embed_dim=48, num_heads=4, window_size=4,
+                  qkv_dims=(48, 48), mlp_dims=(96, 96), global_attn_indexes=(1,), out_chans=32)
+    dec = replace(base.decoder, transformer_mlp_dim=64, iou_head_hidden_dim=32)
+    return ModelSpec("custom", enc, dec)
+
+
+def _tiny_recipe(steps: int) -> Recipe:
+    return Recipe(steps=steps, batch_images=2, masks_per_image=3, lr=2e-3, warmup_steps=2,
+                  image_size=128, loss_size=64, eval_images=2, eval_every=3, checkpoint_every=2,
+                  log_every=1)
+
+
+def test_tiny_training_run_writes_loadable_weights(tmp_path) -> None:
+    from slimsam_edge.reference.train import BEST, CHECKPOINT, LOG, train
+
+    losses: list[float] = []
+    result = train(_tiny_recipe(6), tmp_path, spec=_tiny_spec(), quiet=True,
+                   on_step=lambda s, l: losses.append(l["loss"]))
+    assert result["steps"] == 6 and len(losses) == 6 and all(np.isfinite(losses))
+    assert min(losses[3:]) < losses[0]  # the loss falls on a tiny model with a high LR
+    assert (tmp_path / CHECKPOINT).exists()
+    model, spec = load_model(tmp_path / BEST)
+    assert spec.encoder == _tiny_spec().encoder
+    records = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [e["step"] for e in evals] == [3, 6] and 0 <= evals[-1]["point"] <= 1
+    assert result["best"]["point"] == max(e["point"] for e in evals)
+
+
+def test_resume_continues_from_checkpoint(tmp_path) -> None:
+    from slimsam_edge.reference.train import CHECKPOINT, LOG, train
+
+    spec = _tiny_spec()
+    full = train(_tiny_recipe(4), tmp_path / "full", spec=spec, quiet=True)
+    train(_tiny_recipe(2), tmp_path / "split", spec=spec, quiet=True)
+    seen: list[int] = []
+    resumed = train(_tiny_recipe(4), tmp_path / "split", spec=spec, quiet=True, resume=True,
+                    on_step=lambda s, l: seen.append(s))
+    assert seen == [3, 4]
+    assert resumed["final"]["loss"] == pytest.approx(full["final"]["loss"], rel=1e-4)
+    a = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
+    b = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5)
+    assert any(json.loads(x)["event"] == "resume" for x in (tmp_path / "split" / LOG).read_text().splitlines())
+
+
+def test_cli_rejects_a_file_as_out(tmp_path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.train_reference import train_reference
+
+    app = typer.Typer()
+    app.command()(train_reference)
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = CliRunner().invoke(app, ["--out", str(f), "--steps", "1"])
+    assert res.exit_code == 2 and "not a folder" in res.output
