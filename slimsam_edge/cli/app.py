@@ -19,6 +19,7 @@ from .eval import eval_cmd
 from .export import export
 from .info import info
 from .segment import segment
+from .train_reference import train_reference
 
 app = typer.Typer(
     name="slimsam-edge",
@@ -37,11 +38,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
-    if debug:
+    if debug and DEBUG_ENV not in os.environ:
+        # Scoped to this invocation: in-process callers (tests, notebooks) must not inherit it.
         os.environ[DEBUG_ENV] = "1"
+        ctx.call_on_close(lambda: os.environ.pop(DEBUG_ENV, None))
 
 
 app.command()(info)
@@ -50,6 +54,7 @@ app.command()(segment)
 app.command()(bench)
 app.command("eval")(eval_cmd)
 app.command()(demo)
+app.command("train-reference")(train_reference)
 app.add_typer(data_app, name="data")
 
 

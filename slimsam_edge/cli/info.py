@@ -13,12 +13,16 @@ from .options import JsonOpt, ModelTypeOpt, TrustPickleOpt
 
 @handle_errors
 def info(
-    checkpoint: Annotated[Path, typer.Argument(help="SAM / SlimSAM checkpoint, our .safetensors, or a bundle folder")],
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="SAM / SlimSAM checkpoint, our .safetensors, or a bundle folder (default: the shipped sam-mini)")] = None,
     model_type: ModelTypeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Describe a model: type, per-block widths, parameters per part, MACs (attention counted)."""
+    if checkpoint is None:
+        from ..assets import require_reference_model
+
+        checkpoint = require_reference_model()
     if checkpoint.is_dir() and (checkpoint / "manifest.json").exists():
         from ..bundle import load_bundle
 

@@ -33,6 +33,11 @@ def train_reference(
     Example:
         >>> train_reference(out=Path("runs/tiny"), steps=10)   # doctest: +SKIP
     """
+    import os
+
+    # Sleep instead of spinning in OpenMP barriers: on a shared 2-core machine, spinning threads
+    # of concurrent processes slow each other down ten-fold. Only effective before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..errors import UsageError
     from ..reference.recipe import Recipe
     from ..reference.train import CHECKPOINT, train

@@ -8,7 +8,6 @@ Formats understood by :func:`load_model`:
 - official SAM and SlimSAM "uniform" ``*.pth`` state dicts, read with
   ``torch.load(weights_only=True)``;
 - pickled whole models (SlimSAM "global" ``SlimSAM-50.pth``) only with ``trust_pickle=True``;
-- a local Hugging Face ``SamModel`` directory (see :mod:`slimsam_edge.models.hf`).
 
 Example:
     >>> model, spec = load_model("sam_vit_b_01ec64.pth")             # doctest: +SKIP
@@ -64,9 +63,10 @@ def read_state_dict(
     if not path.exists():
         raise CheckpointError(f"{path}: file not found; pass the path of a local SAM checkpoint")
     if path.is_dir():
-        from .hf import read_hf_dir
-
-        return read_hf_dir(path)
+        raise CheckpointError(
+            f"{path}: is a folder; pass a checkpoint file (.pth or .safetensors). Hugging Face "
+            "SamModel folders are not supported yet"
+        )
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
@@ -161,7 +161,7 @@ def load_model(
     """Load any supported checkpoint into a ``Sam`` model in eval mode.
 
     Arguments:
-        path: checkpoint file or Hugging Face directory.
+        path: checkpoint file (.pth / .safetensors).
         model_type: force a preset (``vit_b``, ``vit_p77``, ``sam_mini``, ...).
         trust_pickle: allow unpickling whole model objects (runs code from the file).
         spec: an explicit architecture spec (overrides detection).
