@@ -62,15 +62,26 @@ def _save_checkpoint(path: Path, sam: torch.nn.Module, opt: Any, sched: Any, ste
     state = {
         "model": sam.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
         "step": step, "recipe": recipe.to_json(), "best": best, "elapsed_s": elapsed,
-        "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+        "torch_rng": torch.get_rng_state(), "numpy_rng": _np_state_to_tensors(np.random.get_state()),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
+def _np_state_to_tensors(state: tuple) -> dict[str, Any]:
+    """numpy's legacy RNG state as tensors and numbers, so ``weights_only=True`` can read it."""
+    name, keys, pos, has_gauss, cached = state
+    return {"name": str(name), "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _np_state_from_tensors(d: dict[str, Any]) -> tuple:
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged checkpoint is the user's file: one line
         raise CheckpointError(f"{path}: cannot read training checkpoint ({type(err).__name__}); "
                               "delete it or pass --no-resume") from None
@@ -127,7 +138,7 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
+        np.random.set_state(_np_state_from_tensors(state["numpy_rng"]))
         start, best, elapsed = int(state["step"]), state["best"], float(state["elapsed_s"])
     console = Console(stderr=True, quiet=quiet)
     meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json()}

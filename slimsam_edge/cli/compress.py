@@ -1,0 +1,127 @@
+"""``slimsam-edge compress``: SlimSAM pruning + label-free distillation of a SAM image encoder.
+
+Example:
+    $ slimsam-edge compress --preset slimsam-77 --out runs/slim77               # sam-mini, procedural data
+    $ slimsam-edge compress --teacher sam_vit_b.pth --data imgs/ --target-params 5.7M --out runs/b77
+    $ slimsam-edge compress --ratio 0.5 --out runs/slim50 --resume              # continue a stopped job
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import emit_json, handle_errors
+from .options import JsonOpt
+
+
+class Importance(str, Enum):
+    disturbed_taylor = "disturbed-taylor"
+    taylor = "taylor"
+    magnitude = "magnitude"
+    random = "random"
+
+
+class Schedule(str, Enum):
+    alternate = "alternate"
+    one_step = "one-step"
+
+
+class Scope(str, Enum):
+    local = "local"
+    global_ = "global"
+
+
+@handle_errors
+def compress(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: model.safetensors, report.json/.md, checkpoint.pt, log.jsonl.")],
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="SAM checkpoint to compress (default: the shipped sam-mini).")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="Folder of unlabelled images (default: procedural images).")] = None,
+    preset: Annotated[Optional[str], typer.Option("--preset", help="slimsam-50 | slimsam-77 (pruning ratio 0.5 / 0.77).")] = None,
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="Pruning ratio in (0, 1), applied to every width.")] = None,
+    target_params: Annotated[Optional[str], typer.Option("--target-params", help="Encoder parameter budget, e.g. 5.7M.")] = None,
+    importance: Annotated[Importance, typer.Option("--importance", help="Channel importance criterion.")] = Importance.disturbed_taylor,
+    schedule: Annotated[Schedule, typer.Option("--schedule", help="alternate (SlimSAM) or one-step pruning.")] = Schedule.alternate,
+    scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch.")] = 2,
+    accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule).")] = 1e-4,
+    sigma: Annotated[float, typer.Option("--sigma", help="Noise std of disturbed Taylor importance.")] = 0.01,
+    importance_images: Annotated[int, typer.Option("--importance-images", min=1, help="Images whose gradients are accumulated for importance.")] = 16,
+    images: Annotated[int, typer.Option("--images", min=0, help="Distillation images (procedural count; 0 = all of --data).")] = 1000,
+    eval_images: Annotated[int, typer.Option("--eval-images", min=1, help="Held-out procedural images for the mIoU report.")] = 32,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Checkpoint interval (steps).")] = 50,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of importance noise and sampling.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt (same configuration).")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="Embedding pruning: slice | torch-pruning (same weights).")] = "slice",
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Prune a SAM image encoder (SlimSAM alternate slimming) and distil it from its teacher.
+
+    Example: slimsam-edge compress --preset slimsam-77 --steps 200 --out runs/slim77
+    """
+    from ..errors import UsageError
+    from ..compress.widths import RATIO_PRESETS, check_ratio, parse_count
+
+    chosen = [n for n, v in (("--preset", preset), ("--ratio", ratio), ("--target-params", target_params)) if v is not None]
+    if len(chosen) != 1:
+        raise UsageError("give exactly one of --preset slimsam-50|slimsam-77, --ratio R, --target-params N "
+                         f"(got {', '.join(chosen) or 'none'})")
+    if preset is not None and preset not in RATIO_PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(RATIO_PRESETS)}")
+    if ratio is not None:
+        check_ratio(ratio)
+    if engine not in ("slice", "torch-pruning"):
+        raise UsageError(f"unknown --engine {engine!r}; choose slice or torch-pruning")
+    budget = parse_count(target_params) if target_params is not None else None
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if resume and not (out / "checkpoint.pt").exists():
+        raise UsageError(f"--resume: no checkpoint in {out}; run without --resume to start")
+    if data is not None:
+        from ..data.images import list_images
+
+        list_images(data)  # one-line DataError for a missing or empty folder, before loading anything
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from ..compress.data import ImageSource
+    from ..compress.pipeline import CompressConfig, compress as run
+    from ..compress.widths import ratio_for_params
+    from ..models.io import load_model
+
+    if teacher is None:
+        from ..assets import require_reference_model
+
+        teacher = require_reference_model()
+    sam, spec = load_model(teacher)
+    if budget is not None:
+        ratio = ratio_for_params(spec.encoder, budget)
+    elif preset is not None:
+        ratio = RATIO_PRESETS[preset]
+    source = (ImageSource.from_folder(data, spec.image_size, images) if data is not None
+              else ImageSource.procedural(count=max(1, images), size=spec.image_size))
+    cfg = CompressConfig(ratio=float(ratio), importance=importance.value, sigma=sigma,
+                         importance_images=importance_images, scope=scope.value, schedule=schedule.value,
+                         steps=steps, batch=batch, accum=accum, lr=lr, checkpoint_every=checkpoint_every,
+                         seed=seed, eval_images=eval_images, engine=engine)
+    report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),
+                 resume=resume, quiet=json_out)
+    if json_out:
+        emit_json(report)
+        return
+    t, s = report["teacher"], report["student"]
+    typer.echo(f"wrote {report['model']}: encoder {t['params']['image_encoder']:,} -> {s['params']['image_encoder']:,} "
+               f"params (embed {s['embed_dim']}, MLP {s['mlp_dims'][0]}, head dim {s['head_dims'][0]}); "
+               f"point mIoU {t['miou']['point']:.4f} -> {s['miou']['point']:.4f}, box {t['miou']['box']:.4f} -> "
+               f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min; report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":  # python -m slimsam_edge.cli.compress
+    typer.run(compress)

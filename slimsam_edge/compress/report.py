@@ -1,0 +1,94 @@
+"""The compression report: parameters and MACs per part before/after, mIoU, time (JSON + Markdown).
+
+Example:
+    >>> report = write_report(out, cfg, teacher, t_spec, student, s_spec, elapsed=12.0)  # doctest: +SKIP
+    >>> report["student"]["params"]["image_encoder"]                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..fsutil import write_text_atomic
+from ..models.stats import count_params, encoder_macs
+
+
+def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
+    """Widths, params per part, encoder MACs and held-out point/box mIoU of one model."""
+    from ..reference.evaluate import evaluate_model
+
+    e = spec.encoder
+    res = evaluate_model(sam, n_images=eval_images, seed=1001, size=spec.image_size)
+    return {
+        "embed_dim": e.embed_dim, "qkv_dims": list(e.qkv_dims), "mlp_dims": list(e.mlp_dims),
+        "head_dims": e.head_dims(),
+        "params": {"image_encoder": count_params(sam.image_encoder),
+                   "prompt_encoder": count_params(sam.prompt_encoder),
+                   "mask_decoder": count_params(sam.mask_decoder), "total": count_params(sam)},
+        "macs_image_encoder": encoder_macs(e),
+        "miou": {"point": round(float(res["point"]["miou"]), 5), "box": round(float(res["box"]["miou"]), 5),
+                 "n_images": res["n_images"], "n_masks": res["n_masks"], "seed": res["seed"]},
+    }
+
+
+def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: int = 1001) -> float:
+    """Mean squared difference of the image embeddings on held-out procedural images.
+
+    Example:
+        >>> embedding_mse(sam, sam, 256, 2)     # doctest: +SKIP
+        0.0
+    """
+    import torch
+
+    from ..data.procedural import procedural_sample
+    from ..reference.batch import preprocess
+
+    total = 0.0
+    with torch.no_grad():
+        for i in range(n_images):
+            x = preprocess(teacher, [procedural_sample(seed, i, size).image])
+            total += float(torch.mean((student.image_encoder(x) - teacher.image_encoder(x)) ** 2))
+    return round(total / n_images, 7)
+
+
+def write_report(out: Path, cfg: Any, teacher: Any, t_spec: Any, student: Any, s_spec: Any, *,
+                 elapsed: float, teacher_id: str = "teacher", source: dict | None = None) -> dict[str, Any]:
+    """Evaluate both models, write ``report.json`` and ``report.md`` atomically, return the dict."""
+    t = model_summary(teacher, t_spec, cfg.eval_images)
+    s = model_summary(student, s_spec, cfg.eval_images)
+    s["embedding_mse"] = embedding_mse(student, teacher, t_spec.image_size, cfg.eval_images)
+    enc_t, enc_s = t["params"]["image_encoder"], s["params"]["image_encoder"]
+    report = {
+        "config": asdict(cfg), "teacher_id": teacher_id, "data": source, "teacher": t, "student": s,
+        "encoder_params_kept": round(enc_s / enc_t, 5),
+        "point_miou_kept": round(s["miou"]["point"] / t["miou"]["point"], 5) if t["miou"]["point"] else None,
+        "elapsed_s": round(elapsed, 1), "model": str(Path(out) / "model.safetensors"),
+    }
+    write_text_atomic(Path(out) / "report.json", json.dumps(report, indent=2))
+    write_text_atomic(Path(out) / "report.md", _markdown(report))
+    return report
+
+
+def _markdown(r: dict[str, Any]) -> str:
+    t, s, c = r["teacher"], r["student"], r["config"]
+    rows = [("image encoder params", t["params"]["image_encoder"], s["params"]["image_encoder"]),
+            ("prompt encoder params", t["params"]["prompt_encoder"], s["params"]["prompt_encoder"]),
+            ("mask decoder params", t["params"]["mask_decoder"], s["params"]["mask_decoder"]),
+            ("total params", t["params"]["total"], s["params"]["total"]),
+            ("encoder MACs (linear/conv)", t["macs_image_encoder"]["linear_conv"], s["macs_image_encoder"]["linear_conv"]),
+            ("encoder MACs (attention)", t["macs_image_encoder"]["attention"], s["macs_image_encoder"]["attention"]),
+            ("embed dim", t["embed_dim"], s["embed_dim"]),
+            ("point mIoU", t["miou"]["point"], s["miou"]["point"]),
+            ("box mIoU", t["miou"]["box"], s["miou"]["box"]),
+            ("embedding MSE to teacher", 0.0, s["embedding_mse"])]
+    lines = [f"# Compression report ({r['teacher_id']})", "",
+             f"ratio {c['ratio']}, schedule {c['schedule']}, importance {c['importance']} (sigma {c['sigma']}), "
+             f"scope {c['scope']}, {c['steps']} steps per phase, {r['elapsed_s']} s", "",
+             "| | teacher | student |", "|---|---|---|"]
+    lines += [f"| {name} | {a:,} | {b:,} |" if isinstance(a, int) else f"| {name} | {a} | {b} |" for name, a, b in rows]
+    lines += ["", f"student MLP widths {s['mlp_dims']}, head dims {s['head_dims']}; "
+              f"mIoU on {s['miou']['n_images']} held-out procedural images (seed {s['miou']['seed']})", ""]
+    return "\n".join(lines)

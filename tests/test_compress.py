@@ -1,0 +1,295 @@
+"""SlimSAM compression: pruning, importance, distillation, resume, CLI (tiny models, fast)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from slimsam_edge.compress.data import ImageSource
+from slimsam_edge.compress.distill import DistillSpec, distill, distill_loss
+from slimsam_edge.compress.importance import (CRITERIA, accumulate_grads, choose_keep, make_criterion,
+                                              unit_scores)
+from slimsam_edge.compress.pipeline import CompressConfig, compress, importance_keep
+from slimsam_edge.compress.prune import prune_embedding_tp, prune_sam, prune_state_dict, pruned_spec
+from slimsam_edge.compress.widths import (encoder_params, parse_count, ratio_for_params,
+                                          uniform_encoder)
+from slimsam_edge.errors import CheckpointError, UsageError
+from slimsam_edge.models.build import build_sam, random_init_
+from slimsam_edge.models.io import build_sam_meta, check_shapes, save_model
+from slimsam_edge.models.spec import PRESETS
+from slimsam_edge.models.stats import count_params
+from slimsam_edge.reference.batch import preprocess
+
+torch.set_num_threads(1)
+M = PRESETS["sam_mini"]
+#: 3 blocks (block 1 global), 64x64 input, 4x4 token grid, windows of 2
+SPEC = replace(M, model_type="custom", encoder=replace(
+    M.encoder, img_size=64, window_size=2, embed_dim=48, num_heads=4, global_attn_indexes=(1,),
+    qkv_dims=(48, 48, 48), mlp_dims=(96, 96, 96), out_chans=32),
+    decoder=replace(M.decoder, transformer_depth=1, transformer_mlp_dim=64, iou_head_hidden_dim=32, mask_in_chans=8))
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    sam = random_init_(build_sam(SPEC), seed=0)
+    for p in sam.parameters():
+        p.requires_grad_(False)
+    return sam
+
+
+@pytest.fixture(scope="module")
+def source():
+    return ImageSource.procedural(count=8, size=64)
+
+
+def _x(sam, source, n=2):
+    return preprocess(sam, source.images(range(n)))
+
+
+def _all(e):
+    keep = {("head", i): torch.arange(h) for i, h in enumerate(e.head_dims())}
+    keep.update({("mlp", i): torch.arange(m) for i, m in enumerate(e.mlp_dims)})
+    keep["embed"] = torch.arange(e.embed_dim)
+    return keep
+
+
+def test_keeping_everything_is_exact(teacher, source):
+    x = _x(teacher, source)
+    same, spec = prune_sam(teacher, SPEC, _all(SPEC.encoder))
+    assert spec.encoder == SPEC.encoder
+    with torch.no_grad():
+        assert torch.equal(same.image_encoder(x), teacher.image_encoder(x))
+
+
+def test_bottleneck_slicing_keeps_rel_pos_columns(teacher, source):
+    kept = torch.tensor([0, 2, 5, 7, 9, 11])  # head dim 12 -> 6, same positions in every head
+    keep = {("head", i): kept for i in range(3)} | {("mlp", i): torch.arange(0, 96, 2) for i in range(3)}
+    small, spec = prune_sam(teacher, SPEC, keep)
+    assert spec.encoder.qkv_dims == (24, 24, 24) and spec.encoder.mlp_dims == (48, 48, 48)
+    b0, t0 = small.image_encoder.blocks[1].attn, teacher.image_encoder.blocks[1].attn
+    assert torch.equal(b0.rel_pos_h, t0.rel_pos_h[:, kept]) and torch.equal(b0.rel_pos_w, t0.rel_pos_w[:, kept])
+    q_rows = torch.cat([s * 48 + h * 12 + kept for s in range(3) for h in range(4)])
+    assert torch.equal(b0.qkv.weight, t0.qkv.weight[q_rows])
+    assert torch.equal(b0.proj.weight, t0.proj.weight[:, torch.cat([h * 12 + kept for h in range(4)])])
+    fresh = build_sam(spec)
+    fresh.load_state_dict(small.state_dict(), strict=True)
+    with torch.no_grad():
+        assert fresh.image_encoder(_x(teacher, source)).shape == (2, 32, 4, 4)
+
+
+def test_embedding_pruning_torch_pruning_equals_slicing(teacher, source):
+    kept = torch.randperm(48, generator=torch.Generator().manual_seed(1))[:24].sort().values
+    a, sa = prune_sam(teacher, SPEC, {"embed": kept})
+    b, sb = prune_embedding_tp(teacher, SPEC, kept)
+    assert sa == sb and sa.encoder.embed_dim == 24
+    sdb = b.state_dict()
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, sdb[k]), k
+    assert torch.equal(a.image_encoder.pos_embed, teacher.image_encoder.pos_embed[..., kept])
+
+
+def test_vit_b_presets_exact_params():
+    e = PRESETS["vit_b"].encoder
+    p77, p50 = uniform_encoder(e, 0.77), uniform_encoder(e, 0.5)
+    assert (p77.embed_dim, p77.mlp_dims[0], p77.head_dims()[0], p77.num_heads) == (168, 696, 14, 12)
+    assert (p50.embed_dim, p50.mlp_dims[0], p50.head_dims()[0]) == (384, 1536, 32)
+    assert p77 == PRESETS["vit_p77"].encoder and p50 == PRESETS["vit_p50"].encoder
+    n77 = count_params(build_sam_meta(replace(PRESETS["vit_b"], encoder=p77)).image_encoder)
+    assert n77 == encoder_params(p77) == 5_658_968 and round(n77 / 1e6, 2) == 5.66
+    assert round(encoder_params(p50) / 1e6, 1) == 23.9
+    # slicing a SAM-B-shaped state dict (meta tensors: no memory) gives tensors of the preset
+    spec = PRESETS["vit_b"]
+    sd = build_sam_meta(spec).state_dict()
+    keep = {"embed": torch.arange(168)} | {(k, i): torch.arange(n) for i in range(12)
+                                           for k, n in (("head", 14), ("mlp", 696))}
+    new = pruned_spec(spec, keep)
+    assert new.encoder == p77
+    check_shapes(new, {k: tuple(v.shape) for k, v in prune_state_dict(sd, spec.encoder, keep).items()})
+    assert ratio_for_params(e, parse_count("5.7M")) == pytest.approx(0.77, abs=0.01)
+
+
+def test_target_params_and_ratio_errors():
+    e = SPEC.encoder
+    with pytest.raises(UsageError, match="unreachable"):
+        ratio_for_params(e, encoder_params(e) + 1)
+    with pytest.raises(UsageError, match="unreachable"):
+        ratio_for_params(e, 10)
+    with pytest.raises(UsageError, match="outside"):
+        uniform_encoder(e, 1.0)
+    with pytest.raises(UsageError):
+        parse_count("lots")
+    r = ratio_for_params(e, encoder_params(e) // 2)
+    assert encoder_params(uniform_encoder(e, r)) <= encoder_params(e) // 2
+
+
+def test_importance_registry(teacher):
+    assert {"random", "magnitude", "taylor", "disturbed-taylor"} <= set(CRITERIA)
+    with pytest.raises(UsageError, match="unknown importance"):
+        make_criterion("hessian-ish")
+    s = unit_scores(teacher, SPEC, make_criterion("magnitude"))
+    assert s["embed"].shape == (48,) and s[("head", 1)].shape == (12,) and s[("mlp", 2)].shape == (96,)
+    assert all(bool((v > 0).all()) for v in s.values())
+    r1 = unit_scores(teacher, SPEC, make_criterion("random", seed=3))
+    r2 = unit_scores(teacher, SPEC, make_criterion("random", seed=3))
+    assert all(torch.equal(r1[u], r2[u]) for u in r1)
+
+
+def test_disturbed_taylor_needs_the_noise(teacher, source):
+    import copy
+
+    student = copy.deepcopy(teacher)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    x = _x(teacher, source)
+    with torch.no_grad():
+        t = teacher.image_encoder(x)
+
+    def scores(sigma):
+        crit = make_criterion("disturbed-taylor", sigma=sigma)
+        gen = torch.Generator().manual_seed(0)
+        grads = accumulate_grads(student, [lambda: crit.embedding_loss(student.image_encoder(x), t, gen)])
+        return unit_scores(student, SPEC, crit, grads)
+
+    plain, disturbed = scores(0.0), scores(0.01)
+    assert all(float(v.abs().sum()) == 0.0 for v in plain.values())
+    assert all(float(v.sum()) > 0 for v in disturbed.values())
+
+
+def test_global_scope_gives_per_block_widths(teacher, source):
+    cfg = CompressConfig(ratio=0.5, importance="magnitude", scope="global")
+    target = replace(SPEC, encoder=uniform_encoder(SPEC.encoder, 0.5))
+    scores = unit_scores(teacher, SPEC, make_criterion("magnitude"))
+    # block 0: 24 units matter, the rest are dead; block 2: every unit alike (scores are
+    # normalised by each block's mean, so only the shape of a block's scores counts)
+    scores[("mlp", 0)] = torch.cat([torch.full((24,), 10.0), torch.full((72,), 1e-6)])
+    scores[("mlp", 2)] = torch.ones(96) + torch.linspace(0, 1e-3, 96)
+    keep = choose_keep(scores, SPEC, target, cfg.scope)
+    small, spec = prune_sam(teacher, SPEC, keep)
+    assert sum(spec.encoder.mlp_dims) == 3 * 48 and spec.encoder.mlp_dims[0] == 24
+    assert keep[("mlp", 0)].tolist() == list(range(24))
+    assert sum(spec.encoder.qkv_dims) == 3 * 24 and spec.encoder.embed_dim == 24
+    build_sam(spec).load_state_dict(small.state_dict(), strict=True)
+
+
+def test_taylor_uses_labels(teacher, source):
+    import copy
+
+    cfg = CompressConfig(ratio=0.5, importance="taylor", importance_images=2)
+    target = replace(SPEC, encoder=uniform_encoder(SPEC.encoder, 0.5))
+    keep = importance_keep(copy.deepcopy(teacher).requires_grad_(True), SPEC, target, cfg, ["embed"], source, teacher)
+    assert len(keep["embed"]) == 24
+
+
+def test_distillation_reduces_the_loss(teacher, source):
+    student, spec = prune_sam(teacher, SPEC, {"embed": torch.arange(0, 48, 2)})
+    x = _x(teacher, source, 4)
+    ds = DistillSpec("bottleneck", steps=15, lr=3e-3, batch=2)
+
+    def loss():
+        with torch.no_grad():
+            return float(distill_loss(student, x, ds, 0, teacher=teacher)["loss"])
+
+    before = loss()
+    distill(student, ds, teacher=teacher, source=ImageSource.procedural(count=4, size=64))
+    assert loss() < 0.7 * before
+
+
+def _cfg(**kw):
+    base = dict(ratio=0.5, steps=3, batch=1, importance_images=2, eval_images=1, checkpoint_every=1)
+    return CompressConfig(**(base | kw))
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [(0, 2), (1, 1)])
+def test_kill_and_resume_is_exact(tmp_path, teacher, source, kill_at):
+    ref = compress(_cfg(), tmp_path / "ref", teacher=(teacher, SPEC), source=source)
+
+    def killer(phase, step, _losses):
+        if (phase, step) == kill_at:
+            raise Stop
+
+    with pytest.raises(Stop):
+        compress(_cfg(), tmp_path / "run", teacher=(teacher, SPEC), source=source, on_step=killer)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    again = compress(_cfg(), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+    a, b = _weights(tmp_path / "ref" / "model.safetensors"), _weights(tmp_path / "run" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert again["student"]["embed_dim"] == ref["student"]["embed_dim"] == 24
+    with pytest.raises(CheckpointError, match="another configuration"):
+        compress(_cfg(sigma=0.5), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+
+
+def test_report_and_one_step(tmp_path, teacher, source):
+    import json
+
+    from slimsam_edge.models.io import load_model
+
+    rep = compress(_cfg(schedule="one-step", steps=1, engine="torch-pruning"), tmp_path,
+                   teacher=(teacher, SPEC), source=source)
+    assert rep["student"]["embedding_mse"] > 0
+    on_disk = json.loads((tmp_path / "report.json").read_text())
+    assert on_disk["student"]["params"] == rep["student"]["params"]
+    assert rep["student"]["params"]["image_encoder"] < rep["teacher"]["params"]["image_encoder"]
+    assert "point mIoU" in (tmp_path / "report.md").read_text()
+    model, spec = load_model(tmp_path / "model.safetensors")
+    assert spec.encoder.embed_dim == 24 and spec.encoder.qkv_dims == (24, 24, 24)
+
+
+# --- CLI -------------------------------------------------------------------------------------
+
+def _app():
+    from slimsam_edge.cli.compress import compress as cmd
+
+    app = typer.Typer()
+    app.command()(cmd)
+    return app
+
+
+def _run(*args):
+    return CliRunner().invoke(_app(), [str(a) for a in args])
+
+
+def _one_line_error(result, text):
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and text in err, err
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory, teacher):
+    path = tmp_path_factory.mktemp("teacher") / "tiny.safetensors"
+    save_model(teacher, SPEC, path)
+    return path
+
+
+def test_cli_bad_input(tmp_path, teacher_ckpt):
+    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 1.5), "outside (0, 1)")
+    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0), "outside (0, 1)")
+    _one_line_error(_run("--out", tmp_path / "o"), "exactly one of")
+    _one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--target-params", "90M"), "unreachable")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--data", tmp_path / "empty"), "no images")
+    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--resume"), "no checkpoint")
+
+
+def test_cli_runs_and_refuses_resume_of_another_config(tmp_path, teacher_ckpt):
+    args = ["--out", tmp_path / "o", "--teacher", teacher_ckpt, "--steps", 1, "--images", 4,
+            "--importance-images", 2, "--eval-images", 1, "--batch", 1]
+    res = _run(*args, "--preset", "slimsam-50", "--json")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "model.safetensors").exists()
+    _one_line_error(_run(*args, "--ratio", 0.6, "--resume"), "another configuration")
