@@ -175,3 +175,23 @@ def test_backend_not_installed_names_the_extra(tiny_bundle, tmp_path, image_file
 def test_debug_shows_traceback(tmp_path):
     r = runner.invoke(app, ["--debug", "info", str(tmp_path / "nope.pth")])
     assert r.exit_code != 0 and r.exception is not None
+
+
+def test_demo_compresses_exports_evaluates_and_benches(tmp_path, tiny_checkpoint):
+    import json
+
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--images", "2",
+                            "--compress-steps", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    before, after = report["compress"]["encoder_params"]
+    assert after < before
+    assert set(report["eval"]) == {"teacher (torch)", "student (torch)", "bundle onnxruntime", "bundle openvino"}
+    ev = report["eval"]
+    # the student's bundle reproduces the student checkpoint's accuracy on the same data
+    assert abs(ev["bundle onnxruntime"]["point_miou"] - ev["student (torch)"]["point_miou"]) <= 0.02
+    assert {b["backend"] for b in report["bench"]} == {"torch", "onnxruntime", "openvino"}
+    assert all(b["encoder_p50_ms"] > 0 for b in report["bench"])
+    assert (out / "compressed" / "model.safetensors").is_file() and (out / "segment" / "overlay.png").is_file()
+    assert "compressed with ratio 0.5" in (out / "report.md").read_text()

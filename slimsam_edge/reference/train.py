@@ -162,6 +162,7 @@ def train(
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     t0, last = time.time() - elapsed, {}
+    t_run = time.time()  # this process's start: the ETA uses only steps run here
     sam.train()
     with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as progress:
         task = progress.add_task("train", total=recipe.steps, completed=start, info="")
@@ -185,7 +186,7 @@ def train(
                 el = time.time() - t0
                 _log(log_path, {"event": "step", "step": done, "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1), **last})
                 if not console.is_terminal:
-                    eta = el / max(1, done - start) * (recipe.steps - done) if done > start else 0
+                    eta = (time.time() - t_run) / max(1, done - start) * (recipe.steps - done)
                     console.print(f"step {done}/{recipe.steps} {info} lr {sched.get_last_lr()[0]:.2e} "
                                   f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
             if on_step is not None:
