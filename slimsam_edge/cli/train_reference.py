@@ -25,6 +25,7 @@ def train_reference(
     masks_per_image: Annotated[Optional[int], typer.Option("--masks-per-image", min=1, help="Masks prompted per image.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", min=1, help="Held-out evaluation interval (steps).")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch CPU threads.")] = 2,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -48,7 +49,7 @@ def train_reference(
         (out / CHECKPOINT).unlink()
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every)
-    result = train(recipe, out, resume=resume, quiet=json_out)
+    result = train(recipe, out, resume=resume, quiet=json_out, threads=threads)
     if json_out:
         emit_json(result)
         return

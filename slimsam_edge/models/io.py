@@ -8,10 +8,15 @@ Formats understood by :func:`load_model`:
 - official SAM and SlimSAM "uniform" ``*.pth`` state dicts, read with
   ``torch.load(weights_only=True)``;
 - pickled whole models (SlimSAM "global" ``SlimSAM-50.pth``) only with ``trust_pickle=True``;
+- a local Hugging Face ``transformers`` ``SamModel`` folder (``config.json`` + ``model.safetensors``
+  or ``pytorch_model.bin``) of SAM or a uniform SlimSAM, e.g. ``facebook/sam-vit-base`` or
+  ``Zigeng/SlimSAM-uniform-77`` downloaded beforehand; read without ``transformers``, never
+  downloading (see :mod:`slimsam_edge.models.hf`).
 
 Example:
     >>> model, spec = load_model("sam_vit_b_01ec64.pth")             # doctest: +SKIP
     >>> save_model(model, spec, "out/model.safetensors")             # doctest: +SKIP
+    >>> model, spec = load_model("SlimSAM-uniform-77/")               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 from ..errors import CheckpointError, ModelTypeError
 from ..fsutil import atomic_path
 from .build import build_sam
+from .hf import is_hf_dir, read_hf_dir
 from .spec import ModelSpec, name_spec, preset, spec_from_shapes
 
 SPEC_METADATA_KEY = "slimsam_edge.spec"
@@ -63,10 +69,12 @@ def read_state_dict(
     if not path.exists():
         raise CheckpointError(f"{path}: file not found; pass the path of a local SAM checkpoint")
     if path.is_dir():
-        raise CheckpointError(
-            f"{path}: is a folder; pass a checkpoint file (.pth or .safetensors). Hugging Face "
-            "SamModel folders are not supported yet"
-        )
+        if not is_hf_dir(path):
+            raise CheckpointError(
+                f"{path}: is a folder without config.json; pass a checkpoint file (.pth or "
+                ".safetensors) or a Hugging Face SamModel folder (config.json + weights)"
+            )
+        return read_hf_dir(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     try:
@@ -161,7 +169,7 @@ def load_model(
     """Load any supported checkpoint into a ``Sam`` model in eval mode.
 
     Arguments:
-        path: checkpoint file (.pth / .safetensors).
+        path: checkpoint file (.pth / .safetensors) or a Hugging Face SamModel folder.
         model_type: force a preset (``vit_b``, ``vit_p77``, ``sam_mini``, ...).
         trust_pickle: allow unpickling whole model objects (runs code from the file).
         spec: an explicit architecture spec (overrides detection).
