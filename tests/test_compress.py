@@ -216,21 +216,23 @@ class Stop(Exception):
 
 @pytest.mark.parametrize("kill_at", [(0, 2), (1, 1)])
 def test_kill_and_resume_is_exact(tmp_path, teacher, source, kill_at):
-    ref = compress(_cfg(), tmp_path / "ref", teacher=(teacher, SPEC), source=source)
+    cfg = _cfg(val_every=1, val_images=2)  # validation history and best weights resume too
+    ref = compress(cfg, tmp_path / "ref", teacher=(teacher, SPEC), source=source)
 
     def killer(phase, step, _losses):
         if (phase, step) == kill_at:
             raise Stop
 
     with pytest.raises(Stop):
-        compress(_cfg(), tmp_path / "run", teacher=(teacher, SPEC), source=source, on_step=killer)
+        compress(cfg, tmp_path / "run", teacher=(teacher, SPEC), source=source, on_step=killer)
     assert not (tmp_path / "run" / "model.safetensors").exists()
-    again = compress(_cfg(), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+    again = compress(cfg, tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+    assert again["best"] == ref["best"] and again["validation"] == ref["validation"]
     a, b = _weights(tmp_path / "ref" / "model.safetensors"), _weights(tmp_path / "run" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert again["student"]["embed_dim"] == ref["student"]["embed_dim"] == 24
     with pytest.raises(CheckpointError, match="another configuration"):
-        compress(_cfg(sigma=0.5), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+        compress(replace(cfg, sigma=0.5), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
 
 
 def test_report_and_one_step(tmp_path, teacher, source):
@@ -287,9 +289,191 @@ def test_cli_bad_input(tmp_path, teacher_ckpt):
 
 
 def test_cli_runs_and_refuses_resume_of_another_config(tmp_path, teacher_ckpt):
+    import json
+
     args = ["--out", tmp_path / "o", "--teacher", teacher_ckpt, "--steps", 1, "--images", 4,
             "--importance-images", 2, "--eval-images", 1, "--batch", 1]
-    res = _run(*args, "--preset", "slimsam-50", "--json")
+    res = _run(*args, "--preset", "slimsam-50", "--json", "--cache-teacher", tmp_path / "cache", "--bf16",
+               "--val-every", 1, "--val-images", 1, "--val-seed", 1002)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "model.safetensors").exists()
+    rep = json.loads(res.stdout)
+    assert rep["bf16"] and rep["teacher_cache"]["misses"] > 0 and rep["best"]["seed"] == 1002
     _one_line_error(_run(*args, "--ratio", 0.6, "--resume"), "another configuration")
+
+
+# --- best checkpoint, teacher cache, base != teacher, DDP, bf16 --------------------------------
+
+def test_validator_keeps_the_best_weights_of_the_final_phase(teacher):
+    from slimsam_edge.compress.validate import Validator
+
+    v = Validator(every=2, n_images=1, size=64)
+    scores = iter([0.9, 0.3, 0.6, 0.5])
+    v.measure = lambda sam: next(scores)
+    model = torch.nn.Linear(2, 2)
+    v(model, 0, 2, final_phase=False)  # phase 0 never selected
+    for step, value in ((2, 1.0), (4, 2.0), (6, 3.0)):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        v(model, 1, step, final_phase=True)
+    assert v.best["step"] == 4 and [h["miou"] for h in v.history] == [0.9, 0.3, 0.6, 0.5]
+    restored = Validator(every=2, n_images=1)
+    restored.load_state_dict(v.state_dict())
+    summary = restored.select(model, 1)
+    assert summary["step"] == 4 and float(model.weight.detach()[0, 0]) == 2.0
+    assert v.due(2, 5) and v.due(5, 5) and not v.due(3, 5)
+
+
+def test_best_checkpoint_is_the_model(tmp_path, teacher, source):
+    from slimsam_edge.compress.validate import Validator
+    from slimsam_edge.models.io import load_model
+
+    rep = compress(_cfg(schedule="one-step", val_every=1, val_images=2), tmp_path, teacher=(teacher, SPEC),
+                   source=source)
+    final = [h for h in rep["validation"]["history"] if h["phase"] == 0]
+    assert [h["step"] for h in final] == [1, 2, 3]
+    best = max(final, key=lambda h: (h["miou"], -h["step"]))
+    assert rep["best"]["step"] == best["step"] and rep["best"]["miou"] == best["miou"]
+    model, _ = load_model(tmp_path / "model.safetensors")
+    assert Validator(1, 2, size=64).measure(model) == best["miou"]
+    assert f"step {best['step']}" in (tmp_path / "report.md").read_text()
+
+
+def test_teacher_cache_hits_and_same_result(tmp_path, teacher, source):
+    from safetensors.torch import load_file
+
+    cfg = _cfg(val_every=0)
+    cold = compress(cfg, tmp_path / "a", teacher=(teacher, SPEC), source=source, cache_dir=tmp_path / "cache")
+    files = sorted((tmp_path / "cache").glob("*.safetensors"))
+    assert cold["teacher_cache"]["misses"] == len(files) == 6 and cold["teacher_cache"]["hits"] > 0
+    assert load_file(str(files[0]))["embedding"].dtype == torch.float16
+    warm = compress(cfg, tmp_path / "b", teacher=(teacher, SPEC), source=source, cache_dir=tmp_path / "cache")
+    assert warm["teacher_cache"]["misses"] == 0 and warm["teacher_cache"]["hits"] > 0
+    a, b = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "0 misses" in (tmp_path / "b" / "report.md").read_text()
+
+
+def _spec_with(depth, out_chans=32, mlp=96):
+    enc = replace(SPEC.encoder, global_attn_indexes=(1,), qkv_dims=(48,) * depth, mlp_dims=(mlp,) * depth,
+                  out_chans=out_chans)
+    return replace(SPEC, encoder=enc, decoder=replace(SPEC.decoder, transformer_mlp_dim=32))
+
+
+def test_base_other_than_teacher(tmp_path, teacher, source):
+    import json
+
+    from slimsam_edge.models.io import load_model
+
+    base_spec = _spec_with(2, mlp=72)  # shallower and narrower than the teacher, another decoder
+    base = random_init_(build_sam(base_spec), seed=5)
+    rep = compress(_cfg(val_every=0), tmp_path, teacher=(teacher, SPEC), base=(base, base_spec), source=source,
+                   base_id="tiny-base")
+    model, spec = load_model(tmp_path / "model.safetensors")
+    assert spec.encoder.depth == 2 and spec.encoder.embed_dim == 24 and spec.encoder.mlp_dims == (36, 36)
+    assert spec.decoder == SPEC.decoder and rep["phase_modes"] == ["final", "embedding"]
+    t_sd, s_sd = teacher.state_dict(), model.state_dict()
+    heads = [k for k in t_sd if not k.startswith("image_encoder.")]
+    assert heads and all(torch.equal(t_sd[k], s_sd[k]) for k in heads)  # pairs with the teacher's decoder
+    assert rep["base"]["id"] == "tiny-base" and rep["student"]["miou"]["point"] >= 0
+    losses = [r["embed"] for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+              if r["event"] == "step"]
+    assert len(losses) == 6
+    with pytest.raises(UsageError, match="differs from the base's"):
+        bad = _spec_with(2, out_chans=16)
+        compress(_cfg(), tmp_path / "bad", teacher=(teacher, SPEC), base=(build_sam(bad), bad), source=source)
+
+
+def test_cli_base_embedding_shape_mismatch(tmp_path, teacher_ckpt):
+    bad = _spec_with(2, out_chans=16)
+    path = tmp_path / "bad.safetensors"
+    save_model(random_init_(build_sam(bad), seed=1), bad, path)
+    _one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--base", path, "--ratio", 0.5),
+                    "differs from the base's")
+
+
+def test_ddp_two_processes_match_one(tmp_path, teacher, teacher_ckpt):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    args = dict(ratio=0.5, steps=3, batch=2, importance_images=3, eval_images=1, checkpoint_every=1, val_every=3,
+                val_images=1)
+    one = compress(CompressConfig(**args), tmp_path / "one", teacher=(teacher, SPEC),
+                   source=ImageSource.procedural(count=8, size=64))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "slimsam_edge.cli.compress", "--teacher", str(teacher_ckpt), "--out", str(tmp_path / "two"),
+           "--images", "8", "--threads", "1", "--json"]
+    for k, v in args.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = json.loads(res.stdout[res.stdout.index("{"):])
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    a, b = _weights(tmp_path / "one" / "model.safetensors"), _weights(tmp_path / "two" / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-5, worst
+    log_a = [json.loads(r) for r in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    log_b = [json.loads(r) for r in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    steps_a = [r["loss"] for r in log_a if r["event"] == "step"]
+    steps_b = [r["loss"] for r in log_b if r["event"] == "step"]
+    assert steps_b == pytest.approx(steps_a, rel=1e-4)
+    assert not list((tmp_path / "two").glob(".*tmp*"))
+
+
+def test_bf16_autocast_runs(tmp_path, teacher, source):
+    from slimsam_edge.compress.runtime import autocast
+
+    with autocast(True):
+        y = torch.nn.Linear(4, 4)(torch.ones(1, 4))
+    assert y.dtype == torch.bfloat16
+    rep = compress(_cfg(bf16=True, steps=2, val_every=0), tmp_path, teacher=(teacher, SPEC), source=source)
+    assert rep["bf16"] is True and rep["student"]["embedding_mse"] > 0 and isinstance(rep["bf16_native"], bool)
+    w = _weights(tmp_path / "model.safetensors")
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v).all()) for v in w.values())
+    ds = DistillSpec("bottleneck", steps=4, bf16=True)
+    student, _ = prune_sam(teacher, SPEC, {"embed": torch.arange(0, 48, 2)})
+    res = distill_loss(student, _x(teacher, source), ds, 0, teacher=teacher)
+    assert res["loss"].dtype == torch.float32 and float(res["inter"]) > 0
+
+
+def test_ablation_smoke(tmp_path, teacher_ckpt):
+    import json
+
+    from slimsam_edge.compress.ablation import main
+
+    results = tmp_path / "results" / "ablation.md"
+    argv = ["--teacher", str(teacher_ckpt), "--out", str(tmp_path / "runs"), "--results", str(results),
+            "--steps", "1", "--batch", "1", "--images", "4", "--importance-images", "2", "--eval-images", "1",
+            "--val-every", "1", "--val-images", "1", "--threads", "1"]
+    summary = main(argv)
+    assert len(summary["rows"]) == 16
+    text = results.read_text()
+    for name in ("random", "magnitude", "| taylor", "disturbed-taylor", "alternate", "one-step", "50%", "77%",
+                 "Command: `python scripts/ablation.py --teacher", "Machine:", "Time:", "Teacher"):
+        assert name in text, name
+    assert json.loads(results.with_suffix(".json").read_text())["rows"][0]["ratio"] == 0.5
+    t0 = (tmp_path / "runs" / "r50-alternate-random" / "report.json").stat().st_mtime
+    assert len(main(argv)["rows"]) == 16  # finished runs are reused
+    assert (tmp_path / "runs" / "r50-alternate-random" / "report.json").stat().st_mtime == t0
+
+
+def test_cache_survives_write_errors(tmp_path, teacher, source, monkeypatch):
+    import slimsam_edge.compress.cache as cache_mod
+
+    emb = cache_mod.TeacherEmbeddings(teacher, tmp_path / "c", key="k")
+    images = source.images([0, 1])
+    x = preprocess(teacher, images)
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache_mod, "atomic_path", full_disk)
+    out = emb(images, x)
+    assert out.shape == (2, 32, 4, 4) and emb.stats()["write_errors"] == 2
+    assert not list((tmp_path / "c").iterdir())
+    with torch.no_grad():
+        assert torch.allclose(out, teacher.image_encoder(x), atol=1e-2)

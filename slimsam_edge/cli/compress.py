@@ -4,6 +4,8 @@ Example:
     $ slimsam-edge compress --preset slimsam-77 --out runs/slim77               # sam-mini, procedural data
     $ slimsam-edge compress --teacher sam_vit_b.pth --data imgs/ --target-params 5.7M --out runs/b77
     $ slimsam-edge compress --ratio 0.5 --out runs/slim50 --resume              # continue a stopped job
+    $ slimsam-edge compress --teacher sam_vit_h.pth --base sam_vit_b.pth --preset slimsam-77 --out runs/h77
+    $ torchrun --nproc_per_node 2 -m slimsam_edge compress --ratio 0.5 --batch 4 --out runs/ddp  # DDP (gloo)
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Scope(str, Enum):
 @handle_errors
 def compress(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: model.safetensors, report.json/.md, checkpoint.pt, log.jsonl.")],
-    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="SAM checkpoint to compress (default: the shipped sam-mini).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="SAM checkpoint to distil from (and to compress, without --base; default: the shipped sam-mini).")] = None,
+    base: Annotated[Optional[Path], typer.Option("--base", help="SAM checkpoint to prune when it is not the teacher (e.g. SAM-B toward SAM-H); the result keeps the teacher's prompt encoder and mask decoder.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="Folder of unlabelled images (default: procedural images).")] = None,
     preset: Annotated[Optional[str], typer.Option("--preset", help="slimsam-50 | slimsam-77 (pruning ratio 0.5 / 0.77).")] = None,
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="Pruning ratio in (0, 1), applied to every width.")] = None,
@@ -47,7 +50,7 @@ def compress(
     schedule: Annotated[Schedule, typer.Option("--schedule", help="alternate (SlimSAM) or one-step pruning.")] = Schedule.alternate,
     scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch.")] = 2,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule).")] = 1e-4,
     sigma: Annotated[float, typer.Option("--sigma", help="Noise std of disturbed Taylor importance.")] = 0.01,
@@ -55,6 +58,11 @@ def compress(
     images: Annotated[int, typer.Option("--images", min=0, help="Distillation images (procedural count; 0 = all of --data).")] = 1000,
     eval_images: Annotated[int, typer.Option("--eval-images", min=1, help="Held-out procedural images for the mIoU report.")] = 32,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Checkpoint interval (steps).")] = 50,
+    val_every: Annotated[int, typer.Option("--val-every", min=0, help="Validate (point mIoU) every K steps; the best weights of the final phase become model.safetensors (0: off, last weights).")] = 50,
+    val_images: Annotated[int, typer.Option("--val-images", min=1, help="Held-out procedural images per validation.")] = 8,
+    val_seed: Annotated[int, typer.Option("--val-seed", min=0, help="Procedural seed of the validation images.")] = 1001,
+    cache_teacher: Annotated[Optional[Path], typer.Option("--cache-teacher", help="Folder caching the teacher's image embeddings (fp16, one file per image).")] = None,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast for the distillation forwards.")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of importance noise and sampling.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt (same configuration).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="Embedding pruning: slice | torch-pruning (same weights).")] = "slice",
@@ -91,6 +99,13 @@ def compress(
 
     if threads:
         torch.set_num_threads(threads)
+    if bf16:
+        from ..compress.runtime import check_bf16
+
+        check_bf16("cpu")  # one-line error where bf16 cannot run; a warning where it is emulated
+    from ..compress.runtime import init_from_env, is_main, shutdown
+
+    init_from_env("cpu")  # joins torchrun's process group (gloo) when WORLD_SIZE > 1
     from ..compress.data import ImageSource
     from ..compress.pipeline import CompressConfig, compress as run
     from ..compress.widths import ratio_for_params
@@ -101,8 +116,10 @@ def compress(
 
         teacher = require_reference_model()
     sam, spec = load_model(teacher)
+    base_model = load_model(base) if base is not None else None
+    prune_spec = base_model[1] if base_model is not None else spec
     if budget is not None:
-        ratio = ratio_for_params(spec.encoder, budget)
+        ratio = ratio_for_params(prune_spec.encoder, budget)
     elif preset is not None:
         ratio = RATIO_PRESETS[preset]
     source = (ImageSource.from_folder(data, spec.image_size, images) if data is not None
@@ -110,9 +127,17 @@ def compress(
     cfg = CompressConfig(ratio=float(ratio), importance=importance.value, sigma=sigma,
                          importance_images=importance_images, scope=scope.value, schedule=schedule.value,
                          steps=steps, batch=batch, accum=accum, lr=lr, checkpoint_every=checkpoint_every,
-                         seed=seed, eval_images=eval_images, engine=engine)
-    report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),
-                 resume=resume, quiet=json_out)
+                         seed=seed, eval_images=eval_images, engine=engine, val_every=val_every,
+                         val_images=val_images, val_seed=val_seed, bf16=bf16)
+    main = is_main()
+    try:
+        report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),
+                     base=base_model, base_id=str(base.resolve()) if base is not None else "base",
+                     cache_dir=cache_teacher, resume=resume, quiet=json_out)
+    finally:
+        shutdown()
+    if not main:
+        return
     if json_out:
         emit_json(report)
         return
@@ -121,6 +146,8 @@ def compress(
                f"params (embed {s['embed_dim']}, MLP {s['mlp_dims'][0]}, head dim {s['head_dims'][0]}); "
                f"point mIoU {t['miou']['point']:.4f} -> {s['miou']['point']:.4f}, box {t['miou']['box']:.4f} -> "
                f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min; report: {out / 'report.md'}")
+    if report.get("best"):
+        typer.echo(f"best validated step {report['best']['step']} (point mIoU {report['best']['miou']:.4f})")
 
 
 if __name__ == "__main__":  # python -m slimsam_edge.cli.compress

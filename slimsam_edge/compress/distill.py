@@ -12,12 +12,15 @@ Modes (``DistillSpec.mode``):
 - ``"final"`` (one-step schedule): the image-embedding MSE only.
 
 Intermediate terms are averaged over the aligned tensors; with ``relative_inter`` (default) each
-MSE is divided by the teacher tensor's mean square, because residual-stream block outputs are
-orders of magnitude larger than the layer-normed image embedding and would otherwise drown it.
+image's MSE is divided by that image's teacher-feature mean square (:func:`feature_mse`), because
+residual-stream block outputs are orders of magnitude larger than the layer-normed image embedding
+and would otherwise drown it; per-image terms keep a batch's loss independent of how it is split.
 
 Training: AdamW, linear warmup + cosine LR, gradient accumulation; the images of step ``s`` are a
 pure function of ``s``, so a run resumed from a checkpoint (model, optimiser, scheduler, RNG,
-step) ends with the same weights as an uninterrupted one on CPU.
+step) ends with the same weights as an uninterrupted one on CPU. Under torchrun each rank takes
+its shard of every global micro-batch and gradients are averaged (:mod:`.runtime`); with
+``bf16`` the forwards run under bf16 autocast, losses and optimiser state stay fp32.
 
 Example:
     >>> losses = distill(student, DistillSpec("final", steps=10), teacher=teacher,
@@ -36,6 +39,9 @@ import torch.nn.functional as F
 from ..errors import CheckpointError
 from ..fsutil import atomic_path
 from ..reference.batch import preprocess
+from . import runtime
+from .cache import TeacherEmbeddings
+from .runtime import autocast
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class DistillSpec:
     align_fraction: float = 0.5
     relative_inter: bool = True  # intermediate MSE divided by the teacher feature's mean square
     offset: int = 0  # first image index of this phase
+    bf16: bool = False  # forwards under bf16 autocast
 
     def inter_weight_at(self, step: int) -> float:
         """Weight of the intermediate terms at ``step`` (0-based).
@@ -114,24 +121,48 @@ class Capture:
         self._handles.clear()
 
 
+def feature_mse(s: torch.Tensor, t: torch.Tensor, batch: int, relative: bool = True) -> torch.Tensor:
+    """Mean over images of the MSE between features ``s`` and ``t`` (image-major rows), each
+    divided by that image's teacher mean square when ``relative``.
+
+    Per-image terms make the loss of a batch the mean of its images' losses, so it does not depend
+    on how a batch is split (DDP shards, micro-batches).
+
+    Example:
+        >>> t = torch.ones(2, 3); float(feature_mse(2 * t, t, 2))
+        1.0
+    """
+    s, t = s.float().reshape(batch, -1), t.float().reshape(batch, -1)
+    mse = (s - t).pow(2).mean(1)
+    return (mse / (t.pow(2).mean(1) + 1e-8) if relative else mse).mean()
+
+
 def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, step: int, *,
-                 teacher: torch.nn.Module, inter_teacher: torch.nn.Module | None = None
+                 teacher: torch.nn.Module, inter_teacher: torch.nn.Module | None = None,
+                 targets: TeacherEmbeddings | None = None, images: list | None = None
                  ) -> dict[str, torch.Tensor]:
-    """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised images)."""
+    """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised ``images``).
+
+    ``targets`` supplies the teacher's embeddings (cached or computed); without it the teacher
+    runs. Forwards run under bf16 autocast when ``spec.bf16``; the losses are computed in fp32.
+    """
     inter_teacher = inter_teacher if inter_teacher is not None else teacher
+    targets = targets if targets is not None else TeacherEmbeddings(teacher, bf16=spec.bf16)
     w = spec.inter_weight_at(step)
     use_inter = w > 0 and spec.mode in ("bottleneck", "embedding")
-    with torch.no_grad():
-        with Capture(hooked_modules(inter_teacher, spec.mode) if use_inter else []) as tcap:
-            t_inter_emb = inter_teacher.image_encoder(x)
-        t_emb = t_inter_emb if inter_teacher is teacher else teacher.image_encoder(x)
-    with Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
+    computed = None
+    t_hooks = hooked_modules(inter_teacher, spec.mode) if use_inter else []
+    with torch.no_grad(), autocast(spec.bf16), Capture(t_hooks) as tcap:
+        if use_inter:
+            e = inter_teacher.image_encoder(x)
+            computed = e if inter_teacher is teacher else None
+    t_emb = targets(images, x, computed)
+    with autocast(spec.bf16), Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
         s_emb = student.image_encoder(x)
-    embed = F.mse_loss(s_emb, t_emb)
+    embed = F.mse_loss(s_emb.float(), t_emb)
     inter = torch.zeros(())
     if use_inter:
-        terms = [F.mse_loss(s, t) / (t.pow(2).mean() + 1e-8 if spec.relative_inter else 1.0)
-                 for s, t in zip(scap.outputs, tcap.outputs)]
+        terms = [feature_mse(s, t, x.shape[0], spec.relative_inter) for s, t in zip(scap.outputs, tcap.outputs)]
         inter = sum(terms) / len(terms)
     return {"loss": embed + w * inter, "embed": embed.detach(), "inter": inter.detach()}
 
@@ -149,6 +180,7 @@ def make_optimizer(student: torch.nn.Module, spec: DistillSpec):
 
 
 def batch_indices(spec: DistillSpec, step: int, micro: int) -> list[int]:
+    """Image indices of the global micro-batch ``micro`` of ``step`` (a pure function of both)."""
     start = spec.offset + (step * spec.accum + micro) * spec.batch
     return list(range(start, start + spec.batch))
 
@@ -156,7 +188,8 @@ def batch_indices(spec: DistillSpec, step: int, micro: int) -> list[int]:
 def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Module, source: Any,
             inter_teacher: torch.nn.Module | None = None, state: dict | None = None,
             save: Callable[[int, Any, Any], None] | None = None, checkpoint_every: int = 0,
-            on_step: Callable[[int, dict[str, float]], None] | None = None) -> torch.nn.Module:
+            on_step: Callable[[int, dict[str, float]], None] | None = None,
+            targets: TeacherEmbeddings | None = None) -> torch.nn.Module:
     """Train ``student``'s encoder for ``spec.steps`` steps (continuing from ``state`` if given).
 
     Arguments:
@@ -164,12 +197,17 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
         source: an :class:`~slimsam_edge.compress.data.ImageSource`.
         state: a checkpoint dict (``optimizer``, ``scheduler``, ``rng``, ``step``) to resume from.
         save: ``save(step, optimizer, scheduler)`` called every ``checkpoint_every`` steps and at the end.
-        on_step: called after each step with ``(step, losses)``.
+        on_step: called after each step with ``(step, losses)`` (losses averaged over the ranks).
+        targets: the teacher's embeddings (e.g. cached); default: run the teacher.
+
+    Under torchrun each rank trains on its shard of every global micro-batch and the gradients
+    are averaged before the optimiser step (:mod:`~slimsam_edge.compress.runtime`).
 
     Example:
         >>> distill(student, DistillSpec("final", steps=4), teacher=teacher, source=src)  # doctest: +SKIP
     """
     opt, sched = make_optimizer(student, spec)
+    runtime.check_batch(spec.batch)
     start = 0
     if state is not None:
         opt.load_state_dict(state["optimizer"])
@@ -180,19 +218,24 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
     if inter_teacher is not None:
         inter_teacher.eval()
     student.train()
+    params = list(student.image_encoder.parameters())
     for step in range(start, spec.steps):
         opt.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "embed": 0.0, "inter": 0.0}
         for micro in range(spec.accum):
-            x = preprocess(student, source.images(batch_indices(spec, step, micro)))
-            res = distill_loss(student, x, spec, step, teacher=teacher, inter_teacher=inter_teacher)
+            images = source.images(runtime.shard(batch_indices(spec, step, micro)))
+            x = preprocess(student, images)
+            res = distill_loss(student, x, spec, step, teacher=teacher, inter_teacher=inter_teacher,
+                               targets=targets, images=images)
             (res["loss"] / spec.accum).backward()
             for k in sums:
                 sums[k] += float(res[k].detach()) / spec.accum
+        runtime.average_grads_(params)
         opt.step()
         sched.step()
         if on_step is not None:
-            on_step(step + 1, {**sums, "lr": sched.get_last_lr()[0], "w_inter": spec.inter_weight_at(step)})
+            on_step(step + 1, {**runtime.mean_values(sums), "lr": sched.get_last_lr()[0],
+                               "w_inter": spec.inter_weight_at(step)})
         done = step + 1
         if save is not None and ((checkpoint_every and done % checkpoint_every == 0) or done == spec.steps):
             save(done, opt, sched)

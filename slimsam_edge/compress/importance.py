@@ -188,3 +188,59 @@ def _global_pick(scores: Mapping[Unit, torch.Tensor], budget: int) -> dict[Unit,
     for _, _, u, j in pool[: max(0, budget - len(keep))]:
         keep[u].append(j)
     return {u: torch.tensor(sorted(v), dtype=torch.long) for u, v in keep.items()}
+
+
+def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cfg, units: list, source,
+                    teacher: torch.nn.Module, targets=None) -> dict[Unit, torch.Tensor]:
+    """Score ``units`` of ``sam`` with ``cfg.importance`` and choose the positions to keep.
+
+    ``disturbed-taylor`` accumulates gradients of ``MSE(student, teacher + noise)`` over
+    ``cfg.importance_images`` images (noise seeded per image, so the sum does not depend on how
+    the images are batched or split over DDP ranks: each rank takes every ``world``-th image and
+    the gradients are summed with one all-reduce). ``targets`` supplies (cached) teacher
+    embeddings. ``taylor`` (labels) runs identically on every rank.
+
+    Example:
+        >>> keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)   # doctest: +SKIP
+    """
+    from ..reference.batch import preprocess
+    from . import runtime
+    from .cache import TeacherEmbeddings
+
+    crit = make_criterion(cfg.importance, sigma=cfg.sigma, seed=cfg.seed)
+    grads = None
+    n, b = cfg.importance_images, cfg.batch
+    if crit.needs == "embedding":
+        targets = targets if targets is not None else TeacherEmbeddings(teacher)
+        mine = runtime.strided(range(n))
+        chunks = [mine[i:i + b] for i in range(0, len(mine), b)]
+
+        def loss(idx):
+            images = source.images(idx)
+            x = preprocess(sam, images)
+            t, s = targets(images, x), sam.image_encoder(x)
+            gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 + i) for i in idx]
+            return sum(crit.embedding_loss(s[j:j + 1], t[j:j + 1], g) for j, g in enumerate(gens))
+
+        grads = accumulate_grads(sam, (lambda idx=idx: loss(idx) for idx in chunks))
+        enc = [(k, p) for k, p in sam.named_parameters() if k.startswith("image_encoder.")]
+        grads = {k: grads.get(k, torch.zeros_like(p)) for k, p in enc}
+        runtime.all_reduce_(list(grads.values()), mean=False)
+    elif crit.needs == "labels":
+        import numpy as np
+
+        from ..reference.batch import batch_loss
+        from ..reference.recipe import Recipe
+
+        recipe = Recipe(image_size=spec.image_size, corrective_rounds=0, loss_size=spec.image_size // 2)
+        rng = np.random.default_rng(cfg.seed)
+        chunks = [list(range(i, min(n, i + b))) for i in range(0, n, b)]
+
+        def loss(idx):
+            samples = source.samples(idx)
+            return batch_loss(sam, recipe, [s.image for s in samples],
+                              [[a.mask for a in s.annotations] for s in samples], rng)["loss"]
+
+        grads = accumulate_grads(sam, (lambda idx=idx: loss(idx) for idx in chunks))
+    scores = unit_scores(sam, spec, crit, grads, units)
+    return choose_keep(scores, spec, target, cfg.scope)

@@ -1,39 +1,54 @@
-"""The whole compression job: prune -> distil (-> prune -> distil), evaluate, report.
+"""The whole compression job: prune -> distil (-> prune -> distil), validate, evaluate, report.
 
-Schedules: ``alternate`` (SlimSAM): embedding pruning + bottleneck aligning, then bottleneck
-pruning + embedding aligning; ``one-step``: everything pruned at once, then embedding
-distillation. Files under ``out``: ``checkpoint.pt`` (resumable), ``step1.safetensors`` (the
-step-1 model, the block-output target of step 2), ``model.safetensors`` (the result, with its
-spec), ``report.json`` / ``report.md`` and ``log.jsonl``.
+Schedules (:data:`SCHEDULES`): ``alternate`` (SlimSAM): embedding pruning + bottleneck aligning,
+then bottleneck pruning + embedding aligning; ``one-step``: everything pruned at once, then
+embedding distillation. With ``base`` (a model other than the teacher, e.g. SAM-B pruned toward
+SAM-H) the pruned model is the base's encoder with the teacher's prompt encoder and mask decoder;
+phase 1 aligns intermediate features only when the two encoders have the same depth and bottleneck
+widths, else the final embedding alone. Files under ``out`` (rank 0 only under torchrun):
+``checkpoint.pt`` (resumable), ``step1.safetensors`` (the step-1 model, the block-output target of
+step 2), ``model.safetensors`` (the best validated weights of the final phase, with its spec),
+``report.json`` / ``report.md`` and ``log.jsonl``.
 
 Example:
     >>> cfg = CompressConfig(ratio=0.5, steps=200)                     # doctest: +SKIP
-    >>> report = compress(cfg, "runs/slim50")                          # doctest: +SKIP
+    >>> report = compress(cfg, "runs/slim50", teacher=(sam, spec), source=src)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from ..errors import CheckpointError, UsageError
 from ..models.build import build_sam
 from ..models.io import save_model
 from ..models.spec import ModelSpec
+from . import runtime
+from .cache import TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
 from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
-from .importance import accumulate_grads, choose_keep, make_criterion, unit_scores
+from .importance import importance_keep, make_criterion
+from .progress import JobLog
 from .prune import prune_sam
 from .report import write_report
+from .validate import Validator
 from .widths import check_ratio, uniform_encoder
 
+__all__ = ["CompressConfig", "SCHEDULES", "compress", "importance_keep", "apply_keep", "hybrid_base"]
+
+#: schedule -> per phase: (unit kinds pruned before it, distillation mode)
+SCHEDULES: dict[str, list[tuple[list[str], str]]] = {
+    "alternate": [(["embed"], "bottleneck"), (["bottleneck"], "embedding")],
+    "one-step": [(["embed", "bottleneck"], "final")],
+}
 ENGINES = ("slice", "torch-pruning")
 CHECKPOINT, STEP1, MODEL, LOG = "checkpoint.pt", "step1.safetensors", "model.safetensors", "log.jsonl"
 
@@ -57,15 +72,21 @@ class CompressConfig:
     seed: int = 0
     eval_images: int = 32
     engine: str = "slice"  # embedding pruning: "slice" or "torch-pruning" (same result)
+    val_every: int = 50  # validation interval in steps (0: no validation, last weights kept)
+    val_images: int = 8
+    val_seed: int = 1001
+    bf16: bool = False
 
     def validate(self) -> None:
         check_ratio(self.ratio)
         make_criterion(self.importance)
         if self.scope not in ("local", "global"):
             raise UsageError(f"unknown scope {self.scope!r}; choose local or global")
-        if self.schedule not in ("alternate", "one-step"):
-            raise UsageError(f"unknown schedule {self.schedule!r}; choose alternate or one-step")
-        for k in ("steps", "batch", "accum", "importance_images", "eval_images"):
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.val_every < 0:
+            raise UsageError(f"val_every must be >= 0, got {self.val_every}")
+        for k in ("steps", "batch", "accum", "importance_images", "eval_images", "val_images"):
             if getattr(self, k) < 1:
                 raise UsageError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.engine not in ENGINES:
@@ -75,7 +96,7 @@ class CompressConfig:
 
     def phase_units(self) -> list[list]:
         """Units pruned before each distillation phase."""
-        return [["embed"], ["bottleneck"]] if self.schedule == "alternate" else [["embed", "bottleneck"]]
+        return [units for units, _ in SCHEDULES[self.schedule]]
 
 
 def _units(kinds: list[str], spec: ModelSpec) -> list:
@@ -83,42 +104,6 @@ def _units(kinds: list[str], spec: ModelSpec) -> list:
     for k in kinds:
         out += ["embed"] if k == "embed" else [(n, i) for i in range(spec.encoder.depth) for n in ("head", "mlp")]
     return out
-
-
-def importance_keep(sam, spec: ModelSpec, target: ModelSpec, cfg: CompressConfig, units: list,
-                    source: ImageSource, teacher) -> dict:
-    """Score ``units`` of ``sam`` with the configured criterion and choose the positions to keep."""
-    crit = make_criterion(cfg.importance, sigma=cfg.sigma, seed=cfg.seed)
-    grads = None
-    n, b = cfg.importance_images, cfg.batch
-    chunks = [list(range(i, min(n, i + b))) for i in range(0, n, b)]
-    if crit.needs == "embedding":
-        from ..reference.batch import preprocess
-
-        gen = torch.Generator().manual_seed(cfg.seed + 17)
-
-        def loss(idx):
-            x = preprocess(sam, source.images(idx))
-            with torch.no_grad():
-                t = teacher.image_encoder(x)
-            return crit.embedding_loss(sam.image_encoder(x), t, gen) * len(idx)
-
-        grads = accumulate_grads(sam, (lambda idx=idx: loss(idx) for idx in chunks))
-    elif crit.needs == "labels":
-        from ..reference.batch import batch_loss
-        from ..reference.recipe import Recipe
-
-        recipe = Recipe(image_size=spec.image_size, corrective_rounds=0, loss_size=spec.image_size // 2)
-        rng = np.random.default_rng(cfg.seed)
-
-        def loss(idx):
-            samples = source.samples(idx)
-            return batch_loss(sam, recipe, [s.image for s in samples],
-                              [[a.mask for a in s.annotations] for s in samples], rng)["loss"]
-
-        grads = accumulate_grads(sam, (lambda idx=idx: loss(idx) for idx in chunks))
-    scores = unit_scores(sam, spec, crit, grads, units)
-    return choose_keep(scores, spec, target, cfg.scope)
 
 
 def apply_keep(sam, spec: ModelSpec, keep: dict, engine: str = "slice"):
@@ -136,96 +121,163 @@ def apply_keep(sam, spec: ModelSpec, keep: dict, engine: str = "slice"):
     return prune_sam(sam, spec, keep) if keep else (sam, spec)
 
 
+def hybrid_base(teacher: tuple[Any, ModelSpec], base: tuple[Any, ModelSpec] | None):
+    """``(sam, spec, aligned)``: the model to prune — ``base``'s encoder with ``teacher``'s prompt
+    encoder, mask decoder and pixel statistics (the teacher itself without ``base``) — and whether
+    its intermediate features can be aligned with the teacher's (same depth and bottleneck widths).
+
+    Raises a one-line :class:`UsageError` when the embeddings differ in shape.
+
+    Example:
+        >>> sam, spec, aligned = hybrid_base((sam_h, spec_h), (sam_b, spec_b))   # doctest: +SKIP
+    """
+    t_sam, t_spec = teacher
+    if base is None:
+        return t_sam, t_spec, True
+    b_sam, b_spec = base
+    te, be = t_spec.encoder, b_spec.encoder
+    shape_t = (te.out_chans, te.grid, t_spec.image_size)
+    shape_b = (be.out_chans, be.grid, b_spec.image_size)
+    if shape_t != shape_b:
+        raise UsageError(f"the teacher's image embedding ({te.out_chans}x{te.grid}x{te.grid} at {t_spec.image_size}px) "
+                         f"differs from the base's ({be.out_chans}x{be.grid}x{be.grid} at {b_spec.image_size}px); "
+                         "pick a base of the same family")
+    spec = replace(b_spec, model_type="custom", decoder=t_spec.decoder, pixel_mean=t_spec.pixel_mean,
+                   pixel_std=t_spec.pixel_std)
+    sam = build_sam(spec)
+    sd = {k: v for k, v in b_sam.state_dict().items() if k.startswith("image_encoder.")}
+    sd.update({k: v for k, v in t_sam.state_dict().items() if not k.startswith("image_encoder.")})
+    sam.load_state_dict(sd, strict=True)
+    aligned = (te.depth, te.qkv_dims, te.mlp_dims) == (be.depth, be.qkv_dims, be.mlp_dims)
+    return sam.eval(), spec, aligned
+
+
 def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelSpec], source: ImageSource,
-             teacher_id: str = "teacher", resume: bool = False, quiet: bool = True,
-             on_step: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+             teacher_id: str = "teacher", base: tuple[Any, ModelSpec] | None = None, base_id: str = "base",
+             cache_dir: Path | str | None = None, resume: bool = False, quiet: bool = True,
+             on_step: Callable[[int, int, dict], None] | None = None,
+             teacher_summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) the job; returns the report dict (also written to ``out``).
 
     Arguments:
         cfg: the job's settings.
         out: output folder.
-        teacher: ``(sam, spec)`` of the model to compress (it is also the distillation teacher).
+        teacher: ``(sam, spec)`` of the distillation teacher (also the model pruned without ``base``).
         source: distillation / importance images.
         teacher_id: recorded in the config fingerprint that ``resume`` checks.
+        base: ``(sam, spec)`` of the model to prune when it is not the teacher.
+        cache_dir: folder of cached teacher embeddings (fp16; see :mod:`.cache`).
         on_step: ``on_step(phase, step, losses)`` after each optimiser step (tests interrupt here).
+        teacher_summary: the teacher's report entry, if already evaluated with ``cfg.eval_images``.
+
+    Under torchrun every rank calls this; rank 0 writes the files and returns the report, the
+    others return ``{"rank": r}``.
 
     Example:
         >>> compress(CompressConfig(ratio=0.5, steps=2), "out", teacher=(sam, spec), source=src)  # doctest: +SKIP
     """
     cfg.validate()
+    runtime.init_from_env("cpu")  # under torchrun: join the process group (the CLI has already)
+    runtime.check_batch(cfg.batch)
+    bf16_native = runtime.check_bf16("cpu") if cfg.bf16 else None
+    if cfg.bf16 and not bf16_native and runtime.is_main() and not quiet:
+        print("warning: this CPU has no native bf16 (AVX512-BF16/AMX); --bf16 is emulated and slower than fp32",
+              file=sys.stderr)
     t_sam, t_spec = teacher
     if source.size != t_spec.image_size:
         raise UsageError(f"images of {source.size}px do not fit the teacher's input {t_spec.image_size}px")
-    out = Path(out)
+    b_sam, b_spec, aligned = hybrid_base(teacher, base)
+    out, main = Path(out), runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = json.dumps({"config": asdict(cfg), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
-                              "data": source.describe()}, sort_keys=True)
+                              "base": base_id if base else None, "base_spec": b_spec.to_dict() if base else None,
+                              "cached": cache_dir is not None, "data": source.describe()}, sort_keys=True)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
-    target = ModelSpec(t_spec.model_type, uniform_encoder(t_spec.encoder, cfg.ratio), t_spec.decoder,
-                       t_spec.pixel_mean, t_spec.pixel_std)
-    t_sam.eval()
-    for p in t_sam.parameters():
-        p.requires_grad_(False)
+    target = replace(b_spec, encoder=uniform_encoder(b_spec.encoder, cfg.ratio))
+    for m in (t_sam, b_sam):
+        m.eval().requires_grad_(False)
+    targets = TeacherEmbeddings(t_sam, cache_dir, key=teacher_fingerprint(t_sam, t_spec) if cache_dir else "",
+                                bf16=cfg.bf16)
+    validator = Validator(cfg.val_every, cfg.val_images, cfg.val_seed, t_spec.image_size)
     state = _resume_state(out / CHECKPOINT, fingerprint) if resume else None
-    if not resume and (out / CHECKPOINT).exists():
-        (out / CHECKPOINT).unlink()
-    log = _Log(out / LOG, quiet)
-    log.write({"event": "resume" if state else "start", "config": asdict(cfg), "teacher": teacher_id})
-    phases = cfg.phase_units()
+    if main and not resume:  # a fresh start: no stale checkpoint or log lines
+        for name in (CHECKPOINT, LOG):
+            (out / name).unlink(missing_ok=True)
+    runtime.barrier()
+    log = JobLog(out / LOG, quiet, enabled=main)
+    log.write({"event": "resume" if state else "start", "config": asdict(cfg), "teacher": teacher_id,
+               "base": base_id if base else None, "world_size": runtime.world_size()})
+    # without intermediate features to align with (another teacher architecture) phase 1 aligns the embedding
+    phases = [(units, "final" if mode == "bottleneck" and not aligned else mode)
+              for units, mode in SCHEDULES[cfg.schedule]]
+    last = len(phases) - 1
     phase, student, spec, step1 = 0, None, None, None
     if state is not None:
         phase, spec = int(state["phase"]), ModelSpec.from_json(state["spec"])
         t0 -= float(state.get("elapsed_s", 0.0))
         student = build_sam(spec)
         student.load_state_dict(state["model"])
+        validator.load_state_dict(state.get("validator"))
         if phase == 1:
             from ..models.io import load_model
 
-            step1 = load_model(out / STEP1)[0]
+            step1 = load_model(out / STEP1)[0].requires_grad_(False)
     try:
         for p in range(phase, len(phases)):
-            dspec = DistillSpec(
-                "final" if cfg.schedule == "one-step" else ("bottleneck" if p == 0 else "embedding"),
-                steps=cfg.steps, lr=cfg.lr, batch=cfg.batch, accum=cfg.accum, inter_weight=cfg.inter_weight,
-                offset=p * 1_000_003)
+            units, mode = phases[p]
+            dspec = DistillSpec(mode, steps=cfg.steps, lr=cfg.lr, batch=cfg.batch, accum=cfg.accum,
+                                inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16)
             resumed = state if (state is not None and p == phase) else None
             if resumed is None:
-                base, base_spec = (copy.deepcopy(t_sam), t_spec) if p == 0 else (student, spec)
-                for q in base.parameters():
-                    q.requires_grad_(True)
-                keep = importance_keep(base, base_spec, target, cfg, _units(phases[p], base_spec), source, t_sam)
-                student, spec = apply_keep(base, base_spec, keep, cfg.engine)
-                log.write({"event": "pruned", "phase": p, "spec": spec.to_dict()["encoder"]})
+                src, src_spec = (copy.deepcopy(b_sam), b_spec) if p == 0 else (student, spec)
+                src.requires_grad_(True)
+                keep = importance_keep(src, src_spec, target, cfg, _units(units, src_spec), source, t_sam, targets)
+                student, spec = apply_keep(src, src_spec, keep, cfg.engine)
+                log.write({"event": "pruned", "phase": p, "mode": mode, "spec": spec.to_dict()["encoder"]})
 
             def save(step, opt, sched, p=p, student=student, spec=spec):
-                save_checkpoint(out / CHECKPOINT, {
-                    "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                    "fingerprint": fingerprint, "elapsed_s": time.time() - t0})
+                if main:
+                    save_checkpoint(out / CHECKPOINT, {
+                        "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "rng": torch.get_rng_state(), "validator": validator.state_dict(),
+                        "fingerprint": fingerprint, "elapsed_s": time.time() - t0})
 
-            def step_cb(step, losses, p=p):
+            def step_cb(step, losses, p=p, student=student):
                 log.step(p, step, cfg.steps, len(phases), losses)
+                if validator.due(step, cfg.steps):
+                    miou = validator(student, p, step, final_phase=p == last)
+                    log.write({"event": "val", "phase": p, "step": step, "point_miou": miou})
                 if on_step is not None:
                     on_step(p, step, losses)
 
             if resumed is None or int(resumed["step"]) < cfg.steps:
                 distill(student, dspec, teacher=t_sam, source=source,
-                        inter_teacher=step1 if dspec.mode == "embedding" else None, state=resumed,
-                        save=save, checkpoint_every=cfg.checkpoint_every, on_step=step_cb)
+                        inter_teacher=step1 if mode == "embedding" else None, state=resumed, save=save,
+                        checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=targets)
             if p == 0 and len(phases) > 1:
-                save_model(student, spec, out / STEP1)
-                step1 = copy.deepcopy(student).eval()
-                for q in step1.parameters():
-                    q.requires_grad_(False)
+                if main:
+                    save_model(student, spec, out / STEP1)
+                step1 = copy.deepcopy(student).eval().requires_grad_(False)
     finally:
         log.close()
-    student.eval()
-    for q in student.parameters():
-        q.requires_grad_(False)
-    save_model(student, spec, out / MODEL, ratio=str(cfg.ratio), schedule=cfg.schedule, importance=cfg.importance)
-    return write_report(out, cfg, t_sam, t_spec, student, spec, elapsed=time.time() - t0,
-                        teacher_id=teacher_id, source=source.describe())
+    student.eval().requires_grad_(False)
+    best = validator.select(student, last)
+    extra = {"best": best, "validation": validator.summary(), "teacher_cache": targets.stats(),
+             "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native,
+             "phase_modes": [m for _, m in phases],
+             "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in b_sam.state_dict().items()
+                                                          if k.startswith("image_encoder."))} if base else None}
+    report: dict[str, Any] = {"rank": runtime.rank()}
+    if main:
+        save_model(student, spec, out / MODEL, ratio=str(cfg.ratio), schedule=cfg.schedule,
+                   importance=cfg.importance, best_step=str(best["step"] if best else cfg.steps))
+        report = write_report(out, cfg, t_sam, t_spec, student, spec, elapsed=time.time() - t0,
+                              teacher_id=teacher_id, source=source.describe(), extra=extra,
+                              teacher_summary=teacher_summary)
+    runtime.barrier()
+    return report
 
 
 def _resume_state(path: Path, fingerprint: str) -> dict | None:
@@ -236,33 +288,3 @@ def _resume_state(path: Path, fingerprint: str) -> dict | None:
         raise CheckpointError(f"{path}: was written by a job with another configuration (teacher, data or "
                               "settings differ); use the same flags or another --out")
     return state
-
-
-class _Log:
-    """JSONL log + a rich progress bar (ETA, losses) on stderr."""
-
-    def __init__(self, path: Path, quiet: bool):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.path = path
-        console = Console(stderr=True, quiet=quiet)
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-                            disable=quiet)
-        self.bar.start()
-        self.task = self.bar.add_task("distil", total=None, info="")
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-
-    def step(self, phase: int, step: int, steps: int, n_phases: int, losses: dict) -> None:
-        info = f"loss {losses['loss']:.5f} emb {losses['embed']:.5f} inter {losses['inter']:.5f}"
-        self.bar.update(self.task, description=f"phase {phase + 1}/{n_phases}", total=steps,
-                        completed=step, info=info)
-        self.write({"event": "step", "phase": phase, "step": step,
-                    **{k: round(float(v), 7) for k, v in losses.items()}})
-
-    def close(self) -> None:
-        self.bar.stop()

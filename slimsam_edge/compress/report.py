@@ -55,9 +55,16 @@ def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: in
 
 
 def write_report(out: Path, cfg: Any, teacher: Any, t_spec: Any, student: Any, s_spec: Any, *,
-                 elapsed: float, teacher_id: str = "teacher", source: dict | None = None) -> dict[str, Any]:
-    """Evaluate both models, write ``report.json`` and ``report.md`` atomically, return the dict."""
-    t = model_summary(teacher, t_spec, cfg.eval_images)
+                 elapsed: float, teacher_id: str = "teacher", source: dict | None = None,
+                 extra: dict[str, Any] | None = None, teacher_summary: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """Evaluate both models, write ``report.json`` and ``report.md`` atomically, return the dict.
+
+    ``extra`` (best checkpoint, validation history, teacher cache, world size, bf16, base) is
+    merged into the report; ``teacher_summary`` (:func:`model_summary` of the teacher with the same
+    ``eval_images``) skips re-evaluating the teacher (the ablation evaluates it once for 16 runs).
+    """
+    t = teacher_summary if teacher_summary is not None else model_summary(teacher, t_spec, cfg.eval_images)
     s = model_summary(student, s_spec, cfg.eval_images)
     s["embedding_mse"] = embedding_mse(student, teacher, t_spec.image_size, cfg.eval_images)
     enc_t, enc_s = t["params"]["image_encoder"], s["params"]["image_encoder"]
@@ -66,6 +73,7 @@ def write_report(out: Path, cfg: Any, teacher: Any, t_spec: Any, student: Any, s
         "encoder_params_kept": round(enc_s / enc_t, 5),
         "point_miou_kept": round(s["miou"]["point"] / t["miou"]["point"], 5) if t["miou"]["point"] else None,
         "elapsed_s": round(elapsed, 1), "model": str(Path(out) / "model.safetensors"),
+        **(extra or {}),
     }
     write_text_atomic(Path(out) / "report.json", json.dumps(report, indent=2))
     write_text_atomic(Path(out) / "report.md", _markdown(report))
@@ -91,4 +99,24 @@ def _markdown(r: dict[str, Any]) -> str:
     lines += [f"| {name} | {a:,} | {b:,} |" if isinstance(a, int) else f"| {name} | {a} | {b} |" for name, a, b in rows]
     lines += ["", f"student MLP widths {s['mlp_dims']}, head dims {s['head_dims']}; "
               f"mIoU on {s['miou']['n_images']} held-out procedural images (seed {s['miou']['seed']})", ""]
-    return "\n".join(lines)
+    lines += [line for line in _extra_lines(r) if line]
+    return "\n".join(lines) + "\n"
+
+
+def _extra_lines(r: dict[str, Any]) -> list[str]:
+    b, v, c = r.get("best"), r.get("validation") or {}, r.get("teacher_cache")
+    out = []
+    if b:
+        out.append(f"- model.safetensors: best validated weights of phase {b['phase'] + 1}, step {b['step']} "
+                   f"(point mIoU {b['miou']} on {b['n_images']} images of seed {b['seed']}, every {b['every']} steps)")
+    elif v:
+        out.append("- model.safetensors: the last step's weights (validation off)")
+    if c and c.get("dir"):
+        out.append(f"- teacher-embedding cache {c['dir']}: {c['hits']} hits, {c['misses']} misses (rank 0)")
+    if r.get("base"):
+        out.append(f"- pruned base {r['base']['id']} (encoder {r['base']['encoder_params']:,} params), "
+                   f"teacher's prompt encoder and mask decoder; phase modes {r.get('phase_modes')}")
+    if "world_size" in r:
+        native = {True: " (native)", False: " (emulated: no AVX512-BF16/AMX)"}.get(r.get("bf16_native"), "")
+        out.append(f"- processes: {r['world_size']}, bf16 autocast: {r.get('bf16', False)}{native}")
+    return out + [""]
