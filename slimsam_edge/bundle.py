@@ -157,6 +157,7 @@ class Manifest:
     mask_threshold: float = 0.0
     tool_versions: dict[str, str] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     notes: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -223,6 +224,7 @@ class Manifest:
             artifacts=[Artifact.from_dict(a, f"{source}: artifacts[{i}]") for i, a in enumerate(entries)],
             tool_versions=dict(_require(data, "tool_versions", dict, source, optional={})),
             validation=dict(_require(data, "validation", dict, source, optional={})),
+            accuracy=dict(_require(data, "accuracy", dict, source, optional={})),
             created=_require(data, "created", str, source, optional=""),
             notes=list(notes),
         )

@@ -57,6 +57,14 @@ class ValidationError(ExportError):
         self.failures = list(failures or [])
 
 
+class AccuracyGateError(ExportError):
+    """A reduced-precision artifact disagrees with FP32 more than the gate allows."""
+
+    def __init__(self, message: str, results: dict | None = None):
+        super().__init__(message)
+        self.results = dict(results or {})
+
+
 class BundleError(SlimSamEdgeError):
     """A bundle is missing, malformed, or its files do not match their recorded hashes."""
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ImageError, PromptError, UsageError
 from .runtimes import Runner, RunnerOptions, open_runner
-from .transforms import ResizeLongestSide, normalize_and_pad, postprocess_masks
+from .transforms import ResizeLongestSide, postprocess_masks, preprocess
 
 ENCODER = "image_encoder"
 DECODER = "mask_decoder_lowres"
@@ -82,8 +82,9 @@ class EdgePredictor:
             path: bundle directory.
             backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = the bundle's first.
             device: backend device ("cpu", "GPU", "AUTO", "cuda", ...).
-            precision: artifact precision to load ("fp32", "fp16", "int8", ...), ``None`` = fp32
-                when present; for OpenVINO "bf16" loads the fp32 IR with the bf16 hint.
+            precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = the
+                first listed (fp32); "bf16" without a bf16 artifact loads the fp32 one with the
+                bf16 hint. A precision the bundle does not hold is refused (BundleError).
             threads: intra-op threads.
         """
         from .bundle import load_bundle
@@ -92,8 +93,9 @@ class EdgePredictor:
         m = bundle.manifest
         runners = []
         for graph in (ENCODER, DECODER):
-            art = bundle.find(graph, backend=backend, precision=_artifact_precision(precision, backend))
-            hint = precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32"
+            art = find_artifact(bundle, graph, backend, precision)
+            hint = art.extra.get("precision_hint") or (
+                precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32")
             opts = RunnerOptions(
                 threads=threads, device=device or "cpu", precision=hint,
                 extra={"graph": graph, **art.extra},
@@ -147,10 +149,9 @@ class EdgePredictor:
         if image_format == "BGR":
             image = image[..., ::-1]
         t0 = time.perf_counter()
-        resized = self.transform.apply_image(np.ascontiguousarray(image), self.resize)
-        x = normalize_and_pad(resized, self.image_size, self.pixel_mean, self.pixel_std)
+        x, input_size = preprocess(image, self.image_size, self.pixel_mean, self.pixel_std, self.resize)
         t1 = time.perf_counter()
-        self.set_preprocessed(x, original_size=image.shape[:2], input_size=resized.shape[:2])
+        self.set_preprocessed(x, original_size=image.shape[:2], input_size=input_size)
         self.timings["preprocess"] = t1 - t0
 
     def set_preprocessed(self, x: np.ndarray, *, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
@@ -279,8 +280,18 @@ def _inside(pts: np.ndarray, h: int, w: int, what: str) -> None:
         raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {w}x{h} image (x in 0..{w}, y in 0..{h})")
 
 
-def _artifact_precision(precision: str | None, backend: str | None) -> str | None:
-    # bf16 is a run-time hint applied to fp32 artifacts, not an artifact of its own
-    if precision == "bf16":
-        return "fp32"
-    return precision
+def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str | None) -> Any:
+    """The artifact for ``precision``: an exported one, else (bf16 only) the fp32 one + a hint.
+
+    Example:
+        >>> find_artifact(load_bundle("b/"), "image_encoder", "openvino", "bf16").precision  # doctest: +SKIP
+        'fp32'
+    """
+    from .errors import BundleError
+
+    try:
+        return bundle.find(graph, backend=backend, precision=precision)
+    except BundleError:
+        if precision != "bf16":  # bf16 is also a run-time hint on fp32 artifacts (OpenVINO, torch)
+            raise
+        return bundle.find(graph, backend=backend, precision="fp32")

@@ -5,7 +5,7 @@ Example:
     >>> t.target_size(1500, 2250)
     (683, 1024)
     >>> t.apply_coords(np.array([[2250.0, 1500.0]]), (1500, 2250)).round(1).tolist()
-    [[1024.0, 682.7]]
+    [[1024.0, 683.0]]
 """
 
 from __future__ import annotations
@@ -61,6 +61,23 @@ def normalize_and_pad(
     x = (image.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     out[0, :, :h, :w] = x.transpose(2, 0, 1)
     return out
+
+
+def preprocess(
+    image: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...], resize: str = "sam"
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The model input of an HxWx3 uint8 RGB image, exactly as :class:`EdgePredictor` makes it.
+
+    Returns ``(x, input_size)``: the 1x3xSxS float32 tensor and the resized (h, w) before padding.
+    Calibration feeds use this too, so quantization sees the runtime's inputs.
+
+    Example:
+        >>> x, hw = preprocess(np.zeros((30, 60, 3), np.uint8), 64, (0, 0, 0), (1, 1, 1))
+        >>> x.shape, hw
+        ((1, 3, 64, 64), (32, 64))
+    """
+    resized = ResizeLongestSide(size).apply_image(np.ascontiguousarray(image), resize)
+    return normalize_and_pad(resized, size, mean, std), (int(resized.shape[0]), int(resized.shape[1]))
 
 
 def postprocess_masks(

@@ -16,7 +16,7 @@ from .options import Backend, JsonOpt, Precision, ThreadsOpt
 def bench(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `slimsam-edge export`.")],
     backend: Annotated[Optional[list[Backend]], typer.Option("--backend", "-b", help="Backends to measure (repeatable); default: every backend in the bundle.")] = None,
-    precision: Annotated[Optional[list[Precision]], typer.Option("--precision", help="Precisions / hints (repeatable); default fp32. bf16 = OpenVINO/torch run-time hint.")] = None,
+    precision: Annotated[Optional[list[Precision]], typer.Option("--precision", help="Precisions (repeatable): fp32 | fp16 | bf16 | int8; default: every precision the bundle holds. bf16 without a bf16 artifact = OpenVINO/torch run-time hint on fp32.")] = None,
     threads: ThreadsOpt = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed encoder runs.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 2,
@@ -44,16 +44,16 @@ def bench(
     missing = [x for x in backends if x not in b.backends()]
     if missing:
         raise UsageError(f"bundle {bundle} has no {', '.join(missing)} artifacts; it has {', '.join(b.backends())}")
-    precisions = [p.value for p in precision] if precision else ["fp32"]
+    pairs, skipped = _pairs(b, backends, [p.value for p in precision] if precision else None)
     configs = [
         BenchConfig(bundle=str(bundle), backend=be, precision=pr, threads=threads, image_hw=hw,  # type: ignore[arg-type]
                     image=str(image) if image else None, warmup=warmup, runs=runs, prompts=prompts,
                     points=points)
-        for be in backends for pr in precisions
+        for be, pr in pairs
     ]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    results, skipped = [], []
+    results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), disable=json_out, transient=True) as bar:
         task = bar.add_task("benchmark", total=len(configs))
@@ -76,6 +76,33 @@ def bench(
         emit_json(report)
         return
     _print(report)
+
+
+_ORDER = ("fp32", "fp16", "bf16", "int8")
+
+
+def _pairs(b, backends: list[str], wanted: list[str] | None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(backend, precision) pairs the bundle can run; requested pairs it cannot are skipped with
+    the reason (never swapped for another precision); none runnable is a UsageError."""
+    from ..errors import BundleError
+    from ..predictor import ENCODER, find_artifact
+
+    pairs, skipped = [], []
+    for be in backends:
+        have = sorted({a.precision for a in b.manifest.artifacts if a.backend == be},
+                      key=lambda p: _ORDER.index(p) if p in _ORDER else len(_ORDER))
+        for pr in wanted or have:
+            try:
+                find_artifact(b, ENCODER, be, pr)
+            except BundleError:
+                skipped.append({"backend": be, "precision": pr,
+                                "reason": f"no {pr} artifact for {be} (it has {', '.join(have)})"})
+                continue
+            pairs.append((be, pr))
+    if not pairs:
+        raise UsageError("nothing to benchmark: " + "; ".join(s["reason"] for s in skipped)
+                         + "; export that precision (slimsam-edge export --precision ...)")
+    return pairs, skipped
 
 
 def _print(report: dict) -> None:

@@ -1,4 +1,8 @@
-"""``slimsam-edge export CKPT --target cpu --out DIR``: validated ONNX + OpenVINO bundle."""
+"""``slimsam-edge export CKPT --target cpu --precision fp32|fp16|bf16|int8 --out DIR``.
+
+Writes a validated ONNX + OpenVINO bundle; a reduced precision adds its artifacts next to the
+fp32 ones after calibration (int8) and the accuracy gate (agreement with fp32 on held-out images).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,12 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (replaced atomically).")],
     checkpoint: Annotated[Optional[Path], typer.Argument(help="SAM / SlimSAM checkpoint or our .safetensors (default: the shipped sam-mini)")] = None,
     target: Annotated[str, typer.Option("--target", help="Export target: cpu | onnx.")] = "cpu",
-    precision: Annotated[Precision, typer.Option("--precision", help="Artifact precision.")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option("--precision", help="Artifact precision (fp32 artifacts are always kept as the reference).")] = Precision.fp32,
+    calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: folder of calibration images (an SA-1B folder works); default: procedural images.")] = None,
+    calib_images: Annotated[int, typer.Option("--calib-images", min=1, max=512, help="int8: number of calibration images.")] = 64,
+    allow_accuracy_drop: Annotated[bool, typer.Option("--allow-accuracy-drop", help="Keep reduced-precision artifacts that fail the accuracy gate (numbers are recorded).")] = False,
+    gate_images: Annotated[int, typer.Option("--gate-images", min=1, help="Held-out images for the accuracy gate.")] = 8,
+    accuracy_threshold: Annotated[Optional[float], typer.Option("--accuracy-threshold", min=0.0, help="Minimum mask-IoU agreement with fp32 (default 0.99 fp16/bf16, 0.95 int8).")] = None,
     model_type: ModelTypeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare every artifact with PyTorch.")] = True,
@@ -26,15 +35,23 @@ def export(
     json_out: JsonOpt = False,
 ) -> None:
     """Export encoder and decoders to ONNX (+ OpenVINO IR), validate them, write a bundle."""
-    from ..exporters.targets import get_target
+    from ..exporters.precision import PrecisionOptions
+    from ..exporters.targets import check_precision, get_target
 
     tgt = get_target(target)
-    if precision.value not in tgt.precisions:
-        raise UsageError(
-            f"precision {precision.value} is not available for target {target} (supported: "
-            f"{', '.join(tgt.precisions)}); bf16 is a run-time choice: export fp32, then use "
-            "--precision bf16 in bench/segment with the openvino backend"
-        )
+    backends = check_precision(tgt, precision.value)
+    if precision is not Precision.fp32:
+        from ..exporters.precision import recipes_for
+
+        recipes_for(backends, precision.value)  # refuses missing packages (e.g. nncf) up front
+    if calib_data is not None and precision is not Precision.int8:
+        raise UsageError(f"--calib-data is used by --precision int8 only, not {precision.value}; drop it")
+    if precision is Precision.int8:
+        from ..calibration import calibration_images
+
+        calibration_images(calib_data, calib_images)  # too few images: fail before the slow part
+    options = PrecisionOptions(calib_data=calib_data, calib_images=calib_images, gate_images=gate_images,
+                               threshold=accuracy_threshold, allow_accuracy_drop=allow_accuracy_drop)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder; pick a folder path")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -46,13 +63,14 @@ def export(
         task = bar.add_task("load model", total=None)
         sam, spec, model_id = _model(checkpoint, model_type, trust_pickle, random_init)
         manifest = export_bundle(
-            sam, spec, out, target=tgt.name, model_id=model_id, validate=validate,
+            sam, spec, out, target=tgt.name, precision=precision.value, precision_options=options,
+            model_id=model_id, validate=validate,
             simplify=simplify, progress=lambda msg: bar.update(task, description=msg),
         )
     summary = {
         "bundle": str(out), "model_type": spec.model_type, "target": tgt.name,
         "artifacts": [f"{a.graph}/{a.backend}/{a.precision}" for a in manifest.artifacts],
-        "validation": manifest.validation, "notes": manifest.notes,
+        "validation": manifest.validation, "accuracy": manifest.accuracy, "notes": manifest.notes,
     }
     if json_out:
         emit_json(summary)
@@ -62,6 +80,14 @@ def export(
         diffs = ", ".join(f"{k} {d:.2g}" for k, d in v["max_abs_diff"].items())
         ious = ", ".join(f"{k} {d:.4f}" for k, d in v["min_mask_iou"].items())
         typer.echo(f"  validated {key}: {v['cases']} cases, max |diff| {diffs}" + (f"; min mask IoU {ious}" if ious else ""))
+    for key, a in manifest.accuracy.items():
+        if not a.get("measured"):
+            typer.echo(f"  accuracy {key}: not measured here")
+            continue
+        miou = f", mIoU {a['miou']:.4f} (fp32 {a['miou_reference']:.4f})" if a.get("miou") is not None else ""
+        verdict = "passed" if a["passed"] else "BELOW the gate, kept (--allow-accuracy-drop)"
+        typer.echo(f"  accuracy {key}: agreement with fp32 {a['agreement']:.4f} (gate {a['threshold']:g}, "
+                   f"{verdict}){miou}")
     for note in manifest.notes:
         typer.echo(f"  note: {note}")
 

@@ -1,0 +1,80 @@
+"""The accuracy gate: each backend's reduced-precision pair against its fp32 pair (torch-free).
+
+Both pairs run the same held-out procedural images (labelled, so mIoU is reported too) through
+:class:`~slimsam_edge.predictor.EdgePredictor`. Agreement below the threshold raises
+:class:`~slimsam_edge.errors.AccuracyGateError` unless the drop is allowed; the numbers are
+returned for the manifest either way. A precision this machine cannot run (bf16 on a CPU
+without BF16) is recorded as not measured, with the reason.
+
+Example:
+    >>> accuracy, notes = run_gate(root, "int8", recipes, artifacts, fp32,     # doctest: +SKIP
+    ...                            image_size=256, pixel_mean=m, pixel_std=s)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..bundle import Artifact
+from ..errors import AccuracyGateError, UsageError
+
+ENCODER, DECODER = "image_encoder", "mask_decoder_lowres"
+
+
+def _predictor(root: Path, arts: dict[str, Artifact], image_size: int, mean: list[float], std: list[float]) -> Any:
+    from ..predictor import EdgePredictor
+    from ..runtimes import RunnerOptions, open_runner
+
+    runners = [
+        open_runner(root / arts[g].path, backend=arts[g].backend, options=RunnerOptions(
+            precision=arts[g].extra.get("precision_hint") or "fp32", extra={"graph": g}))
+        for g in (ENCODER, DECODER)
+    ]
+    return EdgePredictor(runners[0], runners[1], image_size=image_size, pixel_mean=tuple(mean),
+                         pixel_std=tuple(std)).activate()
+
+
+def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Artifact],
+             fp32: dict[tuple[str, str], Artifact], *, image_size: int, pixel_mean: list[float],
+             pixel_std: list[float], options: Any) -> tuple[dict[str, Any], list[str]]:
+    """Measure every backend's ``precision`` pair; returns ``({"backend/precision": result}, notes)``.
+
+    Raises:
+        AccuracyGateError: some pair is below the threshold and ``options.allow_accuracy_drop`` is off.
+    """
+    from ..eval.agreement import compare_predictors
+    from ..eval.evaluate import default_eval_data
+    from .precision import DEFAULT_THRESHOLDS
+
+    threshold = options.threshold if options.threshold is not None else DEFAULT_THRESHOLDS[precision]
+    data = default_eval_data(options.gate_images)
+    accuracy: dict[str, Any] = {}
+    notes: list[str] = []
+    failures: list[str] = []
+    for recipe in recipes:
+        key = f"{recipe.backend}/{precision}"
+        cand = {a.graph: a for a in artifacts if a.backend == recipe.backend and a.precision == precision}
+        ref = {g: fp32[(g, recipe.backend)] for g in (ENCODER, DECODER)}
+        try:
+            candidate = _predictor(root, cand, image_size, pixel_mean, pixel_std)
+        except UsageError as err:  # e.g. bf16 requested on a CPU without BF16: cannot measure here
+            accuracy[key] = {"measured": False, "reason": str(err), "threshold": threshold}
+            notes.append(f"{key} not measured on this machine ({err}); it is refused at run time "
+                         "where unsupported")
+            continue
+        result = compare_predictors(_predictor(root, ref, image_size, pixel_mean, pixel_std), candidate, data)
+        passed = result["agreement"] >= threshold
+        accuracy[key] = {"measured": True, **result, "threshold": threshold, "passed": passed,
+                         "reference": f"{recipe.backend}/fp32", "held_out": data.root}
+        if not passed:
+            failures.append(f"{key} mask IoU agreement with fp32 {result['agreement']:.4f} < {threshold:g} "
+                            f"({result['prompts']} prompts on {result['images']} held-out images)")
+    if failures and not options.allow_accuracy_drop:
+        raise AccuracyGateError(
+            "accuracy gate: " + "; ".join(failures) + "; pass --allow-accuracy-drop to keep it (numbers go "
+            "into the manifest), or calibrate on more / more typical images (--calib-data)",
+            accuracy,
+        )
+    notes += [f"accepted below the accuracy gate: {f}" for f in failures]
+    return accuracy, notes

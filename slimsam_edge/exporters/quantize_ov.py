@@ -1,0 +1,108 @@
+"""OpenVINO reduced precision: FP16 IR (``compress_to_fp16``) and INT8 with NNCF.
+
+NNCF runs post-training quantization with ``model_type=TRANSFORMER`` (SmoothQuant, bias
+correction) on the calibration feeds; an ignored scope keeps sensitive op types in float.
+
+Example:
+    >>> quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml", feeds)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import BackendUnavailableError, ExportError, UsageError
+
+#: OpenVINO op types NNCF leaves in float by default (softmax of attention, layer norm parts)
+NNCF_IGNORED_TYPES: tuple[str, ...] = ("Softmax", "MVN", "Power", "Sqrt", "Divide")
+
+
+@dataclass(frozen=True)
+class NncfOptions:
+    """NNCF settings.
+
+    Arguments:
+        ignored_types: OpenVINO op types left unquantized.
+        ignored_names: node names left unquantized (regular expressions, NNCF's ``patterns``).
+        subset_size: at most this many calibration feeds (NNCF's ``subset_size``).
+        fast_bias_correction: NNCF's faster bias correction.
+    """
+
+    ignored_types: tuple[str, ...] = NNCF_IGNORED_TYPES
+    ignored_names: tuple[str, ...] = ()
+    subset_size: int = 300
+    fast_bias_correction: bool = True
+
+
+def _save_ir(model: Any, xml_out: Path, *, compress_to_fp16: bool) -> list[Path]:
+    import openvino as ov
+
+    xml_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".ir.", dir=xml_out.parent) as tmp:
+        tmp_xml = Path(tmp) / xml_out.name
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+        bin_out = xml_out.with_suffix(".bin")
+        os.replace(tmp_xml.with_suffix(".bin"), bin_out)  # bin first: an xml never points at nothing
+        os.replace(tmp_xml, xml_out)
+    return [xml_out, bin_out]
+
+
+def ir_fp16(model_path: Path | str, xml_out: Path | str) -> list[Path]:
+    """FP16-compressed IR of an fp32 IR (or ONNX) file; returns ``[xml, bin]``.
+
+    Example:
+        >>> ir_fp16("openvino/image_encoder.xml", "openvino/image_encoder.fp16.xml")  # doctest: +SKIP
+    """
+    try:
+        import openvino as ov
+    except ImportError:
+        raise BackendUnavailableError("OpenVINO is not installed; pip install 'slimsam-edge[openvino]'") from None
+    try:
+        model = ov.Core().read_model(str(model_path))
+    except RuntimeError as err:
+        raise ExportError(f"{model_path}: OpenVINO cannot read it ({str(err).strip().splitlines()[-1][:160]})") from err
+    return _save_ir(model, Path(xml_out), compress_to_fp16=True)
+
+
+def quantize_int8_nncf(model_path: Path | str, xml_out: Path | str, feeds: Iterable[dict], *,
+                       options: NncfOptions | None = None) -> list[Path]:
+    """INT8 IR from an fp32 IR or ONNX file, calibrated on ``feeds``; returns ``[xml, bin]``.
+
+    Raises:
+        BackendUnavailableError: NNCF or OpenVINO is not installed.
+        ExportError: NNCF failed (its message included).
+
+    Example:
+        >>> quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml",  # doctest: +SKIP
+        ...                    feeds, options=NncfOptions(subset_size=64))
+    """
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as err:
+        raise BackendUnavailableError(
+            f"OpenVINO INT8 needs nncf and openvino ({err}); pip install 'slimsam-edge[export,openvino]'"
+        ) from None
+    from ..calibration import nncf_dataset
+
+    opts = options or NncfOptions()
+    if opts.subset_size < 1:
+        raise UsageError(f"subset_size must be >= 1, got {opts.subset_size}")
+    model = ov.Core().read_model(str(model_path))
+    names = [next(iter(sorted(p.get_names(), key=lambda n: n.startswith("/"))), "") for p in model.inputs]
+    present = {op.get_type_name() for op in model.get_ops()}
+    scope = nncf.IgnoredScope(types=[t for t in opts.ignored_types if t in present],
+                              patterns=list(opts.ignored_names), validate=False)
+    try:
+        quantized = nncf.quantize(
+            model, nncf_dataset(feeds, names), model_type=nncf.ModelType.TRANSFORMER,
+            preset=nncf.QuantizationPreset.MIXED, subset_size=opts.subset_size,
+            fast_bias_correction=opts.fast_bias_correction, ignored_scope=scope,
+        )
+    except Exception as err:  # NNCF raises many kinds
+        raise ExportError(f"{model_path}: NNCF quantization failed ({type(err).__name__}: {str(err)[:160]})") from err
+    return _save_ir(quantized, Path(xml_out), compress_to_fp16=False)
