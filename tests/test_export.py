@@ -122,3 +122,13 @@ def test_tampered_bundle_refused(tmp_path, tiny_bundle):
         load_bundle(copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
+
+
+def test_bundle_holds_only_listed_files(tiny_bundle) -> None:
+    """Every file in a bundle is listed (and so hash-checked); no leftovers such as *.raw.onnx."""
+    import json
+
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    listed = {f for a in manifest["artifacts"] for f in a["files"]}
+    present = {p.relative_to(tiny_bundle).as_posix() for p in tiny_bundle.rglob("*") if p.is_file()}
+    assert present - {"manifest.json"} == listed

@@ -61,6 +61,7 @@ def export_onnx(
         model = onnx.load(str(raw), load_external_data=True)
         for leftover in raw.parent.glob(raw.name + "*.data"):
             leftover.unlink()
+    out.with_suffix(".raw.onnx").unlink(missing_ok=True)  # in memory now; keep only the final graph
     size = model.ByteSize() if _under_2gb(model) else TWO_GB + 1
     if simplify and size <= TWO_GB:
         model, note = _simplify(model, spec.name)
