@@ -75,6 +75,7 @@ class EdgePredictor:
         precision: str | None = None,
         threads: int | None = None,
         verify: bool = True,
+        resize: str = "sam",
     ) -> "EdgePredictor":
         """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
 
@@ -86,6 +87,7 @@ class EdgePredictor:
                 first listed (fp32); "bf16" without a bf16 artifact loads the fp32 one with the
                 bf16 hint. A precision the bundle does not hold is refused (BundleError).
             threads: intra-op threads.
+            resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
         """
         from .bundle import load_bundle
 
@@ -103,7 +105,7 @@ class EdgePredictor:
             runners.append(open_runner(bundle.path_of(art), backend=art.backend, options=opts))
         return cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
-            pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold,
+            pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
         )
 
     @classmethod

@@ -195,3 +195,15 @@ def test_demo_compresses_exports_evaluates_and_benches(tmp_path, tiny_checkpoint
     assert all(b["encoder_p50_ms"] > 0 for b in report["bench"])
     assert (out / "compressed" / "model.safetensors").is_file() and (out / "segment" / "overlay.png").is_file()
     assert "compressed with ratio 0.5" in (out / "report.md").read_text()
+
+
+def test_bench_fast_resize_is_recorded(tiny_bundle):
+    import json
+
+    r = runner.invoke(app, ["bench", str(tiny_bundle), "--backend", "onnxruntime", "--runs", "1", "--warmup", "0",
+                            "--prompts", "2", "--image-size", "300x450", "--resize", "fast", "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    assert res["config"]["resize"] == "fast" and res["preprocess"]["p50_ms"] > 0
+    bad = runner.invoke(app, ["bench", str(tiny_bundle), "--resize", "cubic"])
+    assert bad.exit_code == 2

@@ -41,6 +41,7 @@ class BenchConfig:
         prompts: timed decoder runs (one prompt each).
         points: points per prompt.
         seed: prompt / image seed.
+        resize: preprocessing resize, "sam" (exact) or "fast" (cv2).
     """
 
     bundle: str
@@ -54,6 +55,7 @@ class BenchConfig:
     prompts: int = 50
     points: int = 1
     seed: int = 0
+    resize: str = "sam"
 
 
 def peak_rss_mb() -> float:
@@ -99,7 +101,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
     rss_before = peak_rss_mb()
     t0 = time.perf_counter()
     pred = EdgePredictor.from_bundle(
-        cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads
+        cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads, resize=cfg.resize
     ).activate()
     cold = time.perf_counter() - t0
     pre, enc = [], []

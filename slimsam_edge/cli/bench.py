@@ -9,7 +9,7 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors
-from .options import Backend, JsonOpt, Precision, ThreadsOpt
+from .options import Backend, JsonOpt, Precision, Resize, ThreadsOpt
 
 
 @handle_errors
@@ -24,6 +24,7 @@ def bench(
     points: Annotated[int, typer.Option("--points", min=1, help="Points per prompt.")] = 1,
     image_size: Annotated[str, typer.Option("--image-size", help="Synthetic image HxW (original size; masks are resized to it).")] = "1500x2250",
     image: Annotated[Optional[Path], typer.Option("--image", help="Benchmark on this image instead.")] = None,
+    resize: Annotated[Resize, typer.Option("--resize", help="Preprocessing resize: sam (segment-anything's exact antialiased resize) or fast (cv2 INTER_AREA).")] = Resize.sam,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the JSON report here.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -48,7 +49,7 @@ def bench(
     configs = [
         BenchConfig(bundle=str(bundle), backend=be, precision=pr, threads=threads, image_hw=hw,  # type: ignore[arg-type]
                     image=str(image) if image else None, warmup=warmup, runs=runs, prompts=prompts,
-                    points=points)
+                    points=points, resize=resize.value)
         for be, pr in pairs
     ]
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

@@ -23,6 +23,11 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+class Resize(str, Enum):
+    sam = "sam"
+    fast = "fast"
+
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 ModelTypeOpt = Annotated[
     Optional[str],
