@@ -20,6 +20,21 @@ from pathlib import Path
 from typing import Iterator
 
 
+def default_mode(kind: str = "file") -> int:
+    """Permissions a plain ``open()`` / ``mkdir()`` would give under the current umask.
+
+    mkstemp / mkdtemp create private (0600 / 0700) temporaries; artifacts renamed into place get
+    these ordinary modes instead, so a camera app running as another user can read a bundle.
+
+    Example:
+        >>> oct(default_mode("file") | 0o022) in ("0o666", "0o644", "0o646", "0o664")
+        True
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if kind == "dir" else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path | str, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds.
@@ -38,6 +53,7 @@ def atomic_path(dest: Path | str, *, suffix: str | None = None) -> Iterator[Path
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, default_mode("file"))
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
@@ -55,6 +71,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        os.chmod(tmp, default_mode("dir"))
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old")
             if old.exists():

@@ -152,3 +152,31 @@ def test_write_manifest_is_atomic_and_readable(bundle_dir: Path) -> None:
     leftovers = [p.name for p in bundle_dir.iterdir() if p.name.startswith(".")]
     assert leftovers == []
     assert json.loads((bundle_dir / MANIFEST).read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    """Temporaries are private (mkstemp/mkdtemp); what is renamed into place is not."""
+    import os
+
+    from slimsam_edge.fsutil import atomic_dir, atomic_path, default_mode
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.bin") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "bundle") as d:
+            (d / "f").write_text("y")
+        assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644 == default_mode("file")
+        assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755 == default_mode("dir")
+    finally:
+        os.umask(old)
+
+
+def test_failed_atomic_write_leaves_nothing(tmp_path: Path) -> None:
+    from slimsam_edge.fsutil import atomic_path
+
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "half.onnx") as tmp:
+            tmp.write_bytes(b"partial")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
