@@ -184,14 +184,15 @@ def test_cli_rejects_a_file_as_out(tmp_path) -> None:
 
 
 def test_batched_evaluation_matches_predictor_api() -> None:
+    """Training-time batched evaluation agrees with `slimsam-edge eval`'s per-prompt evaluator."""
+    from slimsam_edge.eval.evaluate import default_eval_data, evaluate
     from slimsam_edge.models.build import build_sam, random_init_
     from slimsam_edge.predictor import EdgePredictor
-    from slimsam_edge.reference.evaluate import evaluate_model, evaluate_predictor
+    from slimsam_edge.reference.evaluate import evaluate_model
 
     sam = random_init_(build_sam(_tiny_spec()), seed=3, std=0.2)
     fast = evaluate_model(sam, n_images=2, seed=1001, size=128)
-    slow = evaluate_predictor(EdgePredictor.from_model(sam), n_images=2, seed=1001, size=128, corrective=1)
-    assert fast["n_masks"] == slow["n_masks"] > 0
+    slow = evaluate(EdgePredictor.from_model(sam), default_eval_data(2, seed=1001, size=128), prompt="both")
+    assert fast["n_masks"] == slow["n_annotations"] > 0
     for k in ("point", "box"):
         assert fast[k]["miou"] == pytest.approx(slow[k]["miou"], abs=0.02)
-    assert 0.0 <= slow["point+1"]["miou"] <= 1.0

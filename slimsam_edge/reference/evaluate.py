@@ -3,8 +3,8 @@
 Point mIoU: one point per mask, the most interior pixel (:func:`point_inside_mask`, the
 annotation's stored point), single-mask output. Box mIoU: the mask's tight box, single output.
 ``point_multi`` is also reported: one point, the multimask output with the highest predicted IoU.
-:func:`evaluate_model` batches prompts on a torch ``Sam``; :func:`evaluate_predictor` runs the same
-protocol through the ``SamPredictor`` API of any backend (torch is imported only by the former).
+:func:`evaluate_model` batches prompts on a torch ``Sam`` (training-time evaluation); the same
+protocol through the ``SamPredictor`` API of any backend is :func:`slimsam_edge.eval.evaluate.evaluate`.
 mIoU is SlimSAM's (per-image mean, then mean over images; see :class:`MiouAccumulator`).
 
 Example:
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 
 from ..data.procedural import procedural_sample
 from ..errors import UsageError
@@ -70,52 +69,3 @@ def evaluate_model(
     out.update(n_images=n_images, n_masks=n_masks, seed=seed)
     return out
 
-
-def evaluate_predictor(
-    predictor: Any, *, n_images: int = 32, seed: int = 1001, size: int = 256, corrective: int = 0
-) -> dict[str, Any]:
-    """The same metrics through the ``SamPredictor`` API (any backend; torch-free here).
-
-    ``predictor`` is e.g. ``EdgePredictor.from_model(sam)`` or ``EdgePredictor.from_bundle``;
-    one prompt per call, single-mask output. With ``corrective=k`` also reports ``point+k``:
-    the point prompt followed by ``k`` deterministic corrective clicks (previous low-res logits
-    as mask input).
-
-    Example:
-        >>> from slimsam_edge.predictor import EdgePredictor                 # doctest: +SKIP
-        >>> evaluate_predictor(EdgePredictor.from_model(sam))["box"]["miou"]  # doctest: +SKIP
-    """
-    from .prompts import corrective_point
-
-    if n_images < 1:
-        raise UsageError(f"n_images must be >= 1, got {n_images}")
-    keys = ["point", "box"] + ([f"point+{corrective}"] if corrective else [])
-    accs = {k: MiouAccumulator() for k in keys}
-    n_masks = 0
-    for i in range(n_images):
-        s = procedural_sample(seed, i, size)
-        predictor.set_image(s.image)
-        gts = [a.mask for a in s.annotations]
-        n_masks += len(gts)
-        preds: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-        for a in s.annotations:
-            pts, labels = [list(a.point_coords[0])], [1]
-            masks, _, low = predictor.predict(point_coords=np.array(pts, np.float32),
-                                              point_labels=np.array(labels), multimask_output=False)
-            preds["point"].append(masks[0])
-            for _ in range(corrective):
-                (x, y), lab = corrective_point(masks[0], a.mask)
-                pts.append([x, y])
-                labels.append(lab)
-                masks, _, low = predictor.predict(point_coords=np.array(pts, np.float32),
-                                                  point_labels=np.array(labels), mask_input=low[:1],
-                                                  multimask_output=False)
-            if corrective:
-                preds[f"point+{corrective}"].append(masks[0])
-            masks, _, _ = predictor.predict(box=np.array(a.bbox_xyxy, np.float32), multimask_output=False)
-            preds["box"].append(masks[0])
-        for k in keys:
-            accs[k].add_image(preds[k], gts)
-    out: dict[str, Any] = {k: a.summary() for k, a in accs.items()}
-    out.update(n_images=n_images, n_masks=n_masks, seed=seed)
-    return out
