@@ -29,9 +29,13 @@ CARD_IMAGES = 64
 TARGETS = {"point_miou": 0.80, "box_miou": 0.90}
 
 
-def _training_facts(run_dir: Path, meta: dict[str, str]) -> dict[str, Any]:
+def _read_log(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's ``log.jsonl`` events (empty when there is no log)."""
     log = run_dir / "log.jsonl"
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+
+
+def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[str, Any]:
     steps = [e for e in events if e.get("event") == "step"]
     resumes = [e["step"] for e in events if e.get("event") == "resume"]
     return {
@@ -48,9 +52,9 @@ def evaluate_splits(weights: Path, count: int = CARD_IMAGES) -> dict[str, dict[s
     """Point / box mIoU of ``weights`` (PyTorch) on each of :data:`SPLITS`, ``count`` images each."""
     from ..eval.evaluate import default_eval_data, evaluate, open_model
 
+    predictor, _ = open_model(weights)
     out = {}
     for name, seed in SPLITS.items():
-        predictor, _ = open_model(weights)
         res = evaluate(predictor, default_eval_data(count, seed=seed), prompt="both")
         out[name] = {"seed": seed, "images": res["n_images"], "annotations": res["n_annotations"],
                      "point_miou": round(float(res["point"]["miou"]), 4),
@@ -116,14 +120,15 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
     weights = assets_dir / "sam_mini.safetensors"
     with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+    events = _read_log(run_dir)
     sam, spec = load_model(weights)
     report = model_report(sam, spec)
     card = {
         "model": "sam_mini", "weights": weights.name, "dtype": "float16",
         "params": {k: v for k, v in report["params"].items()},
-        "training": _training_facts(run_dir, meta),
+        "training": _training_facts(events, meta),
         "splits": evaluate_splits(weights, count),
-        "commands": _commands(run_dir, meta),
+        "commands": _commands(run_dir, events, meta),
     }
     held = card["splits"]["heldout"]
     card["targets_met"] = all(held[k] >= v for k, v in TARGETS.items())
@@ -132,10 +137,8 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
     return card
 
 
-def _commands(run_dir: Path, meta: dict[str, str]) -> list[str]:
+def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume)."""
-    log = run_dir / "log.jsonl"
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
     first = next((e["recipe"]["steps"] for e in events if e.get("event") == "start"), None)
     final = json.loads(meta.get("recipe", "{}")).get("steps")
     base = f"slimsam-edge train-reference --out {run_dir}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from ..data.procedural import procedural_sample
 from ..errors import UsageError
 from ..eval.metrics import MiouAccumulator
