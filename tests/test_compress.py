@@ -477,3 +477,80 @@ def test_cache_survives_write_errors(tmp_path, teacher, source, monkeypatch):
     assert not list((tmp_path / "c").iterdir())
     with torch.no_grad():
         assert torch.allclose(out, teacher.image_encoder(x), atol=1e-2)
+
+
+# --- --global-attention windowed (the trained fast-attention route) -----------------------------
+
+def test_windowed_global_keeps_the_centre_of_the_tables(teacher, source):
+    from slimsam_edge.compress.attention import GLOBAL_ATTENTION, global_attention
+
+    small, spec = GLOBAL_ATTENTION["windowed"].apply(teacher, SPEC)
+    assert spec.encoder.global_attn_indexes == () and small is not teacher
+    t_attn, s_attn = teacher.image_encoder.blocks[1].attn, small.image_encoder.blocks[1].attn
+    assert t_attn.rel_pos_h.shape[0] == 7 and s_attn.rel_pos_h.shape[0] == 3  # grid 4 -> window 2
+    assert torch.equal(s_attn.rel_pos_h, t_attn.rel_pos_h[2:5]) and torch.equal(s_attn.rel_pos_w, t_attn.rel_pos_w[2:5])
+    assert torch.equal(s_attn.qkv.weight, t_attn.qkv.weight)
+    assert GLOBAL_ATTENTION["keep"].apply(teacher, SPEC) == (teacher, SPEC)
+    with pytest.raises(UsageError, match="choose one of: keep, windowed"):
+        global_attention("pooled")
+
+
+def test_windowed_global_is_exact_when_one_window_covers_the_grid(source):
+    from slimsam_edge.compress.attention import GLOBAL_ATTENTION
+
+    spec = replace(SPEC, encoder=replace(SPEC.encoder, window_size=4))  # grid 4: one window = the grid
+    sam = random_init_(build_sam(spec), seed=3)
+    small, small_spec = GLOBAL_ATTENTION["windowed"].apply(sam, spec)
+    x = _x(sam, source)
+    with torch.no_grad():
+        torch.testing.assert_close(small.image_encoder(x), sam.image_encoder(x), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_global_attention_windowed(tmp_path, teacher_ckpt):
+    import json
+
+    from slimsam_edge.models.io import load_model
+
+    res = _run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 1, "--images", 4,
+               "--importance-images", 2, "--eval-images", 1, "--batch", 1, "--val-every", 0,
+               "--global-attention", "windowed", "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["config"]["global_attention"] == "windowed"
+    assert rep["student"]["global_attn_indexes"] == [] and rep["teacher"]["global_attn_indexes"] == [1]
+    assert rep["student"]["macs_image_encoder"]["attention"] < rep["teacher"]["macs_image_encoder"]["attention"]
+    _, spec = load_model(tmp_path / "o" / "model.safetensors")
+    assert spec.encoder.global_attn_indexes == ()
+    assert "| global-attention blocks | 1 | none |" in (tmp_path / "o" / "report.md").read_text()
+    bad = _run("--out", tmp_path / "p", "--ratio", 0.5, "--global-attention", "pooled")
+    assert bad.exit_code == 2 and "pooled" in bad.output
+
+
+def test_full_disk_while_checkpointing_corrupts_nothing(tmp_path, teacher_ckpt, monkeypatch):
+    from slimsam_edge.compress.distill import load_checkpoint
+
+    real_save, calls = torch.save, []
+
+    def filling_disk(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) == 1:
+            return real_save(obj, f, *a, **k)
+        with open(f, "wb") as fh:  # part of a file, then the disk is full
+            fh.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device", str(f))
+
+    monkeypatch.setattr(torch, "save", filling_disk)
+    args = ["--out", tmp_path / "o", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 2, "--images", 4,
+            "--importance-images", 2, "--eval-images", 1, "--batch", 1, "--val-every", 0, "--checkpoint-every", 1]
+    res = _run(*args)
+    assert res.exit_code == 2, res.output
+    last = res.stderr.strip().splitlines()[-1]  # after the progress bar: one error line, no traceback
+    assert last.startswith("error: No space left on device") and "--resume" in last
+    assert "Traceback" not in res.stderr
+    state = load_checkpoint(tmp_path / "o" / "checkpoint.pt")  # the first checkpoint, whole
+    assert state["step"] == 1 and state["phase"] == 0
+    assert not [p.name for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]  # no temp files left
+    monkeypatch.setattr(torch, "save", real_save)  # space freed: the job continues from step 1
+    res = _run(*args, "--resume")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "model.safetensors").exists()

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -24,6 +25,10 @@ DEBUG_ENV = "SLIMSAM_EDGE_DEBUG"
 
 def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+#: errno values of a full, read-only or forbidden destination: reported in one line, exit code 2
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def handle_errors(fn: F) -> F:
@@ -43,6 +48,15 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except OSError as err:
+            if debug_enabled():
+                raise
+            if err.errno not in STORAGE_ERRNOS:
+                _internal_error(err)
+            where = f": {err.filename}" if err.filename else ""
+            typer.echo(f"error: {err.strerror}{where}; files written before are intact (writes are atomic): "
+                       "free space or fix permissions, then rerun (compress: add --resume)", err=True)
+            raise typer.Exit(2) from None
         except MemoryError:
             if debug_enabled():
                 raise
@@ -51,13 +65,14 @@ def handle_errors(fn: F) -> F:
         except Exception as err:  # a bug: say so in one line, traceback with --debug
             if debug_enabled():
                 raise
-            typer.echo(
-                f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
-                err=True,
-            )
-            raise typer.Exit(1) from None
+            _internal_error(err)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _internal_error(err: BaseException) -> None:
+    typer.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
+    raise typer.Exit(1) from None
 
 
 def emit_json(data: Any) -> None:

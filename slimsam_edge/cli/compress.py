@@ -4,6 +4,7 @@ Example:
     $ slimsam-edge compress --preset slimsam-77 --out runs/slim77               # sam-mini, procedural data
     $ slimsam-edge compress --teacher sam_vit_b.pth --data imgs/ --target-params 5.7M --out runs/b77
     $ slimsam-edge compress --ratio 0.5 --out runs/slim50 --resume              # continue a stopped job
+    $ slimsam-edge compress --preset slimsam-77 --global-attention windowed --out runs/slim77w  # no global blocks
     $ slimsam-edge compress --teacher sam_vit_h.pth --base sam_vit_b.pth --preset slimsam-77 --out runs/h77
     $ torchrun --nproc_per_node 2 -m slimsam_edge compress --ratio 0.5 --batch 4 --out runs/ddp  # DDP (gloo)
 """
@@ -32,6 +33,11 @@ class Schedule(str, Enum):
     one_step = "one-step"
 
 
+class GlobalAttention(str, Enum):
+    keep = "keep"
+    windowed = "windowed"
+
+
 class Scope(str, Enum):
     local = "local"
     global_ = "global"
@@ -49,6 +55,7 @@ def compress(
     importance: Annotated[Importance, typer.Option("--importance", help="Channel importance criterion.")] = Importance.disturbed_taylor,
     schedule: Annotated[Schedule, typer.Option("--schedule", help="alternate (SlimSAM) or one-step pruning.")] = Schedule.alternate,
     scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
+    global_attention: Annotated[GlobalAttention, typer.Option("--global-attention", help="keep: SlimSAM's global blocks; windowed: every block attends within windows (faster at 1024 px, trained by distillation; see docs/results/precision.md).")] = GlobalAttention.keep,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
@@ -128,7 +135,8 @@ def compress(
                          importance_images=importance_images, scope=scope.value, schedule=schedule.value,
                          steps=steps, batch=batch, accum=accum, lr=lr, checkpoint_every=checkpoint_every,
                          seed=seed, eval_images=eval_images, engine=engine, val_every=val_every,
-                         val_images=val_images, val_seed=val_seed, bf16=bf16)
+                         val_images=val_images, val_seed=val_seed, bf16=bf16,
+                         global_attention=global_attention.value)
     main = is_main()
     try:
         report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),

@@ -32,6 +32,7 @@ from ..models.build import build_sam
 from ..models.io import save_model
 from ..models.spec import ModelSpec
 from . import runtime
+from .attention import global_attention
 from .cache import TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
 from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
@@ -76,9 +77,11 @@ class CompressConfig:
     val_images: int = 8
     val_seed: int = 1001
     bf16: bool = False
+    global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
 
     def validate(self) -> None:
         check_ratio(self.ratio)
+        global_attention(self.global_attention)
         make_criterion(self.importance)
         if self.scope not in ("local", "global"):
             raise UsageError(f"unknown scope {self.scope!r}; choose local or global")
@@ -187,6 +190,7 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     if source.size != t_spec.image_size:
         raise UsageError(f"images of {source.size}px do not fit the teacher's input {t_spec.image_size}px")
     b_sam, b_spec, aligned = hybrid_base(teacher, base)
+    b_sam, b_spec = global_attention(cfg.global_attention).apply(b_sam, b_spec)
     out, main = Path(out), runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = json.dumps({"config": asdict(cfg), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),

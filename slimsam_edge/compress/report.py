@@ -24,7 +24,7 @@ def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
     res = evaluate_model(sam, n_images=eval_images, seed=1001, size=spec.image_size)
     return {
         "embed_dim": e.embed_dim, "qkv_dims": list(e.qkv_dims), "mlp_dims": list(e.mlp_dims),
-        "head_dims": e.head_dims(),
+        "head_dims": e.head_dims(), "global_attn_indexes": list(e.global_attn_indexes),
         "params": {"image_encoder": count_params(sam.image_encoder),
                    "prompt_encoder": count_params(sam.prompt_encoder),
                    "mask_decoder": count_params(sam.mask_decoder), "total": count_params(sam)},
@@ -89,18 +89,25 @@ def _markdown(r: dict[str, Any]) -> str:
             ("encoder MACs (linear/conv)", t["macs_image_encoder"]["linear_conv"], s["macs_image_encoder"]["linear_conv"]),
             ("encoder MACs (attention)", t["macs_image_encoder"]["attention"], s["macs_image_encoder"]["attention"]),
             ("embed dim", t["embed_dim"], s["embed_dim"]),
+            ("global-attention blocks", _blocks(t), _blocks(s)),
             ("point mIoU", t["miou"]["point"], s["miou"]["point"]),
             ("box mIoU", t["miou"]["box"], s["miou"]["box"]),
             ("embedding MSE to teacher", 0.0, s["embedding_mse"])]
     lines = [f"# Compression report ({r['teacher_id']})", "",
              f"ratio {c['ratio']}, schedule {c['schedule']}, importance {c['importance']} (sigma {c['sigma']}), "
-             f"scope {c['scope']}, {c['steps']} steps per phase, {r['elapsed_s']} s", "",
+             f"scope {c['scope']}, {c['steps']} steps per phase, global attention "
+             f"{c.get('global_attention', 'keep')}, {r['elapsed_s']} s", "",
              "| | teacher | student |", "|---|---|---|"]
     lines += [f"| {name} | {a:,} | {b:,} |" if isinstance(a, int) else f"| {name} | {a} | {b} |" for name, a, b in rows]
     lines += ["", f"student MLP widths {s['mlp_dims']}, head dims {s['head_dims']}; "
               f"mIoU on {s['miou']['n_images']} held-out procedural images (seed {s['miou']['seed']})", ""]
     lines += [line for line in _extra_lines(r) if line]
     return "\n".join(lines) + "\n"
+
+
+def _blocks(summary: dict[str, Any]) -> str:
+    g = summary.get("global_attn_indexes")
+    return "?" if g is None else (", ".join(map(str, g)) or "none")
 
 
 def _extra_lines(r: dict[str, Any]) -> list[str]:
