@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Regenerate docs/results/precision.md: runtime x precision latency and agreement, and the fast-attention routes.
+
+Example:
+    $ python scripts/precision.py                                   # SlimSAM-77 @1024, sam-mini, route 7b
+    $ python scripts/precision.py --skip-1024 --route-b-steps 0     # sam-mini only
+"""
+
+from slimsam_edge.bench.precision_report import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Latency and accuracy of one model on every runtime x precision: the table of docs/results/precision.md.
+
+For each model, :func:`run_matrix` exports one ``--target cpu`` bundle per reduced precision
+(each also holds the fp32 artifacts, the reference of its accuracy gate), benchmarks every
+``(backend, precision)`` pair in its own process (:func:`~slimsam_edge.bench.harness.run_config`)
+and takes the agreement with fp32 (and mIoU where the gate images have labels) from the bundle
+manifest. A pair a machine cannot run (bf16 without AVX512-BF16/AMX, a missing runtime) becomes a
+row saying why instead of a number. :func:`render_markdown` writes the table.
+
+Example:
+    >>> cfg = MatrixConfig(workdir="/tmp/m", runs=2, prompts=5)                # doctest: +SKIP
+    >>> result = run_matrix([MatrixModel("sam-mini", load)], cfg)            # doctest: +SKIP
+    >>> print(render_markdown(result))                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import SlimSamEdgeError, UsageError
+
+#: (backend, precision) pairs measured by default, in table order
+DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
+    ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
+    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"), ("openvino", "int8"),
+)
+
+
+@dataclass(frozen=True)
+class MatrixModel:
+    """One model of the table.
+
+    Arguments:
+        name: row label ("SlimSAM-77 @1024, random weights").
+        load: returns ``(sam, spec)``; called once.
+        trained: whether mIoU against labels means anything (random weights: agreement only).
+        pairs: the (backend, precision) pairs to measure (default :data:`DEFAULT_PAIRS`).
+        note: a sentence printed under the table.
+    """
+
+    name: str
+    load: Callable[[], tuple[Any, Any]]
+    trained: bool = True
+    pairs: tuple[tuple[str, str], ...] = DEFAULT_PAIRS
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class MatrixConfig:
+    """Benchmark and export settings shared by every model."""
+
+    workdir: str
+    runs: int = 5
+    warmup: int = 1
+    prompts: int = 20
+    threads: int | None = None
+    image_hw: tuple[int, int] = (1500, 2250)
+    calib_images: int = 32
+    gate_images: int = 8
+    resize: str = "fast"
+
+
+def _export(sam: Any, spec: Any, out: Path, precision: str, cfg: MatrixConfig, say: Callable[[str], None]) -> Any:
+    from ..exporters.bundle_export import export_bundle
+    from ..exporters.precision import PrecisionOptions
+
+    opts = PrecisionOptions(calib_images=cfg.calib_images, gate_images=cfg.gate_images, allow_accuracy_drop=True)
+    return export_bundle(sam, spec, out, target="cpu", precision=precision, precision_options=opts,
+                         progress=lambda m: say(f"{out.name}: {m}"))
+
+
+def _bundle_for(precision: str) -> str:
+    """fp32 runs on the fp16 bundle's fp32 artifacts (every bundle holds them)."""
+    return "fp16" if precision == "fp32" else precision
+
+
+def measure_model(model: MatrixModel, cfg: MatrixConfig, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Export, benchmark and gate ``model``; returns ``{"name", "spec", "rows", "export_s"}``."""
+    from .harness import BenchConfig, run_config
+
+    root = Path(cfg.workdir) / "".join(c if c.isalnum() else "-" for c in model.name.lower()).strip("-")
+    sam, spec = model.load()
+    manifests: dict[str, Any] = {}
+    export_s: dict[str, float] = {}
+    for precision in sorted({_bundle_for(p) for _, p in model.pairs}):
+        t0 = time.perf_counter()
+        try:
+            manifests[precision] = _export(sam, spec, root / precision, precision, cfg, say)
+        except (SlimSamEdgeError, MemoryError) as err:
+            manifests[precision] = err
+        export_s[precision] = round(time.perf_counter() - t0, 1)
+    rows = []
+    for backend, precision in model.pairs:
+        row: dict[str, Any] = {"backend": backend, "precision": precision}
+        manifest = manifests[_bundle_for(precision)]
+        if isinstance(manifest, Exception):
+            rows.append({**row, "error": f"export failed: {manifest}"})
+            continue
+        say(f"{model.name}: bench {backend}/{precision}")
+        bench = BenchConfig(bundle=str(root / _bundle_for(precision)), backend=backend, precision=precision,
+                            threads=cfg.threads, image_hw=cfg.image_hw, warmup=cfg.warmup, runs=cfg.runs,
+                            prompts=cfg.prompts, resize=cfg.resize)
+        try:
+            res = run_config(bench)
+        except (UsageError, SlimSamEdgeError) as err:
+            rows.append({**row, "error": str(err)})
+            continue
+        row.update(encoder_p50_ms=res["encoder"]["p50_ms"], encoder_p90_ms=res["encoder"]["p90_ms"],
+                   decoder_p50_ms=res["decoder_plus_postprocess"]["p50_ms"], peak_rss_mb=res["peak_rss_mb"],
+                   notes=res.get("notes", []))
+        acc = manifest.accuracy.get(f"{backend}/{precision}") if precision != "fp32" else None
+        if acc and acc.get("measured"):
+            row.update(agreement=acc["agreement"], agreement_min=acc["agreement_min"],
+                       miou=acc.get("miou"), miou_fp32=acc.get("miou_reference"))
+        elif acc:
+            row["agreement_note"] = acc.get("reason", "not measured")
+        rows.append(row)
+    return {"name": model.name, "trained": model.trained, "note": model.note, "rows": rows,
+            "export_s": export_s, "image_size": spec.image_size,
+            "encoder": {"embed_dim": spec.encoder.embed_dim, "head_dims": spec.encoder.head_dims()[:1],
+                        "global_attn_indexes": list(spec.encoder.global_attn_indexes)}}
+
+
+def machine_summary() -> dict[str, Any]:
+    """CPU model, core count and the ISA flags that decide bf16 / VNNI (Linux; best effort)."""
+    import os
+
+    flags: set[str] = set()
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("", platform.machine()):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
+
+
+def run_matrix(models: list[MatrixModel], cfg: MatrixConfig, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
+    """Measure every model; returns ``{"machine", "config", "models", "elapsed_s"}``.
+
+    Example:
+        >>> run_matrix([], MatrixConfig(workdir="/tmp/m"))["models"]
+        []
+    """
+    if cfg.runs < 1 or cfg.prompts < 1:
+        raise UsageError("runs and prompts must be >= 1")
+    t0 = time.perf_counter()
+    out = [measure_model(m, cfg, say) for m in models]
+    return {"machine": machine_summary(), "config": asdict(cfg), "models": out,
+            "elapsed_s": round(time.perf_counter() - t0, 1)}
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(result: dict[str, Any], *, command: str = "", extra: list[str] | None = None) -> str:
+    """The markdown report of :func:`run_matrix`'s result (one table per model).
+
+    Example:
+        >>> r = {"machine": {"cpu": "x", "cores": 2, "isa": ["avx2"]}, "config": {"runs": 1}, "models": [
+        ...     {"name": "m", "trained": False, "note": "", "export_s": {}, "rows": [
+        ...         {"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 10.0, "decoder_p50_ms": 2.0}]}]}
+        >>> "| openvino | fp32 | 10.0 |" in render_markdown(r)
+        True
+    """
+    m = result["machine"]
+    lines = ["# Runtime x precision: latency and agreement with fp32", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, ISA {', '.join(m['isa']) or 'unknown'}. "
+             f"Encoder and decoder(+postprocessing, one point prompt) p50 over {result['config']['runs']} encoder "
+             f"runs and {result['config'].get('prompts', '?')} prompts, each configuration in its own process; "
+             "image 1500x2250 resized with cv2. Agreement: mean mask IoU between the precision's masks and fp32's "
+             "on held-out procedural images (the export's accuracy gate); mIoU against the labels of those images.",
+             ""]
+    if command:
+        lines += [f"Regenerate: `{command}`", ""]
+    for model in result["models"]:
+        lines += [f"## {model['name']}", ""]
+        if model.get("note"):
+            lines += [model["note"], ""]
+        lines += ["| runtime | precision | encoder p50 ms | decoder+post p50 ms | agreement (min) | mIoU (fp32) | note |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in model["rows"]:
+            if "error" in r:
+                lines.append(f"| {r['backend']} | {r['precision']} | – | – | – | – | {r['error']} |")
+                continue
+            agree = "1 (reference)" if r["precision"] == "fp32" else (
+                f"{r['agreement']:.4f} ({r['agreement_min']:.3f})" if "agreement" in r else "–")
+            miou = (f"{r['miou']:.4f} ({r['miou_fp32']:.4f})" if model.get("trained") and r.get("miou") is not None
+                    else "–")
+            note = r.get("agreement_note", "")
+            lines.append(f"| {r['backend']} | {r['precision']} | {_num(r.get('encoder_p50_ms'))} | "
+                         f"{_num(r.get('decoder_p50_ms'))} | {agree} | {miou} | {note} |")
+        lines.append("")
+    lines += list(extra or [])
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,156 @@
+"""Regenerate docs/results/precision.md: runtime x precision for SlimSAM-77 @1024 and sam-mini, and the
+fast-attention routes.
+
+Tables (from :mod:`slimsam_edge.bench.matrix`):
+
+* sam-mini (the shipped, trained model): every runtime x precision, agreement with fp32 and mIoU;
+* the SlimSAM-77 architecture at 1024x1024 with random weights: latency, and agreement only
+  (random weights have no accuracy);
+* route 7b (trained, approximate): the same architecture with every block windowed
+  (``compress --global-attention windowed``), its speed at 1024 next to the plain one, and its mIoU
+  cost on sam-mini: ``compress`` at the same ratio and schedule with and without windowed global
+  blocks (the ablation machinery, :func:`~slimsam_edge.compress.ablation.run_ablation`).
+
+The goal of issue 5 is expressed as a ratio to plain OpenVINO bf16 measured in the same run; on a
+CPU without native bf16 the bf16 row says so and the ratio is taken to OpenVINO fp32 instead.
+
+    python scripts/precision.py                       # everything, ~40 min on 2 cores
+    python scripts/precision.py --skip-1024 --route-b-steps 0   # sam-mini only, a few minutes
+
+Example:
+    >>> ratio_to_baseline([{"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 100.0}], 50.0)
+    (0.5, 'openvino/fp32')
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..fsutil import write_text_atomic
+from .matrix import MatrixConfig, MatrixModel, render_markdown, run_matrix
+
+WINDOWED_PAIRS = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+
+
+def _shipped():
+    from ..assets import require_reference_model
+    from ..models.io import load_model
+
+    return load_model(require_reference_model())
+
+
+def _random(preset: str, global_attention: str = "keep"):
+    def load():
+        from ..compress.attention import global_attention as choose
+        from ..models.build import build_sam, random_init_
+        from ..models.spec import PRESETS
+
+        sam = random_init_(build_sam(PRESETS[preset]), seed=0)
+        return choose(global_attention).apply(sam, PRESETS[preset])
+
+    return load
+
+
+def models(skip_1024: bool = False, pairs_1024: Sequence[tuple[str, str]] | None = None) -> list[MatrixModel]:
+    """The models of the report, in order."""
+    out = [MatrixModel("sam-mini (shipped, trained) @256", _shipped, trained=True,
+                       note="Agreement and mIoU on the gate's held-out procedural images (seed 1001).")]
+    if not skip_1024:
+        full = tuple(pairs_1024) if pairs_1024 else None
+        out.append(MatrixModel("SlimSAM-77 architecture @1024, random weights", _random("vit_p77"), trained=False,
+                               **({"pairs": full} if full else {}),
+                               note="Random weights: agreement only says how far the precision moves the masks."))
+        out.append(MatrixModel("SlimSAM-77 all-windowed @1024 (route 7b), random weights",
+                               _random("vit_p77", "windowed"), trained=False, pairs=WINDOWED_PAIRS,
+                               note="`compress --global-attention windowed`: blocks 2, 5, 8, 11 attend within "
+                                    "14x14 windows like the others."))
+    return out
+
+
+def ratio_to_baseline(rows: list[dict[str, Any]], encoder_ms: float) -> tuple[float | None, str]:
+    """``encoder_ms`` as a ratio to the plain OpenVINO bf16 encoder (fp32 where bf16 did not run)."""
+    by = {(r["backend"], r["precision"]): r for r in rows}
+    for key in (("openvino", "bf16"), ("openvino", "fp32")):
+        r = by.get(key)
+        if r and r.get("encoder_p50_ms"):
+            return round(encoder_ms / r["encoder_p50_ms"], 3), "/".join(key)
+    return None, "none"
+
+
+def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: int | None) -> list[dict[str, Any]]:
+    """Point/box mIoU of sam-mini students with global blocks kept vs windowed (same schedule)."""
+    from ..compress.ablation import Plan, run_ablation
+
+    rows = []
+    for choice in ("keep", "windowed"):
+        plan = Plan(steps=steps, ratios=list(ratios), schedules=["alternate"], importances=["disturbed-taylor"],
+                    extra={"global_attention": choice})
+        s = run_ablation(plan, workdir / f"route-b-{choice}", results=workdir / f"route-b-{choice}.md")
+        rows += [{**r, "global_attention": choice} for r in s["rows"]]
+    return rows
+
+
+def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int) -> list[str]:
+    lines = ["## Fast attention, route 7b (trained): windowed global blocks", ""]
+    plain = next((m for m in result["models"] if m["name"].startswith("SlimSAM-77 architecture")), None)
+    windowed = next((m for m in result["models"] if "all-windowed" in m["name"]), None)
+    if plain and windowed:
+        lines += ["| encoder @1024 | runtime/precision | p50 ms | ratio to plain OpenVINO bf16 (or fp32) |",
+                  "|---|---|---|---|"]
+        for label, m in (("plain", plain), ("all-windowed", windowed)):
+            for r in m["rows"]:
+                if r.get("encoder_p50_ms"):
+                    ratio, base = ratio_to_baseline(plain["rows"], r["encoder_p50_ms"])
+                    lines.append(f"| {label} | {r['backend']}/{r['precision']} | {r['encoder_p50_ms']:.1f} | "
+                                 f"{ratio} (of {base}) |")
+        lines.append("")
+    if cost:
+        lines += [f"mIoU cost on sam-mini: `compress` alternate + disturbed Taylor, {steps} steps per phase, "
+                  "held-out point / box mIoU on 32 images (seed 1001).", "",
+                  "| ratio | global blocks | point mIoU (kept of teacher) | box mIoU |", "|---|---|---|---|"]
+        for r in cost:
+            lines.append(f"| {r['ratio']} | {r['global_attention']} | {r['point']:.4f} ({r['kept']:.1%}) | "
+                         f"{r['box']:.4f} |")
+        lines.append(f"\nTeacher point mIoU {cost[0]['teacher_point']:.4f}.")
+        lines.append("")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command-line entry (``python scripts/precision.py --help``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description="runtime x precision latency/accuracy -> docs/results/precision.md")
+    ap.add_argument("--workdir", type=Path, default=Path("runs/precision"), help="bundles and run folders")
+    ap.add_argument("--results", type=Path, default=Path("docs/results/precision.md"))
+    ap.add_argument("--runs", type=int, default=5, help="timed encoder runs per configuration")
+    ap.add_argument("--prompts", type=int, default=20, help="timed decoder prompts per configuration")
+    ap.add_argument("--calib-images", type=int, default=32)
+    ap.add_argument("--gate-images", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
+    ap.add_argument("--skip-1024", action="store_true", help="only sam-mini")
+    ap.add_argument("--pairs-1024", nargs="+", default=None, metavar="BACKEND/PRECISION",
+                    help="pairs measured for SlimSAM-77 @1024 (default: all)")
+    ap.add_argument("--route-b-steps", type=int, default=100, help="compress steps per phase (0: skip the mIoU cost)")
+    ap.add_argument("--route-b-ratios", type=float, nargs="+", default=[0.77])
+    a = ap.parse_args(argv)
+    pairs = [tuple(p.split("/", 1)) for p in a.pairs_1024] if a.pairs_1024 else None
+    cfg = MatrixConfig(workdir=str(a.workdir), runs=a.runs, prompts=a.prompts, threads=a.threads,
+                       calib_images=a.calib_images, gate_images=a.gate_images)
+    result = run_matrix(models(a.skip_1024, pairs), cfg, say=lambda m: print(m, file=sys.stderr, flush=True))
+    cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads) if a.route_b_steps > 0 else []
+    result["route_b_cost"] = cost
+    command = ("python scripts/precision.py " + shlex.join(argv)).strip()
+    md = render_markdown(result, command=command, extra=route_b_lines(result, cost, a.route_b_steps))
+    write_text_atomic(a.results, md)
+    write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
+    print(f"wrote {a.results} ({result['elapsed_s']} s of measurements)")
+    return result
+
+
+if __name__ == "__main__":  # python -m slimsam_edge.bench.precision_report
+    main()

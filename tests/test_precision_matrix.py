@@ -1,0 +1,56 @@
+"""The runtime x precision matrix behind docs/results/precision.md (tiny model, few runs)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from slimsam_edge.bench.matrix import MatrixConfig, MatrixModel, machine_summary, render_markdown, run_matrix
+from slimsam_edge.bench.precision_report import ratio_to_baseline
+
+from helpers import TINY_SPEC, tiny_sam
+
+SMALL = replace(TINY_SPEC, encoder=replace(TINY_SPEC.encoder, img_size=128, window_size=4))
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    model = MatrixModel("tiny @128", lambda: (tiny_sam(spec=SMALL), SMALL), trained=True,
+                        pairs=(("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "bf16")))
+    cfg = MatrixConfig(workdir=str(tmp_path_factory.mktemp("matrix")), runs=1, warmup=0, prompts=2,
+                       gate_images=2, image_hw=(96, 160), threads=1)
+    return run_matrix([model], cfg)
+
+
+def test_every_pair_gets_numbers_or_a_reason(result) -> None:
+    rows = {(r["backend"], r["precision"]): r for r in result["models"][0]["rows"]}
+    assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "bf16")}
+    for key in (("onnxruntime", "fp32"), ("onnxruntime", "fp16")):
+        assert rows[key]["encoder_p50_ms"] > 0 and rows[key]["decoder_p50_ms"] > 0
+    fp16 = rows[("onnxruntime", "fp16")]
+    assert 0.9 <= fp16["agreement"] <= 1.0 and 0.0 <= fp16["miou"] <= 1.0
+    assert fp16["miou_fp32"] is not None and "agreement" not in rows[("onnxruntime", "fp32")]
+    bf16 = rows[("openvino", "bf16")]
+    native = any(f in machine_summary()["isa"] for f in ("avx512_bf16", "amx_bf16"))
+    if native:
+        assert bf16["encoder_p50_ms"] > 0
+    else:  # refused at run time, with the reason in the table instead of a number
+        assert "bf16" in bf16["error"]
+    assert set(result["models"][0]["export_s"]) == {"fp16", "bf16"}
+
+
+def test_markdown_lists_every_row(result) -> None:
+    md = render_markdown(result, command="python scripts/precision.py --skip-1024", extra=["## more", "x"])
+    assert md.count("| onnxruntime |") == 2 and "| openvino | bf16 |" in md
+    assert "Regenerate: `python scripts/precision.py --skip-1024`" in md and md.rstrip().endswith("x")
+    assert "1 (reference)" in md
+
+
+def test_ratio_prefers_bf16_then_fp32() -> None:
+    rows = [{"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 100.0},
+            {"backend": "openvino", "precision": "bf16", "error": "no bf16"}]
+    assert ratio_to_baseline(rows, 25.0) == (0.25, "openvino/fp32")
+    rows[1] = {"backend": "openvino", "precision": "bf16", "encoder_p50_ms": 50.0}
+    assert ratio_to_baseline(rows, 25.0) == (0.5, "openvino/bf16")
+    assert ratio_to_baseline([], 1.0) == (None, "none")
