@@ -3,7 +3,7 @@
 
 Example:
     $ python scripts/precision.py                                   # SlimSAM-77 @1024, sam-mini, route 7b
-    $ python scripts/precision.py --skip-1024 --route-b-steps 0     # sam-mini only
+    $ python scripts/precision.py --models sam-mini --route-b-steps 0   # sam-mini only
 """
 
 from slimsam_edge.bench.precision_report import main

@@ -14,13 +14,19 @@ from helpers import TINY_SPEC, tiny_sam
 SMALL = replace(TINY_SPEC, encoder=replace(TINY_SPEC.encoder, img_size=128, window_size=4))
 
 
+MODEL = MatrixModel("tiny @128", lambda: (tiny_sam(spec=SMALL), SMALL), trained=True, key="tiny-seed0",
+                    pairs=(("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "bf16")))
+
+
 @pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    model = MatrixModel("tiny @128", lambda: (tiny_sam(spec=SMALL), SMALL), trained=True,
-                        pairs=(("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("openvino", "bf16")))
-    cfg = MatrixConfig(workdir=str(tmp_path_factory.mktemp("matrix")), runs=1, warmup=0, prompts=2,
-                       gate_images=2, image_hw=(96, 160), threads=1)
-    return run_matrix([model], cfg)
+def cfg(tmp_path_factory):
+    return MatrixConfig(workdir=str(tmp_path_factory.mktemp("matrix")), runs=1, warmup=0, prompts=2,
+                        gate_images=2, image_hw=(96, 160), threads=1)
+
+
+@pytest.fixture(scope="module")
+def result(cfg):
+    return run_matrix([MODEL], cfg)
 
 
 def test_every_pair_gets_numbers_or_a_reason(result) -> None:
@@ -41,9 +47,9 @@ def test_every_pair_gets_numbers_or_a_reason(result) -> None:
 
 
 def test_markdown_lists_every_row(result) -> None:
-    md = render_markdown(result, command="python scripts/precision.py --skip-1024", extra=["## more", "x"])
+    md = render_markdown(result, command="python scripts/precision.py --models sam-mini", extra=["## more", "x"])
     assert md.count("| onnxruntime |") == 2 and "| openvino | bf16 |" in md
-    assert "Regenerate: `python scripts/precision.py --skip-1024`" in md and md.rstrip().endswith("x")
+    assert "Regenerate: `python scripts/precision.py --models sam-mini`" in md and md.rstrip().endswith("x")
     assert "1 (reference)" in md
 
 
@@ -54,3 +60,16 @@ def test_ratio_prefers_bf16_then_fp32() -> None:
     rows[1] = {"backend": "openvino", "precision": "bf16", "encoder_p50_ms": 50.0}
     assert ratio_to_baseline(rows, 25.0) == (0.5, "openvino/bf16")
     assert ratio_to_baseline([], 1.0) == (None, "none")
+
+
+def test_reuse_takes_the_same_bundles(result, cfg) -> None:
+    from dataclasses import replace as dc_replace
+    from pathlib import Path
+
+    manifest = next(Path(cfg.workdir).glob("*/fp16/manifest.json"))
+    before = manifest.stat().st_mtime_ns
+    said: list[str] = []
+    again = run_matrix([dc_replace(MODEL, pairs=(("onnxruntime", "fp16"),))], dc_replace(cfg, reuse=True), said.append)
+    assert manifest.stat().st_mtime_ns == before and any("reusing" in m for m in said)
+    first = {(r["backend"], r["precision"]): r for r in result["models"][0]["rows"]}
+    assert again["models"][0]["rows"][0]["agreement"] == first[("onnxruntime", "fp16")]["agreement"]

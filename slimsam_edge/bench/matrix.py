@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -40,6 +41,7 @@ class MatrixModel:
         trained: whether mIoU against labels means anything (random weights: agreement only).
         pairs: the (backend, precision) pairs to measure (default :data:`DEFAULT_PAIRS`).
         note: a sentence printed under the table.
+        key: identifies the weights (e.g. a file hash); bundles are reused only for the same key.
     """
 
     name: str
@@ -47,6 +49,7 @@ class MatrixModel:
     trained: bool = True
     pairs: tuple[tuple[str, str], ...] = DEFAULT_PAIRS
     note: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,14 +65,25 @@ class MatrixConfig:
     calib_images: int = 32
     gate_images: int = 8
     resize: str = "fast"
+    reuse: bool = False  # take bundles already under workdir (verified) instead of exporting again
+    export_only: bool = False  # export (and gate) now, benchmark in a later run with reuse on a quiet machine
 
 
-def _export(sam: Any, spec: Any, out: Path, precision: str, cfg: MatrixConfig, say: Callable[[str], None]) -> Any:
+def _export(sam: Any, spec: Any, key: str, out: Path, precision: str, cfg: MatrixConfig,
+            say: Callable[[str], None]) -> Any:
     from ..exporters.bundle_export import export_bundle
     from ..exporters.precision import PrecisionOptions
 
+    if cfg.reuse and (out / "manifest.json").exists():
+        from ..bundle import load_bundle
+
+        manifest = load_bundle(out).manifest
+        if manifest.model.get("id") == key and manifest.model.get("spec") == json.loads(spec.to_json()):
+            say(f"{out.name}: reusing {out}")
+            return manifest
+
     opts = PrecisionOptions(calib_images=cfg.calib_images, gate_images=cfg.gate_images, allow_accuracy_drop=True)
-    return export_bundle(sam, spec, out, target="cpu", precision=precision, precision_options=opts,
+    return export_bundle(sam, spec, out, target="cpu", precision=precision, precision_options=opts, model_id=key,
                          progress=lambda m: say(f"{out.name}: {m}"))
 
 
@@ -89,12 +103,12 @@ def measure_model(model: MatrixModel, cfg: MatrixConfig, say: Callable[[str], No
     for precision in sorted({_bundle_for(p) for _, p in model.pairs}):
         t0 = time.perf_counter()
         try:
-            manifests[precision] = _export(sam, spec, root / precision, precision, cfg, say)
+            manifests[precision] = _export(sam, spec, model.key or model.name, root / precision, precision, cfg, say)
         except (SlimSamEdgeError, MemoryError) as err:
             manifests[precision] = err
         export_s[precision] = round(time.perf_counter() - t0, 1)
     rows = []
-    for backend, precision in model.pairs:
+    for backend, precision in () if cfg.export_only else model.pairs:
         row: dict[str, Any] = {"backend": backend, "precision": precision}
         manifest = manifests[_bundle_for(precision)]
         if isinstance(manifest, Exception):
@@ -188,14 +202,18 @@ def render_markdown(result: dict[str, Any], *, command: str = "", extra: list[st
             lines += [model["note"], ""]
         lines += ["| runtime | precision | encoder p50 ms | decoder+post p50 ms | agreement (min) | mIoU (fp32) | note |",
                   "|---|---|---|---|---|---|---|"]
+        fp32_miou = {r["backend"]: r["miou_fp32"] for r in model["rows"] if r.get("miou_fp32") is not None}
         for r in model["rows"]:
             if "error" in r:
                 lines.append(f"| {r['backend']} | {r['precision']} | – | – | – | – | {r['error']} |")
                 continue
             agree = "1 (reference)" if r["precision"] == "fp32" else (
                 f"{r['agreement']:.4f} ({r['agreement_min']:.3f})" if "agreement" in r else "–")
-            miou = (f"{r['miou']:.4f} ({r['miou_fp32']:.4f})" if model.get("trained") and r.get("miou") is not None
-                    else "–")
+            miou = "–"
+            if model.get("trained") and r.get("miou") is not None:
+                miou = f"{r['miou']:.4f} ({r['miou_fp32']:.4f})"
+            elif model.get("trained") and r["precision"] == "fp32" and r["backend"] in fp32_miou:
+                miou = f"{fp32_miou[r['backend']]:.4f}"
             note = r.get("agreement_note", "")
             lines.append(f"| {r['backend']} | {r['precision']} | {_num(r.get('encoder_p50_ms'))} | "
                          f"{_num(r.get('decoder_p50_ms'))} | {agree} | {miou} | {note} |")

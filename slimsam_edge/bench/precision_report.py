@@ -15,7 +15,7 @@ The goal of issue 5 is expressed as a ratio to plain OpenVINO bf16 measured in t
 CPU without native bf16 the bf16 row says so and the ratio is taken to OpenVINO fp32 instead.
 
     python scripts/precision.py                       # everything, ~40 min on 2 cores
-    python scripts/precision.py --skip-1024 --route-b-steps 0   # sam-mini only, a few minutes
+    python scripts/precision.py --models sam-mini --route-b-steps 0   # sam-mini only, a few minutes
 
 Example:
     >>> ratio_to_baseline([{"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 100.0}], 50.0)
@@ -44,6 +44,14 @@ def _shipped():
     return load_model(require_reference_model())
 
 
+def _shipped_key() -> str:
+    import hashlib
+
+    from ..assets import require_reference_model
+
+    return "sam-mini:" + hashlib.sha256(require_reference_model().read_bytes()).hexdigest()[:16]
+
+
 def _random(preset: str, global_attention: str = "keep"):
     def load():
         from ..compress.attention import global_attention as choose
@@ -56,20 +64,28 @@ def _random(preset: str, global_attention: str = "keep"):
     return load
 
 
-def models(skip_1024: bool = False, pairs_1024: Sequence[tuple[str, str]] | None = None) -> list[MatrixModel]:
-    """The models of the report, in order."""
-    out = [MatrixModel("sam-mini (shipped, trained) @256", _shipped, trained=True,
-                       note="Agreement and mIoU on the gate's held-out procedural images (seed 1001).")]
-    if not skip_1024:
-        full = tuple(pairs_1024) if pairs_1024 else None
-        out.append(MatrixModel("SlimSAM-77 architecture @1024, random weights", _random("vit_p77"), trained=False,
-                               **({"pairs": full} if full else {}),
-                               note="Random weights: agreement only says how far the precision moves the masks."))
-        out.append(MatrixModel("SlimSAM-77 all-windowed @1024 (route 7b), random weights",
-                               _random("vit_p77", "windowed"), trained=False, pairs=WINDOWED_PAIRS,
-                               note="`compress --global-attention windowed`: blocks 2, 5, 8, 11 attend within "
-                                    "14x14 windows like the others."))
-    return out
+MODEL_CHOICES = ("sam-mini", "p77", "p77-windowed")
+
+
+def models(names: Sequence[str] = MODEL_CHOICES, pairs_1024: Sequence[tuple[str, str]] | None = None
+           ) -> list[MatrixModel]:
+    """The models of the report (a subset of :data:`MODEL_CHOICES`), in that order."""
+    full = {"pairs": tuple(pairs_1024)} if pairs_1024 else {}
+    make = {
+        "sam-mini": lambda: MatrixModel(
+            "sam-mini (shipped, trained) @256", _shipped, trained=True, key=_shipped_key(),
+            note="Agreement and mIoU on the gate's held-out procedural images (seed 1001)."),
+        "p77": lambda: MatrixModel(
+            "SlimSAM-77 architecture @1024, random weights", _random("vit_p77"), trained=False,
+            key="vit_p77:random-seed0", **full,
+            note="Random weights: agreement only says how far the precision moves the masks."),
+        "p77-windowed": lambda: MatrixModel(
+            "SlimSAM-77 all-windowed @1024 (route 7b), random weights", _random("vit_p77", "windowed"),
+            trained=False, pairs=WINDOWED_PAIRS, key="vit_p77-windowed:random-seed0",
+            note="`compress --global-attention windowed`: blocks 2, 5, 8, 11 attend within 14x14 windows "
+                 "like the others."),
+    }
+    return [make[n]() for n in MODEL_CHOICES if n in names]
 
 
 def ratio_to_baseline(rows: list[dict[str, Any]], encoder_ms: float) -> tuple[float | None, str]:
@@ -96,9 +112,12 @@ def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: in
 
 
 def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int) -> list[str]:
-    lines = ["## Fast attention, route 7b (trained): windowed global blocks", ""]
+    """The route 7b section: encoder speed plain vs all-windowed at 1024, and the mIoU cost on sam-mini."""
     plain = next((m for m in result["models"] if m["name"].startswith("SlimSAM-77 architecture")), None)
     windowed = next((m for m in result["models"] if "all-windowed" in m["name"]), None)
+    if not cost and not (plain and windowed):
+        return []
+    lines = ["## Fast attention, route 7b (trained): windowed global blocks", ""]
     if plain and windowed:
         lines += ["| encoder @1024 | runtime/precision | p50 ms | ratio to plain OpenVINO bf16 (or fp32) |",
                   "|---|---|---|---|"]
@@ -132,16 +151,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--calib-images", type=int, default=32)
     ap.add_argument("--gate-images", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's)")
-    ap.add_argument("--skip-1024", action="store_true", help="only sam-mini")
+    ap.add_argument("--models", nargs="+", choices=MODEL_CHOICES, default=list(MODEL_CHOICES))
     ap.add_argument("--pairs-1024", nargs="+", default=None, metavar="BACKEND/PRECISION",
                     help="pairs measured for SlimSAM-77 @1024 (default: all)")
+    ap.add_argument("--reuse", action="store_true", help="reuse bundles of the same models under --workdir")
+    ap.add_argument("--export-only", action="store_true", help="export and gate only (benchmark later with --reuse)")
     ap.add_argument("--route-b-steps", type=int, default=100, help="compress steps per phase (0: skip the mIoU cost)")
     ap.add_argument("--route-b-ratios", type=float, nargs="+", default=[0.77])
     a = ap.parse_args(argv)
     pairs = [tuple(p.split("/", 1)) for p in a.pairs_1024] if a.pairs_1024 else None
     cfg = MatrixConfig(workdir=str(a.workdir), runs=a.runs, prompts=a.prompts, threads=a.threads,
-                       calib_images=a.calib_images, gate_images=a.gate_images)
-    result = run_matrix(models(a.skip_1024, pairs), cfg, say=lambda m: print(m, file=sys.stderr, flush=True))
+                       calib_images=a.calib_images, gate_images=a.gate_images, reuse=a.reuse,
+                       export_only=a.export_only)
+    result = run_matrix(models(a.models, pairs), cfg, say=lambda m: print(m, file=sys.stderr, flush=True))
     cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads) if a.route_b_steps > 0 else []
     result["route_b_cost"] = cost
     command = ("python scripts/precision.py " + shlex.join(argv)).strip()
