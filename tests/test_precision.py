@@ -64,7 +64,7 @@ def bundle(tmp_path_factory, tiny_bundle) -> Path:
 
 @pytest.fixture(scope="module")
 def int8(bundle):
-    return _add(bundle, "int8", ("onnxruntime", "openvino"), allow_accuracy_drop=True)
+    return _add(bundle, "int8", ("onnxruntime", "openvino"), allow_accuracy_drop=True, int8_decoder=True)
 
 
 # -- calibration feeds -------------------------------------------------------------------------
@@ -195,6 +195,24 @@ def test_int8_paths_measured(bundle, int8) -> None:
     p = EdgePredictor.from_bundle(bundle, backend="onnxruntime", precision="int8")
     p.set_image(photo((64, 64), seed=3))
     assert p.predict(box=np.array([5, 5, 50, 40]))[0].shape == (3, 64, 64)
+
+
+def test_int8_keeps_the_decoder_fp32_by_default(tmp_path, tiny_bundle) -> None:
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle, root)
+    arts, acc, notes = _add(root, "int8", ("onnxruntime",), allow_accuracy_drop=True)
+    by = {a.graph: a for a in arts}
+    fp32 = load_bundle(root).find("mask_decoder_lowres", backend="onnxruntime", precision="fp32")
+    dec = by["mask_decoder_lowres"]
+    assert dec.precision == "int8" and dec.path == fp32.path and dec.files == fp32.files
+    assert dec.extra["precision_hint"] == "fp32" and "int8 decoder off" in dec.extra["method"]
+    assert by["image_encoder"].path.endswith(".int8.onnx") and acc["onnxruntime/int8"]["measured"]
+    assert "int8 artifacts cover image_encoder;" in notes[-1]
+    from slimsam_edge.predictor import EdgePredictor
+
+    p = EdgePredictor.from_bundle(root, backend="onnxruntime", precision="int8")
+    p.set_image(photo((64, 64), seed=3))
+    assert p.predict(point_coords=np.array([[30, 30]]), point_labels=np.array([1]))[0].shape == (3, 64, 64)
 
 
 def test_gate_refuses_a_bad_artifact(bundle, int8) -> None:

@@ -24,6 +24,7 @@ def export(
     precision: Annotated[Precision, typer.Option("--precision", help="Artifact precision (fp32 artifacts are always kept as the reference).")] = Precision.fp32,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: folder of calibration images (an SA-1B folder works); default: procedural images.")] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", min=1, max=512, help="int8: number of calibration images.")] = 64,
+    int8_decoder: Annotated[bool, typer.Option("--int8-decoder", help="int8: quantize the mask decoder too (default: int8 encoder, fp32 decoder; the decoder's int8 form costs agreement for little time).")] = False,
     allow_accuracy_drop: Annotated[bool, typer.Option("--allow-accuracy-drop", help="Keep reduced-precision artifacts that fail the accuracy gate (numbers are recorded).")] = False,
     gate_images: Annotated[int, typer.Option("--gate-images", min=1, help="Held-out images for the accuracy gate.")] = 8,
     accuracy_threshold: Annotated[Optional[float], typer.Option("--accuracy-threshold", min=0.0, help="Minimum mask-IoU agreement with fp32 (default 0.99 fp16/bf16, 0.95 int8).")] = None,
@@ -44,6 +45,8 @@ def export(
         from ..exporters.precision import recipes_for
 
         recipes_for(backends, precision.value)  # refuses missing packages (e.g. nncf) up front
+    if int8_decoder and precision is not Precision.int8:
+        raise UsageError(f"--int8-decoder is used by --precision int8 only, not {precision.value}; drop it")
     if calib_data is not None and precision is not Precision.int8:
         raise UsageError(f"--calib-data is used by --precision int8 only, not {precision.value}; drop it")
     if precision is Precision.int8:
@@ -51,7 +54,8 @@ def export(
 
         calibration_images(calib_data, calib_images)  # too few images: fail before the slow part
     options = PrecisionOptions(calib_data=calib_data, calib_images=calib_images, gate_images=gate_images,
-                               threshold=accuracy_threshold, allow_accuracy_drop=allow_accuracy_drop)
+                               threshold=accuracy_threshold, allow_accuracy_drop=allow_accuracy_drop,
+                               int8_decoder=int8_decoder)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder; pick a folder path")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
