@@ -1,0 +1,66 @@
+"""Every attention variant computes the same encoder as ``plain`` (torch and ONNX Runtime)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from slimsam_edge.errors import UsageError
+from slimsam_edge.exporters.attention import (
+    ATTENTION_VARIANTS,
+    HeadMajorAttention,
+    export_variant_onnx,
+    get_variant,
+)
+from slimsam_edge.models.build import random_init_
+from slimsam_edge.models.encoder import Attention, FlexImageEncoderViT
+from slimsam_edge.models.spec import EncoderSpec
+
+TOL = 1e-4
+SPEC = EncoderSpec(
+    img_size=64, patch_size=16, embed_dim=48, num_heads=4, window_size=2,
+    global_attn_indexes=(1,), qkv_dims=(48, 40), mlp_dims=(96, 80), out_chans=32,
+)
+
+
+@pytest.fixture(scope="module")
+def encoder_and_ref():
+    enc = random_init_(FlexImageEncoderViT(SPEC).eval(), seed=3, std=0.2)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = enc(x)
+    return enc, x, ref
+
+
+@pytest.mark.parametrize("name", list(ATTENTION_VARIANTS))
+def test_variant_exact_in_torch_and_onnxruntime(name, encoder_and_ref, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    enc, x, ref = encoder_and_ref
+    var = get_variant(name)
+    module = var.apply(enc)
+    assert module is not enc
+    assert isinstance(enc.blocks[1].attn, Attention)  # the original is untouched
+    assert isinstance(module.blocks[0].attn, Attention)  # windowed block is left alone
+    with torch.no_grad():
+        assert float((module(x) - ref).abs().max()) <= TOL
+    path = tmp_path / f"{name}.onnx"
+    model = export_variant_onnx(module, (x,), path, input_names=["image"], output_names=["emb"],
+                                finalize=var.needs_finalize)
+    ops = {n.op_type for n in model.graph.node}
+    assert ("MultiHeadAttention" in ops) == name.startswith("ort_mha")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"image": x.numpy()})[0]
+    assert np.abs(out - ref.numpy()).max() <= TOL
+
+
+def test_headmajor_replaces_only_global_blocks(encoder_and_ref):
+    enc, _, _ = encoder_and_ref
+    module = get_variant("headmajor").apply(enc)
+    assert isinstance(module.blocks[1].attn, HeadMajorAttention)
+    assert isinstance(module.blocks[0].attn, Attention)
+
+
+def test_unknown_variant_names_the_choices():
+    with pytest.raises(UsageError, match=r"unknown attention variant 'nope'; choose one of: plain, "):
+        get_variant("nope")
