@@ -233,6 +233,9 @@ def test_kill_and_resume_is_exact(tmp_path, teacher, source, kill_at):
     assert again["student"]["embed_dim"] == ref["student"]["embed_dim"] == 24
     with pytest.raises(CheckpointError, match="another configuration"):
         compress(replace(cfg, sigma=0.5), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+    retrained = random_init_(build_sam(SPEC), seed=1)  # same architecture and id, other weights
+    with pytest.raises(CheckpointError, match="another configuration"):
+        compress(cfg, tmp_path / "run", teacher=(retrained, SPEC), source=source, resume=True)
 
 
 def test_report_and_one_step(tmp_path, teacher, source):

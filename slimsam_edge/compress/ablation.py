@@ -115,11 +115,14 @@ def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None 
     from .report import model_summary
 
     teacher_summary = model_summary(sam, spec, plan.eval_images)  # once, not once per run
+    from .cache import teacher_fingerprint
+
+    teacher_weights = teacher_fingerprint(sam, spec)  # a run of another (e.g. retrained) teacher is not reused
     rows = []
     for ratio, schedule, importance in plan.runs():
         cfg = plan.config(ratio, schedule, importance)
         run_dir = out_dir / f"r{round(ratio * 100)}-{schedule}-{importance}"
-        rep = _reusable(run_dir, cfg)
+        rep = _reusable(run_dir, cfg, teacher_weights)
         if rep is None:
             kw = dict(teacher=(sam, spec), source=source, teacher_id=str(teacher), cache_dir=out_dir / "teacher-cache",
                       quiet=quiet, teacher_summary=teacher_summary)
@@ -144,13 +147,14 @@ def count_encoder(sam) -> int:
     return sum(p.numel() for p in sam.image_encoder.parameters())
 
 
-def _reusable(run_dir: Path, cfg) -> dict | None:
+def _reusable(run_dir: Path, cfg, teacher_weights: str) -> dict | None:
     path = run_dir / "report.json"
     try:
         rep = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return rep if rep.get("config") == json.loads(json.dumps(asdict(cfg))) else None
+    same = rep.get("config") == json.loads(json.dumps(asdict(cfg))) and rep.get("teacher_weights") == teacher_weights
+    return rep if same else None
 
 
 def markdown(s: dict[str, Any]) -> str:

@@ -193,7 +193,9 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     b_sam, b_spec = global_attention(cfg.global_attention).apply(b_sam, b_spec)
     out, main = Path(out), runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
+    t_weights = teacher_fingerprint(t_sam, t_spec)  # the same path with retrained weights is another teacher
     fingerprint = json.dumps({"config": asdict(cfg), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
+                              "teacher_weights": t_weights,
                               "base": base_id if base else None, "base_spec": b_spec.to_dict() if base else None,
                               "cached": cache_dir is not None, "data": source.describe()}, sort_keys=True)
     t0 = time.time()
@@ -201,7 +203,7 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     target = replace(b_spec, encoder=uniform_encoder(b_spec.encoder, cfg.ratio))
     for m in (t_sam, b_sam):
         m.eval().requires_grad_(False)
-    targets = TeacherEmbeddings(t_sam, cache_dir, key=teacher_fingerprint(t_sam, t_spec) if cache_dir else "",
+    targets = TeacherEmbeddings(t_sam, cache_dir, key=t_weights if cache_dir else "",
                                 bf16=cfg.bf16)
     validator = Validator(cfg.val_every, cfg.val_images, cfg.val_seed, t_spec.image_size)
     state = _resume_state(out / CHECKPOINT, fingerprint) if resume else None
@@ -268,7 +270,7 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
         log.close()
     student.eval().requires_grad_(False)
     best = validator.select(student, last)
-    extra = {"best": best, "validation": validator.summary(), "teacher_cache": targets.stats(),
+    extra = {"best": best, "teacher_weights": t_weights, "validation": validator.summary(), "teacher_cache": targets.stats(),
              "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native,
              "phase_modes": [m for _, m in phases],
              "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in b_sam.state_dict().items()
