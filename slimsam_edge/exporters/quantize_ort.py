@@ -46,6 +46,9 @@ class OrtInt8Options:
             the decoder's mask product) in float.
         float_positional: keep the nodes feeding Sin/Cos (random-Fourier positional encoding of
             prompts) in float; quantizing them scrambles the prompt positions.
+        op_types: op types quantized (and calibrated): the weight-carrying ones by default, so
+            calibration does not watch every elementwise tensor (at 1024 px the default, all op
+            types, ran out of 24 GB); elementwise ops stay float.
     """
 
     exclude_ops: tuple[str, ...] = INT8_EXCLUDE_OPS
@@ -54,6 +57,7 @@ class OrtInt8Options:
     calibrate_method: str = "minmax"
     float_attention: bool = True
     float_positional: bool = True
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
 
 
 def _load(path: Path) -> Any:
@@ -146,6 +150,7 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
                 weight_type=QuantType.QInt8, per_channel=opts.per_channel,
                 nodes_to_exclude=_nodes_to_exclude(model, opts),
                 calibrate_method=getattr(CalibrationMethod, _METHODS[opts.calibrate_method]),
+                op_types_to_quantize=list(opts.op_types),
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
             )
         except Exception as err:
