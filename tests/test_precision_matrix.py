@@ -73,3 +73,22 @@ def test_reuse_takes_the_same_bundles(result, cfg) -> None:
     assert manifest.stat().st_mtime_ns == before and any("reusing" in m for m in said)
     first = {(r["backend"], r["precision"]): r for r in result["models"][0]["rows"]}
     assert again["models"][0]["rows"][0]["agreement"] == first[("onnxruntime", "fp16")]["agreement"]
+
+
+def test_route_b_section_compares_windowed_and_mobilesam_with_plain() -> None:
+    from slimsam_edge.bench.precision_report import route_b_lines
+
+    plain = {"name": "SlimSAM-77 architecture @1024, random weights", "rows": [
+        {"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 1000.0},
+        {"backend": "openvino", "precision": "bf16", "error": "CPU does not support bf16"}]}
+    windowed = {"name": "SlimSAM-77 all-windowed @1024 (route 7b), random weights", "rows": [
+        {"backend": "openvino", "precision": "int8", "encoder_p50_ms": 300.0}]}
+    result = {"models": [plain, windowed], "mobilesam": {"rows": [
+        {"runtime": "openvino", "precision": "int8", "p50_ms": 400.0}, {"runtime": "onnxruntime", "error": "x"}]}}
+    cost = [{"ratio": 0.77, "global_attention": g, "point": p, "kept": p / 0.6, "box": 0.5, "teacher_point": 0.6}
+            for g, p in (("keep", 0.45), ("windowed", 0.42))]
+    text = "\n".join(route_b_lines(result, cost, 100))
+    assert "| all-windowed | openvino/int8 | 300.0 | 0.3 (of openvino/fp32) |" in text
+    assert "| MobileSAM (TinyViT-5M, random weights) | openvino/int8 | 400.0 | 0.4 (of openvino/fp32) |" in text
+    assert "| 0.77 | windowed | 0.4200 (70.0%) | 0.5000 |" in text and "100 steps per phase" in text
+    assert route_b_lines({"models": []}, [], 100) == []

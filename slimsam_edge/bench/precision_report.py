@@ -111,6 +111,25 @@ def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: in
     return rows
 
 
+def mobilesam_reference(workdir: Path, runs: int, threads: int | None) -> dict[str, Any] | None:
+    """MobileSAM's encoder architecture (random weights) timed by ``scripts/mobilesam_reference.py``
+    in a subprocess (no shell); ``None`` where the script is not there (an installed package)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "mobilesam_reference.py"
+    if not script.exists():
+        return None
+    out = workdir / "mobilesam.json"
+    cmd = [sys.executable, str(script), "--json", str(out), "--runs", str(runs), "--workdir", str(workdir / "mobilesam")]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"mobilesam_reference.py failed: {tail}", "rows": []}
+    return json.loads(out.read_text())
+
+
 def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int) -> list[str]:
     """The route 7b section: encoder speed plain vs all-windowed at 1024, and the mIoU cost on sam-mini."""
     plain = next((m for m in result["models"] if m["name"].startswith("SlimSAM-77 architecture")), None)
@@ -127,6 +146,14 @@ def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int
                     ratio, base = ratio_to_baseline(plain["rows"], r["encoder_p50_ms"])
                     lines.append(f"| {label} | {r['backend']}/{r['precision']} | {r['encoder_p50_ms']:.1f} | "
                                  f"{ratio} (of {base}) |")
+        mobile = result.get("mobilesam") or {}
+        for r in mobile.get("rows", []):
+            if r.get("p50_ms"):
+                ratio, base = ratio_to_baseline(plain["rows"], r["p50_ms"])
+                lines.append(f"| MobileSAM (TinyViT-5M, random weights) | {r['runtime']}/{r['precision']} | "
+                             f"{r['p50_ms']:.1f} | {ratio} (of {base}) |")
+        if mobile.get("error"):
+            lines.append(f"\nMobileSAM reference not measured: {mobile['error']}")
         lines.append("")
     if cost:
         lines += [f"mIoU cost on sam-mini: `compress` alternate + disturbed Taylor, {steps} steps per phase, "
@@ -156,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     help="pairs measured for SlimSAM-77 @1024 (default: all)")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles of the same models under --workdir")
     ap.add_argument("--export-only", action="store_true", help="export and gate only (benchmark later with --reuse)")
+    ap.add_argument("--no-mobilesam", action="store_true", help="skip MobileSAM's encoder (scripts/mobilesam_reference.py)")
     ap.add_argument("--route-b-steps", type=int, default=100, help="compress steps per phase (0: skip the mIoU cost)")
     ap.add_argument("--route-b-ratios", type=float, nargs="+", default=[0.77])
     a = ap.parse_args(argv)
@@ -164,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                        calib_images=a.calib_images, gate_images=a.gate_images, reuse=a.reuse,
                        export_only=a.export_only)
     result = run_matrix(models(a.models, pairs), cfg, say=lambda m: print(m, file=sys.stderr, flush=True))
+    if "p77" in a.models and not a.no_mobilesam and not a.export_only:
+        print("MobileSAM reference encoder", file=sys.stderr, flush=True)
+        result["mobilesam"] = mobilesam_reference(a.workdir, a.runs, a.threads)
     cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads) if a.route_b_steps > 0 else []
     result["route_b_cost"] = cost
     command = ("python scripts/precision.py " + shlex.join(argv)).strip()
