@@ -67,7 +67,7 @@ def compress(
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", min=1, help="Checkpoint interval (steps).")] = 50,
     val_every: Annotated[int, typer.Option("--val-every", min=0, help="Validate (point mIoU) every K steps; the best weights of the final phase become model.safetensors (0: off, last weights).")] = 50,
     val_images: Annotated[int, typer.Option("--val-images", min=1, help="Held-out procedural images per validation.")] = 8,
-    val_seed: Annotated[int, typer.Option("--val-seed", min=0, help="Procedural seed of the validation images.")] = 1001,
+    val_seed: Annotated[int, typer.Option("--val-seed", min=0, help="Procedural seed of the validation images (apart from the report's seed 1001).")] = 1002,
     cache_teacher: Annotated[Optional[Path], typer.Option("--cache-teacher", help="Folder caching the teacher's image embeddings (fp16, one file per image).")] = None,
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast for the distillation forwards.")] = False,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of importance noise and sampling.")] = 0,

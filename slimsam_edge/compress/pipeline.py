@@ -75,7 +75,7 @@ class CompressConfig:
     engine: str = "slice"  # embedding pruning: "slice" or "torch-pruning" (same result)
     val_every: int = 50  # validation interval in steps (0: no validation, last weights kept)
     val_images: int = 8
-    val_seed: int = 1001
+    val_seed: int = 1002  # best-checkpoint images apart from the report's (seed 1001)
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
 
