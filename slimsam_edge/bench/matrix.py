@@ -129,6 +129,7 @@ def measure_model(model: MatrixModel, cfg: MatrixConfig, say: Callable[[str], No
         acc = manifest.accuracy.get(f"{backend}/{precision}") if precision != "fp32" else None
         if acc and acc.get("measured"):
             row.update(agreement=acc["agreement"], agreement_min=acc["agreement_min"],
+                       embedding_rel_err=acc.get("embedding_rel_err"),
                        miou=acc.get("miou"), miou_fp32=acc.get("miou_reference"))
         elif acc:
             row["agreement_note"] = acc.get("reason", "not measured")
@@ -192,7 +193,9 @@ def render_markdown(result: dict[str, Any], *, command: str = "", extra: list[st
              f"Encoder and decoder(+postprocessing, one point prompt) p50 over {result['config']['runs']} encoder "
              f"runs and {result['config'].get('prompts', '?')} prompts, each configuration in its own process; "
              "image 1500x2250 resized with cv2. Agreement: mean mask IoU between the precision's masks and fp32's "
-             "on held-out procedural images (the export's accuracy gate); mIoU against the labels of those images.",
+             "on held-out procedural images (the export's accuracy gate); embedding rel. error: mean "
+             "||e - e_fp32|| / ||e_fp32|| of the image embeddings there (telling where random weights give "
+             "near-constant masks); mIoU against the labels of those images.",
              ""]
     if command:
         lines += [f"Regenerate: `{command}`", ""]
@@ -200,12 +203,12 @@ def render_markdown(result: dict[str, Any], *, command: str = "", extra: list[st
         lines += [f"## {model['name']}", ""]
         if model.get("note"):
             lines += [model["note"], ""]
-        lines += ["| runtime | precision | encoder p50 ms | decoder+post p50 ms | agreement (min) | mIoU (fp32) | note |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| runtime | precision | encoder p50 ms | decoder+post p50 ms | agreement (min) | embedding rel. error "
+                  "| mIoU (fp32) | note |", "|---|---|---|---|---|---|---|---|"]
         fp32_miou = {r["backend"]: r["miou_fp32"] for r in model["rows"] if r.get("miou_fp32") is not None}
         for r in model["rows"]:
             if "error" in r:
-                lines.append(f"| {r['backend']} | {r['precision']} | – | – | – | – | {r['error']} |")
+                lines.append(f"| {r['backend']} | {r['precision']} | – | – | – | – | – | {r['error']} |")
                 continue
             agree = "1 (reference)" if r["precision"] == "fp32" else (
                 f"{r['agreement']:.4f} ({r['agreement_min']:.3f})" if "agreement" in r else "–")
@@ -215,8 +218,9 @@ def render_markdown(result: dict[str, Any], *, command: str = "", extra: list[st
             elif model.get("trained") and r["precision"] == "fp32" and r["backend"] in fp32_miou:
                 miou = f"{fp32_miou[r['backend']]:.4f}"
             note = r.get("agreement_note", "")
+            err = "0" if r["precision"] == "fp32" else _num(r.get("embedding_rel_err"), 4)
             lines.append(f"| {r['backend']} | {r['precision']} | {_num(r.get('encoder_p50_ms'))} | "
-                         f"{_num(r.get('decoder_p50_ms'))} | {agree} | {miou} | {note} |")
+                         f"{_num(r.get('decoder_p50_ms'))} | {agree} | {err} | {miou} | {note} |")
         lines.append("")
     lines += list(extra or [])
     return "\n".join(lines).rstrip() + "\n"

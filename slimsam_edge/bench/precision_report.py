@@ -78,7 +78,8 @@ def models(names: Sequence[str] = MODEL_CHOICES, pairs_1024: Sequence[tuple[str,
         "p77": lambda: MatrixModel(
             "SlimSAM-77 architecture @1024, random weights", _random("vit_p77"), trained=False,
             key="vit_p77:random-seed0", **full,
-            note="Random weights: agreement only says how far the precision moves the masks."),
+            note="Random weights: their masks barely depend on the image, so mask agreement is ~1 whatever "
+                 "the precision; the embedding error says how far the precision moves the encoder."),
         "p77-windowed": lambda: MatrixModel(
             "SlimSAM-77 all-windowed @1024 (route 7b), random weights", _random("vit_p77", "windowed"),
             trained=False, pairs=WINDOWED_PAIRS, key="vit_p77-windowed:random-seed0",
