@@ -199,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads) if a.route_b_steps > 0 else []
     result["route_b_cost"] = cost
     command = ("python scripts/precision.py " + shlex.join(argv)).strip()
-    md = render_markdown(result, command=command, extra=route_b_lines(result, cost, a.route_b_steps))
+    route_a = ["## Fast attention, route 7a (exact)", "",
+               "Equivalent formulations of the global blocks, timed per block: docs/results/attention.md "
+               "(`python scripts/attention_probe.py`).", ""]
+    md = render_markdown(result, command=command, extra=route_b_lines(result, cost, a.route_b_steps) + route_a)
     write_text_atomic(a.results, md)
     write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
     print(f"wrote {a.results} ({result['elapsed_s']} s of measurements)")
