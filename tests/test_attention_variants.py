@@ -64,3 +64,31 @@ def test_headmajor_replaces_only_global_blocks(encoder_and_ref):
 def test_unknown_variant_names_the_choices():
     with pytest.raises(UsageError, match=r"unknown attention variant 'nope'; choose one of: plain, "):
         get_variant("nope")
+
+
+def test_export_with_an_exact_variant_is_validated_against_plain(tmp_path, tiny_checkpoint) -> None:
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from slimsam_edge.bundle import load_bundle
+    from slimsam_edge.cli.app import app
+    from slimsam_edge.predictor import EdgePredictor
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--attention", "pad16", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert any("attention variant pad16" in n for n in summary["notes"])
+    encoders = {k: r for k, r in summary["validation"].items() if k.startswith("image_encoder/")}
+    assert set(encoders) == {"image_encoder/onnxruntime/fp32", "image_encoder/openvino/fp32"}
+    assert all(r["ok"] and r["max_abs_diff"]["image_embeddings"] < 1e-4 for r in encoders.values())
+    p = EdgePredictor.from_bundle(out, backend="openvino")
+    p.set_image(np.full((64, 80, 3), 120, np.uint8))
+    assert p.predict(point_coords=np.array([[30, 20]]), point_labels=np.array([1]))[0].shape == (3, 64, 80)
+    assert load_bundle(out).manifest.notes
+    for args, text in ((["--attention", "flash"], "unknown attention variant 'flash'"),
+                       (["--attention", "ort_mha"], "not available in export yet")):
+        bad = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(tmp_path / "x"), *args])
+        assert bad.exit_code == 2 and text in bad.stderr, bad.output

@@ -32,6 +32,7 @@ def export(
     trust_pickle: TrustPickleOpt = False,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare every artifact with PyTorch.")] = True,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
+    attention: Annotated[str, typer.Option("--attention", help="Exact formulation of the encoder's global attention: plain | pad16 | headmajor | sdpa (validated against plain; see docs/results/attention.md).")] = "plain",
     random_init: Annotated[bool, typer.Option("--random-init", help="No checkpoint: random weights of --model-type (for latency measurements of an architecture).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -41,6 +42,9 @@ def export(
 
     tgt = get_target(target)
     backends = check_precision(tgt, precision.value)
+    from ..exporters.attention import get_variant
+
+    get_variant(attention)  # an unknown name: one line, before loading anything
     if precision is not Precision.fp32:
         from ..exporters.precision import recipes_for
 
@@ -69,7 +73,7 @@ def export(
         manifest = export_bundle(
             sam, spec, out, target=tgt.name, precision=precision.value, precision_options=options,
             model_id=model_id, validate=validate,
-            simplify=simplify, progress=lambda msg: bar.update(task, description=msg),
+            simplify=simplify, progress=lambda msg: bar.update(task, description=msg), attention=attention,
         )
     summary = {
         "bundle": str(out), "model_type": spec.model_type, "target": tgt.name,

@@ -275,6 +275,35 @@ ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
 }
 
 
+def with_attention(sam: nn.Module, name: str, backends: tuple[str, ...]) -> tuple[nn.Module, list[str]]:
+    """A shallow copy of ``sam`` whose image encoder uses variant ``name`` (``sam`` is unchanged),
+    and the manifest notes; ``plain`` returns ``sam`` itself.
+
+    Refuses (UsageError) a variant a listed backend cannot run, and the ``ort_mha`` family, whose
+    graphs need :func:`finalize_onnx` before simplification (use ``scripts/attention_probe.py``).
+
+    Example:
+        >>> same, notes = with_attention(torch.nn.Module(), "plain", ("onnxruntime",))
+        >>> notes
+        []
+    """
+    variant = get_variant(name)
+    if variant.name == "plain":
+        return sam, []
+    if variant.needs_finalize:
+        raise UsageError(f"attention variant {name!r} is not available in export yet (it needs a graph fix-up "
+                         "before simplification); choose pad16, headmajor or sdpa")
+    unsupported = [b for b in backends if b not in variant.runtimes]
+    if unsupported:
+        raise UsageError(f"attention variant {name!r} runs on {', '.join(variant.runtimes)} only, not "
+                         f"{', '.join(unsupported)}; pick another variant or target")
+    twin = copy.copy(sam)
+    twin._modules = dict(sam._modules)  # new submodule table: the original keeps its encoder
+    twin.image_encoder = variant.apply(sam.image_encoder)
+    return twin, [f"image_encoder exported with attention variant {name} ({variant.help}); validated "
+                  "against the plain PyTorch model"]
+
+
 def get_variant(name: str) -> AttentionVariant:
     """Return the variant called ``name``; raises :class:`UsageError` naming the choices."""
     try:

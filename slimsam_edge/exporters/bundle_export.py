@@ -58,6 +58,7 @@ def export_bundle(
     validate: bool = True,
     simplify: bool = True,
     progress: Progress | None = None,
+    attention: str = "plain",
 ) -> Manifest:
     """Write a complete, validated bundle for ``target`` to ``out`` (replaced atomically).
 
@@ -72,6 +73,9 @@ def export_bundle(
             (:class:`~slimsam_edge.exporters.precision.PrecisionOptions`).
         validate: compare every artifact with PyTorch (raises ValidationError on mismatch).
         progress: callback receiving a short description of each step.
+        attention: an exact formulation of the global-attention blocks for the exported encoder
+            (:data:`slimsam_edge.exporters.attention.ATTENTION_VARIANTS`); validation still compares
+            with the plain model.
     """
     tgt = get_target(target)
     reduced_backends = check_precision(tgt, precision) if precision != "fp32" else ()
@@ -81,7 +85,9 @@ def export_bundle(
         recipes_for(reduced_backends, precision)  # missing packages: fail before the slow part
     say = progress or (lambda _msg: None)
     validation: dict[str, dict] = {}
-    notes: list[str] = []
+    from .attention import with_attention
+
+    exported, notes = with_attention(sam, attention, tuple(tgt.backends))
     accuracy: dict = {}
     with atomic_dir(out) as root:
         artifacts: list[Artifact] = []
@@ -90,7 +96,8 @@ def export_bundle(
         onnx_paths: dict[str, Path] = {}
         for graph in tgt.graphs["onnxruntime"]:
             say(f"export {graph} to ONNX")
-            path, graph_notes = export_onnx(sam, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
+            source = exported if graph == "image_encoder" else sam
+            path, graph_notes = export_onnx(source, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
             notes += graph_notes
             onnx_paths[graph] = path
             if validate:
