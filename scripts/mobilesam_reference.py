@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -192,13 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from slimsam_edge.devices.profile import detect
+
+    return detect()["cpu_model"]
 
 
 def _loadavg() -> float | None:

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -141,21 +140,14 @@ def measure_model(model: MatrixModel, cfg: MatrixConfig, say: Callable[[str], No
 
 
 def machine_summary() -> dict[str, Any]:
-    """CPU model, core count and the ISA flags that decide bf16 / VNNI (Linux; best effort)."""
-    import os
+    """CPU model, core count and the ISA flags that decide bf16 / VNNI (from
+    :func:`slimsam_edge.devices.profile.detect`)."""
+    from ..devices.profile import detect
 
-    flags: set[str] = set()
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("", platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
+    info = detect()
+    return {"cpu": info["cpu_model"], "cores": info["cores_logical"],
+            "isa": [f for f, present in info["cpu_flags"].items() if present],
+            "supports_bf16": info["supports_bf16"], "python": info["python"]}
 
 
 def run_matrix(models: list[MatrixModel], cfg: MatrixConfig, say: Callable[[str], None] = lambda _m: None) -> dict[str, Any]:
