@@ -13,7 +13,7 @@ from slimsam_edge.compress.data import ImageSource
 from slimsam_edge.compress.distill import DistillSpec, distill, distill_loss
 from slimsam_edge.compress.importance import (CRITERIA, accumulate_grads, choose_keep, make_criterion,
                                               unit_scores)
-from slimsam_edge.compress.pipeline import CompressConfig, compress, importance_keep
+from slimsam_edge.compress.pipeline import MODEL, CompressConfig, compress, importance_keep
 from slimsam_edge.compress.prune import prune_embedding_tp, prune_sam, prune_state_dict, pruned_spec
 from slimsam_edge.compress.widths import (encoder_params, parse_count, ratio_for_params,
                                           uniform_encoder)
@@ -407,7 +407,7 @@ def test_ddp_two_processes_match_one(tmp_path, teacher, teacher_ckpt):
                    source=ImageSource.procedural(count=8, size=64))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "slimsam_edge.cli.compress", "--teacher", str(teacher_ckpt), "--out", str(tmp_path / "two"),
-           "--images", "8", "--threads", "1", "--json"]
+           "--images", "8", "--threads", "1", "--device", "cpu", "--json"]  # gloo, as the one-process run
     for k, v in args.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -557,3 +557,114 @@ def test_full_disk_while_checkpointing_corrupts_nothing(tmp_path, teacher_ckpt, 
     res = _run(*args, "--resume")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "model.safetensors").exists()
+
+
+# --- --device auto|cpu|cuda ------------------------------------------------------------------------
+
+def test_device_is_not_part_of_the_job_identity():
+    from slimsam_edge.compress.device import resolve_device
+
+    cfg = _cfg()
+    assert cfg.device == "cpu" and "device" not in cfg.identity()
+    assert replace(cfg, device="cuda").identity() == cfg.identity() != replace(cfg, seed=1).identity()
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        replace(cfg, device="tpu").validate()
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resumed_on(device, cfg, tmp_path, teacher, source):
+    """``(reference report, resumed report, reference weights, resumed weights)``: ``cfg`` run whole,
+    and run again killed in phase 2 then resumed with ``device``."""
+    ref = compress(cfg, tmp_path / "ref", teacher=(teacher, SPEC), source=source)
+
+    def killer(phase, step, _losses):
+        if (phase, step) == (1, 1):
+            raise Stop
+
+    with pytest.raises(Stop):
+        compress(cfg, tmp_path / "run", teacher=(teacher, SPEC), source=source, on_step=killer)
+    again = compress(replace(cfg, device=device), tmp_path / "run", teacher=(teacher, SPEC), source=source,
+                     resume=True)
+    return ref, again, _weights(tmp_path / "ref" / MODEL), _weights(tmp_path / "run" / MODEL)
+
+
+def test_resume_under_another_device_choice(tmp_path, teacher, source):
+    # auto is this machine's device; the checkpoint's job all the same
+    ref, again, a, b = _resumed_on("auto", _cfg(steps=2, val_every=0), tmp_path, teacher, source)
+    assert again["config"]["device"] == "auto" and again["device"] == ref["device"]
+    if again["device"] == "cpu":
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_device_string_threads_through_the_job(tmp_path, teacher, source):
+    """The device as a plain string through config, importance, pruning, cache, distillation,
+    validation and report; what a GPU run does with ``cuda`` instead of ``cpu``."""
+    from slimsam_edge.compress.device import on_device
+
+    rep = compress(_cfg(steps=1, val_every=1, val_images=1, device="cpu"), tmp_path, teacher=(teacher, SPEC),
+                   source=source, cache_dir=tmp_path / "cache")
+    assert (rep["device"], rep["gpu"], rep["tf32"], rep["config"]["device"]) == ("cpu", None, False, "cpu")
+    assert "- device: cpu" in (tmp_path / "report.md").read_text()
+    w = _weights(tmp_path / "model.safetensors")
+    assert all(v.device.type == "cpu" and bool(torch.isfinite(v).all()) for v in w.values())
+    assert on_device(teacher, "cpu") is teacher
+
+
+def test_cli_device_choice(tmp_path, teacher_ckpt):
+    import json
+
+    if not torch.cuda.is_available():
+        _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--device", "cuda"),
+                        "no CUDA GPU is visible")
+    bad = _run("--out", tmp_path / "o", "--ratio", 0.5, "--device", "tpu")
+    assert bad.exit_code == 2 and "tpu" in bad.output
+    res = _run("--out", tmp_path / "c", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 1, "--images", 4,
+               "--importance-images", 2, "--eval-images", 1, "--batch", 1, "--val-every", 0, "--device", "cpu",
+               "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["device"] == "cpu" and rep["config"]["device"] == "cpu"
+
+
+def test_ablation_device_choice(tmp_path, capsys):
+    from slimsam_edge.compress.ablation import Plan, main
+
+    assert Plan(device="cuda").config(0.5, "alternate", "random").device == "cuda"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as exc:
+            main(["--device", "cuda", "--out", str(tmp_path)])
+        assert exc.value.code == 2 and "no CUDA GPU is visible" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_compress_on_cuda(tmp_path, teacher, source, teacher_ckpt):
+    """One tiny job per path on the GPU: alternate + disturbed Taylor + cache + validation,
+    one-step + Taylor (CPU copy) + torch-pruning + bf16, a CPU checkpoint resumed on CUDA, the CLI."""
+    import json
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    tf32_before = torch.backends.cuda.matmul.allow_tf32
+    rep = compress(_cfg(val_every=1, val_images=1, device="cuda"), tmp_path / "a", teacher=(teacher, SPEC),
+                   source=source, cache_dir=tmp_path / "cache")
+    assert rep["device"] == "cuda:0" and rep["gpu"] and rep["tf32"] is True and rep["best"] is not None
+    assert rep["teacher_cache"]["misses"] > 0 and rep["student"]["embedding_mse"] > 0
+    assert "- device: cuda:0 (" in (tmp_path / "a" / "report.md").read_text()
+    assert torch.backends.cuda.matmul.allow_tf32 == tf32_before  # restored after the job
+    assert next(teacher.parameters()).device.type == "cpu"  # the caller's teacher stays where it was
+    w = _weights(tmp_path / "a" / "model.safetensors")
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v).all()) for v in w.values())
+    rep = compress(_cfg(schedule="one-step", importance="taylor", engine="torch-pruning", bf16=True, steps=2,
+                        val_every=0, device="cuda"), tmp_path / "b", teacher=(teacher, SPEC), source=source)
+    assert rep["device"] == "cuda:0" and rep["bf16_native"] is True and rep["student"]["embed_dim"] == 24
+    w = _weights(tmp_path / "b" / "model.safetensors")
+    assert all(bool(torch.isfinite(v).all()) for v in w.values())
+    # started on the CPU, killed, resumed on the GPU: the same up to float rounding (TF32)
+    ref, again, a, b = _resumed_on("cuda", _cfg(val_every=0), tmp_path / "c", teacher, source)
+    assert again["device"] == "cuda:0" and again["student"]["embed_dim"] == ref["student"]["embed_dim"]
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 2e-3
+    res = _run("--out", tmp_path / "cli", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 1, "--images", 4,
+               "--importance-images", 2, "--eval-images", 1, "--batch", 2, "--val-every", 1, "--device", "cuda",
+               "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["device"] == "cuda:0"

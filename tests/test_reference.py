@@ -98,6 +98,27 @@ def test_corrective_points_from_larger_error_region() -> None:
     assert fp.sum() > fn.sum() == 1
 
 
+def test_batched_corrective_clicks_fall_in_the_larger_error_region() -> None:
+    from slimsam_edge.reference.batch import corrective_clicks, interior_depth
+
+    gt = torch.zeros(3, 32, 32, dtype=torch.bool)
+    gt[:, 4:20, 4:20] = True
+    pred = torch.zeros_like(gt)
+    pred[0, 4:20, 4:10] = True          # mostly missed: a positive click in the missed part
+    pred[1, 0:32, 0:32] = True          # mostly spilled: a negative click outside the truth
+    pred[2] = gt[2]                     # perfect: a positive click inside the truth
+    xy, lab = corrective_clicks(pred, gt, torch.Generator().manual_seed(3))
+    assert lab.tolist() == [1, 0, 1]
+    (x0, y0), (x1, y1), (x2, y2) = (tuple(int(v) for v in p) for p in xy)
+    assert gt[0, y0, x0] and not pred[0, y0, x0]
+    assert pred[1, y1, x1] and not gt[1, y1, x1]
+    assert gt[2, y2, x2]
+    depth = interior_depth(gt[2:])
+    assert depth[0, y2, x2] >= 0.5 * depth.max()           # away from the border
+    again, _ = corrective_clicks(pred, gt, torch.Generator().manual_seed(3))
+    assert torch.equal(xy, again)                           # seeded: reproducible
+
+
 def test_prompt_errors_are_typed() -> None:
     with pytest.raises(DataError):
         random_point(np.zeros((4, 4), bool), np.random.default_rng(0))
@@ -167,6 +188,74 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     for k, v in a["model"].items():
         torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5)
     assert any(json.loads(x)["event"] == "resume" for x in (tmp_path / "split" / LOG).read_text().splitlines())
+
+
+def test_worker_processes_feed_the_same_images(tmp_path) -> None:
+    """Images generated ahead in worker processes train exactly the weights inline generation does."""
+    from slimsam_edge.reference.train import CHECKPOINT, step_images, train
+
+    r = _tiny_recipe(3)
+    inline = list(step_images(r, start=1))
+    ahead = list(step_images(r, start=1, workers=2))
+    assert len(inline) == len(ahead) == 2
+    for a, b in zip(inline, ahead):
+        assert [np.array_equal(x.image, y.image) for x, y in zip(a, b)] == [True] * r.batch_images
+    spec = _tiny_spec()
+    train(r, tmp_path / "inline", spec=spec, quiet=True)
+    train(r, tmp_path / "workers", spec=spec, quiet=True, workers=2)
+    a = torch.load(tmp_path / "inline" / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(tmp_path / "workers" / CHECKPOINT, weights_only=True)["model"]
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], rtol=0, atol=0)
+
+
+def test_batch_loss_with_device_clicks_runs_on_cpu_tensors() -> None:
+    """The GPU's click path (a torch generator) on CPU tensors: finite loss, gradients everywhere."""
+    from slimsam_edge.data.procedural import procedural_sample
+    from slimsam_edge.models.build import build_sam
+    from slimsam_edge.reference.batch import batch_loss
+
+    torch.manual_seed(0)
+    sam = build_sam(_tiny_spec()).train()
+    r = _tiny_recipe(1)
+    samples = [procedural_sample(1, i, r.image_size) for i in range(2)]
+    out = batch_loss(sam, r, [s.image for s in samples], [[a.mask for a in s.annotations] for s in samples],
+                     np.random.default_rng(0), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert np.isfinite(float(out["loss"])) and 0 <= float(out["train_iou"]) <= 1
+    assert sam.mask_decoder.iou_token.weight.grad is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.train_reference import train_reference
+    from slimsam_edge.compress.device import resolve_device
+
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    app = typer.Typer()
+    app.command()(train_reference)
+    res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--steps", "1", "--device", "cuda"])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_matches_cpu_start(tmp_path) -> None:
+    """A tiny run on the GPU learns (finite, falling loss) and writes CPU-loadable weights."""
+    from slimsam_edge.reference.train import BEST, LOG, train
+
+    losses: list[float] = []
+    result = train(_tiny_recipe(6), tmp_path, spec=_tiny_spec(), quiet=True, device="cuda", workers=2,
+                   on_step=lambda s, l: losses.append(l["loss"]))
+    assert len(losses) == 6 and all(np.isfinite(losses)) and min(losses[3:]) < losses[0]
+    model, _ = load_model(tmp_path / BEST)
+    assert next(model.parameters()).device.type == "cpu" and 0 <= result["best"]["point"] <= 1
+    start = json.loads((tmp_path / LOG).read_text().splitlines()[0])
+    assert start["device"] == torch.cuda.get_device_name(0)
 
 
 def test_cli_rejects_a_file_as_out(tmp_path) -> None:

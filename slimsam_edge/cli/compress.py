@@ -7,6 +7,7 @@ Example:
     $ slimsam-edge compress --preset slimsam-77 --global-attention windowed --out runs/slim77w  # no global blocks
     $ slimsam-edge compress --teacher sam_vit_h.pth --base sam_vit_b.pth --preset slimsam-77 --out runs/h77
     $ torchrun --nproc_per_node 2 -m slimsam_edge compress --ratio 0.5 --batch 4 --out runs/ddp  # DDP (gloo)
+    $ slimsam-edge compress --device cuda --preset slimsam-77 --steps 2000 --batch 16 --out runs/g77  # one GPU
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ class Scope(str, Enum):
     global_ = "global"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 @handle_errors
 def compress(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: model.safetensors, report.json/.md, checkpoint.pt, log.jsonl.")],
@@ -74,6 +81,7 @@ def compress(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt (same configuration).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="Embedding pruning: slice | torch-pruning (same weights).")] = "slice",
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads.")] = None,
+    device: Annotated[Device, typer.Option("--device", help="Where to run: cuda (cuda:LOCAL_RANK under torchrun; TF32 matmuls, nccl), cpu, or auto (cuda when a CUDA GPU is visible, else cpu). Not part of what --resume checks.")] = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:
     """Prune a SAM image encoder (SlimSAM alternate slimming) and distil it from its teacher.
@@ -104,15 +112,18 @@ def compress(
         list_images(data)  # one-line DataError for a missing or empty folder, before loading anything
     import torch
 
+    from ..compress.device import resolve_device
+
+    kind = resolve_device(device.value)  # --device cuda without a visible GPU: one line, exit 2
     if threads:
         torch.set_num_threads(threads)
     if bf16:
         from ..compress.runtime import check_bf16
 
-        check_bf16("cpu")  # one-line error where bf16 cannot run; a warning where it is emulated
+        check_bf16(kind)  # one-line error where bf16 cannot run; a warning where it is emulated
     from ..compress.runtime import init_from_env, is_main, shutdown
 
-    init_from_env("cpu")  # joins torchrun's process group (gloo) when WORLD_SIZE > 1
+    init_from_env(kind)  # joins torchrun's process group (gloo / nccl) when WORLD_SIZE > 1
     from ..compress.data import ImageSource
     from ..compress.pipeline import CompressConfig, compress as run
     from ..compress.widths import ratio_for_params
@@ -136,7 +147,7 @@ def compress(
                          steps=steps, batch=batch, accum=accum, lr=lr, checkpoint_every=checkpoint_every,
                          seed=seed, eval_images=eval_images, engine=engine, val_every=val_every,
                          val_images=val_images, val_seed=val_seed, bf16=bf16,
-                         global_attention=global_attention.value)
+                         global_attention=global_attention.value, device=kind)
     main = is_main()
     try:
         report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),
@@ -153,7 +164,8 @@ def compress(
     typer.echo(f"wrote {report['model']}: encoder {t['params']['image_encoder']:,} -> {s['params']['image_encoder']:,} "
                f"params (embed {s['embed_dim']}, MLP {s['mlp_dims'][0]}, head dim {s['head_dims'][0]}); "
                f"point mIoU {t['miou']['point']:.4f} -> {s['miou']['point']:.4f}, box {t['miou']['box']:.4f} -> "
-               f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min; report: {out / 'report.md'}")
+               f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min on {report['device']}; "
+               f"report: {out / 'report.md'}")
     if report.get("best"):
         typer.echo(f"best validated step {report['best']['step']} (point mIoU {report['best']['miou']:.4f})")
 

@@ -26,6 +26,9 @@ def train_reference(
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", min=1, help="Held-out evaluation interval (steps).")] = None,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Torch CPU threads.")] = 2,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: cuda when a GPU is visible).")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes generating training images ahead of the model (0: inline).")] = 0,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", min=0, help="Linear LR warm-up steps.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -48,8 +51,9 @@ def train_reference(
     if not resume and (out / CHECKPOINT).exists():
         (out / CHECKPOINT).unlink()
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
-                            masks_per_image=masks_per_image, lr=lr, eval_every=eval_every)
-    result = train(recipe, out, resume=resume, quiet=json_out, threads=threads)
+                            masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
+                            warmup_steps=warmup_steps)
+    result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers)
     if json_out:
         emit_json(result)
         return

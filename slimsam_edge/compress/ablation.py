@@ -10,6 +10,7 @@ stopped.
 
     python scripts/ablation.py --threads 2                       # the full grid, ~1 h (see docs/compress.md)
     python -m slimsam_edge.compress.ablation --steps 1 --ratios 0.5 --importances random
+    python scripts/ablation.py --device cuda --steps 400         # every run on the GPU (TF32)
 
 Example:
     >>> plan = Plan(steps=1)
@@ -21,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UsageError
 from ..fsutil import write_text_atomic
 
 IMPORTANCES = ("random", "magnitude", "taylor", "disturbed-taylor")
@@ -54,6 +53,7 @@ class Plan:
     val_images: int = 8
     val_seed: int = 1002  # validation images apart from the report's (seed 1001)
     seed: int = 0
+    device: str = "cpu"  # auto | cpu | cuda (where each run trains; a finished run is reused on any)
     ratios: Sequence[float] = RATIOS
     schedules: Sequence[str] = SCHEDULE_NAMES
     importances: Sequence[str] = IMPORTANCES
@@ -69,11 +69,12 @@ class Plan:
                               batch=self.batch, lr=self.lr, importance_images=self.importance_images,
                               eval_images=self.eval_images, val_every=self.val_every, val_images=self.val_images,
                               val_seed=self.val_seed, seed=self.seed, checkpoint_every=max(1, min(50, self.steps)),
-                              **self.extra)
+                              device=self.device, **self.extra)
 
 
-def machine() -> str:
-    """One line: CPU model, cores, threads used, Python and torch versions.
+def machine(device: str = "cpu") -> str:
+    """One line: CPU model, cores, threads used, Python and torch versions (and the GPU's name
+    when ``device`` is ``cuda``).
 
     Example:
         >>> "torch" in machine()
@@ -81,16 +82,12 @@ def machine() -> str:
     """
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, {platform.system()}")
+    from ..devices.profile import detect
+
+    info = detect()
+    gpu = f"{torch.cuda.get_device_name()} (TF32), " if device == "cuda" else ""
+    return (f"{gpu}{info['cpu_model']}, {info['cores_logical']} cores, {torch.get_num_threads()} torch threads, "
+            f"Python {info['python']}, torch {torch.__version__}, {info['os']}")
 
 
 def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None = None,
@@ -135,7 +132,7 @@ def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None 
                      "teacher_point": rep["teacher"]["miou"]["point"], "kept": rep["point_miou_kept"],
                      "encoder_params": rep["student"]["params"]["image_encoder"],
                      "best_step": (rep.get("best") or {}).get("step"), "seconds": rep["elapsed_s"]})
-    summary = {"plan": asdict(plan), "teacher": str(teacher), "rows": rows, "machine": machine(),
+    summary = {"plan": asdict(plan), "teacher": str(teacher), "rows": rows, "machine": machine(plan.device),
                "command": command, "minutes": round((time.time() - t0) / 60, 1),
                "teacher_params": count_encoder(sam)}
     write_text_atomic(Path(results), markdown(summary))
@@ -148,12 +145,16 @@ def count_encoder(sam) -> int:
 
 
 def _reusable(run_dir: Path, cfg, teacher_weights: str) -> dict | None:
+    """The finished run's report when it holds ``cfg``'s job (whatever device ran it), else ``None``."""
+    from .pipeline import RUN_ONLY
+
     path = run_dir / "report.json"
     try:
         rep = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = rep.get("config") == json.loads(json.dumps(asdict(cfg))) and rep.get("teacher_weights") == teacher_weights
+    done = {k: v for k, v in (rep.get("config") or {}).items() if k not in RUN_ONLY}
+    same = done == json.loads(json.dumps(cfg.identity())) and rep.get("teacher_weights") == teacher_weights
     return rep if same else None
 
 
@@ -193,6 +194,8 @@ def markdown(s: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry (``python scripts/ablation.py --help``)."""
+    from .device import DEVICE_CHOICES, resolve_device
+
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description="SlimSAM ablation on sam-mini -> docs/results/ablation.md")
     d = Plan()
@@ -207,15 +210,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--schedules", nargs="+", choices=SCHEDULE_NAMES, default=list(SCHEDULE_NAMES))
     ap.add_argument("--importances", nargs="+", choices=IMPORTANCES, default=list(IMPORTANCES))
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                    help="where the runs train: auto (cuda when a CUDA GPU is visible), cpu or cuda")
     ap.add_argument("--progress", action="store_true", help="show each run's progress bar")
     a = ap.parse_args(argv)
     import torch
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    plan = Plan(**{k: getattr(a, k) for k in ("steps", "batch", "lr", "images", "importance_images", "eval_images",
-                                             "val_every", "val_images", "val_seed", "seed", "ratios", "schedules",
-                                             "importances")})
+    try:
+        device = resolve_device(a.device)
+    except UsageError as err:
+        ap.error(str(err))  # one line, exit 2
+    plan = Plan(device=device, **{k: getattr(a, k) for k in (
+        "steps", "batch", "lr", "images", "importance_images", "eval_images", "val_every", "val_images", "val_seed",
+        "seed", "ratios", "schedules", "importances")})
     command = "python scripts/ablation.py " + shlex.join(argv)
     summary = run_ablation(plan, a.out, teacher=a.teacher, results=a.results, command=command.strip(),
                            quiet=not a.progress)

@@ -72,7 +72,7 @@ class TeacherEmbeddings:
         self.hits = self.misses = self.write_errors = 0
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(self.bf16):
+        with torch.no_grad(), autocast(self.bf16, x.device.type):
             return self.teacher.image_encoder(x).float()
 
     def path(self, image: np.ndarray) -> Path:
@@ -83,7 +83,8 @@ class TeacherEmbeddings:
 
     def __call__(self, images: Sequence[np.ndarray] | None, x: torch.Tensor,
                  computed: torch.Tensor | None = None) -> torch.Tensor:
-        """Embeddings of the batch ``x`` (normalised ``images``); ``computed``: already known."""
+        """Embeddings of the batch ``x`` (normalised ``images``) on ``x``'s device; ``computed``:
+        already known. Cached files hold CPU fp16 tensors."""
         if self.folder is None or images is None:
             return computed.float() if computed is not None else self._run(x)
         from safetensors.torch import load_file, save_file
@@ -99,7 +100,7 @@ class TeacherEmbeddings:
         if miss:
             fresh = computed[miss].float() if computed is not None else self._run(x[miss])
             for j, i in enumerate(miss):
-                e = fresh[j].detach().to(torch.float16).contiguous()
+                e = fresh[j].detach().to(torch.float16).cpu().contiguous()
                 try:
                     with atomic_path(self.path(images[i])) as tmp:
                         save_file({"embedding": e}, str(tmp))

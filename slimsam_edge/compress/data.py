@@ -20,6 +20,8 @@ from ..errors import DataError
 
 #: procedural seed of the distillation images (held-out evaluation uses 1001)
 DEFAULT_DATA_SEED = 2
+#: procedural images are kept in memory after their first use while the set fits in this many bytes
+MEMO_BYTES = 2 << 30
 
 
 class ImageSource:
@@ -30,6 +32,7 @@ class ImageSource:
         self.kind, self.size, self.count, self.seed = kind, int(size), int(count), int(seed)
         self.folder, self.pixel_mean = folder, tuple(pixel_mean)
         self._paths: list[Path] = []
+        self._memo: dict[int, np.ndarray] = {}
         if kind == "folder":
             from ..data.images import list_images
 
@@ -72,10 +75,21 @@ class ImageSource:
     def images(self, indices: Sequence[int]) -> list[np.ndarray]:
         """``size x size x 3`` uint8 RGB images for ``indices`` (modulo the count)."""
         if self.kind == "procedural":
-            return [s.image for s in self.samples(indices)]
+            return [self._procedural_image(int(i) % self.count) for i in indices]
         from ..data.images import read_image
 
         return [self._fit(read_image(self._paths[int(i) % self.count])) for i in indices]
+
+    def _procedural_image(self, i: int) -> np.ndarray:
+        """Image ``i``, generated once and kept while the whole set fits :data:`MEMO_BYTES`: distillation
+        revisits each image many times, and generating one costs ~30 ms (256 px), far more than a
+        GPU step needs per image."""
+        image = self._memo.get(i)
+        if image is None:
+            image = self.samples([i])[0].image
+            if self.count * image.nbytes <= MEMO_BYTES:
+                self._memo[i] = image
+        return image
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         import cv2

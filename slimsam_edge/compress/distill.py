@@ -144,7 +144,8 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised ``images``).
 
     ``targets`` supplies the teacher's embeddings (cached or computed); without it the teacher
-    runs. Forwards run under bf16 autocast when ``spec.bf16``; the losses are computed in fp32.
+    runs. Forwards run under bf16 autocast (of ``x``'s device type) when ``spec.bf16``; the losses
+    are computed in fp32.
     """
     inter_teacher = inter_teacher if inter_teacher is not None else teacher
     targets = targets if targets is not None else TeacherEmbeddings(teacher, bf16=spec.bf16)
@@ -152,15 +153,16 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     use_inter = w > 0 and spec.mode in ("bottleneck", "embedding")
     computed = None
     t_hooks = hooked_modules(inter_teacher, spec.mode) if use_inter else []
-    with torch.no_grad(), autocast(spec.bf16), Capture(t_hooks) as tcap:
+    kind = x.device.type
+    with torch.no_grad(), autocast(spec.bf16, kind), Capture(t_hooks) as tcap:
         if use_inter:
             e = inter_teacher.image_encoder(x)
             computed = e if inter_teacher is teacher else None
     t_emb = targets(images, x, computed)
-    with autocast(spec.bf16), Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
+    with autocast(spec.bf16, kind), Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
         s_emb = student.image_encoder(x)
     embed = F.mse_loss(s_emb.float(), t_emb)
-    inter = torch.zeros(())
+    inter = torch.zeros((), device=x.device)
     if use_inter:
         terms = [feature_mse(s, t, x.shape[0], spec.relative_inter) for s, t in zip(scap.outputs, tcap.outputs)]
         inter = sum(terms) / len(terms)
@@ -201,7 +203,9 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
         targets: the teacher's embeddings (e.g. cached); default: run the teacher.
 
     Under torchrun each rank trains on its shard of every global micro-batch and the gradients
-    are averaged before the optimiser step (:mod:`~slimsam_edge.compress.runtime`).
+    are averaged before the optimiser step (:mod:`~slimsam_edge.compress.runtime`). Everything runs
+    on ``student``'s device (teachers there too); put the student there *before* calling, so the
+    optimiser state of ``state`` loads onto it.
 
     Example:
         >>> distill(student, DistillSpec("final", steps=4), teacher=teacher, source=src)  # doctest: +SKIP

@@ -78,7 +78,7 @@ class _Taylor(Criterion):
     def element_scores(self, param, grad, gen):
         if grad is None:
             return torch.zeros(param.shape, dtype=torch.float64)
-        return (param.detach().double() * grad.double()).abs()
+        return (param.detach().double() * grad.to(param.device).double()).abs()
 
 
 @register("taylor")
@@ -198,14 +198,16 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
     ``cfg.importance_images`` images (noise seeded per image, so the sum does not depend on how
     the images are batched or split over DDP ranks: each rank takes every ``world``-th image and
     the gradients are summed with one all-reduce). ``targets`` supplies (cached) teacher
-    embeddings. ``taylor`` (labels) runs identically on every rank.
+    embeddings. ``taylor`` (labels) runs identically on every rank, on ``sam``'s device. Noise
+    comes from seeded CPU generators and scores are reduced on the CPU, so every device chooses
+    from the same noise.
 
     Example:
         >>> keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)   # doctest: +SKIP
     """
-    from ..reference.batch import preprocess
     from . import runtime
     from .cache import TeacherEmbeddings
+    from ..reference.batch import preprocess
 
     crit = make_criterion(cfg.importance, sigma=cfg.sigma, seed=cfg.seed)
     grads = None

@@ -10,6 +10,12 @@ widths, else the final embedding alone. Files under ``out`` (rank 0 only under t
 step 2), ``model.safetensors`` (the best validated weights of the final phase, with its spec),
 ``report.json`` / ``report.md`` and ``log.jsonl``.
 
+``CompressConfig.device`` (``auto``, ``cpu`` or ``cuda``; see :mod:`.device`) says where the job
+runs; it is not part of what ``--resume`` checks (:meth:`CompressConfig.identity`): a checkpoint
+holds device-independent weights, optimiser state and CPU RNG state, so a job started on the CPU
+can continue on a GPU and back (the weights then differ by float rounding, not by design). On
+CUDA, TF32 matmuls are on for the job.
+
 Example:
     >>> cfg = CompressConfig(ratio=0.5, steps=200)                     # doctest: +SKIP
     >>> report = compress(cfg, "runs/slim50", teacher=(sam, spec), source=src)  # doctest: +SKIP
@@ -35,6 +41,7 @@ from . import runtime
 from .attention import global_attention
 from .cache import TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
+from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
 from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
 from .importance import importance_keep, make_criterion
 from .progress import JobLog
@@ -52,6 +59,8 @@ SCHEDULES: dict[str, list[tuple[list[str], str]]] = {
 }
 ENGINES = ("slice", "torch-pruning")
 CHECKPOINT, STEP1, MODEL, LOG = "checkpoint.pt", "step1.safetensors", "model.safetensors", "log.jsonl"
+#: settings of where a job runs, not of what it computes: left out of the resume fingerprint
+RUN_ONLY = ("device",)
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,12 @@ class CompressConfig:
     val_seed: int = 1002  # best-checkpoint images apart from the report's (seed 1001)
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
+    device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:
         check_ratio(self.ratio)
+        if self.device not in DEVICE_CHOICES:
+            raise UsageError(f"unknown device {self.device!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
         global_attention(self.global_attention)
         make_criterion(self.importance)
         if self.scope not in ("local", "global"):
@@ -96,6 +108,16 @@ class CompressConfig:
             raise UsageError(f"unknown pruning engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
         if self.sigma < 0 or self.lr <= 0:
             raise UsageError("sigma must be >= 0 and lr > 0")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the job's result (everything but :data:`RUN_ONLY`): what
+        ``--resume`` and the ablation's reuse of finished runs compare.
+
+        Example:
+            >>> CompressConfig(0.5, device="cuda").identity() == CompressConfig(0.5).identity()
+            True
+        """
+        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
 
     def phase_units(self) -> list[list]:
         """Units pruned before each distillation phase."""
@@ -174,33 +196,64 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
         teacher_summary: the teacher's report entry, if already evaluated with ``cfg.eval_images``.
 
     Under torchrun every rank calls this; rank 0 writes the files and returns the report, the
-    others return ``{"rank": r}``.
+    others return ``{"rank": r}``. The job runs on ``cfg.device`` (``cuda:{LOCAL_RANK}`` for
+    ``cuda``); the caller's models are not moved (copies go to the device).
 
     Example:
         >>> compress(CompressConfig(ratio=0.5, steps=2), "out", teacher=(sam, spec), source=src)  # doctest: +SKIP
+        >>> compress(CompressConfig(ratio=0.5, device="cuda"), "out", teacher=(sam, spec), source=src)  # doctest: +SKIP
     """
     cfg.validate()
-    runtime.init_from_env("cpu")  # under torchrun: join the process group (the CLI has already)
+    kind = resolve_device(cfg.device)  # one line where cuda is asked for and no GPU is visible
+    runtime.init_from_env(kind)  # under torchrun: join the process group (the CLI has already)
     runtime.check_batch(cfg.batch)
-    bf16_native = runtime.check_bf16("cpu") if cfg.bf16 else None
-    if cfg.bf16 and not bf16_native and runtime.is_main() and not quiet:
+    bf16_native = _check_bf16(cfg.bf16, kind, warn=runtime.is_main() and not quiet)
+    with tf32(kind == "cuda"):
+        return _job(cfg, Path(out), rank_device(kind), bf16_native, teacher=teacher, source=source,
+                    teacher_id=teacher_id, base=base, base_id=base_id, cache_dir=cache_dir, resume=resume,
+                    quiet=quiet, on_step=on_step, teacher_summary=teacher_summary)
+
+
+def _check_bf16(bf16: bool, kind: str, warn: bool) -> bool | None:
+    """``None`` without bf16; else whether it runs natively on ``kind`` (one line where it cannot
+    run at all, a warning on a CPU that emulates it)."""
+    if not bf16:
+        return None
+    native = runtime.check_bf16(kind)
+    if not native and kind == "cpu" and warn:
         print("warning: this CPU has no native bf16 (AVX512-BF16/AMX); --bf16 is emulated and slower than fp32",
               file=sys.stderr)
+    return native
+
+
+def _place(t_sam: Any, b_sam: Any, device: torch.device) -> tuple[Any, Any]:
+    """Teacher and base on ``device`` (one copy when the base is the teacher itself)."""
+    t_dev = on_device(t_sam, device)
+    return t_dev, (t_dev if b_sam is t_sam else on_device(b_sam, device))
+
+
+def _job(cfg: CompressConfig, out: Path, device: torch.device, bf16_native: bool | None, *,
+         teacher: tuple[Any, ModelSpec], source: ImageSource, teacher_id: str,
+         base: tuple[Any, ModelSpec] | None, base_id: str, cache_dir: Path | str | None, resume: bool,
+         quiet: bool, on_step: Callable[[int, int, dict], None] | None,
+         teacher_summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The body of :func:`compress` on ``device`` (arguments as there)."""
     t_sam, t_spec = teacher
     if source.size != t_spec.image_size:
         raise UsageError(f"images of {source.size}px do not fit the teacher's input {t_spec.image_size}px")
     b_sam, b_spec, aligned = hybrid_base(teacher, base)
     b_sam, b_spec = global_attention(cfg.global_attention).apply(b_sam, b_spec)
-    out, main = Path(out), runtime.is_main()
+    main = runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
     t_weights = teacher_fingerprint(t_sam, t_spec)  # the same path with retrained weights is another teacher
-    fingerprint = json.dumps({"config": asdict(cfg), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
+    fingerprint = json.dumps({"config": cfg.identity(), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
                               "teacher_weights": t_weights,
                               "base": base_id if base else None, "base_spec": b_spec.to_dict() if base else None,
                               "cached": cache_dir is not None, "data": source.describe()}, sort_keys=True)
     t0 = time.time()
     torch.manual_seed(cfg.seed)
     target = replace(b_spec, encoder=uniform_encoder(b_spec.encoder, cfg.ratio))
+    t_sam, b_sam = _place(t_sam, b_sam, device)
     for m in (t_sam, b_sam):
         m.eval().requires_grad_(False)
     targets = TeacherEmbeddings(t_sam, cache_dir, key=t_weights if cache_dir else "",
@@ -222,13 +275,13 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     if state is not None:
         phase, spec = int(state["phase"]), ModelSpec.from_json(state["spec"])
         t0 -= float(state.get("elapsed_s", 0.0))
-        student = build_sam(spec)
+        student = build_sam(spec, device=device)  # before its optimiser state is loaded (distill)
         student.load_state_dict(state["model"])
         validator.load_state_dict(state.get("validator"))
         if phase == 1:
             from ..models.io import load_model
 
-            step1 = load_model(out / STEP1)[0].requires_grad_(False)
+            step1 = load_model(out / STEP1)[0].to(device).requires_grad_(False)
     try:
         for p in range(phase, len(phases)):
             units, mode = phases[p]
@@ -271,7 +324,7 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     student.eval().requires_grad_(False)
     best = validator.select(student, last)
     extra = {"best": best, "teacher_weights": t_weights, "validation": validator.summary(), "teacher_cache": targets.stats(),
-             "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native,
+             "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native, **describe(device),
              "phase_modes": [m for _, m in phases],
              "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in b_sam.state_dict().items()
                                                           if k.startswith("image_encoder."))} if base else None}

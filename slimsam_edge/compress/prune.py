@@ -172,18 +172,19 @@ def prune_embedding_tp(sam: torch.nn.Module, spec: ModelSpec,
     import torch_pruning as tp
 
     new_spec = pruned_spec(spec, {"embed": kept})
+    device = next(sam.parameters()).device  # traced and rebuilt where ``sam`` is
     model = copy.deepcopy(sam).eval()
     enc = model.image_encoder.requires_grad_(True)  # the graph is traced through autograd
     with warnings.catch_warnings():  # rel-pos / neck-norm tables are outside this group anyway
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
         dg = tp.DependencyGraph().build_dependency(
-            enc, example_inputs=torch.zeros(1, 3, spec.image_size, spec.image_size),
+            enc, example_inputs=torch.zeros(1, 3, spec.image_size, spec.image_size, device=device),
             unwrapped_parameters=[(enc.pos_embed, 3)],
         )
     drop = sorted(set(range(spec.encoder.embed_dim)) - set(int(i) for i in kept))
     group = dg.get_pruning_group(enc.patch_embed.proj, tp.prune_conv_out_channels, idxs=drop)
     group.prune()
     model.image_encoder.spec = new_spec.encoder
-    fresh = build_sam(new_spec)
+    fresh = build_sam(new_spec, device=device)
     fresh.load_state_dict(model.state_dict(), strict=True)
     return fresh, new_spec

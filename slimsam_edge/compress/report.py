@@ -17,7 +17,8 @@ from ..models.stats import count_params, encoder_macs
 
 
 def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
-    """Widths, params per part, encoder MACs and held-out point/box mIoU of one model."""
+    """Widths, params per part, encoder MACs and held-out point/box mIoU of one model (measured on
+    the model's device)."""
     from ..reference.evaluate import evaluate_model
 
     e = spec.encoder
@@ -35,7 +36,8 @@ def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
 
 
 def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: int = 1001) -> float:
-    """Mean squared difference of the image embeddings on held-out procedural images.
+    """Mean squared difference of the image embeddings on held-out procedural images (both
+    models on one device; the images are moved there).
 
     Example:
         >>> embedding_mse(sam, sam, 256, 2)     # doctest: +SKIP
@@ -126,4 +128,7 @@ def _extra_lines(r: dict[str, Any]) -> list[str]:
     if "world_size" in r:
         native = {True: " (native)", False: " (emulated: no AVX512-BF16/AMX)"}.get(r.get("bf16_native"), "")
         out.append(f"- processes: {r['world_size']}, bf16 autocast: {r.get('bf16', False)}{native}")
+    if r.get("device"):
+        gpu = f" ({r['gpu']}{', TF32 matmuls' if r.get('tf32') else ''})" if r.get("gpu") else ""
+        out.append(f"- device: {r['device']}{gpu}")
     return out + [""]

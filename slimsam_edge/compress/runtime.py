@@ -40,16 +40,22 @@ def _dist():
 def init_from_env(device: str = "cpu") -> bool:
     """Join the process group torchrun describes (``WORLD_SIZE`` > 1); ``True`` when distributed.
 
+    ``device`` is the device type (``"cpu"``: gloo, ``"cuda"``: nccl). For ``cuda`` this process's
+    GPU becomes ``cuda:{LOCAL_RANK}`` (``torch.cuda.set_device``) before the group is joined.
+
     Example:
-        >>> init_from_env()   # not under torchrun
+        >>> init_from_env("cpu")   # not under torchrun
         False
     """
     import torch.distributed as dist
 
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        dist.init_process_group(backend=BACKENDS[device])
+        dist.init_process_group(backend=BACKENDS[kind])
     return True
 
 
@@ -106,8 +112,17 @@ def strided(indices: Sequence[int]) -> list[int]:
     return list(indices)[rank()::world_size()]
 
 
+def _comm_device() -> torch.device:
+    """Where the process group's collectives run: this rank's GPU under nccl, else the CPU."""
+    d = _dist()
+    if d is not None and d.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def all_reduce_(tensors: Iterable[torch.Tensor], *, mean: bool) -> None:
-    """Sum (or average) ``tensors`` in place over the ranks with one flattened all-reduce.
+    """Sum (or average) ``tensors`` in place over the ranks with one flattened all-reduce
+    (on this rank's GPU under nccl, whatever device the tensors are on).
 
     Example:
         >>> t = [torch.ones(2)]; all_reduce_(t, mean=True); t[0].tolist()
@@ -117,7 +132,7 @@ def all_reduce_(tensors: Iterable[torch.Tensor], *, mean: bool) -> None:
     tensors = list(tensors)
     if d is None or not tensors:
         return
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    flat = torch.cat([t.reshape(-1).float().to(_comm_device()) for t in tensors])
     d.all_reduce(flat)
     if mean:
         flat /= d.get_world_size()
@@ -151,7 +166,9 @@ def mean_values(values: dict[str, float]) -> dict[str, float]:
 def barrier() -> None:
     """Wait for every rank (no-op when not distributed)."""
     d = _dist()
-    if d is not None:
+    if d is not None and d.get_backend() == "nccl":
+        d.barrier(device_ids=[torch.cuda.current_device()])
+    elif d is not None:
         d.barrier()
 
 
@@ -186,7 +203,8 @@ def check_bf16(device: str = "cpu") -> bool:
 
 @contextlib.contextmanager
 def autocast(enabled: bool, device: str = "cpu") -> Iterator[None]:
-    """``torch.autocast(device, bfloat16)`` when ``enabled``, else nothing."""
+    """``torch.autocast(device, bfloat16)`` when ``enabled``, else nothing; ``device`` is the device
+    type of the tensors (``"cpu"`` or ``"cuda"``: CPU autocast leaves CUDA ops alone)."""
     if not enabled:
         yield
         return

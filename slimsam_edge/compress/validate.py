@@ -8,7 +8,8 @@ which become ``model.safetensors``. The whole state goes into ``checkpoint.pt`` 
 selects exactly as an uninterrupted one.
 
 The report's held-out mIoU uses images of seed 1001, so ``compress`` selects on seed 1002 by
-default: the selection never sees the report's images.
+default: the selection never sees the report's images. A model on a GPU is measured there (the
+reference evaluator builds its prompts on the model's device); the best weights are kept on the CPU.
 
 Example:
     >>> v = Validator(every=0, n_images=2)
@@ -42,7 +43,7 @@ class Validator:
         return self.enabled and (step % self.every == 0 or step == steps)
 
     def measure(self, sam: torch.nn.Module) -> float:
-        """Point mIoU of ``sam`` on the validation images."""
+        """Point mIoU of ``sam`` (on its device) on the validation images."""
         from ..reference.evaluate import evaluate_model
 
         return round(float(evaluate_model(sam, n_images=self.n_images, seed=self.seed,
@@ -53,7 +54,7 @@ class Validator:
         miou = self.measure(sam)
         self.history.append({"phase": phase, "step": step, "miou": miou})
         if final_phase and (self.best is None or self.best["phase"] != phase or miou > self.best["miou"]):
-            state = {k: v.detach().clone() for k, v in sam.state_dict().items()}
+            state = {k: v.detach().to("cpu", copy=True) for k, v in sam.state_dict().items()}
             self.best = {"phase": phase, "step": step, "miou": miou, "state": state}
         return miou
 

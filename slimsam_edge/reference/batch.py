@@ -27,6 +27,8 @@ from .recipe import Recipe
 def preprocess(sam: Any, images: Sequence[np.ndarray]) -> torch.Tensor:
     """Normalise ``HxWx3`` uint8 RGB images of the model's input size into an NCHW float batch.
 
+    The batch is on the model's device (that of ``sam.pixel_mean``).
+
     Example:
         >>> import numpy as np, torch
         >>> from types import SimpleNamespace
@@ -34,7 +36,7 @@ def preprocess(sam: Any, images: Sequence[np.ndarray]) -> torch.Tensor:
         >>> preprocess(sam, [np.zeros((4, 4, 3), np.uint8)]).shape
         torch.Size([1, 3, 4, 4])
     """
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.stack(images)).to(sam.pixel_mean.device).permute(0, 3, 1, 2).float()
     return (x - sam.pixel_mean.view(1, 3, 1, 1)) / sam.pixel_std.view(1, 3, 1, 1)
 
 
@@ -75,8 +77,57 @@ def upscale(low_res: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
 
 
-def _tensor(values: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values), dtype=dtype)
+def _tensor(values: list, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+
+def interior_depth(region: torch.Tensor, max_depth: int = 64) -> torch.Tensor:
+    """Chessboard distance of each pixel of ``region`` ``(N, H, W)`` to its border (the image edge
+    counts as border), capped at ``max_depth``; 0 outside. Iterated 3x3 erosions, batched.
+
+    Example:
+        >>> import torch
+        >>> r = torch.zeros(1, 5, 5, dtype=torch.bool); r[0, :, :] = True
+        >>> interior_depth(r)[0, 2].tolist()
+        [1.0, 2.0, 3.0, 2.0, 1.0]
+    """
+    cur = region[:, None].float()
+    depth = torch.zeros_like(cur)
+    for i in range(max_depth):
+        depth += cur
+        cur = -F.max_pool2d(-F.pad(cur, (1, 1, 1, 1), value=0.0), 3, stride=1)
+        if i % 8 == 7 and not bool(cur.any()):
+            break
+    return depth[:, 0]
+
+
+def corrective_clicks(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`corrective_point` in torch (for the GPU): ``(xy (N, 2), labels (N,))``.
+
+    The larger error region of each mask gives the click (false negative → label 1, false
+    positive → 0; a perfect mask → a positive click inside the truth), at a random pixel (drawn
+    with ``gen``) among those at least half the region's maximal depth from its border, depth being
+    the chessboard distance of :func:`interior_depth` instead of the CPU path's Euclidean one.
+
+    Example:
+        >>> import torch
+        >>> gt = torch.zeros(1, 8, 8, dtype=torch.bool); gt[0, 2:6, 2:6] = True
+        >>> xy, lab = corrective_clicks(torch.zeros_like(gt), gt, torch.Generator().manual_seed(0))
+        >>> int(lab[0]), bool(gt[0, int(xy[0, 1]), int(xy[0, 0])])
+        (1, True)
+    """
+    fn, fp = gt & ~pred, pred & ~gt
+    n_fn, n_fp = fn.flatten(1).sum(1), fp.flatten(1).sum(1)
+    perfect = (n_fn == 0) & (n_fp == 0)
+    use_fn = n_fn >= n_fp
+    region = torch.where(perfect[:, None, None], gt, torch.where(use_fn[:, None, None], fn, fp))
+    depth = interior_depth(region)
+    keep = depth >= 0.5 * depth.flatten(1).amax(1).clamp(min=1)[:, None, None]
+    noise = torch.rand(keep.shape, generator=gen, device=gen.device) + 1.0  # > 0 on every kept pixel
+    flat = (noise * keep).flatten(1).argmax(1)
+    w = pred.shape[-1]
+    xy = torch.stack([flat % w, flat // w], 1).float()
+    return xy, (use_fn | perfect).long()
 
 
 def batch_loss(
@@ -85,6 +136,7 @@ def batch_loss(
     images: Sequence[np.ndarray],
     masks: Sequence[Sequence[np.ndarray]],
     rng: np.random.Generator,
+    gen: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loss of one batch: up to ``masks_per_image`` masks per image, point or box prompts.
 
@@ -93,8 +145,11 @@ def batch_loss(
     region of the previous single-output mask, whose low-res logits become the mask input.
     Losses are computed at ``recipe.loss_size`` (logits upsampled, targets area-downsampled).
     Returns ``loss`` (to backpropagate) and detached ``focal``, ``dice``, ``iou``, ``train_iou``.
+    With a torch generator ``gen`` (on the model's device) the corrective clicks are computed on
+    the device by :func:`corrective_clicks`; without one, on the CPU by :func:`corrective_point`.
     """
     size = recipe.image_size
+    dev = sam.pixel_mean.device
     emb = sam.image_encoder(preprocess(sam, images))
     img_idx, gts, kinds, coords, labels, boxes = [], [], [], [], [], []
     for i, image_masks in enumerate(masks):
@@ -109,7 +164,7 @@ def batch_loss(
             labels.append([] if is_box else [1])
             boxes.append(noisy_box(m, rng, recipe.box_noise) if is_box else None)
     groups = [np.flatnonzero(~np.array(kinds)), np.flatnonzero(np.array(kinds))]
-    gt_full = torch.from_numpy(np.stack(gts))
+    gt_full = torch.from_numpy(np.stack(gts)).to(dev)
     ls_size = min(recipe.loss_size, size)
     gt_all = gt_full.float()[:, None]
     gt_all = (F.interpolate(gt_all, (ls_size, ls_size), mode="area") if ls_size != size else gt_all)[:, 0]
@@ -121,12 +176,14 @@ def batch_loss(
                 continue
             pts = None
             if coords[idx[0]]:
-                pts = (_tensor([coords[k] for k in idx]), _tensor([labels[k] for k in idx], torch.int64))
-            bx = _tensor([boxes[k] for k in idx]) if is_box else None
+                pts = (_tensor([coords[k] for k in idx], device=dev),
+                       _tensor([labels[k] for k in idx], torch.int64, dev))
+            bx = _tensor([boxes[k] for k in idx], device=dev) if is_box else None
             m_in = prev[is_box] if rnd > 0 else None
-            low, iou_pred = decode(sam, emb[_tensor([img_idx[k] for k in idx], torch.int64)], pts, bx, m_in)
+            low, iou_pred = decode(sam, emb[_tensor([img_idx[k] for k in idx], torch.int64, dev)], pts, bx, m_in)
             logits = upscale(low, ls_size)
-            gt = gt_all[torch.as_tensor(idx)]
+            sel_idx = torch.as_tensor(idx, device=dev)
+            gt = gt_all[sel_idx]
             sel = slice(0, 4) if (rnd == 0 and not is_box) else slice(0, 1)
             ls = mask_losses(logits[:, sel], gt, iou_pred[:, sel], focal_weight=recipe.focal_weight,
                              dice_weight=recipe.dice_weight, iou_weight=recipe.iou_weight)
@@ -142,15 +199,20 @@ def batch_loss(
             terms["dice"].append(dice_l.detach())
             terms["iou"].append(iou_l.detach())
             with torch.no_grad():
-                pred = (upscale(low[:, 0:1], size)[:, 0] > 0).numpy()
-                g = gt_full[torch.as_tensor(idx)].numpy()
-                inter = (pred & g).sum((1, 2))
-                union = (pred | g).sum((1, 2))
-                terms["acc"].append(torch.as_tensor(inter / np.maximum(union, 1)))
+                pred_t = upscale(low[:, 0:1], size)[:, 0] > 0
+                g = gt_full[sel_idx]
+                inter = (pred_t & g).sum((1, 2)).float()
+                union = (pred_t | g).sum((1, 2)).float()
+                terms["acc"].append(inter / union.clamp(min=1))
+                pred = pred_t.cpu().numpy() if rnd < recipe.corrective_rounds and gen is None else None
             if rnd < recipe.corrective_rounds:
                 prev[is_box] = low[:, 0:1].detach()
-                for n, k in enumerate(idx):
-                    (x, y), lab = corrective_point(pred[n], gts[k], rng)
+                if gen is not None:
+                    xy, lab_t = corrective_clicks(pred_t, gt_full[sel_idx], gen)
+                    clicks = list(zip(map(tuple, xy.tolist()), lab_t.tolist()))
+                else:
+                    clicks = [corrective_point(pred[n], gts[k], rng) for n, k in enumerate(idx)]
+                for k, ((x, y), lab) in zip(idx, clicks):
                     coords[k] = coords[k] + [(x, y)]
                     labels[k] = labels[k] + [lab]
     n_terms = 1 + recipe.corrective_rounds
@@ -159,5 +221,5 @@ def batch_loss(
         "focal": torch.cat(terms["focal"]).mean(),
         "dice": torch.cat(terms["dice"]).mean(),
         "iou": torch.cat(terms["iou"]).mean(),
-        "train_iou": torch.cat(terms["acc"]).float().mean(),
+        "train_iou": torch.cat(terms["acc"]).mean(),
     }

@@ -38,7 +38,9 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[str, Any]:
     steps = [e for e in events if e.get("event") == "step"]
     resumes = [e["step"] for e in events if e.get("event") == "resume"]
+    start = next((e for e in events if e.get("event") == "start"), {})
     return {
+        "device": start.get("device", "2 CPU cores"),
         "recipe": json.loads(meta.get("recipe", "{}")),
         "best_step": int(meta.get("best_step", "0")),
         "selection": json.loads(meta.get("eval_json", "{}")),
@@ -82,8 +84,11 @@ def render_card(card: dict[str, Any]) -> str:
         f"{r.get('warmup_steps')} warm-up steps and cosine decay, focal {r.get('focal_weight')} + dice "
         f"{r.get('dice_weight')} + IoU-MSE {r.get('iou_weight')}, {int(100 * r.get('box_fraction', 0))}% box prompts, "
         f"{r.get('corrective_rounds')} corrective click round(s). Training time: {t['training_minutes']} min on "
-        "2 CPU cores." + (f" The run was resumed at steps {t['resumed_at_steps']} (the step count was raised "
+        f"{t.get('device', '2 CPU cores')}." + (f" The run was resumed at steps {t['resumed_at_steps']} (the step count was raised "
                           "on resume, so the cosine schedule was stretched from that step on)." if t["resumed_at_steps"] else ""),
+        *(["On a GPU the corrective clicks are drawn on the device (batch.corrective_clicks: chessboard "
+           "instead of Euclidean interior distance), so the same command on a CPU trains different weights."]
+          if not str(t.get("device", "cpu")).startswith(("cpu", "2 CPU")) else []),
         f"The shipped weights are those of step {t['best_step']}, the best held-out point mIoU on "
         f"{r.get('eval_images')} images of seed {r.get('eval_seed')}; stored as fp16.", "",
         "## Evaluation", "",
@@ -137,11 +142,28 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
     return card
 
 
+#: recipe fields that ``train-reference`` takes as options
+RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every")
+
+
+def _recipe_flags(start: dict[str, Any]) -> str:
+    """The options that reproduce a run's non-default recipe and its device."""
+    from .recipe import Recipe
+
+    default, recipe = Recipe().to_dict(), start.get("recipe", {})
+    flags = [f" --{k.replace('_', '-')} {recipe[k]}" for k in RECIPE_FLAGS if k in recipe and recipe[k] != default[k]]
+    device = start.get("device", "")
+    if device and not device.startswith("cpu"):
+        flags.append(" --device cuda")
+    return "".join(flags)
+
+
 def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume)."""
-    first = next((e["recipe"]["steps"] for e in events if e.get("event") == "start"), None)
+    start = next((e for e in events if e.get("event") == "start"), {})
+    first = start.get("recipe", {}).get("steps")
     final = json.loads(meta.get("recipe", "{}")).get("steps")
-    base = f"slimsam-edge train-reference --out {run_dir}"
+    base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)
     cmds = [f"{base} --steps {first or final}"]
     if first is not None and final is not None and final != first:
         at = [e["step"] for e in events if e.get("event") == "resume"]

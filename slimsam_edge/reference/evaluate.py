@@ -42,6 +42,7 @@ def evaluate_model(
     if size != sam.image_encoder.img_size:
         raise UsageError(f"image size {size} differs from the model's input {sam.image_encoder.img_size}")
     accs = {k: MiouAccumulator() for k in ("point", "box", "point_multi")}
+    dev = sam.pixel_mean.device
     was_training = sam.training
     sam.eval()
     n_masks = 0
@@ -53,16 +54,16 @@ def evaluate_model(
                 gts = [a.mask for a in s.annotations]
                 n_masks += len(gts)
                 e = emb[i : i + 1].expand(len(gts), -1, -1, -1)
-                pts = torch.tensor([a.point_coords[0] for a in s.annotations], dtype=torch.float32)[:, None]
-                lab = torch.ones(len(gts), 1, dtype=torch.int64)
+                pts = torch.tensor([a.point_coords[0] for a in s.annotations], dtype=torch.float32, device=dev)[:, None]
+                lab = torch.ones(len(gts), 1, dtype=torch.int64, device=dev)
                 low, iou = decode(sam, e, points=(pts, lab))
-                masks = (upscale(low, size) > 0).numpy()
+                masks = (upscale(low, size) > 0).cpu().numpy()
                 accs["point"].add_image(list(masks[:, 0]), gts)
-                best = iou[:, 1:].argmax(1).numpy() + 1
+                best = iou[:, 1:].argmax(1).cpu().numpy() + 1
                 accs["point_multi"].add_image([masks[n, b] for n, b in enumerate(best)], gts)
-                boxes = torch.tensor([a.bbox_xyxy for a in s.annotations], dtype=torch.float32)
+                boxes = torch.tensor([a.bbox_xyxy for a in s.annotations], dtype=torch.float32, device=dev)
                 low, _ = decode(sam, e, boxes=boxes)
-                accs["box"].add_image(list((upscale(low, size) > 0).numpy()[:, 0]), gts)
+                accs["box"].add_image(list((upscale(low, size) > 0).cpu().numpy()[:, 0]), gts)
     sam.train(was_training)
     out: dict[str, Any] = {k: a.summary() for k, a in accs.items()}
     out.update(n_images=n_images, n_masks=n_masks, seed=seed)

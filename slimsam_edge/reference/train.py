@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..compress.device import rank_device, resolve_device
 from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
 from ..fsutil import atomic_path
@@ -50,6 +51,48 @@ def make_optimizer(sam: torch.nn.Module, recipe: Recipe) -> tuple[torch.optim.Op
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.lr_at(s) / recipe.lr)
     return opt, sched
+
+
+class StepImages(torch.utils.data.Dataset):
+    """Item ``i`` = the procedural samples of optimiser step ``start + i`` (a pure function of it)."""
+
+    def __init__(self, recipe: Recipe, start: int):
+        self.recipe, self.start = recipe, start
+
+    def __len__(self) -> int:
+        return max(0, self.recipe.steps - self.start)
+
+    def __getitem__(self, i: int) -> list:
+        r, step = self.recipe, self.start + i
+        return [procedural_sample(r.data_seed, step * r.batch_images + k, r.image_size) for k in range(r.batch_images)]
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _one_thread(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def step_images(recipe: Recipe, start: int, workers: int = 0):
+    """Iterate the samples of steps ``start..steps-1``; ``workers`` > 0 generates them in that many
+    processes ahead of the training loop (same images in the same order). The workers are spawned,
+    not forked: a fork after CUDA, OpenMP or OpenCV threads have started can deadlock.
+
+    Example:
+        >>> batches = step_images(Recipe(steps=3, batch_images=2), start=2)
+        >>> [len(b) for b in batches]
+        [2]
+    """
+    data = StepImages(recipe, start)
+    if workers <= 0:
+        return (data[i] for i in range(len(data)))
+    return iter(torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=workers,
+                                            collate_fn=_as_is, prefetch_factor=4, worker_init_fn=_one_thread,
+                                            multiprocessing_context="spawn"))
 
 
 def _log(path: Path, record: dict[str, Any]) -> None:
@@ -100,6 +143,8 @@ def train(
     quiet: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     threads: int = 2,
+    device: str = "cpu",
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Run (or resume) training; return ``{"steps", "best", "final", "elapsed_s", "out"}``.
 
@@ -112,6 +157,9 @@ def train(
         quiet: no progress bar or log lines on the console.
         on_step: called after each step with ``(step, losses)``.
         threads: torch CPU threads (1 is faster than 2 on a 2-core machine that is busy otherwise).
+        device: ``cpu``, ``cuda`` or ``auto``; weights are initialised on the CPU, so the start is
+            the same everywhere (later steps differ by floating-point rounding).
+        workers: processes generating the procedural images ahead of the GPU/CPU (0: inline).
 
     Example:
         >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
@@ -126,10 +174,14 @@ def train(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    dev = rank_device(resolve_device(device))
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
-    sam = build_sam(spec)
+    if dev.type == "cuda":  # TF32 matmuls, as compress does (compress.device.tf32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sam = build_sam(spec).to(dev)
     start, best, elapsed = 0, None, 0.0
     state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if state is not None:
@@ -144,11 +196,12 @@ def train(
         start, best, elapsed = int(state["step"]), state["best"], float(state["elapsed_s"])
     console = Console(stderr=True, quiet=quiet)
     meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json()}
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} thread(s)"
     if state is None:
-        _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict()})
+        _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict(), "device": where})
     else:
         console.print(f"resuming from step {start}")
-        _log(log_path, {"event": "resume", "step": start})
+        _log(log_path, {"event": "resume", "step": start, "device": where})
 
     def evaluate(step: int) -> None:
         nonlocal best
@@ -165,15 +218,17 @@ def train(
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     t0, last = time.time() - elapsed, {}
     t_run = time.time()  # this process's start: the ETA uses only steps run here
+    # on a GPU the corrective clicks are drawn there too (batch.corrective_clicks), seeded per step
+    gen = torch.Generator(device=dev) if dev.type == "cuda" else None
     sam.train()
     with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as progress:
         task = progress.add_task("train", total=recipe.steps, completed=start, info="")
-        for step in range(start, recipe.steps):
-            samples = [procedural_sample(recipe.data_seed, step * recipe.batch_images + i, recipe.image_size)
-                       for i in range(recipe.batch_images)]
+        for step, samples in enumerate(step_images(recipe, start, workers), start):
             rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step]))
+            if gen is not None:
+                gen.manual_seed(int(np.random.SeedSequence([recipe.seed, step, 1]).generate_state(1)[0]))
             res = batch_loss(sam, recipe, [s.image for s in samples],
-                             [[a.mask for a in s.annotations] for s in samples], rng)
+                             [[a.mask for a in s.annotations] for s in samples], rng, gen)
             opt.zero_grad(set_to_none=True)
             res["loss"].backward()
             gnorm = torch.nn.utils.clip_grad_norm_(sam.parameters(), recipe.grad_clip)
