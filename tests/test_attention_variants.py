@@ -89,6 +89,34 @@ def test_export_with_an_exact_variant_is_validated_against_plain(tmp_path, tiny_
     assert p.predict(point_coords=np.array([[30, 20]]), point_labels=np.array([1]))[0].shape == (3, 64, 80)
     assert load_bundle(out).manifest.notes
     for args, text in ((["--attention", "flash"], "unknown attention variant 'flash'"),
-                       (["--attention", "ort_mha"], "not available in export yet")):
+                       (["--attention", "ort_mha"], "onnxruntime only, not openvino; pick another variant or --target onnx")):
         bad = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(tmp_path / "x"), *args])
         assert bad.exit_code == 2 and text in bad.stderr, bad.output
+
+
+def test_export_with_ort_fused_attention_for_the_onnx_target(tmp_path, tiny_checkpoint) -> None:
+    """``--attention ort_mha --target onnx``: com.microsoft.MultiHeadAttention in the encoder graph,
+    its placeholder inputs blanked before simplification, validated against plain PyTorch."""
+    import json
+
+    import numpy as np
+    import onnx
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.app import app
+    from slimsam_edge.predictor import EdgePredictor
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--out", str(out), "--target", "onnx",
+                                   "--attention", "ort_mha", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    enc = summary["validation"]["image_encoder/onnxruntime/fp32"]
+    assert enc["ok"] and enc["max_abs_diff"]["image_embeddings"] < 1e-4
+    graph = onnx.load(str(out / "onnx" / "image_encoder.onnx")).graph
+    mha = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
+    assert mha and all(n.domain == "com.microsoft" and n.input[3] == "" for n in mha)
+    p = EdgePredictor.from_bundle(out, backend="onnxruntime")
+    p.set_image(np.full((64, 80, 3), 120, np.uint8))
+    masks = p.predict(point_coords=np.array([[30, 20]]), point_labels=np.array([1]))[0]
+    assert masks.shape == (3, 64, 80)

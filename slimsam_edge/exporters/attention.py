@@ -279,8 +279,9 @@ def with_attention(sam: nn.Module, name: str, backends: tuple[str, ...]) -> tupl
     """A shallow copy of ``sam`` whose image encoder uses variant ``name`` (``sam`` is unchanged),
     and the manifest notes; ``plain`` returns ``sam`` itself.
 
-    Refuses (UsageError) a variant a listed backend cannot run, and the ``ort_mha`` family, whose
-    graphs need :func:`finalize_onnx` before simplification (use ``scripts/attention_probe.py``).
+    Refuses (UsageError) a variant a listed backend cannot run: the ``ort_mha`` family runs on
+    ONNX Runtime alone (``--target onnx``); its graphs get :func:`finalize_onnx` in
+    :func:`~slimsam_edge.exporters.onnx_export.export_onnx`, before simplification.
 
     Example:
         >>> same, notes = with_attention(torch.nn.Module(), "plain", ("onnxruntime",))
@@ -290,13 +291,12 @@ def with_attention(sam: nn.Module, name: str, backends: tuple[str, ...]) -> tupl
     variant = get_variant(name)
     if variant.name == "plain":
         return sam, []
-    if variant.needs_finalize:
-        raise UsageError(f"attention variant {name!r} is not available in export yet (it needs a graph fix-up "
-                         "before simplification); choose pad16, headmajor or sdpa")
     unsupported = [b for b in backends if b not in variant.runtimes]
     if unsupported:
+        only_ort = variant.runtimes == ("onnxruntime",)
         raise UsageError(f"attention variant {name!r} runs on {', '.join(variant.runtimes)} only, not "
-                         f"{', '.join(unsupported)}; pick another variant or target")
+                         f"{', '.join(unsupported)}; pick another variant or "
+                         f"{'--target onnx' if only_ort else 'another target'}")
     twin = copy.copy(sam)
     twin._modules = dict(sam._modules)  # new submodule table: the original keeps its encoder
     twin.image_encoder = variant.apply(sam.image_encoder)
