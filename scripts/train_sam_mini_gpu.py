@@ -34,9 +34,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
+    from slimsam_edge.reference.card import fp16_copy
     from slimsam_edge.reference.recipe import Recipe
     from slimsam_edge.reference.train import BEST, LOG, train
 
@@ -59,10 +58,7 @@ def main() -> None:
     print(json.dumps({"best": result["best"], "elapsed_s": round(result["elapsed_s"], 1)}), flush=True)
     if args.copy_to:
         args.copy_to.mkdir(parents=True, exist_ok=True)
-        with safe_open(str(args.out / BEST), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}
-        save_file(tensors, str(args.copy_to / BEST), metadata=meta)
+        fp16_copy(args.out / BEST, args.copy_to / BEST)
         shutil.copy(args.out / LOG, args.copy_to / LOG)
         (args.copy_to / "probe.json").write_text(json.dumps(probe, indent=1))
 

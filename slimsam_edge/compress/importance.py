@@ -78,7 +78,7 @@ class _Taylor(Criterion):
     def element_scores(self, param, grad, gen):
         if grad is None:
             return torch.zeros(param.shape, dtype=torch.float64)
-        return (param.detach().double() * grad.to(param.device).double()).abs()
+        return (param.detach().double() * grad.double()).abs()
 
 
 @register("taylor")
@@ -205,9 +205,9 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
     Example:
         >>> keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)   # doctest: +SKIP
     """
+    from ..reference.batch import preprocess
     from . import runtime
     from .cache import TeacherEmbeddings
-    from ..reference.batch import preprocess
 
     crit = make_criterion(cfg.importance, sigma=cfg.sigma, seed=cfg.seed)
     grads = None

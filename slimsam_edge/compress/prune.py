@@ -28,6 +28,7 @@ import torch
 
 from ..models.build import build_sam
 from ..models.spec import EncoderSpec, ModelSpec
+from .device import model_device
 
 Unit = str | tuple[str, int]
 P = "image_encoder."
@@ -139,7 +140,7 @@ def prune_sam(sam: torch.nn.Module, spec: ModelSpec,
     """
     new_spec = pruned_spec(spec, keep)
     sd = prune_state_dict(sam.state_dict(), spec.encoder, keep)
-    device = next(sam.parameters()).device
+    device = model_device(sam)
     new = build_sam(new_spec, device=device)
     new.load_state_dict(sd, strict=True)
     return new.train(sam.training), new_spec
@@ -172,7 +173,7 @@ def prune_embedding_tp(sam: torch.nn.Module, spec: ModelSpec,
     import torch_pruning as tp
 
     new_spec = pruned_spec(spec, {"embed": kept})
-    device = next(sam.parameters()).device  # traced and rebuilt where ``sam`` is
+    device = model_device(sam)  # traced and rebuilt where ``sam`` is
     model = copy.deepcopy(sam).eval()
     enc = model.image_encoder.requires_grad_(True)  # the graph is traced through autograd
     with warnings.catch_warnings():  # rel-pos / neck-norm tables are outside this group anyway

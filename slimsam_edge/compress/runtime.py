@@ -51,7 +51,9 @@ def init_from_env(device: str = "cpu") -> bool:
 
     kind = torch.device(device).type
     if kind == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        from .device import local_rank
+
+        torch.cuda.set_device(local_rank())
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():

@@ -330,6 +330,8 @@ def finalize_onnx(model):
     from onnx import numpy_helper
 
     graph = model.graph
+    if not any(n.op_type == "MultiHeadAttention" and n.domain == ORT_DOMAIN for n in graph.node):
+        return model
     empty = set()
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":

@@ -17,6 +17,7 @@ import torch
 from ..errors import ExportError
 from ..fsutil import atomic_path
 from . import wrappers
+from .attention import finalize_onnx
 from .onnx_spec import ONNX_SPECS, OnnxSpec
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,7 @@ def export_onnx(
         except Exception as err:  # exporter failures are many types; report them as one
             raise ExportError(f"ONNX export of {spec.name} failed: {type(err).__name__}: {err}") from err
         model = onnx.load(str(raw), load_external_data=True)
-        if any(n.op_type == "MultiHeadAttention" for n in model.graph.node):
-            from .attention import finalize_onnx
-
-            finalize_onnx(model)  # ORT's fused attention (--attention ort_mha): blank its optional inputs
+        finalize_onnx(model)  # ORT's fused attention (--attention ort_mha): blank its optional inputs
         for leftover in raw.parent.glob(raw.name + "*.data"):
             leftover.unlink()
     out.with_suffix(".raw.onnx").unlink(missing_ok=True)  # in memory now; keep only the final graph

@@ -204,14 +204,13 @@ def batch_loss(
                 inter = (pred_t & g).sum((1, 2)).float()
                 union = (pred_t | g).sum((1, 2)).float()
                 terms["acc"].append(inter / union.clamp(min=1))
-                pred = pred_t.cpu().numpy() if rnd < recipe.corrective_rounds and gen is None else None
             if rnd < recipe.corrective_rounds:
                 prev[is_box] = low[:, 0:1].detach()
                 if gen is not None:
-                    xy, lab_t = corrective_clicks(pred_t, gt_full[sel_idx], gen)
+                    xy, lab_t = corrective_clicks(pred_t, g, gen)
                     clicks = list(zip(map(tuple, xy.tolist()), lab_t.tolist()))
                 else:
-                    clicks = [corrective_point(pred[n], gts[k], rng) for n, k in enumerate(idx)]
+                    clicks = [corrective_point(p, gts[k], rng) for p, k in zip(pred_t.cpu().numpy(), idx)]
                 for k, ((x, y), lab) in zip(idx, clicks):
                     coords[k] = coords[k] + [(x, y)]
                     labels[k] = labels[k] + [lab]

@@ -35,12 +35,22 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
 
 
+def _start_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's ``start`` record (recipe, spec, device); empty when the log has none."""
+    return next((e for e in events if e.get("event") == "start"), {})
+
+
+def _on_gpu(device: str) -> bool:
+    """Whether a log's device string (``"cpu, 2 thread(s)"`` or a GPU's name) names a GPU; logs
+    older than the field say nothing and ran on the CPU."""
+    return bool(device) and not device.startswith(("cpu", "2 CPU"))
+
+
 def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[str, Any]:
     steps = [e for e in events if e.get("event") == "step"]
     resumes = [e["step"] for e in events if e.get("event") == "resume"]
-    start = next((e for e in events if e.get("event") == "start"), {})
     return {
-        "device": start.get("device", "2 CPU cores"),
+        "device": _start_event(events).get("device", "2 CPU cores"),
         "recipe": json.loads(meta.get("recipe", "{}")),
         "best_step": int(meta.get("best_step", "0")),
         "selection": json.loads(meta.get("eval_json", "{}")),
@@ -88,7 +98,7 @@ def render_card(card: dict[str, Any]) -> str:
                           "on resume, so the cosine schedule was stretched from that step on)." if t["resumed_at_steps"] else ""),
         *(["On a GPU the corrective clicks are drawn on the device (batch.corrective_clicks: chessboard "
            "instead of Euclidean interior distance), so the same command on a CPU trains different weights."]
-          if not str(t.get("device", "cpu")).startswith(("cpu", "2 CPU")) else []),
+          if _on_gpu(str(t.get("device", ""))) else []),
         f"The shipped weights are those of step {t['best_step']}, the best held-out point mIoU on "
         f"{r.get('eval_images')} images of seed {r.get('eval_seed')}; stored as fp16.", "",
         "## Evaluation", "",
@@ -104,14 +114,30 @@ def render_card(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int = CARD_IMAGES) -> dict[str, Any]:
-    """Copy ``run_dir/best.safetensors`` into the package as fp16 and write the model card."""
+def fp16_copy(src: Path | str, dst: Path | str) -> dict[str, str]:
+    """Write ``src``'s tensors as fp16 to ``dst`` (atomically), metadata kept; returns the metadata.
+
+    Example:
+        >>> meta = fp16_copy("runs/sam-mini/best.safetensors", "/tmp/best16.safetensors")  # doctest: +SKIP
+    """
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
+    from ..fsutil import atomic_path
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        tensors = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}
+    with atomic_path(Path(dst)) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return meta
+
+
+def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int = CARD_IMAGES) -> dict[str, Any]:
+    """Copy ``run_dir/best.safetensors`` into the package as fp16 and write the model card."""
     from ..assets import ASSETS
-    from ..fsutil import atomic_path, write_text_atomic
+    from ..fsutil import write_text_atomic
     from ..models.io import load_model
     from ..models.stats import model_report
 
@@ -119,12 +145,8 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
     best = run_dir / "best.safetensors"
     if not best.is_file():
         raise CheckpointError(f"{best} not found; run `slimsam-edge train-reference --out {run_dir}` first")
-    with safe_open(str(best), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k).to(torch.float16) for k in f.keys()}
     weights = assets_dir / "sam_mini.safetensors"
-    with atomic_path(weights) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    meta = fp16_copy(best, weights)
     events = _read_log(run_dir)
     sam, spec = load_model(weights)
     report = model_report(sam, spec)
@@ -152,15 +174,14 @@ def _recipe_flags(start: dict[str, Any]) -> str:
 
     default, recipe = Recipe().to_dict(), start.get("recipe", {})
     flags = [f" --{k.replace('_', '-')} {recipe[k]}" for k in RECIPE_FLAGS if k in recipe and recipe[k] != default[k]]
-    device = start.get("device", "")
-    if device and not device.startswith("cpu"):
+    if _on_gpu(start.get("device", "")):
         flags.append(" --device cuda")
     return "".join(flags)
 
 
 def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume)."""
-    start = next((e for e in events if e.get("event") == "start"), {})
+    start = _start_event(events)
     first = start.get("recipe", {}).get("steps")
     final = json.loads(meta.get("recipe", "{}")).get("steps")
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..compress.device import rank_device, resolve_device
+from ..compress.device import rank_device, resolve_device, tf32
 from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
 from ..fsutil import atomic_path
@@ -178,9 +178,6 @@ def train(
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
-    if dev.type == "cuda":  # TF32 matmuls, as compress does (compress.device.tf32)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     sam = build_sam(spec).to(dev)
     start, best, elapsed = 0, None, 0.0
     state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
@@ -221,7 +218,8 @@ def train(
     # on a GPU the corrective clicks are drawn there too (batch.corrective_clicks), seeded per step
     gen = torch.Generator(device=dev) if dev.type == "cuda" else None
     sam.train()
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as progress:
+    bar = Progress(*columns, console=console, disable=quiet or not console.is_terminal)
+    with tf32(dev.type == "cuda"), bar as progress:  # TF32 matmuls on a GPU, as compress
         task = progress.add_task("train", total=recipe.steps, completed=start, info="")
         for step, samples in enumerate(step_images(recipe, start, workers), start):
             rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step]))
@@ -253,8 +251,8 @@ def train(
                 sam.train()
             if done % recipe.checkpoint_every == 0 or done == recipe.steps:
                 _save_checkpoint(ckpt_path, sam, opt, sched, done, recipe, best, time.time() - t0)
-    if best is None:  # resumed at the end: nothing ran; evaluate what is there
-        evaluate(start)
+        if best is None:  # resumed at the end: nothing ran; evaluate what is there
+            evaluate(start)
     elapsed = time.time() - t0
     _log(log_path, {"event": "end", "step": recipe.steps, "elapsed_s": round(elapsed, 1), "best": best})
     return {"steps": recipe.steps, "best": best, "final": last, "elapsed_s": elapsed, "out": str(out)}
