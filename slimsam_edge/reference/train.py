@@ -171,10 +171,10 @@ def train(
     spec = spec or preset(recipe.model_type)
     if spec.image_size != recipe.image_size:
         raise UsageError(f"recipe image_size {recipe.image_size} != model input {spec.image_size}")
+    dev = rank_device(resolve_device(device))  # a bad or missing device: refused before anything is written
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out / CHECKPOINT, out / LOG
-    dev = rank_device(resolve_device(device))
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
