@@ -92,6 +92,15 @@ def _sessions(path: Path, runtimes: list[str], threads: int, ort_arena: str = "o
     return out
 
 
+def _roofline(report_path: Path, spec, gidx: int, threads: int, plain_block_ms: dict[str, float]) -> dict:
+    """The compute floor of one global block here, and the best whole-encoder ratio it allows."""
+    from slimsam_edge.bench.roofline import exact_route_bound, measure_machine
+
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return exact_route_bound(report, spec, gidx, measure_machine(threads=threads), source=str(report_path),
+                             plain_block_ms=plain_block_ms)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="vit_p77")
@@ -109,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the ONNX files here")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--markdown", type=Path, default=None, help="write the table here (docs/results/attention.md)")
+    ap.add_argument("--roofline", type=Path, default=None, metavar="PRECISION_JSON",
+                    help="also bound the best exact route: this machine's GEMM and exp rates, and the "
+                    "plain and all-windowed encoder times of this precision report (docs/results/precision.json)")
     args = ap.parse_args(argv)
 
     names = [get_variant(n.strip()).name for n in args.variants.split(",") if n.strip()]
@@ -189,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     table += [f"| {r['variant']} | {r['runtime']} | {r['p50_ms']:.1f} | {r['min_ms']:.1f} | "
               f"{r['ratio_to_plain']:.3f} | {r['max_abs_diff']:.1e} |" for r in rows]
     print("\n" + "\n".join(table))
+    plain_ms = {r["runtime"]: r["p50_ms"] for r in rows if r["variant"] == "plain"}
+    floor = _roofline(args.roofline, spec, gidx, args.threads, plain_ms) if args.roofline and not args.whole else None
+    if floor:
+        table += ["", *floor["lines"]]
+        print("\n" + "\n".join(floor["lines"]))
     if args.markdown:
         from slimsam_edge.fsutil import write_text_atomic
 
@@ -204,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "geometry": geometry, "threads": args.threads, "ort_arena": args.ort_arena, "rounds": args.rounds, "reps": args.reps,
             "warmup": args.warmup, "tol": args.tol, "results": rows,
+            "roofline": {k: v for k, v in (floor or {}).items() if k != "lines"} or None,
         }, indent=2))
         print(f"\nwrote {args.json}")
     bad = [f"{r['variant']}/{r['runtime']}" for r in rows if not r["exact"]]

@@ -9,6 +9,7 @@ import torch
 from slimsam_edge.errors import UsageError
 from slimsam_edge.exporters.attention import (
     ATTENTION_VARIANTS,
+    ChunkedAttention,
     HeadMajorAttention,
     export_variant_onnx,
     get_variant,
@@ -59,6 +60,17 @@ def test_headmajor_replaces_only_global_blocks(encoder_and_ref):
     module = get_variant("headmajor").apply(enc)
     assert isinstance(module.blocks[1].attn, HeadMajorAttention)
     assert isinstance(module.blocks[0].attn, Attention)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 5])
+def test_query_row_blocks_cover_every_query_once(rows):
+    """Blocks that do not divide the grid (3 of 8 rows), and one block larger than it, are exact."""
+    attn = random_init_(Attention(32, 4, 24, 8).eval(), seed=1, std=0.3)
+    x = torch.randn(2, 8, 8, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert float((ChunkedAttention(attn, rows=rows)(x) - attn(x)).abs().max()) <= 1e-5
+    with pytest.raises(UsageError, match="rows per query block must be >= 1"):
+        ChunkedAttention(attn, rows=0)
 
 
 def test_unknown_variant_names_the_choices():

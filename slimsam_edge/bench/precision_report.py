@@ -99,16 +99,18 @@ def ratio_to_baseline(rows: list[dict[str, Any]], encoder_ms: float) -> tuple[fl
     return None, "none"
 
 
-def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: int | None) -> list[dict[str, Any]]:
-    """Point/box mIoU of sam-mini students with global blocks kept vs windowed (same schedule)."""
+def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: int | None,
+                 lr: float = 2e-4) -> list[dict[str, Any]]:
+    """Point/box mIoU of sam-mini students with global blocks kept vs windowed (same schedule;
+    ``lr`` as in docs/results/ablation.md, so its alternate + disturbed-Taylor rows compare)."""
     from ..compress.ablation import Plan, run_ablation
 
     rows = []
     for choice in ("keep", "windowed"):
-        plan = Plan(steps=steps, ratios=list(ratios), schedules=["alternate"], importances=["disturbed-taylor"],
+        plan = Plan(steps=steps, lr=lr, ratios=list(ratios), schedules=["alternate"], importances=["disturbed-taylor"],
                     extra={"global_attention": choice})
         s = run_ablation(plan, workdir / f"route-b-{choice}", results=workdir / f"route-b-{choice}.md")
-        rows += [{**r, "global_attention": choice} for r in s["rows"]]
+        rows += [{**r, "global_attention": choice, "lr": lr, "steps": steps} for r in s["rows"]]
     return rows
 
 
@@ -158,6 +160,7 @@ def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int
         lines.append("")
     if cost:
         lines += [f"mIoU cost on sam-mini: `compress` alternate + disturbed Taylor, {steps} steps per phase, "
+                  f"lr {cost[0].get('lr', 'default')}, "
                   "held-out point / box mIoU on 32 images (seed 1001).", "",
                   "| ratio | global blocks | point mIoU (kept of teacher) | box mIoU |", "|---|---|---|---|"]
         for r in cost:
@@ -187,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-mobilesam", action="store_true", help="skip MobileSAM's encoder (scripts/mobilesam_reference.py)")
     ap.add_argument("--route-b-steps", type=int, default=100, help="compress steps per phase (0: skip the mIoU cost)")
     ap.add_argument("--route-b-ratios", type=float, nargs="+", default=[0.77])
+    ap.add_argument("--route-b-lr", type=float, default=2e-4, help="compress learning rate of those runs")
     a = ap.parse_args(argv)
     pairs = [tuple(p.split("/", 1)) for p in a.pairs_1024] if a.pairs_1024 else None
     cfg = MatrixConfig(workdir=str(a.workdir), runs=a.runs, prompts=a.prompts, threads=a.threads,
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "p77" in a.models and not a.no_mobilesam and not a.export_only:
         print("MobileSAM reference encoder", file=sys.stderr, flush=True)
         result["mobilesam"] = mobilesam_reference(a.workdir, a.runs, a.threads)
-    cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads) if a.route_b_steps > 0 else []
+    cost = route_b_cost(a.route_b_steps, a.route_b_ratios, a.workdir, a.threads, a.route_b_lr) if a.route_b_steps > 0 else []
     result["route_b_cost"] = cost
     command = ("python scripts/precision.py " + shlex.join(argv)).strip()
     route_a = ["## Fast attention, route 7a (exact)", "",

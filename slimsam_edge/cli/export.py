@@ -32,7 +32,7 @@ def export(
     trust_pickle: TrustPickleOpt = False,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare every artifact with PyTorch.")] = True,
     simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Run onnxsim.")] = True,
-    attention: Annotated[str, typer.Option("--attention", help="Exact formulation of the encoder's global attention: plain | pad16 | headmajor | sdpa, or ort_mha | ort_mha_pad16 (ONNX Runtime's fused attention; --target onnx); validated against plain, see docs/results/attention.md.")] = "plain",
+    attention: Annotated[str, typer.Option("--attention", help="Exact formulation of the encoder's global attention: plain | pad16 | headmajor | sdpa | rows1 | rows8, or ort_mha | ort_mha_pad16 (ONNX Runtime's fused attention; --target onnx); validated against plain, see docs/results/attention.md.")] = "plain",
     random_init: Annotated[bool, typer.Option("--random-init", help="No checkpoint: random weights of --model-type (for latency measurements of an architecture).")] = False,
     json_out: JsonOpt = False,
 ) -> None:

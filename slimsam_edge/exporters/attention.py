@@ -13,6 +13,8 @@ left alone. Variants:
 - ``headmajor``: q/k/v projected straight into head-major layout (k already transposed), the
   softmax scale folded into the q weights: no transposes of q, k or v.
 - ``sdpa``: ``F.scaled_dot_product_attention`` with the relative-position bias as a float mask.
+- ``rows1`` / ``rows8``: queries in blocks of 1 or 8 token rows, so that each block's scores stay
+  in the last-level cache through matmul, bias, softmax and matmul (:class:`ChunkedAttention`).
 - ``ort_mha`` / ``ort_mha_pad16``: ONNX Runtime's fused ``com.microsoft.MultiHeadAttention`` with
   the bias as its ``attention_bias`` input (ONNX Runtime only; run :func:`finalize_onnx` on the
   exported graph, which :func:`export_variant_onnx` does).
@@ -31,7 +33,7 @@ Example:
     >>> get_variant("flash")
     Traceback (most recent call last):
     ...
-    slimsam_edge.errors.UsageError: unknown attention variant 'flash'; choose one of: plain, pad16, headmajor, sdpa, ort_mha, ort_mha_pad16
+    slimsam_edge.errors.UsageError: unknown attention variant 'flash'; choose one of: plain, pad16, headmajor, sdpa, rows1, rows8, ort_mha, ort_mha_pad16
 """
 
 from __future__ import annotations
@@ -173,6 +175,50 @@ class SdpaAttention(_WrapsAttention):
         return a.proj(out.permute(0, 2, 1, 3).reshape(B, H, W, -1))
 
 
+class ChunkedAttention(_WrapsAttention):
+    """Global attention computed over blocks of query rows, each block's scores cache-sized.
+
+    The plain block writes and re-reads a ``heads x N x N`` score tensor (805 MB at 1024 px for
+    SlimSAM-77) several times: matmul, bias add, softmax, matmul. Here the queries are split into
+    blocks of ``rows`` token-grid rows, so each block's scores (``heads x rows*W x N``) stay in
+    the CPU's last-level cache between those steps; the relative-position terms are computed once
+    for all queries (they are small) and sliced per block. The export unrolls the blocks.
+
+    Example:
+        >>> a = Attention(48, 4, 48, 4).eval()
+        >>> x = torch.randn(1, 4, 4, 48)
+        >>> bool((ChunkedAttention(a, rows=1)(x) - a(x)).abs().max() < 1e-5)
+        True
+    """
+
+    def __init__(self, attn: Attention, rows: int = 1):
+        super().__init__(attn)
+        if rows < 1:
+            raise UsageError(f"rows per query block must be >= 1, got {rows}")
+        self.rows = rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.inner
+        B, H, W, _ = x.shape
+        n, bh = H * W, B * a.num_heads
+        qkv = a.qkv(x).reshape(B, n, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, bh, n, a.head_dim).unbind(0)
+        kt = k.transpose(-2, -1)
+        qs = (q * a.scale).reshape(bh, H, W, a.head_dim)
+        if a.use_rel_pos:
+            bias_h, bias_w = _rel_bias(q, a.rel_pos_h, a.rel_pos_w, (H, W))
+        outs = []
+        for i in range(0, H, self.rows):
+            r = min(self.rows, H - i)
+            s = qs[:, i : i + r].reshape(bh, r * W, a.head_dim) @ kt
+            if a.use_rel_pos:
+                s = (s.view(bh, r, W, H, W) + bias_h[:, i : i + r, :, :, None]
+                     + bias_w[:, i : i + r, :, None, :]).view(bh, r * W, n)
+            outs.append(s.softmax(dim=-1) @ v)
+        out = torch.cat(outs, dim=1).view(B, a.num_heads, H, W, a.head_dim)
+        return a.proj(out.permute(0, 2, 3, 1, 4).reshape(B, H, W, -1))
+
+
 class _OrtMha(torch.autograd.Function):
     """Reference attention in torch; exports as ``com.microsoft.MultiHeadAttention``."""
 
@@ -262,6 +308,8 @@ ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
         AttentionVariant("pad16", "heads zero-padded to 16 channels", padded_attention),
         AttentionVariant("headmajor", "q/k/v projected head-major, no transposes", HeadMajorAttention),
         AttentionVariant("sdpa", "scaled_dot_product_attention with a float bias mask", SdpaAttention),
+        *(AttentionVariant(f"rows{r}", f"queries in blocks of {r} token rows (cache-sized scores)",
+                           lambda a, r=r: ChunkedAttention(a, rows=r)) for r in (1, 8)),
         AttentionVariant(
             "ort_mha", "ONNX Runtime com.microsoft.MultiHeadAttention with attention_bias",
             OrtMhaAttention, runtimes=("onnxruntime",), needs_finalize=True,
