@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,8 +191,7 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     assert any(json.loads(x)["event"] == "resume" for x in (tmp_path / "split" / LOG).read_text().splitlines())
 
 
-def test_worker_processes_feed_the_same_images(tmp_path) -> None:
-    """Images generated ahead in worker processes train exactly the weights inline generation does."""
+def _workers_match_inline(out: Path) -> None:
     from slimsam_edge.reference.train import CHECKPOINT, step_images, train
 
     r = _tiny_recipe(3)
@@ -201,12 +201,30 @@ def test_worker_processes_feed_the_same_images(tmp_path) -> None:
     for a, b in zip(inline, ahead):
         assert [np.array_equal(x.image, y.image) for x, y in zip(a, b)] == [True] * r.batch_images
     spec = _tiny_spec()
-    train(r, tmp_path / "inline", spec=spec, quiet=True)
-    train(r, tmp_path / "workers", spec=spec, quiet=True, workers=2)
-    a = torch.load(tmp_path / "inline" / CHECKPOINT, weights_only=True)["model"]
-    b = torch.load(tmp_path / "workers" / CHECKPOINT, weights_only=True)["model"]
+    train(r, out / "inline", spec=spec, quiet=True)
+    train(r, out / "workers", spec=spec, quiet=True, workers=2)
+    a = torch.load(out / "inline" / CHECKPOINT, weights_only=True)["model"]
+    b = torch.load(out / "workers" / CHECKPOINT, weights_only=True)["model"]
     for k, v in a.items():
         torch.testing.assert_close(v, b[k], rtol=0, atol=0)
+
+
+def test_worker_processes_feed_the_same_images(tmp_path) -> None:
+    """Images generated ahead in worker processes train exactly the weights inline generation does.
+
+    Runs in its own interpreter: after a DataLoader with spawned workers has run in the pytest
+    process, a later subprocess call there crashed (heap corruption in CPython's allocator, seen
+    only with the other reference tests before and tests/test_runtimes.py after); the training
+    CLI runs in a process of its own too.
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "import test_reference as t; t._workers_match_inline(Path(sys.argv[2])); print('same weights')")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "same weights" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_batch_loss_with_device_clicks_runs_on_cpu_tensors() -> None:
