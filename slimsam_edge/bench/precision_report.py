@@ -34,6 +34,8 @@ from typing import Any, Sequence
 from ..fsutil import write_text_atomic
 from .matrix import MatrixConfig, MatrixModel, render_markdown, run_matrix
 
+#: name parts of the plain and all-windowed SlimSAM-77 models in a report
+PLAIN_P77, WINDOWED_P77 = "SlimSAM-77 architecture", "all-windowed"
 WINDOWED_PAIRS = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
 
 
@@ -89,14 +91,32 @@ def models(names: Sequence[str] = MODEL_CHOICES, pairs_1024: Sequence[tuple[str,
     return [make[n]() for n in MODEL_CHOICES if n in names]
 
 
-def ratio_to_baseline(rows: list[dict[str, Any]], encoder_ms: float) -> tuple[float | None, str]:
-    """``encoder_ms`` as a ratio to the plain OpenVINO bf16 encoder (fp32 where bf16 did not run)."""
+def baseline_encoder(rows: list[dict[str, Any]]) -> tuple[float, str] | None:
+    """p50 encoder ms and ``runtime/precision`` of the goals' baseline among a model's ``rows``:
+    OpenVINO bf16, or fp32 where bf16 did not run; ``None`` without either.
+
+    Example:
+        >>> baseline_encoder([{"backend": "openvino", "precision": "bf16", "encoder_p50_ms": None},
+        ...                   {"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 80.0}])
+        (80.0, 'openvino/fp32')
+    """
     by = {(r["backend"], r["precision"]): r for r in rows}
     for key in (("openvino", "bf16"), ("openvino", "fp32")):
         r = by.get(key)
         if r and r.get("encoder_p50_ms"):
-            return round(encoder_ms / r["encoder_p50_ms"], 3), "/".join(key)
-    return None, "none"
+            return r["encoder_p50_ms"], "/".join(key)
+    return None
+
+
+def ratio_to_baseline(rows: list[dict[str, Any]], encoder_ms: float) -> tuple[float | None, str]:
+    """``encoder_ms`` as a ratio to the plain OpenVINO bf16 encoder (fp32 where bf16 did not run)."""
+    base = baseline_encoder(rows)
+    return (round(encoder_ms / base[0], 3), base[1]) if base else (None, "none")
+
+
+def find_model(result: dict[str, Any], needle: str) -> dict[str, Any] | None:
+    """The model of a report (``run_matrix``'s result) whose name contains ``needle``."""
+    return next((m for m in result.get("models", []) if needle in m["name"]), None)
 
 
 def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: int | None,
@@ -135,8 +155,7 @@ def mobilesam_reference(workdir: Path, runs: int, threads: int | None) -> dict[s
 
 def route_b_lines(result: dict[str, Any], cost: list[dict[str, Any]], steps: int) -> list[str]:
     """The route 7b section: encoder speed plain vs all-windowed at 1024, and the mIoU cost on sam-mini."""
-    plain = next((m for m in result["models"] if m["name"].startswith("SlimSAM-77 architecture")), None)
-    windowed = next((m for m in result["models"] if "all-windowed" in m["name"]), None)
+    plain, windowed = find_model(result, PLAIN_P77), find_model(result, WINDOWED_P77)
     if not cost and not (plain and windowed):
         return []
     lines = ["## Fast attention, route 7b (trained): windowed global blocks", ""]

@@ -50,12 +50,10 @@ def encoder_floor_ratio(*, rest_ms: float, floor_block_ms: float, blocks: int, p
 def encoder_ms(report: dict[str, Any], needle: str) -> tuple[float, str] | None:
     """p50 encoder ms and ``runtime/precision`` of the OpenVINO bf16 row (else fp32) of the model
     whose name contains ``needle`` in a precision report (``docs/results/precision.json``)."""
-    model = next((m for m in report.get("models", []) if needle in m["name"]), None)
-    rows = {(r["backend"], r["precision"]): r for r in (model or {}).get("rows", [])}
-    for key in (("openvino", "bf16"), ("openvino", "fp32")):
-        if rows.get(key, {}).get("encoder_p50_ms"):
-            return rows[key]["encoder_p50_ms"], "/".join(key)
-    return None
+    from .precision_report import baseline_encoder, find_model
+
+    model = find_model(report, needle)
+    return baseline_encoder(model["rows"]) if model else None
 
 
 def _window_shrink(grid: int, window: int) -> float:
@@ -74,7 +72,8 @@ def exact_route_bound(report: dict[str, Any], spec: Any, gidx: int, rates: dict[
 
     Example:
         >>> from types import SimpleNamespace
-        >>> spec = SimpleNamespace(num_heads=12, grid=64, head_dims=lambda: [14] * 12, global_attn_indexes=(2, 5, 8, 11))
+        >>> spec = SimpleNamespace(num_heads=12, grid=64, window_size=14, head_dims=lambda: [14] * 12,
+        ...                        global_attn_indexes=(2, 5, 8, 11))
         >>> rows = lambda ms: [{"backend": "openvino", "precision": "fp32", "encoder_p50_ms": ms}]
         >>> report = {"models": [{"name": "SlimSAM-77 architecture @1024", "rows": rows(2000.0)},
         ...                      {"name": "SlimSAM-77 all-windowed @1024", "rows": rows(600.0)}]}
@@ -95,8 +94,9 @@ def exact_route_bound(report: dict[str, Any], spec: Any, gidx: int, rates: dict[
         lines[-1] += " The plain block measured above: " + ", ".join(
             f"{rt} {ms:.0f} ms ({ms / f['floor_ms']:.2f}x the floor)" for rt, ms in sorted(plain_block_ms.items())) + "."
     out: dict[str, Any] = {"rates": rates, **f, "plain_block_ms": plain_block_ms or {}}
-    plain = encoder_ms(report, "SlimSAM-77 architecture")
-    windowed = encoder_ms(report, "all-windowed")
+    from .precision_report import PLAIN_P77, WINDOWED_P77
+
+    plain, windowed = encoder_ms(report, PLAIN_P77), encoder_ms(report, WINDOWED_P77)
     if plain and windowed:
         blocks = len(spec.global_attn_indexes)
         ratio = encoder_floor_ratio(rest_ms=windowed[0], floor_block_ms=f["floor_ms"], blocks=blocks,
@@ -107,7 +107,7 @@ def exact_route_bound(report: dict[str, Any], spec: Any, gidx: int, rates: dict[
                   f"at the floor, an exact route could reach at best ({windowed[0]:.0f} + {blocks} x "
                   f"{f['floor_ms']:.0f}) / {plain[0]:.0f} = **{ratio}x** of plain (a little less: the "
                   f"all-windowed time still holds those blocks' windowed attention, whose score tensors are "
-                  f"{_window_shrink(spec.grid, getattr(spec, 'window_size', 14)):.0f}x smaller)."]
+                  f"{_window_shrink(spec.grid, spec.window_size):.0f}x smaller)."]
     else:
         lines += ["", f"No plain and all-windowed SlimSAM-77 rows in {source}: no whole-encoder bound."]
     out["lines"] = lines
