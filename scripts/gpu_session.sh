@@ -3,6 +3,8 @@
 # time budget, then the new teacher compressed to 50% and 77% on the GPU, side by side.
 # Usage (on the GPU machine, from the repo root; wheels for what its image lacks in .whl/):
 #   OUT=/some/dir TRAIN_S=300 END_S=560 bash scripts/gpu_session.sh
+# TRAIN_ARGS go to scripts/train_sam_mini_gpu.py; the default continues the shipped weights on new
+# images. Pick a data seed that the model card's stages have not used yet.
 set -u
 T0=$(date +%s)
 END_S=${END_S:-560}
@@ -19,7 +21,8 @@ LOG=$OUT/session.log
 echo "== gpu tests" >>"$LOG"
 timeout 120 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m "gpu and not tensorrt" tests/ >>"$LOG" 2>&1
 echo "== train sam-mini ($(left) s left)" >>"$LOG"
-timeout $(( ${TRAIN_S:-300} + 150 )) python3 scripts/train_sam_mini_gpu.py --out runs/sam-mini-gpu --copy-to "$OUT" --budget-s "${TRAIN_S:-300}" 2>&1 \
+timeout $(( ${TRAIN_S:-300} + 150 )) python3 scripts/train_sam_mini_gpu.py --out runs/sam-mini-gpu --copy-to "$OUT" --budget-s "${TRAIN_S:-300}" \
+  ${TRAIN_ARGS:---init sam-mini --data-seed 4 --lr 3e-4 --warmup-steps 100} 2>&1 \
   | grep -v "^step [0-9]*/[0-9]* \|^min$" >>"$LOG"
 TEACHER=runs/sam-mini-gpu/best.safetensors
 [ -f "$TEACHER" ] || { echo "no teacher: stop" >>"$LOG"; exit 1; }

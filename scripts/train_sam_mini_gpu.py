@@ -5,8 +5,12 @@ steps as fit ``--budget-s`` (rounded down to 100), so its cosine schedule ends i
 What comes back: ``OUT/best.safetensors`` (fp16, with the run's metadata) and ``OUT/log.jsonl``,
 the two files ``python -m slimsam_edge.reference.card RUN`` publishes from, plus ``OUT/probe.json``.
 
+With ``--init sam-mini --data-seed S`` the run continues training the shipped weights on images it
+has not seen (seed ``S``) instead of starting from scratch, so that short GPU loans add up.
+
 Example:
     $ python scripts/train_sam_mini_gpu.py --out runs/sam-mini-gpu --copy-to $OUT --budget-s 300
+    $ python scripts/train_sam_mini_gpu.py --init sam-mini --data-seed 4 --lr 3e-4 --warmup-steps 100 --budget-s 420
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=14)
     ap.add_argument("--probe-steps", type=int, default=40)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--init", default=None, help="start from these weights ('sam-mini': the shipped ones)")
+    ap.add_argument("--data-seed", type=int, default=None, help="procedural training seed (new images for a continued run)")
     args = ap.parse_args()
 
     import torch
@@ -39,13 +45,16 @@ def main() -> None:
     from slimsam_edge.reference.recipe import Recipe
     from slimsam_edge.reference.train import BEST, LOG, train
 
+    from slimsam_edge.assets import require_reference_model
+
+    init = None if args.init is None else require_reference_model() if args.init == "sam-mini" else Path(args.init)
     recipe = Recipe().with_(batch_images=args.batch_images, masks_per_image=args.masks_per_image, lr=args.lr,
-                            warmup_steps=args.warmup_steps, eval_every=args.eval_every)
+                            warmup_steps=args.warmup_steps, eval_every=args.eval_every, data_seed=args.data_seed)
     stamps: list[float] = []
     probe_dir = args.out.with_name(args.out.name + "-probe")
     shutil.rmtree(probe_dir, ignore_errors=True)
     train(recipe.with_(steps=args.probe_steps, eval_every=10**6), probe_dir, resume=False, quiet=True,
-          device=args.device, workers=args.workers, on_step=lambda s, l: stamps.append(time.time()))
+          device=args.device, workers=args.workers, init=init, on_step=lambda s, l: stamps.append(time.time()))
     skip = min(10, len(stamps) // 2)
     step_s = (stamps[-1] - stamps[skip]) / max(1, len(stamps) - 1 - skip)
     evals = max(1, int(args.budget_s / step_s) // args.eval_every)
@@ -54,7 +63,7 @@ def main() -> None:
              "recipe": recipe.with_(steps=steps).to_dict()}
     print(json.dumps(probe), flush=True)
     result = train(recipe.with_(steps=steps), args.out, resume=False, quiet=False, device=args.device,
-                   workers=args.workers)
+                   workers=args.workers, init=init)
     print(json.dumps({"best": result["best"], "elapsed_s": round(result["elapsed_s"], 1)}), flush=True)
     if args.copy_to:
         args.copy_to.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from slimsam_edge.errors import DataError, UsageError
+from slimsam_edge.models.build import build_sam
 from slimsam_edge.models.io import load_model
 from slimsam_edge.models.spec import PRESETS, ModelSpec
 from slimsam_edge.reference.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
@@ -191,6 +192,63 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     assert any(json.loads(x)["event"] == "resume" for x in (tmp_path / "split" / LOG).read_text().splitlines())
 
 
+def test_init_continues_from_weights_and_records_lineage(tmp_path) -> None:
+    from safetensors import safe_open
+
+    from slimsam_edge.errors import ModelTypeError
+    from slimsam_edge.fsutil import sha256_file
+    from slimsam_edge.reference.train import BEST, LOG, load_init, train
+
+    spec = _tiny_spec()
+    train(_tiny_recipe(3), tmp_path / "a", spec=spec, quiet=True)
+    parent = tmp_path / "a" / BEST
+    # the start of a continued run is exactly the parent's weights
+    sam = build_sam(spec)
+    info = load_init(sam, parent)
+    ref, _ = load_model(parent)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(sam.state_dict()[k], v)
+    assert info["sha256"] == sha256_file(parent)
+    assert [s["best_step"] for s in info["lineage"]] == [3] and info["lineage"][0]["recipe"]["steps"] == 3
+    # a second stage names its parent in the recipe, and its weights carry the lineage on
+    child = _tiny_recipe(3).with_(data_seed=7)
+    train(child, tmp_path / "b", spec=spec, quiet=True, init=parent)
+    start = json.loads((tmp_path / "b" / LOG).read_text().splitlines()[0])
+    assert start["init"]["sha256"] == info["sha256"] and start["recipe"]["init_sha256"] == info["sha256"]
+    with safe_open(str(tmp_path / "b" / BEST), framework="pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["lineage"]) == info["lineage"] and json.loads(meta["recipe"])["data_seed"] == 7
+    third = load_init(build_sam(spec), tmp_path / "b" / BEST)
+    assert [s["recipe"]["data_seed"] for s in third["lineage"]] == [1, 7]
+    # weights of another architecture are refused in one line
+    with pytest.raises(ModelTypeError, match="architecture differs"):
+        load_init(build_sam(replace(spec, encoder=replace(spec.encoder, embed_dim=32, qkv_dims=(32, 32)))), parent)
+    with pytest.raises(UsageError, match="not a .safetensors"):
+        load_init(build_sam(spec), tmp_path / "a" / "checkpoint.pt")
+
+
+def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
+    from slimsam_edge.reference.card import publish
+    from slimsam_edge.reference.train import BEST, train
+
+    spec = _tiny_spec()
+    train(_tiny_recipe(2), tmp_path / "a", spec=spec, quiet=True)
+    train(_tiny_recipe(3).with_(data_seed=5, lr=1e-3), tmp_path / "b", spec=spec, quiet=True, init=tmp_path / "a" / BEST)
+    card = publish(tmp_path / "b", tmp_path / "assets", count=2)
+    cmds = card["commands"]
+    assert len(cmds) == 3 and cmds[0].endswith("--steps 2   # stage 1") and "--init" not in cmds[0]
+    assert f"--init {tmp_path / 'a' / BEST}" in cmds[1] and "--data-seed 5" in cmds[1] and "--lr 0.001" in cmds[1]
+    assert [s["recipe"]["steps"] for s in card["training"]["lineage"]] == [2]
+    text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    assert "made in 1 earlier stage(s)" in text and f"{(2 + 3) * 2:,}" in text
+    assert card["training"]["init_sha256"][:16] in text
+
+
+def test_recipe_refuses_the_card_test_seed() -> None:
+    with pytest.raises(UsageError, match="test split"):
+        Recipe(data_seed=2002).validate()
+
+
 def _workers_match_inline(out: Path) -> None:
     from slimsam_edge.reference.train import CHECKPOINT, step_images, train
 
@@ -288,6 +346,9 @@ def test_cli_rejects_a_file_as_out(tmp_path) -> None:
     f.write_text("x")
     res = CliRunner().invoke(app, ["--out", str(f), "--steps", "1"])
     assert res.exit_code == 2 and "not a folder" in res.output
+    for args, text in ((["--init", str(f)], "not a .safetensors weights file"), (["--data-seed", "2002"], "test split")):
+        res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--steps", "1", *args])
+        assert res.exit_code == 2 and text in res.output and "Traceback" not in res.output, res.output
 
 
 def test_batched_evaluation_matches_predictor_api() -> None:

@@ -3,6 +3,7 @@
 Example:
     $ slimsam-edge train-reference --out runs/sam-mini --steps 2400
     $ slimsam-edge train-reference --out runs/sam-mini --resume     # continue after a stop
+    $ slimsam-edge train-reference --out runs/sam-mini-2 --init sam-mini --data-seed 3   # train the shipped model further
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def train_reference(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: cuda when a GPU is visible).")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes generating training images ahead of the model (0: inline).")] = 0,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", min=0, help="Linear LR warm-up steps.")] = None,
+    init: Annotated[Optional[str], typer.Option("--init", help="Start from these weights (a run's best.safetensors, or 'sam-mini' for the shipped model) instead of random ones.")] = None,
+    data_seed: Annotated[Optional[int], typer.Option("--data-seed", min=0, help="Procedural training-data seed (a continued run should see new images: pick an unused one).")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -52,8 +55,14 @@ def train_reference(
         (out / CHECKPOINT).unlink()
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
-                            warmup_steps=warmup_steps)
-    result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers)
+                            warmup_steps=warmup_steps, data_seed=data_seed)
+    init_path = None
+    if init is not None:
+        from ..assets import require_reference_model
+
+        init_path = require_reference_model() if init == "sam-mini" else Path(init)
+    result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers,
+                   init=init_path)
     if json_out:
         emit_json(result)
         return

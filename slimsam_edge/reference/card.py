@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
-from ..eval.evaluate import HELDOUT_SEED
+from ..eval.evaluate import HELDOUT_SEED, TEST_SEED
 
 #: Procedural splits on the card. ``heldout`` is what ``slimsam-edge eval`` uses by default (its
 #: first ``Recipe.eval_images`` images also chose the best checkpoint); ``test`` was never looked at.
-SPLITS = {"heldout": HELDOUT_SEED, "test": 2002}
+SPLITS = {"heldout": HELDOUT_SEED, "test": TEST_SEED}
 CARD_IMAGES = 64
 TARGETS = {"point_miou": 0.80, "box_miou": 0.90}
 
@@ -36,8 +36,9 @@ def _read_log(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _start_event(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's ``start`` record (recipe, spec, device); empty when the log has none."""
-    return next((e for e in events if e.get("event") == "start"), {})
+    """The run's (latest) ``start`` record (recipe, spec, device, init); empty when the log has none."""
+    starts = [e for e in events if e.get("event") == "start"]
+    return starts[-1] if starts else {}
 
 
 def _on_gpu(device: str) -> bool:
@@ -57,6 +58,8 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
         "steps_run": steps[-1]["step"] if steps else None,
         "training_minutes": round(steps[-1]["elapsed_s"] / 60, 1) if steps else None,
         "resumed_at_steps": resumes,
+        "init_sha256": json.loads(meta.get("recipe", "{}")).get("init_sha256", ""),
+        "lineage": json.loads(meta.get("lineage", "[]")),
     }
 
 
@@ -100,7 +103,8 @@ def render_card(card: dict[str, Any]) -> str:
            "instead of Euclidean interior distance), so the same command on a CPU trains different weights."]
           if _on_gpu(str(t.get("device", ""))) else []),
         f"The shipped weights are those of step {t['best_step']}, the best held-out point mIoU on "
-        f"{r.get('eval_images')} images of seed {r.get('eval_seed')}; stored as fp16.", "",
+        f"{r.get('eval_images')} images of seed {r.get('eval_seed')}; stored as fp16.",
+        *_lineage_lines(t), "",
         "## Evaluation", "",
         "SlimSAM's protocol (`slimsam-edge eval`): one prompt per mask (the most interior point, or the",
         "tight box), single-mask output, IoU averaged per image and then over images.", "",
@@ -112,6 +116,25 @@ def render_card(card: dict[str, Any]) -> str:
               f"(met: {card['targets_met']}).", "",
               f"Reproduce: `slimsam-edge eval --json` (held-out split, {CARD_IMAGES} images by default).", ""]
     return "\n".join(lines)
+
+
+def _lineage_lines(training: dict[str, Any]) -> list[str]:
+    """Card lines naming the earlier stages a continued run started from (none for a run from scratch)."""
+    stages = training.get("lineage") or []
+    if not stages:
+        return []
+    lines = ["", f"This run continued training the weights with sha256 `{training.get('init_sha256', '')[:16]}…` "
+             f"(`--init`; `--init sam-mini` names the weights shipped at the time), made in {len(stages)} earlier stage(s):", ""]
+    for k, st in enumerate(stages, 1):
+        r = st.get("recipe", {})
+        lines.append(f"{k}. {r.get('steps')} steps of {r.get('batch_images')} images (data seed {r.get('data_seed')}, "
+                     f"lr {r.get('lr')}), {st.get('minutes')} min on {st.get('device') or '2 CPU cores'}; "
+                     f"best step {st.get('best_step')}.")
+    total = sum(st.get("recipe", {}).get("steps", 0) * st.get("recipe", {}).get("batch_images", 0) for st in stages)
+    r = training["recipe"]
+    total += (training["steps_run"] or 0) * r.get("batch_images", 0)
+    lines += ["", f"Training images seen in all stages: {total:,}."]
+    return lines
 
 
 def fp16_copy(src: Path | str, dst: Path | str) -> dict[str, str]:
@@ -165,27 +188,45 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
 
 
 #: recipe fields that ``train-reference`` takes as options
-RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every")
+RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every", "data_seed")
 
 
 def _recipe_flags(start: dict[str, Any]) -> str:
-    """The options that reproduce a run's non-default recipe and its device."""
+    """The options that reproduce a run's non-default recipe, its device and its starting weights."""
+    from ..assets import REFERENCE_MODEL
     from .recipe import Recipe
 
     default, recipe = Recipe().to_dict(), start.get("recipe", {})
     flags = [f" --{k.replace('_', '-')} {recipe[k]}" for k in RECIPE_FLAGS if k in recipe and recipe[k] != default[k]]
     if _on_gpu(start.get("device", "")):
         flags.append(" --device cuda")
+    init = start.get("init")
+    if init:
+        shipped = init.get("shipped") or Path(init["path"]).resolve() == REFERENCE_MODEL.resolve()  # older logs
+        flags.append(" --init " + ("sam-mini" if shipped else init["path"]))
     return "".join(flags)
 
 
+def _stage_commands(stages: list[dict[str, Any]]) -> list[str]:
+    """Commands that would redo the earlier stages of a lineage, each from the one before."""
+    cmds = []
+    for k, st in enumerate(stages, 1):
+        start = {"recipe": st.get("recipe", {}), "device": st.get("device") or ""}
+        if k > 1:
+            start["init"] = {"path": f"runs/sam-mini-stage{k - 1}/best.safetensors"}
+        cmds.append(f"slimsam-edge train-reference --out runs/sam-mini-stage{k}{_recipe_flags(start)} "
+                    f"--steps {st.get('recipe', {}).get('steps')}   # stage {k}")
+    return cmds
+
+
 def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
-    """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume)."""
+    """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume);
+    a run started with ``--init`` is preceded by the stages that made its starting weights."""
     start = _start_event(events)
     first = start.get("recipe", {}).get("steps")
     final = json.loads(meta.get("recipe", "{}")).get("steps")
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)
-    cmds = [f"{base} --steps {first or final}"]
+    cmds = _stage_commands(json.loads(meta.get("lineage", "[]"))) + [f"{base} --steps {first or final}"]
     if first is not None and final is not None and final != first:
         at = [e["step"] for e in events if e.get("event") == "resume"]
         cmds.append(f"{base} --steps {final}   # resumed (from step {at[-1] if at else '?'})")

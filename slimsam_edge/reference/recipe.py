@@ -46,6 +46,8 @@ class Recipe:
         loss_size: side at which mask losses are computed (low-res logits upsampled to it).
         eval_images: held-out images per evaluation.
         eval_every, checkpoint_every, log_every: intervals in steps.
+        init_sha256: sha256 of the weights the run started from (``train(init=...)``); empty for
+            a run from scratch. Part of the recipe so that a continued run names its parent.
     """
 
     model_type: str = "sam_mini"
@@ -74,6 +76,7 @@ class Recipe:
     eval_every: int = 250
     checkpoint_every: int = 100
     log_every: int = 10
+    init_sha256: str = ""
 
     def validate(self) -> None:
         """Raise :class:`UsageError` naming the first bad value."""
@@ -86,6 +89,10 @@ class Recipe:
             raise UsageError("recipe seeds must be >= 0")
         if self.data_seed == self.eval_seed:
             raise UsageError(f"data_seed and eval_seed are both {self.data_seed}; use disjoint seeds")
+        from ..eval.evaluate import TEST_SEED
+
+        if TEST_SEED in (self.data_seed, self.eval_seed):
+            raise UsageError(f"seed {TEST_SEED} is the model card's test split; train and select on other seeds")
         if not self.lr > 0 or self.warmup_steps < 0 or self.corrective_rounds < 0:
             raise UsageError("recipe lr must be > 0, warmup_steps and corrective_rounds >= 0")
         if not 0.0 <= self.box_fraction <= 1.0:

@@ -130,6 +130,76 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                               "delete it or pass --no-resume") from None
 
 
+def _weights_meta(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def stage_of(meta: dict[str, str], card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One lineage entry for weights with safetensors metadata ``meta`` (written by :func:`train`):
+    their recipe, best step, device and training minutes (from ``card``, a ``MODEL_CARD.json``,
+    where the metadata predates those fields).
+
+    Example:
+        >>> stage_of({"recipe": "{\\"steps\\": 5}", "best_step": "5", "device": "cpu", "minutes": "1.5"})
+        {'recipe': {'steps': 5}, 'best_step': 5, 'device': 'cpu', 'minutes': 1.5}
+    """
+    training = (card or {}).get("training", {})
+    minutes = meta.get("minutes", training.get("training_minutes"))
+    return {"recipe": json.loads(meta.get("recipe", "{}")), "best_step": int(meta.get("best_step", "0")),
+            "device": meta.get("device", training.get("device")),
+            "minutes": None if minutes is None else float(minutes)}
+
+
+def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
+    """Copy the weights in ``init`` (a safetensors file of the same architecture) into ``sam``.
+
+    Returns ``{"path", "sha256", "shipped", "lineage"}``: ``shipped`` says whether ``init`` is the
+    packaged sam-mini; the lineage lists the training stages that made ``init`` (theirs first, then
+    ``init``'s own), so a continued run can say how its start was made.
+    A file of another architecture is refused with a one-line error.
+
+    Example:
+        >>> info = load_init(sam, reference_model_path())   # doctest: +SKIP
+        >>> info["lineage"][-1]["recipe"]["steps"]          # doctest: +SKIP
+        1300
+    """
+    from ..assets import MODEL_CARD, REFERENCE_MODEL
+    from ..errors import ModelTypeError
+    from ..fsutil import sha256_file
+    from ..models.io import load_model
+
+    path = Path(init)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise UsageError(f"--init {path}: not a .safetensors weights file; pass the best.safetensors of a run "
+                         "or 'sam-mini' for the shipped weights")
+    src, _ = load_model(path)
+    want = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+    if want != have:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        raise ModelTypeError(f"--init {path}: its architecture differs from the one being trained "
+                             f"(e.g. {diff[0]}: {have.get(diff[0])} vs {want.get(diff[0])}); pass weights of the same model")
+    sam.load_state_dict(src.state_dict())
+    meta = _weights_meta(path)
+    shipped = path.resolve() == REFERENCE_MODEL.resolve()
+    card_json = MODEL_CARD.with_suffix(".json")
+    card = json.loads(card_json.read_text()) if shipped and "minutes" not in meta and card_json.is_file() else None
+    parents = json.loads(meta.get("lineage", "[]"))
+    return {"path": str(path), "sha256": sha256_file(path), "shipped": shipped,
+            "lineage": parents + [stage_of(meta, card)]}
+
+
+def _start_init(log_path: Path) -> dict[str, Any] | None:
+    """The ``init`` record of a run's (latest) start event: a resumed run keeps its parent's lineage."""
+    if not log_path.exists():
+        return None
+    starts = [e for e in map(json.loads, filter(str.strip, log_path.read_text().splitlines())) if e.get("event") == "start"]
+    return starts[-1].get("init") if starts else None
+
+
 def _eval_score(res: dict[str, Any]) -> dict[str, float]:
     return {k: round(float(res[k]["miou"]), 5) for k in ("point", "box", "point_multi")}
 
@@ -145,6 +215,7 @@ def train(
     threads: int = 2,
     device: str = "cpu",
     workers: int = 0,
+    init: Path | str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training; return ``{"steps", "best", "final", "elapsed_s", "out"}``.
 
@@ -160,6 +231,9 @@ def train(
         device: ``cpu``, ``cuda`` or ``auto``; weights are initialised on the CPU, so the start is
             the same everywhere (later steps differ by floating-point rounding).
         workers: processes generating the procedural images ahead of the GPU/CPU (0: inline).
+        init: start from these weights (:func:`load_init`) instead of a random initialisation,
+            to continue training a model with a new schedule (use a new ``data_seed`` to see new
+            images). Ignored when resuming from a checkpoint, which holds the weights already.
 
     Example:
         >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
@@ -183,6 +257,10 @@ def train(
     state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     if state is not None:
         recipe = replace(Recipe.from_json(state["recipe"]), steps=max(recipe.steps, state["step"]))
+    init_info = None
+    if state is None and init is not None:
+        init_info = load_init(sam, init)
+        recipe = replace(recipe, init_sha256=init_info["sha256"])
     opt, sched = make_optimizer(sam, recipe)
     if state is not None:
         sam.load_state_dict(state["model"])
@@ -192,13 +270,16 @@ def train(
         np.random.set_state(_np_state_from_tensors(state["numpy_rng"]))
         start, best, elapsed = int(state["step"]), state["best"], float(state["elapsed_s"])
     console = Console(stderr=True, quiet=quiet)
-    meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json()}
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} thread(s)"
     if state is None:
-        _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict(), "device": where})
+        _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict(), "device": where,
+                        **({"init": init_info} if init_info else {})})
     else:
         console.print(f"resuming from step {start}")
         _log(log_path, {"event": "resume", "step": start, "device": where})
+    lineage = (init_info or _start_init(log_path) or {}).get("lineage", [])
+    meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
+            "lineage": json.dumps(lineage)}
 
     def evaluate(step: int) -> None:
         nonlocal best
@@ -209,7 +290,8 @@ def train(
                       f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, {res['n_masks']} masks]")
         if best is None or score["point"] > best["point"]:
             best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_masks"]}
-            save_model(sam, spec, out / BEST, **meta, best_step=str(step), eval_json=json.dumps(best))
+            save_model(sam, spec, out / BEST, **meta, best_step=str(step), eval_json=json.dumps(best),
+                       minutes=str(round((time.time() - t0) / 60, 1)))
 
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
