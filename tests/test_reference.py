@@ -240,7 +240,7 @@ def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
     assert f"--init {tmp_path / 'a' / BEST}" in cmds[1] and "--data-seed 5" in cmds[1] and "--lr 0.001" in cmds[1]
     assert [s["recipe"]["steps"] for s in card["training"]["lineage"]] == [2]
     text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
-    assert "made in 1 earlier stage(s)" in text and f"{(2 + 3) * 2:,}" in text
+    assert "made in 1 earlier stage(s)" in text and f"all stages: {(2 + card['training']['best_step']) * 2:,}." in text
     assert card["training"]["init_sha256"][:16] in text
 
 

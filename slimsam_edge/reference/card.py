@@ -130,10 +130,9 @@ def _lineage_lines(training: dict[str, Any]) -> list[str]:
         lines.append(f"{k}. {r.get('steps')} steps of {r.get('batch_images')} images (data seed {r.get('data_seed')}, "
                      f"lr {r.get('lr')}), {st.get('minutes')} min on {st.get('device') or '2 CPU cores'}; "
                      f"best step {st.get('best_step')}.")
-    total = sum(st.get("recipe", {}).get("steps", 0) * st.get("recipe", {}).get("batch_images", 0) for st in stages)
-    r = training["recipe"]
-    total += (training["steps_run"] or 0) * r.get("batch_images", 0)
-    lines += ["", f"Training images seen in all stages: {total:,}."]
+    chain = [(st.get("best_step", 0), st.get("recipe", {})) for st in stages] + [(training["best_step"], training["recipe"])]
+    total = sum(step * r.get("batch_images", 0) for step, r in chain)
+    lines += ["", f"Training images behind the shipped weights, all stages: {total:,}."]
     return lines
 
 

@@ -233,7 +233,8 @@ def train(
         workers: processes generating the procedural images ahead of the GPU/CPU (0: inline).
         init: start from these weights (:func:`load_init`) instead of a random initialisation,
             to continue training a model with a new schedule (use a new ``data_seed`` to see new
-            images). Ignored when resuming from a checkpoint, which holds the weights already.
+            images). They are evaluated first (step 0), so ``best.safetensors`` is never worse than
+            them. Ignored when resuming from a checkpoint, which holds the weights already.
 
     Example:
         >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
@@ -275,7 +276,8 @@ def train(
         _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict(), "device": where,
                         **({"init": init_info} if init_info else {})})
     else:
-        console.print(f"resuming from step {start}")
+        console.print(f"resuming from step {start}" + (f" (--init {init} ignored: the checkpoint holds the weights; "
+                                                       "--no-resume starts over)" if init is not None else ""))
         _log(log_path, {"event": "resume", "step": start, "device": where})
     lineage = (init_info or _start_init(log_path) or {}).get("lineage", [])
     meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
@@ -299,6 +301,8 @@ def train(
     t_run = time.time()  # this process's start: the ETA uses only steps run here
     # on a GPU the corrective clicks are drawn there too (batch.corrective_clicks), seeded per step
     gen = torch.Generator(device=dev) if dev.type == "cuda" else None
+    if init_info is not None:  # the starting weights are a candidate too: a worse run never replaces them
+        evaluate(0)
     sam.train()
     bar = Progress(*columns, console=console, disable=quiet or not console.is_terminal)
     with tf32(dev.type == "cuda"), bar as progress:  # TF32 matmuls on a GPU, as compress
