@@ -41,11 +41,10 @@ def main() -> None:
 
     import torch
 
+    from slimsam_edge.assets import require_reference_model
     from slimsam_edge.reference.card import fp16_copy
     from slimsam_edge.reference.recipe import Recipe
     from slimsam_edge.reference.train import BEST, LOG, train
-
-    from slimsam_edge.assets import require_reference_model
 
     init = None if args.init is None else require_reference_model() if args.init == "sam-mini" else Path(args.init)
     recipe = Recipe().with_(batch_images=args.batch_images, masks_per_image=args.masks_per_image, lr=args.lr,
