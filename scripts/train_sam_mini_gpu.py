@@ -41,19 +41,17 @@ def main() -> None:
 
     import torch
 
-    from slimsam_edge.assets import require_reference_model
     from slimsam_edge.reference.card import fp16_copy
     from slimsam_edge.reference.recipe import Recipe
     from slimsam_edge.reference.train import BEST, LOG, train
 
-    init = None if args.init is None else require_reference_model() if args.init == "sam-mini" else Path(args.init)
     recipe = Recipe().with_(batch_images=args.batch_images, masks_per_image=args.masks_per_image, lr=args.lr,
                             warmup_steps=args.warmup_steps, eval_every=args.eval_every, data_seed=args.data_seed)
     stamps: list[float] = []
     probe_dir = args.out.with_name(args.out.name + "-probe")
     shutil.rmtree(probe_dir, ignore_errors=True)
     train(recipe.with_(steps=args.probe_steps, eval_every=10**6), probe_dir, resume=False, quiet=True,
-          device=args.device, workers=args.workers, init=init, on_step=lambda s, l: stamps.append(time.time()))
+          device=args.device, workers=args.workers, init=args.init, on_step=lambda s, l: stamps.append(time.time()))
     skip = min(10, len(stamps) // 2)
     step_s = (stamps[-1] - stamps[skip]) / max(1, len(stamps) - 1 - skip)
     evals = max(1, int(args.budget_s / step_s) // args.eval_every)
@@ -62,7 +60,7 @@ def main() -> None:
              "recipe": recipe.with_(steps=steps).to_dict()}
     print(json.dumps(probe), flush=True)
     result = train(recipe.with_(steps=steps), args.out, resume=False, quiet=False, device=args.device,
-                   workers=args.workers, init=init)
+                   workers=args.workers, init=args.init)
     print(json.dumps({"best": result["best"], "elapsed_s": round(result["elapsed_s"], 1)}), flush=True)
     if args.copy_to:
         args.copy_to.mkdir(parents=True, exist_ok=True)

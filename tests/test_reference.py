@@ -225,6 +225,8 @@ def test_init_continues_from_weights_and_records_lineage(tmp_path) -> None:
         load_init(build_sam(replace(spec, encoder=replace(spec.encoder, embed_dim=32, qkv_dims=(32, 32)))), parent)
     with pytest.raises(UsageError, match="not a .safetensors"):
         load_init(build_sam(spec), tmp_path / "a" / "checkpoint.pt")
+    with pytest.raises(ModelTypeError, match="sam_mini.safetensors: its architecture differs"):
+        load_init(build_sam(spec), "sam-mini")  # the name resolves to the shipped weights
 
 
 def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:

@@ -56,13 +56,8 @@ def train_reference(
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
                             warmup_steps=warmup_steps, data_seed=data_seed)
-    init_path = None
-    if init is not None:
-        from ..assets import require_reference_model
-
-        init_path = require_reference_model() if init == "sam-mini" else Path(init)
     result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers,
-                   init=init_path)
+                   init=init)
     if json_out:
         emit_json(result)
         return

@@ -124,6 +124,22 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | 
     return _strip_prefixes(sd), spec
 
 
+def read_metadata(path: Path | str) -> dict[str, str]:
+    """The string metadata of a safetensors file (spec, recipe, lineage, ...); one-line error if corrupt.
+
+    Example:
+        >>> read_metadata("runs/sam-mini/best.safetensors")["best_step"]   # doctest: +SKIP
+        '2700'
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({err}); re-create it") from None
+
+
 def resolve_spec(
     sd: Mapping[str, torch.Tensor], embedded: ModelSpec | None, model_type: str | None
 ) -> ModelSpec:

@@ -29,13 +29,13 @@ CARD_IMAGES = 64
 TARGETS = {"point_miou": 0.80, "box_miou": 0.90}
 
 
-def _read_log(run_dir: Path) -> list[dict[str, Any]]:
+def read_log(run_dir: Path) -> list[dict[str, Any]]:
     """The run's ``log.jsonl`` events (empty when there is no log)."""
     log = run_dir / "log.jsonl"
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
 
 
-def _start_event(events: list[dict[str, Any]]) -> dict[str, Any]:
+def start_event(events: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's (latest) ``start`` record (recipe, spec, device, init); empty when the log has none."""
     starts = [e for e in events if e.get("event") == "start"]
     return starts[-1] if starts else {}
@@ -51,7 +51,7 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
     steps = [e for e in events if e.get("event") == "step"]
     resumes = [e["step"] for e in events if e.get("event") == "resume"]
     return {
-        "device": _start_event(events).get("device", "2 CPU cores"),
+        "device": start_event(events).get("device", "2 CPU cores"),
         "recipe": json.loads(meta.get("recipe", "{}")),
         "best_step": int(meta.get("best_step", "0")),
         "selection": json.loads(meta.get("eval_json", "{}")),
@@ -169,7 +169,7 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
         raise CheckpointError(f"{best} not found; run `slimsam-edge train-reference --out {run_dir}` first")
     weights = assets_dir / "sam_mini.safetensors"
     meta = fp16_copy(best, weights)
-    events = _read_log(run_dir)
+    events = read_log(run_dir)
     sam, spec = load_model(weights)
     report = model_report(sam, spec)
     card = {
@@ -194,6 +194,7 @@ def _recipe_flags(start: dict[str, Any]) -> str:
     """The options that reproduce a run's non-default recipe, its device and its starting weights."""
     from ..assets import REFERENCE_MODEL
     from .recipe import Recipe
+    from .train import SHIPPED_INIT
 
     default, recipe = Recipe().to_dict(), start.get("recipe", {})
     flags = [f" --{k.replace('_', '-')} {recipe[k]}" for k in RECIPE_FLAGS if k in recipe and recipe[k] != default[k]]
@@ -202,7 +203,7 @@ def _recipe_flags(start: dict[str, Any]) -> str:
     init = start.get("init")
     if init:
         shipped = init.get("shipped") or Path(init["path"]).resolve() == REFERENCE_MODEL.resolve()  # older logs
-        flags.append(" --init " + ("sam-mini" if shipped else init["path"]))
+        flags.append(" --init " + (SHIPPED_INIT if shipped else init["path"]))
     return "".join(flags)
 
 
@@ -221,7 +222,7 @@ def _stage_commands(stages: list[dict[str, Any]]) -> list[str]:
 def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume);
     a run started with ``--init`` is preceded by the stages that made its starting weights."""
-    start = _start_event(events)
+    start = start_event(events)
     first = start.get("recipe", {}).get("steps")
     final = json.loads(meta.get("recipe", "{}")).get("steps")
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)

@@ -32,10 +32,13 @@ from ..models.build import build_sam
 from ..models.io import save_model
 from ..models.spec import ModelSpec, preset
 from .batch import batch_loss
+from .card import read_log, start_event
 from .evaluate import evaluate_model
 from .recipe import Recipe
 
 CHECKPOINT = "checkpoint.pt"
+#: ``--init`` name of the weights shipped in the package
+SHIPPED_INIT = "sam-mini"
 BEST = "best.safetensors"
 LOG = "log.jsonl"
 
@@ -130,13 +133,6 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                               "delete it or pass --no-resume") from None
 
 
-def _weights_meta(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
 def stage_of(meta: dict[str, str], card: dict[str, Any] | None = None) -> dict[str, Any]:
     """One lineage entry for weights with safetensors metadata ``meta`` (written by :func:`train`):
     their recipe, best step, device and training minutes (from ``card``, a ``MODEL_CARD.json``,
@@ -161,17 +157,19 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
     ``init``'s own), so a continued run can say how its start was made.
     A file of another architecture is refused with a one-line error.
 
+    ``init`` may be :data:`SHIPPED_INIT` (``"sam-mini"``) for the weights shipped in the package.
+
     Example:
-        >>> info = load_init(sam, reference_model_path())   # doctest: +SKIP
+        >>> info = load_init(sam, "sam-mini")               # doctest: +SKIP
         >>> info["lineage"][-1]["recipe"]["steps"]          # doctest: +SKIP
         1300
     """
-    from ..assets import MODEL_CARD, REFERENCE_MODEL
+    from ..assets import MODEL_CARD, REFERENCE_MODEL, require_reference_model
     from ..errors import ModelTypeError
     from ..fsutil import sha256_file
-    from ..models.io import load_model
+    from ..models.io import load_model, read_metadata
 
-    path = Path(init)
+    path = require_reference_model() if str(init) == SHIPPED_INIT else Path(init)
     if path.suffix != ".safetensors" or not path.is_file():
         raise UsageError(f"--init {path}: not a .safetensors weights file; pass the best.safetensors of a run "
                          "or 'sam-mini' for the shipped weights")
@@ -183,21 +181,13 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
         raise ModelTypeError(f"--init {path}: its architecture differs from the one being trained "
                              f"(e.g. {diff[0]}: {have.get(diff[0])} vs {want.get(diff[0])}); pass weights of the same model")
     sam.load_state_dict(src.state_dict())
-    meta = _weights_meta(path)
+    meta = read_metadata(path)
     shipped = path.resolve() == REFERENCE_MODEL.resolve()
     card_json = MODEL_CARD.with_suffix(".json")
     card = json.loads(card_json.read_text()) if shipped and "minutes" not in meta and card_json.is_file() else None
     parents = json.loads(meta.get("lineage", "[]"))
     return {"path": str(path), "sha256": sha256_file(path), "shipped": shipped,
             "lineage": parents + [stage_of(meta, card)]}
-
-
-def _start_init(log_path: Path) -> dict[str, Any] | None:
-    """The ``init`` record of a run's (latest) start event: a resumed run keeps its parent's lineage."""
-    if not log_path.exists():
-        return None
-    starts = [e for e in map(json.loads, filter(str.strip, log_path.read_text().splitlines())) if e.get("event") == "start"]
-    return starts[-1].get("init") if starts else None
 
 
 def _eval_score(res: dict[str, Any]) -> dict[str, float]:
@@ -231,7 +221,7 @@ def train(
         device: ``cpu``, ``cuda`` or ``auto``; weights are initialised on the CPU, so the start is
             the same everywhere (later steps differ by floating-point rounding).
         workers: processes generating the procedural images ahead of the GPU/CPU (0: inline).
-        init: start from these weights (:func:`load_init`) instead of a random initialisation,
+        init: start from these weights (:func:`load_init`; ``"sam-mini"``: the shipped ones) instead of a random initialisation,
             to continue training a model with a new schedule (use a new ``data_seed`` to see new
             images). They are evaluated first (step 0), so ``best.safetensors`` is never worse than
             them. Ignored when resuming from a checkpoint, which holds the weights already.
@@ -279,7 +269,7 @@ def train(
         console.print(f"resuming from step {start}" + (f" (--init {init} ignored: the checkpoint holds the weights; "
                                                        "--no-resume starts over)" if init is not None else ""))
         _log(log_path, {"event": "resume", "step": start, "device": where})
-    lineage = (init_info or _start_init(log_path) or {}).get("lineage", [])
+    lineage = (init_info or start_event(read_log(out)).get("init") or {}).get("lineage", [])  # resumed: the parent's
     meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
             "lineage": json.dumps(lineage)}
 
