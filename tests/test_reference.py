@@ -190,6 +190,25 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     for k, v in a["model"].items():
         torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5)
     assert any(json.loads(x)["event"] == "resume" for x in (tmp_path / "split" / LOG).read_text().splitlines())
+    # the card tells a run whose --steps was raised on resume from one interrupted and resumed as it was
+    from slimsam_edge.reference.card import publish
+
+    raised = publish(tmp_path / "split", tmp_path / "assets", count=1)
+    assert raised["training"]["steps_raised"] and raised["commands"][-2].endswith("--steps 4   # resumed (from step 2)")
+    assert "cosine schedule was stretched" in (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+
+    def crash(step: int, _: dict) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, on_step=crash)
+    train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, resume=True)
+    same = publish(tmp_path / "cut", tmp_path / "assets", count=1)
+    assert same["training"]["resumed_at_steps"] == [2] and not same["training"]["steps_raised"]
+    assert not any("# resumed" in c for c in same["commands"])
+    text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    assert "interrupted and resumed from its checkpoint at step(s) [2]" in text and "stretched" not in text
 
 
 def test_init_continues_from_weights_and_records_lineage(tmp_path) -> None:
@@ -244,6 +263,11 @@ def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
     text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
     assert "made in 1 earlier stage(s)" in text and f"all stages: {(2 + card['training']['best_step']) * 2:,}." in text
     assert card["training"]["init_sha256"][:16] in text
+    # mIoU by object size: every mask of the split falls in one bucket, and the card prints the table
+    for split in card["splits"].values():
+        for kind in ("point", "box"):
+            assert sum(b["n"] for b in split["by_size"][kind].values()) == split["annotations"]
+    assert "| heldout | box |" in text and "| test | point |" in text
 
 
 def test_recipe_refuses_the_card_test_seed() -> None:

@@ -58,9 +58,34 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
         "steps_run": steps[-1]["step"] if steps else None,
         "training_minutes": round(steps[-1]["elapsed_s"] / 60, 1) if steps else None,
         "resumed_at_steps": resumes,
+        "steps_raised": _steps_raised(events, meta),
         "init_sha256": json.loads(meta.get("recipe", "{}")).get("init_sha256", ""),
         "lineage": json.loads(meta.get("lineage", "[]")),
     }
+
+
+def _final_steps(events: list[dict[str, Any]], meta: dict[str, str]) -> int | None:
+    """The run's step count after its last resume (logs older than the resume's ``steps`` field
+    fall back to the recipe stored with the best weights)."""
+    resumed = [e["steps"] for e in events if e.get("event") == "resume" and "steps" in e]
+    return resumed[-1] if resumed else json.loads(meta.get("recipe", "{}")).get("steps")
+
+
+def _steps_raised(events: list[dict[str, Any]], meta: dict[str, str]) -> bool:
+    """Whether a resume raised the run's ``--steps`` (which stretches its cosine schedule)."""
+    first, final = start_event(events).get("recipe", {}).get("steps"), _final_steps(events, meta)
+    return first is not None and final is not None and final != first
+
+
+def _resume_sentence(training: dict[str, Any]) -> str:
+    at = training["resumed_at_steps"]
+    if not at:
+        return ""
+    if training.get("steps_raised"):
+        return (f" The run was resumed at steps {at} (the step count was raised on resume, so the cosine "
+                "schedule was stretched from that step on).")
+    return (f" The run was interrupted and resumed from its checkpoint at step(s) {at}; the schedule, the data "
+            "stream and the random state carry on, so the result is that of an uninterrupted run up to float rounding.")
 
 
 def evaluate_splits(weights: Path, count: int = CARD_IMAGES) -> dict[str, dict[str, Any]]:
@@ -73,7 +98,9 @@ def evaluate_splits(weights: Path, count: int = CARD_IMAGES) -> dict[str, dict[s
         res = evaluate(predictor, default_eval_data(count, seed=seed), prompt="both")
         out[name] = {"seed": seed, "images": res["n_images"], "annotations": res["n_annotations"],
                      "point_miou": round(float(res["point"]["miou"]), 4),
-                     "box_miou": round(float(res["box"]["miou"]), 4)}
+                     "box_miou": round(float(res["box"]["miou"]), 4),
+                     "by_size": {kind: {b: {"miou": None if v["miou"] is None else round(float(v["miou"]), 4), "n": v["n"]}
+                                        for b, v in res[kind]["buckets"].items()} for kind in ("point", "box")}}
     return out
 
 
@@ -97,8 +124,7 @@ def render_card(card: dict[str, Any]) -> str:
         f"{r.get('warmup_steps')} warm-up steps and cosine decay, focal {r.get('focal_weight')} + dice "
         f"{r.get('dice_weight')} + IoU-MSE {r.get('iou_weight')}, {int(100 * r.get('box_fraction', 0))}% box prompts, "
         f"{r.get('corrective_rounds')} corrective click round(s). Training time: {t['training_minutes']} min on "
-        f"{t.get('device', '2 CPU cores')}." + (f" The run was resumed at steps {t['resumed_at_steps']} (the step count was raised "
-                          "on resume, so the cosine schedule was stretched from that step on)." if t["resumed_at_steps"] else ""),
+        f"{t.get('device', '2 CPU cores')}." + _resume_sentence(t),
         *(["On a GPU the corrective clicks are drawn on the device (batch.corrective_clicks: chessboard "
            "instead of Euclidean interior distance), so the same command on a CPU trains different weights."]
           if _on_gpu(str(t.get("device", ""))) else []),
@@ -112,10 +138,27 @@ def render_card(card: dict[str, Any]) -> str:
     ]
     for name, s in card["splits"].items():
         lines.append(f"| {name} | {s['seed']} | {s['images']} | {s['annotations']} | {s['point_miou']:.4f} | {s['box_miou']:.4f} |")
+    lines += _size_lines(card["splits"])
     lines += ["", f"Targets: point mIoU >= {TARGETS['point_miou']}, box mIoU >= {TARGETS['box_miou']} "
               f"(met: {card['targets_met']}).", "",
               f"Reproduce: `slimsam-edge eval --json` (held-out split, {CARD_IMAGES} images by default).", ""]
     return "\n".join(lines)
+
+
+def _size_lines(splits: dict[str, dict[str, Any]]) -> list[str]:
+    """A table of mIoU by object size (COCO buckets: small < 32², medium < 96² pixels), one row per
+    split and prompt; empty for cards made before the card kept sizes."""
+    rows = [(name, kind, s["by_size"][kind]) for name, s in splits.items() if "by_size" in s for kind in ("point", "box")]
+    if not rows:
+        return []
+
+    def cell(v: dict[str, Any]) -> str:
+        return "–" if v["miou"] is None else f"{v['miou']:.4f} ({v['n']})"
+
+    lines = ["", "By object size (mean IoU over the masks of each size, their count in brackets; small < 32², medium < 96² pixels):", "",
+             "| split | prompt | small | medium | large |", "|---|---|---|---|---|"]
+    return lines + [f"| {name} | {kind} | {cell(b['small'])} | {cell(b['medium'])} | {cell(b['large'])} |"
+                    for name, kind, b in rows]
 
 
 def _lineage_lines(training: dict[str, Any]) -> list[str]:
@@ -223,11 +266,10 @@ def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str])
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume);
     a run started with ``--init`` is preceded by the stages that made its starting weights."""
     start = start_event(events)
-    first = start.get("recipe", {}).get("steps")
-    final = json.loads(meta.get("recipe", "{}")).get("steps")
+    first, final = start.get("recipe", {}).get("steps"), _final_steps(events, meta)
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)
     cmds = _stage_commands(json.loads(meta.get("lineage", "[]"))) + [f"{base} --steps {first or final}"]
-    if first is not None and final is not None and final != first:
+    if _steps_raised(events, meta):
         at = [e["step"] for e in events if e.get("event") == "resume"]
         cmds.append(f"{base} --steps {final}   # resumed (from step {at[-1] if at else '?'})")
     return cmds + [f"python -m slimsam_edge.reference.card {run_dir}"]

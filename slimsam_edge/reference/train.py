@@ -268,7 +268,7 @@ def train(
     else:
         console.print(f"resuming from step {start}" + (f" (--init {init} ignored: the checkpoint holds the weights; "
                                                        "--no-resume starts over)" if init is not None else ""))
-        _log(log_path, {"event": "resume", "step": start, "device": where})
+        _log(log_path, {"event": "resume", "step": start, "steps": recipe.steps, "device": where})
     lineage = (init_info or start_event(read_log(out)).get("init") or {}).get("lineage", [])  # resumed: the parent's
     meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
             "lineage": json.dumps(lineage)}
