@@ -167,7 +167,7 @@ def _lineage_lines(training: dict[str, Any]) -> list[str]:
     if not stages:
         return []
     lines = ["", f"This run continued training the weights with sha256 `{training.get('init_sha256', '')[:16]}…` "
-             f"(`--init`; `--init sam-mini` names the weights shipped at the time), made in {len(stages)} earlier stage(s):", ""]
+             f"(`--init`), made in {len(stages)} earlier stage(s); the commands above rebuild them one from the other:", ""]
     for k, st in enumerate(stages, 1):
         r = st.get("recipe", {})
         lines.append(f"{k}. {r.get('steps')} steps of {r.get('batch_images')} images (data seed {r.get('data_seed')}, "
@@ -250,14 +250,19 @@ def _recipe_flags(start: dict[str, Any]) -> str:
     return "".join(flags)
 
 
+def _stage_dir(k: int) -> str:
+    """The run folder the card's commands give stage ``k`` of a lineage."""
+    return f"runs/sam-mini-stage{k}"
+
+
 def _stage_commands(stages: list[dict[str, Any]]) -> list[str]:
     """Commands that would redo the earlier stages of a lineage, each from the one before."""
     cmds = []
     for k, st in enumerate(stages, 1):
         start = {"recipe": st.get("recipe", {}), "device": st.get("device") or ""}
         if k > 1:
-            start["init"] = {"path": f"runs/sam-mini-stage{k - 1}/best.safetensors"}
-        cmds.append(f"slimsam-edge train-reference --out runs/sam-mini-stage{k}{_recipe_flags(start)} "
+            start["init"] = {"path": _stage_dir(k - 1) + "/best.safetensors"}
+        cmds.append(f"slimsam-edge train-reference --out {_stage_dir(k)}{_recipe_flags(start)} "
                     f"--steps {st.get('recipe', {}).get('steps')}   # stage {k}")
     return cmds
 
@@ -265,10 +270,12 @@ def _stage_commands(stages: list[dict[str, Any]]) -> list[str]:
 def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str]) -> list[str]:
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume);
     a run started with ``--init`` is preceded by the stages that made its starting weights."""
-    start = start_event(events)
+    start, lineage = start_event(events), json.loads(meta.get("lineage", "[]"))
+    if lineage:  # the commands form a chain: this run starts from the last stage rebuilt above it
+        start = {**start, "init": {"path": _stage_dir(len(lineage)) + "/best.safetensors"}}
     first, final = start.get("recipe", {}).get("steps"), _final_steps(events, meta)
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)
-    cmds = _stage_commands(json.loads(meta.get("lineage", "[]"))) + [f"{base} --steps {first or final}"]
+    cmds = _stage_commands(lineage) + [f"{base} --steps {first or final}"]
     if _steps_raised(events, meta):
         at = [e["step"] for e in events if e.get("event") == "resume"]
         cmds.append(f"{base} --steps {final}   # resumed (from step {at[-1] if at else '?'})")
