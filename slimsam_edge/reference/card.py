@@ -233,20 +233,16 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
 RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every", "data_seed")
 
 
-def _recipe_flags(start: dict[str, Any]) -> str:
-    """The options that reproduce a run's non-default recipe, its device and its starting weights."""
-    from ..assets import REFERENCE_MODEL
+def _recipe_flags(start: dict[str, Any], init: str | None = None) -> str:
+    """The options that reproduce a run's non-default recipe and its device, and ``--init init``."""
     from .recipe import Recipe
-    from .train import SHIPPED_INIT
 
     default, recipe = Recipe().to_dict(), start.get("recipe", {})
     flags = [f" --{k.replace('_', '-')} {recipe[k]}" for k in RECIPE_FLAGS if k in recipe and recipe[k] != default[k]]
     if _on_gpu(start.get("device", "")):
         flags.append(" --device cuda")
-    init = start.get("init")
     if init:
-        shipped = init.get("shipped") or Path(init["path"]).resolve() == REFERENCE_MODEL.resolve()  # older logs
-        flags.append(" --init " + (SHIPPED_INIT if shipped else init["path"]))
+        flags.append(f" --init {init}")
     return "".join(flags)
 
 
@@ -260,9 +256,8 @@ def _stage_commands(stages: list[dict[str, Any]]) -> list[str]:
     cmds = []
     for k, st in enumerate(stages, 1):
         start = {"recipe": st.get("recipe", {}), "device": st.get("device") or ""}
-        if k > 1:
-            start["init"] = {"path": _stage_dir(k - 1) + "/best.safetensors"}
-        cmds.append(f"slimsam-edge train-reference --out {_stage_dir(k)}{_recipe_flags(start)} "
+        init = _stage_dir(k - 1) + "/best.safetensors" if k > 1 else None
+        cmds.append(f"slimsam-edge train-reference --out {_stage_dir(k)}{_recipe_flags(start, init)} "
                     f"--steps {st.get('recipe', {}).get('steps')}   # stage {k}")
     return cmds
 
@@ -271,10 +266,10 @@ def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str])
     """The commands that made the run, read from its log (a raised ``--steps`` shows as a resume);
     a run started with ``--init`` is preceded by the stages that made its starting weights."""
     start, lineage = start_event(events), json.loads(meta.get("lineage", "[]"))
-    if lineage:  # the commands form a chain: this run starts from the last stage rebuilt above it
-        start = {**start, "init": {"path": _stage_dir(len(lineage)) + "/best.safetensors"}}
+    # the commands form a chain: this run starts from the last stage rebuilt above it
+    init = _stage_dir(len(lineage)) + "/best.safetensors" if lineage else (start.get("init") or {}).get("path")
     first, final = start.get("recipe", {}).get("steps"), _final_steps(events, meta)
-    base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start)
+    base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start, init)
     cmds = _stage_commands(lineage) + [f"{base} --steps {first or final}"]
     if _steps_raised(events, meta):
         at = [e["step"] for e in events if e.get("event") == "resume"]
