@@ -134,7 +134,7 @@ def test_recipe_validation_and_schedule() -> None:
     assert Recipe.from_json(r.to_json()) == r
     assert r.lr_at(0) < r.lr_at(9) == pytest.approx(1e-3)
     assert r.lr_at(99) < r.lr_at(50) < r.lr_at(10)
-    for bad in (dict(steps=0), dict(eval_seed=1), dict(schedule="step"), dict(box_fraction=2.0)):
+    for bad in (dict(steps=0), dict(eval_seed=1), dict(schedule="step"), dict(box_fraction=2.0), dict(select="iou")):
         with pytest.raises(UsageError):
             replace(r, **bad).validate()
     with pytest.raises(UsageError):
@@ -171,6 +171,23 @@ def test_tiny_training_run_writes_loadable_weights(tmp_path) -> None:
     evals = [r for r in records if r["event"] == "eval"]
     assert [e["step"] for e in evals] == [3, 6] and 0 <= evals[-1]["point"] <= 1
     assert result["best"]["point"] == max(e["point"] for e in evals)
+
+
+def test_select_picks_best_weights_by_the_chosen_score(tmp_path) -> None:
+    from slimsam_edge.reference.card import publish
+    from slimsam_edge.reference.train import LOG, train
+
+    recipe = replace(_tiny_recipe(6), eval_every=1, select="mean", box_fraction=0.7)
+    result = train(recipe, tmp_path / "run", spec=_tiny_spec(), quiet=True)
+    evals = [json.loads(x) for x in (tmp_path / "run" / LOG).read_text().splitlines()]
+    evals = [e for e in evals if e["event"] == "eval"]
+    means = [(e["point"] + e["box"]) / 2 for e in evals]
+    assert result["best"]["step"] == evals[int(np.argmax(means))]["step"]
+    # the card's command reproduces both options and says what picked the weights
+    card = publish(tmp_path / "run", tmp_path / "assets", count=1)
+    assert "--box-fraction 0.7 --select mean" in card["commands"][0]
+    text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    assert "70% box prompts" in text and "the best held-out mean of point and box mIoU" in text
 
 
 def test_resume_continues_from_checkpoint(tmp_path) -> None:
@@ -373,7 +390,8 @@ def test_cli_rejects_a_file_as_out(tmp_path) -> None:
     f.write_text("x")
     res = CliRunner().invoke(app, ["--out", str(f), "--steps", "1"])
     assert res.exit_code == 2 and "not a folder" in res.output
-    for args, text in ((["--init", str(f)], "not a .safetensors weights file"), (["--data-seed", "2002"], "test split")):
+    for args, text in ((["--init", str(f)], "not a .safetensors weights file"), (["--data-seed", "2002"], "test split"),
+                       (["--select", "iou"], "select 'iou': choose one of point, box, mean")):
         res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--steps", "1", *args])
         assert res.exit_code == 2 and text in res.output and "Traceback" not in res.output, res.output
 

@@ -32,10 +32,12 @@ def train_reference(
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", min=0, help="Linear LR warm-up steps.")] = None,
     init: Annotated[Optional[str], typer.Option("--init", help="Start from these weights (a run's best.safetensors, or 'sam-mini' for the shipped model) instead of random ones.")] = None,
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", min=0, help="Procedural training-data seed (a continued run should see new images: pick an unused one).")] = None,
+    box_fraction: Annotated[Optional[float], typer.Option("--box-fraction", min=0.0, max=1.0, help="Fraction of training masks prompted with a box (the rest: one point).")] = None,
+    select: Annotated[Optional[str], typer.Option("--select", help="Held-out score that picks best.safetensors: point | box | mean.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train sam-mini on procedural data; keep the best held-out point mIoU in OUT/best.safetensors.
+    """Train sam-mini on procedural data; keep the best held-out score (``--select``) in OUT/best.safetensors.
 
     Example:
         >>> train_reference(out=Path("runs/tiny"), steps=10)   # doctest: +SKIP
@@ -55,7 +57,8 @@ def train_reference(
         (out / CHECKPOINT).unlink()
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
-                            warmup_steps=warmup_steps, data_seed=data_seed)
+                            warmup_steps=warmup_steps, data_seed=data_seed, box_fraction=box_fraction,
+                            select=select)
     result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers,
                    init=init)
     if json_out:

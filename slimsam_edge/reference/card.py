@@ -128,7 +128,7 @@ def render_card(card: dict[str, Any]) -> str:
         *(["On a GPU the corrective clicks are drawn on the device (batch.corrective_clicks: chessboard "
            "instead of Euclidean interior distance), so the same command on a CPU trains different weights."]
           if _on_gpu(str(t.get("device", ""))) else []),
-        f"The shipped weights are those of step {t['best_step']}, the best held-out point mIoU on "
+        f"The shipped weights are those of step {t['best_step']}, the best held-out {_selected_by(r)} on "
         f"{r.get('eval_images')} images of seed {r.get('eval_seed')}; stored as fp16.",
         *_lineage_lines(t), "",
         "## Evaluation", "",
@@ -230,7 +230,8 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
 
 
 #: recipe fields that ``train-reference`` takes as options
-RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every", "data_seed")
+RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every", "data_seed",
+                "box_fraction", "select")
 
 
 def _recipe_flags(start: dict[str, Any], init: str | None = None) -> str:
@@ -244,6 +245,11 @@ def _recipe_flags(start: dict[str, Any], init: str | None = None) -> str:
     if init:
         flags.append(f" --init {init}")
     return "".join(flags)
+
+
+def _selected_by(recipe: dict[str, Any]) -> str:
+    """What picked a run's best step, in words (recipes before ``select`` existed picked by point)."""
+    return {"box": "box mIoU", "mean": "mean of point and box mIoU"}.get(recipe.get("select", "point"), "point mIoU")
 
 
 def _stage_dir(k: int) -> str:

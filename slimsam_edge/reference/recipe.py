@@ -20,6 +20,8 @@ from typing import Any
 from ..errors import UsageError
 
 SCHEDULES = ("cosine", "constant")
+#: held-out score that picks ``best.safetensors``: point mIoU, box mIoU, or their mean
+SELECTS = ("point", "box", "mean")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Recipe:
         loss_size: side at which mask losses are computed (low-res logits upsampled to it).
         eval_images: held-out images per evaluation.
         eval_every, checkpoint_every, log_every: intervals in steps.
+        select: the held-out score that picks ``best.safetensors`` (one of :data:`SELECTS`).
         init_sha256: sha256 of the weights the run started from (``train(init=...)``); empty for
             a run from scratch. Part of the recipe so that a continued run names its parent.
     """
@@ -76,6 +79,7 @@ class Recipe:
     eval_every: int = 250
     checkpoint_every: int = 100
     log_every: int = 10
+    select: str = "point"
     init_sha256: str = ""
 
     def validate(self) -> None:
@@ -99,6 +103,21 @@ class Recipe:
             raise UsageError(f"box_fraction must be in [0, 1], got {self.box_fraction}")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.select not in SELECTS:
+            raise UsageError(f"select {self.select!r}: choose one of {', '.join(SELECTS)}")
+
+    def selection_score(self, score: dict[str, float]) -> float:
+        """The number that ranks held-out evaluations ``{"point": .., "box": ..}`` for ``best.safetensors``.
+
+        Example:
+            >>> Recipe(select="mean").selection_score({"point": 0.8, "box": 0.9})
+            0.85
+            >>> Recipe().selection_score({"point": 0.8, "box": 0.9})
+            0.8
+        """
+        if self.select == "mean":
+            return round((score["point"] + score["box"]) / 2, 6)
+        return score[self.select]
 
     def lr_at(self, step: int) -> float:
         """Learning rate used for optimiser step ``step`` (0-based).

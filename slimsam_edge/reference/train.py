@@ -280,7 +280,7 @@ def train(
         _log(log_path, {"event": "eval", "step": step, **score, "n_images": res["n_images"], "n_masks": res["n_masks"]})
         console.print(f"step {step}: held-out point mIoU {score['point']:.4f}, box {score['box']:.4f}, "
                       f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, {res['n_masks']} masks]")
-        if best is None or score["point"] > best["point"]:
+        if best is None or recipe.selection_score(score) > recipe.selection_score(best):
             best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_masks"]}
             save_model(sam, spec, out / BEST, **meta, best_step=str(step), eval_json=json.dumps(best),
                        minutes=str(round((time.time() - t0) / 60, 1)))
