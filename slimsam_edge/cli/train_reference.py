@@ -4,6 +4,7 @@ Example:
     $ slimsam-edge train-reference --out runs/sam-mini --steps 2400
     $ slimsam-edge train-reference --out runs/sam-mini --resume     # continue after a stop
     $ slimsam-edge train-reference --out runs/sam-mini-2 --init sam-mini --data-seed 3   # train the shipped model further
+    $ slimsam-edge train-reference --out runs/sam-mini-p8 --init sam-mini --patch-size 8 --window-size 16  # on a 2x finer grid
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def train_reference(
     data_seed: Annotated[Optional[int], typer.Option("--data-seed", min=0, help="Procedural training-data seed (a continued run should see new images: pick an unused one).")] = None,
     box_fraction: Annotated[Optional[float], typer.Option("--box-fraction", min=0.0, max=1.0, help="Fraction of training masks prompted with a box (the rest: one point).")] = None,
     select: Annotated[Optional[str], typer.Option("--select", help="Held-out score that picks best.safetensors: point | box | mean.")] = None,
+    patch_size: Annotated[Optional[int], typer.Option("--patch-size", min=1, help="Encoder patch side (default: the preset's, 16). With --init of a coarser model, its weights move to the finer grid.")] = None,
+    window_size: Annotated[Optional[int], typer.Option("--window-size", min=1, help="Attention window in tokens (default: the preset's, 8); keep patch x window constant to cover the same pixels.")] = None,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.pt when present.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -58,7 +61,7 @@ def train_reference(
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
                             warmup_steps=warmup_steps, data_seed=data_seed, box_fraction=box_fraction,
-                            select=select)
+                            select=select, patch_size=patch_size, window_size=window_size)
     result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers,
                    init=init)
     if json_out:

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
         "steps_raised": _steps_raised(events, meta),
         "init_sha256": json.loads(meta.get("recipe", "{}")).get("init_sha256", ""),
         "lineage": json.loads(meta.get("lineage", "[]")),
+        **({"regrid": start_event(events)["init"]["regrid"]} if "regrid" in start_event(events).get("init", {}) else {}),
     }
 
 
@@ -104,6 +106,24 @@ def evaluate_splits(weights: Path, count: int = CARD_IMAGES) -> dict[str, dict[s
     return out
 
 
+def _architecture_line(card: dict[str, Any]) -> str:
+    """The card's description of the encoder and decoder (cards older than the ``architecture``
+    field describe the preset)."""
+    from ..models.spec import PRESETS
+
+    preset = PRESETS["sam_mini"]
+    e = card.get("architecture", {}).get("encoder") or asdict(preset.encoder)
+    d = card.get("architecture", {}).get("decoder") or asdict(preset.decoder)
+    grid, regrid = e["img_size"] // e["patch_size"], card["training"].get("regrid")
+    moved = (f" (moved to this grid from patch {regrid['patch_size'][0]} / window {regrid['window_size'][0]} "
+             "weights at the start of the last stage: models/regrid.py)") if regrid else ""
+    return (f"ViT image encoder: {e['img_size']}x{e['img_size']} input, patch {e['patch_size']} ({grid}x{grid} tokens), "
+            f"{len(e['qkv_dims'])} blocks, embed {e['embed_dim']}, {e['num_heads']} heads, MLP {e['mlp_dims'][0]}, "
+            f"window {e['window_size']}{moved}, global attention in blocks {', '.join(map(str, e['global_attn_indexes']))}, "
+            f"decomposed relative position embeddings, neck to {e['out_chans']} channels. SAM's prompt encoder and a "
+            f"mask decoder with transformer dim {e['out_chans']} (MLP {d['transformer_mlp_dim']}); low-resolution masks {4 * grid}x{4 * grid}.")
+
+
 def render_card(card: dict[str, Any]) -> str:
     """The Markdown model card for ``card`` (the dict :func:`publish` returns)."""
     t, r = card["training"], card["training"]["recipe"]
@@ -113,10 +133,7 @@ def render_card(card: dict[str, Any]) -> str:
         "compression, quantization and benchmarks report real accuracy without downloading weights.",
         "It is **not** a general-purpose segmenter: it has only seen the procedural images.", "",
         "## Architecture", "",
-        f"ViT image encoder: {r.get('image_size', 256)}x{r.get('image_size', 256)} input, patch 16 (16x16 tokens), "
-        "12 blocks, embed 192, 12 heads, MLP 768, window 8, global attention in blocks 2, 5, 8, 11, "
-        "decomposed relative position embeddings, neck to 128 channels. SAM's prompt encoder and a mask "
-        "decoder with transformer dim 128. Parameters: " + ", ".join(f"{k} {v:,}" for k, v in card["params"].items()) + ".",
+        _architecture_line(card) + " Parameters: " + ", ".join(f"{k} {v:,}" for k, v in card["params"].items()) + ".",
         "", "## Training", "",
         "```", *card["commands"], "```", "",
         f"Seed {r.get('seed')}, procedural training data seed {r.get('data_seed')}, {t['steps_run']} steps of "
@@ -218,6 +235,7 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
     card = {
         "model": "sam_mini", "weights": weights.name, "dtype": "float16",
         "params": {k: v for k, v in report["params"].items()},
+        "architecture": {"encoder": asdict(spec.encoder), "decoder": asdict(spec.decoder)},
         "training": _training_facts(events, meta),
         "splits": evaluate_splits(weights, count),
         "commands": _commands(run_dir, events, meta),
@@ -231,7 +249,7 @@ def publish(run_dir: Path | str, assets_dir: Path | None = None, *, count: int =
 
 #: recipe fields that ``train-reference`` takes as options
 RECIPE_FLAGS = ("seed", "batch_images", "masks_per_image", "lr", "warmup_steps", "eval_every", "data_seed",
-                "box_fraction", "select")
+                "box_fraction", "select", "patch_size", "window_size")
 
 
 def _recipe_flags(start: dict[str, Any], init: str | None = None) -> str:

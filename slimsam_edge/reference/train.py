@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +29,7 @@ from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
 from ..fsutil import atomic_path
 from ..models.build import build_sam
-from ..models.io import save_model
+from ..models.io import SPEC_METADATA_KEY, save_model
 from ..models.spec import ModelSpec, preset
 from .batch import batch_loss
 from .card import read_log, start_event
@@ -149,8 +149,44 @@ def stage_of(meta: dict[str, str], card: dict[str, Any] | None = None) -> dict[s
             "minutes": None if minutes is None else float(minutes)}
 
 
+def init_path(init: Path | str) -> Path:
+    """The weights file ``--init`` names (``"sam-mini"``: the shipped one), or a one-line error."""
+    from ..assets import require_reference_model
+
+    path = require_reference_model() if str(init) == SHIPPED_INIT else Path(init)
+    if path.suffix != ".safetensors" or not path.is_file():
+        raise UsageError(f"--init {path}: not a .safetensors weights file; pass the best.safetensors of a run "
+                         "or 'sam-mini' for the shipped weights")
+    return path
+
+
+def adopt_init_grid(recipe: Recipe, init: Path | str, base: ModelSpec) -> Recipe:
+    """``recipe`` with the patch and window size of the ``init`` weights where it sets neither and
+    they differ from ``base``'s, so that continuing a model keeps its token grid (and the recipe
+    says so: the card's command then names it).
+
+    Example:
+        >>> adopt_init_grid(Recipe(), "sam-mini", preset("sam_mini")).patch_size   # doctest: +SKIP
+        8
+    """
+    from ..models.io import read_metadata
+
+    if recipe.patch_size or recipe.window_size:
+        return recipe
+    meta = read_metadata(init_path(init))
+    enc = ModelSpec.from_json(meta[SPEC_METADATA_KEY]).encoder if SPEC_METADATA_KEY in meta else base.encoder
+    if (enc.patch_size, enc.window_size) == (base.encoder.patch_size, base.encoder.window_size):
+        return recipe
+    return replace(recipe, patch_size=enc.patch_size, window_size=enc.window_size)
+
+
 def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
     """Copy the weights in ``init`` (a safetensors file of the same architecture) into ``sam``.
+
+    Weights of the same model on a coarser token grid (``sam`` built with a smaller patch and a
+    window covering the same pixels) are moved to ``sam``'s grid first
+    (:func:`slimsam_edge.models.regrid.regrid_state_dict`); the result then has a ``regrid`` entry,
+    ``{"patch_size": [old, new], "window_size": [old, new]}``.
 
     Returns ``{"path", "sha256", "shipped", "lineage"}``: ``shipped`` says whether ``init`` is the
     packaged sam-mini; the lineage lists the training stages that made ``init`` (theirs first, then
@@ -164,30 +200,38 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
         >>> info["lineage"][-1]["recipe"]["steps"]          # doctest: +SKIP
         1300
     """
-    from ..assets import MODEL_CARD, REFERENCE_MODEL, require_reference_model
+    from ..assets import MODEL_CARD, REFERENCE_MODEL
     from ..errors import ModelTypeError
     from ..fsutil import sha256_file
     from ..models.io import load_model, read_metadata
+    from ..models.regrid import GRID_FIELDS, regrid_state_dict
 
-    path = require_reference_model() if str(init) == SHIPPED_INIT else Path(init)
-    if path.suffix != ".safetensors" or not path.is_file():
-        raise UsageError(f"--init {path}: not a .safetensors weights file; pass the best.safetensors of a run "
-                         "or 'sam-mini' for the shipped weights")
-    src, _ = load_model(path)
+    path = init_path(init)
+    src, src_spec = load_model(path)
+    state, regrid = src.state_dict(), None
     want = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in src.state_dict().items()}
+    dst_spec = getattr(sam, "spec", None)
+    if want != {k: tuple(v.shape) for k, v in state.items()} and dst_spec is not None \
+            and all(getattr(src_spec.encoder, f.name) == getattr(dst_spec.encoder, f.name)
+                    for f in fields(src_spec.encoder) if f.name not in GRID_FIELDS):
+        try:  # the same model on a finer token grid: move the weights there
+            state = regrid_state_dict(state, src_spec.encoder, dst_spec.encoder)
+        except ModelTypeError as e:
+            raise ModelTypeError(f"--init {path}: {e}") from None
+        regrid = {k: [getattr(src_spec.encoder, k), getattr(dst_spec.encoder, k)] for k in GRID_FIELDS}
+    have = {k: tuple(v.shape) for k, v in state.items()}
     if want != have:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise ModelTypeError(f"--init {path}: its architecture differs from the one being trained "
                              f"(e.g. {diff[0]}: {have.get(diff[0])} vs {want.get(diff[0])}); pass weights of the same model")
-    sam.load_state_dict(src.state_dict())
+    sam.load_state_dict(state)
     meta = read_metadata(path)
     shipped = path.resolve() == REFERENCE_MODEL.resolve()
     card_json = MODEL_CARD.with_suffix(".json")
     card = json.loads(card_json.read_text()) if shipped and "minutes" not in meta and card_json.is_file() else None
     parents = json.loads(meta.get("lineage", "[]"))
     return {"path": str(path), "sha256": sha256_file(path), "shipped": shipped,
-            "lineage": parents + [stage_of(meta, card)]}
+            "lineage": parents + [stage_of(meta, card)], **({"regrid": regrid} if regrid else {})}
 
 
 def _eval_score(res: dict[str, Any]) -> dict[str, float]:
@@ -233,21 +277,24 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     recipe.validate()
-    spec = spec or preset(recipe.model_type)
+    out = Path(out)
+    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
+    base = spec or preset(recipe.model_type)
+    if state is not None:  # the checkpoint's recipe, its architecture included
+        recipe = replace(Recipe.from_json(state["recipe"]), steps=max(recipe.steps, state["step"]))
+    elif init is not None:
+        recipe = adopt_init_grid(recipe, init, base)
+    spec = recipe.model_spec(base)
     if spec.image_size != recipe.image_size:
         raise UsageError(f"recipe image_size {recipe.image_size} != model input {spec.image_size}")
     dev = rank_device(resolve_device(device))  # a bad or missing device: refused before anything is written
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out / CHECKPOINT, out / LOG
     torch.set_num_threads(threads)
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
     sam = build_sam(spec).to(dev)
     start, best, elapsed = 0, None, 0.0
-    state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
-    if state is not None:
-        recipe = replace(Recipe.from_json(state["recipe"]), steps=max(recipe.steps, state["step"]))
     init_info = None
     if state is None and init is not None:
         init_info = load_init(sam, init)
