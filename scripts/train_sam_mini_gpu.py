@@ -37,6 +37,10 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--init", default=None, help="start from these weights ('sam-mini': the shipped ones)")
     ap.add_argument("--data-seed", type=int, default=None, help="procedural training seed (new images for a continued run)")
+    ap.add_argument("--patch-size", type=int, default=None, help="encoder patch (8 with --window-size 16: the 2x finer grid)")
+    ap.add_argument("--window-size", type=int, default=None)
+    ap.add_argument("--box-fraction", type=float, default=None)
+    ap.add_argument("--select", default=None, help="point | box | mean: the held-out score that picks best.safetensors")
     args = ap.parse_args()
 
     import torch
@@ -46,7 +50,9 @@ def main() -> None:
     from slimsam_edge.reference.train import BEST, LOG, train
 
     recipe = Recipe().with_(batch_images=args.batch_images, masks_per_image=args.masks_per_image, lr=args.lr,
-                            warmup_steps=args.warmup_steps, eval_every=args.eval_every, data_seed=args.data_seed)
+                            warmup_steps=args.warmup_steps, eval_every=args.eval_every, data_seed=args.data_seed,
+                            patch_size=args.patch_size, window_size=args.window_size, box_fraction=args.box_fraction,
+                            select=args.select)
     stamps: list[float] = []
     probe_dir = args.out.with_name(args.out.name + "-probe")
     shutil.rmtree(probe_dir, ignore_errors=True)

@@ -200,6 +200,9 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     resumed = train(_tiny_recipe(4), tmp_path / "split", spec=spec, quiet=True, resume=True,
                     on_step=lambda s, l: seen.append(s))
     assert seen == [3, 4]
+    from slimsam_edge.reference.train import checkpoint_steps
+
+    assert checkpoint_steps(tmp_path / "split" / CHECKPOINT) == 4  # what `--resume` without --steps keeps
     assert resumed["final"]["loss"] == pytest.approx(full["final"]["loss"], rel=1e-4)
     a = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
     b = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=False)
@@ -211,7 +214,7 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     from slimsam_edge.reference.card import publish
 
     raised = publish(tmp_path / "split", tmp_path / "assets", count=1)
-    assert raised["training"]["steps_raised"] and raised["commands"][-2].endswith("--steps 4   # resumed (from step 2)")
+    assert raised["training"]["steps_changed"] and raised["commands"][-2].endswith("--steps 4   # resumed (from step 2)")
     assert "cosine schedule was stretched" in (tmp_path / "assets" / "MODEL_CARD.md").read_text()
 
     def crash(step: int, _: dict) -> None:
@@ -222,7 +225,7 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
         train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, on_step=crash)
     train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, resume=True)
     same = publish(tmp_path / "cut", tmp_path / "assets", count=1)
-    assert same["training"]["resumed_at_steps"] == [2] and not same["training"]["steps_raised"]
+    assert same["training"]["resumed_at_steps"] == [2] and not same["training"]["steps_changed"]
     assert not any("# resumed" in c for c in same["commands"])
     text = (tmp_path / "assets" / "MODEL_CARD.md").read_text()
     assert "interrupted and resumed from its checkpoint at step(s) [2]" in text and "stretched" not in text
@@ -286,6 +289,15 @@ def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
         for kind in ("point", "box"):
             assert sum(b["n"] for b in split["by_size"][kind].values()) == split["annotations"]
     assert "| heldout | box |" in text and "| test | point |" in text
+
+
+def test_card_says_whether_a_resume_raised_or_lowered_the_steps() -> None:
+    from slimsam_edge.reference.card import _resume_sentence
+
+    facts = {"resumed_at_steps": [100], "steps_changed": True, "steps_planned": 400, "recipe": {"steps": 300}}
+    assert "lowered on resume, 400 -> 300, so the cosine schedule was compressed" in _resume_sentence(facts)
+    assert "raised on resume, so the cosine schedule was stretched" in _resume_sentence({**facts, "recipe": {"steps": 500}})
+    assert _resume_sentence({**facts, "resumed_at_steps": []}) == ""
 
 
 def test_recipe_refuses_the_card_test_seed() -> None:

@@ -59,7 +59,8 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
         "steps_run": steps[-1]["step"] if steps else None,
         "training_minutes": round(steps[-1]["elapsed_s"] / 60, 1) if steps else None,
         "resumed_at_steps": resumes,
-        "steps_raised": _steps_raised(events, meta),
+        "steps_changed": _steps_changed(events, meta),
+        "steps_planned": start_event(events).get("recipe", {}).get("steps"),
         "init_sha256": json.loads(meta.get("recipe", "{}")).get("init_sha256", ""),
         "lineage": json.loads(meta.get("lineage", "[]")),
         **({"regrid": start_event(events)["init"]["regrid"]} if "regrid" in start_event(events).get("init", {}) else {}),
@@ -73,8 +74,8 @@ def _final_steps(events: list[dict[str, Any]], meta: dict[str, str]) -> int | No
     return resumed[-1] if resumed else json.loads(meta.get("recipe", "{}")).get("steps")
 
 
-def _steps_raised(events: list[dict[str, Any]], meta: dict[str, str]) -> bool:
-    """Whether a resume raised the run's ``--steps`` (which stretches its cosine schedule)."""
+def _steps_changed(events: list[dict[str, Any]], meta: dict[str, str]) -> bool:
+    """Whether a resume changed the run's ``--steps`` (which stretches or compresses its cosine schedule)."""
     first, final = start_event(events).get("recipe", {}).get("steps"), _final_steps(events, meta)
     return first is not None and final is not None and final != first
 
@@ -83,9 +84,12 @@ def _resume_sentence(training: dict[str, Any]) -> str:
     at = training["resumed_at_steps"]
     if not at:
         return ""
-    if training.get("steps_raised"):
-        return (f" The run was resumed at steps {at} (the step count was raised on resume, so the cosine "
-                "schedule was stretched from that step on).")
+    if training.get("steps_changed"):
+        first, final = training.get("steps_planned"), training.get("recipe", {}).get("steps")
+        lowered = first is not None and final is not None and final < first
+        return (f" The run was resumed at steps {at} (the step count was {'lowered' if lowered else 'raised'} on "
+                + (f"resume, {first} -> {final}, " if lowered else "resume, ")
+                + f"so the cosine schedule was {'compressed' if lowered else 'stretched'} from that step on).")
     return (f" The run was interrupted and resumed from its checkpoint at step(s) {at}; the schedule, the data "
             "stream and the random state carry on, so the result is that of an uninterrupted run up to float rounding.")
 
@@ -295,7 +299,7 @@ def _commands(run_dir: Path, events: list[dict[str, Any]], meta: dict[str, str])
     first, final = start.get("recipe", {}).get("steps"), _final_steps(events, meta)
     base = f"slimsam-edge train-reference --out {run_dir}" + _recipe_flags(start, init)
     cmds = _stage_commands(lineage) + [f"{base} --steps {first or final}"]
-    if _steps_raised(events, meta):
+    if _steps_changed(events, meta):
         at = [e["step"] for e in events if e.get("event") == "resume"]
         cmds.append(f"{base} --steps {final}   # resumed (from step {at[-1] if at else '?'})")
     return cmds + [f"python -m slimsam_edge.reference.card {run_dir}"]

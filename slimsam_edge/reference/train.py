@@ -133,6 +133,16 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                               "delete it or pass --no-resume") from None
 
 
+def checkpoint_steps(path: Path | str) -> int:
+    """The step count a run's ``checkpoint.pt`` was planned with (what a resume without ``--steps`` keeps).
+
+    Example:
+        >>> checkpoint_steps("runs/sam-mini/checkpoint.pt")     # doctest: +SKIP
+        1500
+    """
+    return int(Recipe.from_json(_load_checkpoint(Path(path))["recipe"]).steps)
+
+
 def stage_of(meta: dict[str, str], card: dict[str, Any] | None = None) -> dict[str, Any]:
     """One lineage entry for weights with safetensors metadata ``meta`` (written by :func:`train`):
     their recipe, best step, device and training minutes (from ``card``, a ``MODEL_CARD.json``,
