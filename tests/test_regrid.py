@@ -101,3 +101,6 @@ def test_training_starts_from_coarser_weights_on_a_finer_grid(tmp_path) -> None:
     assert nxt["recipe"]["patch_size"] == 4 and nxt["recipe"]["window_size"] == 8 and "regrid" not in nxt["init"]
     resumed = train(replace(again, steps=3), tmp_path / "next", spec=coarse, quiet=True)
     assert resumed["steps"] == 3
+    third = publish(tmp_path / "next", tmp_path / "assets", count=1)
+    assert "lr 0.0004, patch 4 / window 8)" in (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    assert "--patch-size 4 --window-size 8 --init runs/sam-mini-stage2/best.safetensors" in third["commands"][-2]

@@ -191,8 +191,9 @@ def _lineage_lines(training: dict[str, Any]) -> list[str]:
              f"(`--init`), made in {len(stages)} earlier stage(s); the commands above rebuild them one from the other:", ""]
     for k, st in enumerate(stages, 1):
         r = st.get("recipe", {})
+        grid = f", patch {r['patch_size']} / window {r.get('window_size')}" if r.get("patch_size") else ""
         lines.append(f"{k}. {r.get('steps')} steps of {r.get('batch_images')} images (data seed {r.get('data_seed')}, "
-                     f"lr {r.get('lr')}), {st.get('minutes')} min on {st.get('device') or '2 CPU cores'}; "
+                     f"lr {r.get('lr')}{grid}), {st.get('minutes')} min on {st.get('device') or '2 CPU cores'}; "
                      f"best step {st.get('best_step')}.")
     chain = [(st.get("best_step", 0), st.get("recipe", {})) for st in stages] + [(training["best_step"], training["recipe"])]
     total = sum(step * r.get("batch_images", 0) for step, r in chain)
