@@ -17,7 +17,6 @@ result is a starting point to fine-tune at the finer grid (``train-reference --i
 --patch-size 8 --window-size 16``), not a finished model.
 
 Example:
-    >>> from dataclasses import replace
     >>> from slimsam_edge.models.spec import PRESETS
     >>> src = PRESETS["sam_mini"].encoder
     >>> dst = finer_grid(src, 2)
@@ -55,6 +54,18 @@ def finer_grid(spec: "EncoderSpec", factor: int) -> "EncoderSpec":
     return replace(spec, patch_size=spec.patch_size // factor, window_size=spec.window_size * factor)
 
 
+def non_grid_differences(src: "EncoderSpec", dst: "EncoderSpec") -> list[str]:
+    """The encoder fields, other than :data:`GRID_FIELDS`, in which ``src`` and ``dst`` differ.
+
+    Example:
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> src = PRESETS["sam_mini"].encoder
+        >>> non_grid_differences(src, finer_grid(src, 2)), non_grid_differences(src, replace(src, embed_dim=96))
+        ([], ['embed_dim'])
+    """
+    return [f.name for f in fields(src) if f.name not in GRID_FIELDS and getattr(src, f.name) != getattr(dst, f.name)]
+
+
 def regrid_factor(src: "EncoderSpec", dst: "EncoderSpec") -> int:
     """The integer ``f`` with ``dst = finer_grid(src, f)``, or a :class:`ModelTypeError` saying why none is.
 
@@ -64,7 +75,7 @@ def regrid_factor(src: "EncoderSpec", dst: "EncoderSpec") -> int:
         >>> regrid_factor(src, finer_grid(src, 2)), regrid_factor(src, src)
         (2, 1)
     """
-    other = [f.name for f in fields(src) if f.name not in GRID_FIELDS and getattr(src, f.name) != getattr(dst, f.name)]
+    other = non_grid_differences(src, dst)
     if other:
         raise ModelTypeError(f"the encoders differ in {', '.join(other)}, not only in patch and window size; "
                              "pass weights of the same model")

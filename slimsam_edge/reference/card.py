@@ -51,8 +51,9 @@ def _on_gpu(device: str) -> bool:
 def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[str, Any]:
     steps = [e for e in events if e.get("event") == "step"]
     resumes = [e["step"] for e in events if e.get("event") == "resume"]
+    start = start_event(events)
     return {
-        "device": start_event(events).get("device", "2 CPU cores"),
+        "device": start.get("device", "2 CPU cores"),
         "recipe": json.loads(meta.get("recipe", "{}")),
         "best_step": int(meta.get("best_step", "0")),
         "selection": json.loads(meta.get("eval_json", "{}")),
@@ -60,10 +61,10 @@ def _training_facts(events: list[dict[str, Any]], meta: dict[str, str]) -> dict[
         "training_minutes": round(steps[-1]["elapsed_s"] / 60, 1) if steps else None,
         "resumed_at_steps": resumes,
         "steps_changed": _steps_changed(events, meta),
-        "steps_planned": start_event(events).get("recipe", {}).get("steps"),
+        "steps_planned": start.get("recipe", {}).get("steps"),
         "init_sha256": json.loads(meta.get("recipe", "{}")).get("init_sha256", ""),
         "lineage": json.loads(meta.get("lineage", "[]")),
-        **({"regrid": start_event(events)["init"]["regrid"]} if "regrid" in start_event(events).get("init", {}) else {}),
+        **({"regrid": start["init"]["regrid"]} if "regrid" in start.get("init", {}) else {}),
     }
 
 

@@ -126,7 +126,9 @@ class Recipe:
             >>> Recipe(patch_size=8, window_size=16).model_spec(PRESETS["sam_mini"]).encoder.grid
             32
         """
-        changes = {k: getattr(self, k) for k in ("patch_size", "window_size") if getattr(self, k)}
+        from ..models.regrid import GRID_FIELDS
+
+        changes = {k: getattr(self, k) for k in GRID_FIELDS if getattr(self, k)}
         return replace(spec, encoder=replace(spec.encoder, **changes)) if changes else spec
 
     def selection_score(self, score: dict[str, float]) -> float:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,14 +180,14 @@ def adopt_init_grid(recipe: Recipe, init: Path | str, base: ModelSpec) -> Recipe
         8
     """
     from ..models.io import read_metadata
+    from ..models.regrid import GRID_FIELDS
 
-    if recipe.patch_size or recipe.window_size:
+    if any(getattr(recipe, k) for k in GRID_FIELDS):
         return recipe
     meta = read_metadata(init_path(init))
     enc = ModelSpec.from_json(meta[SPEC_METADATA_KEY]).encoder if SPEC_METADATA_KEY in meta else base.encoder
-    if (enc.patch_size, enc.window_size) == (base.encoder.patch_size, base.encoder.window_size):
-        return recipe
-    return replace(recipe, patch_size=enc.patch_size, window_size=enc.window_size)
+    grid = {k: getattr(enc, k) for k in GRID_FIELDS}
+    return recipe if all(getattr(base.encoder, k) == v for k, v in grid.items()) else replace(recipe, **grid)
 
 
 def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
     from ..errors import ModelTypeError
     from ..fsutil import sha256_file
     from ..models.io import load_model, read_metadata
-    from ..models.regrid import GRID_FIELDS, regrid_state_dict
+    from ..models.regrid import GRID_FIELDS, non_grid_differences, regrid_state_dict
 
     path = init_path(init)
     src, src_spec = load_model(path)
@@ -222,8 +222,7 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
     want = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
     dst_spec = getattr(sam, "spec", None)
     if want != {k: tuple(v.shape) for k, v in state.items()} and dst_spec is not None \
-            and all(getattr(src_spec.encoder, f.name) == getattr(dst_spec.encoder, f.name)
-                    for f in fields(src_spec.encoder) if f.name not in GRID_FIELDS):
+            and not non_grid_differences(src_spec.encoder, dst_spec.encoder):
         try:  # the same model on a finer token grid: move the weights there
             state = regrid_state_dict(state, src_spec.encoder, dst_spec.encoder)
         except ModelTypeError as e:
