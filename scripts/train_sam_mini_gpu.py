@@ -58,7 +58,7 @@ def main() -> None:
     shutil.rmtree(probe_dir, ignore_errors=True)
     train(recipe.with_(steps=args.probe_steps, eval_every=10**6), probe_dir, resume=False, quiet=True,
           device=args.device, workers=args.workers, init=args.init, on_step=lambda s, l: stamps.append(time.time()))
-    skip = min(10, len(stamps) // 2)
+    skip = min(10, (len(stamps) - 1) // 2)  # leave at least one timed step
     step_s = (stamps[-1] - stamps[skip]) / max(1, len(stamps) - 1 - skip)
     evals = max(1, int(args.budget_s / step_s) // args.eval_every)
     steps = max(100, int(args.budget_s / (step_s * 1.04)) // 100 * 100)  # ~4% for evaluations
