@@ -4,7 +4,7 @@
 # Usage (on the GPU machine, from the repo root; wheels for what its image lacks in .whl/):
 #   OUT=/some/dir TRAIN_S=300 END_S=560 bash scripts/gpu_session.sh
 # TRAIN_ARGS go to scripts/train_sam_mini_gpu.py; the default continues the shipped weights on new
-# images on their own token grid (patch 8 since stage 5), at the lr that stage used. Pick a data seed
+# images on their own token grid (patch 8 since stage 5), as stage 6 was trained. Pick a data seed
 # that the model card's stages have not used yet. COMPRESS_STEPS=0 skips the compress check.
 set -u
 T0=$(date +%s)
@@ -23,7 +23,7 @@ echo "== gpu tests" >>"$LOG"
 timeout 90 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m "gpu and not tensorrt" tests/ >>"$LOG" 2>&1
 echo "== train sam-mini ($(left) s left)" >>"$LOG"
 timeout $(( ${TRAIN_S:-300} + 150 )) python3 scripts/train_sam_mini_gpu.py --out runs/sam-mini-gpu --copy-to "$OUT" --budget-s "${TRAIN_S:-300}" \
-  ${TRAIN_ARGS:---init sam-mini --data-seed 4 --lr 1e-4 --warmup-steps 20 --select mean} 2>&1 \
+  ${TRAIN_ARGS:---init sam-mini --data-seed 11 --lr 1e-4 --warmup-steps 50 --select mean --box-fraction 0.6 --eval-every 250} 2>&1 \
   | grep -v "^step [0-9]*/[0-9]* \|^min$" >>"$LOG"
 TEACHER=runs/sam-mini-gpu/best.safetensors
 [ -f "$TEACHER" ] || { echo "no teacher: stop" >>"$LOG"; exit 1; }

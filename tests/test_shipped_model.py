@@ -46,7 +46,9 @@ def test_eval_reproduces_the_card(card) -> None:
     assert box == pytest.approx(held["box_miou"], abs=MARGIN)
     # the card states whether the targets are met; the test holds the card to its word
     assert card["targets_met"] == all(held[k] >= v for k, v in TARGETS.items())
-    assert point > 0.4 and box > 0.4, "the shipped model must be a trained segmenter, not noise"
+    # the shipped model meets the targets (point >= 0.80, box >= 0.90), up to the subset's noise
+    assert card["targets_met"], "the shipped sam-mini must meet the reference targets on its card"
+    assert point >= TARGETS["point_miou"] - MARGIN and box >= TARGETS["box_miou"] - MARGIN
 
 
 def test_onnx_bundle_keeps_the_accuracy(tmp_path) -> None:
