@@ -200,9 +200,6 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
     resumed = train(_tiny_recipe(4), tmp_path / "split", spec=spec, quiet=True, resume=True,
                     on_step=lambda s, l: seen.append(s))
     assert seen == [3, 4]
-    from slimsam_edge.reference.train import checkpoint_steps
-
-    assert checkpoint_steps(tmp_path / "split" / CHECKPOINT) == 4  # what `--resume` without --steps keeps
     assert resumed["final"]["loss"] == pytest.approx(full["final"]["loss"], rel=1e-4)
     a = torch.load(tmp_path / "full" / CHECKPOINT, weights_only=False)
     b = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=False)
@@ -223,7 +220,9 @@ def test_resume_continues_from_checkpoint(tmp_path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, on_step=crash)
-    train(_tiny_recipe(4), tmp_path / "cut", spec=spec, quiet=True, resume=True)
+    # a resume without --steps (the CLI's keep_planned_steps) trains to the checkpoint's plan, not the recipe's
+    kept = train(_tiny_recipe(50), tmp_path / "cut", spec=spec, quiet=True, resume=True, keep_planned_steps=True)
+    assert kept["steps"] == 4
     same = publish(tmp_path / "cut", tmp_path / "assets", count=1)
     assert same["training"]["resumed_at_steps"] == [2] and not same["training"]["steps_changed"]
     assert not any("# resumed" in c for c in same["commands"])
@@ -406,6 +405,29 @@ def test_cli_rejects_a_file_as_out(tmp_path) -> None:
                        (["--select", "iou"], "select 'iou': choose one of point, box, mean")):
         res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--steps", "1", *args])
         assert res.exit_code == 2 and text in res.output and "Traceback" not in res.output, res.output
+
+
+def test_cli_resume_without_steps_keeps_the_plan(tmp_path, monkeypatch) -> None:
+    """`train-reference` without --steps asks train() for the checkpoint's planned steps; with it, for --steps."""
+    import typer
+    from typer.testing import CliRunner
+
+    import slimsam_edge.reference.train as train_mod
+    from slimsam_edge.cli.train_reference import train_reference
+
+    calls: list[tuple[int, bool]] = []
+
+    def fake_train(recipe, out, **kw):
+        calls.append((recipe.steps, kw["keep_planned_steps"]))
+        return {"steps": recipe.steps, "best": None, "final": {}, "elapsed_s": 0.0, "out": str(out)}
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    app = typer.Typer()
+    app.command()(train_reference)
+    for args in ([], ["--steps", "7"]):
+        res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), *args])
+        assert res.exit_code == 0, res.output
+    assert calls[0][1] is True and calls[1] == (7, False)
 
 
 def test_batched_evaluation_matches_predictor_api() -> None:

@@ -52,20 +52,18 @@ def train_reference(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from ..errors import UsageError
     from ..reference.recipe import Recipe
-    from ..reference.train import CHECKPOINT, checkpoint_steps, train
+    from ..reference.train import CHECKPOINT, train
 
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
     if not resume and (out / CHECKPOINT).exists():
         (out / CHECKPOINT).unlink()
-    if steps is None and (out / CHECKPOINT).exists():  # a resume keeps the run's planned steps, not the default
-        steps = checkpoint_steps(out / CHECKPOINT)
     recipe = Recipe().with_(steps=steps, seed=seed, batch_images=batch_images,
                             masks_per_image=masks_per_image, lr=lr, eval_every=eval_every,
                             warmup_steps=warmup_steps, data_seed=data_seed, box_fraction=box_fraction,
                             select=select, patch_size=patch_size, window_size=window_size)
     result = train(recipe, out, resume=resume, quiet=json_out, threads=threads, device=device, workers=workers,
-                   init=init)
+                   init=init, keep_planned_steps=steps is None)  # a resume without --steps keeps the run's plan
     if json_out:
         emit_json(result)
         return

@@ -133,16 +133,6 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
                               "delete it or pass --no-resume") from None
 
 
-def checkpoint_steps(path: Path | str) -> int:
-    """The step count a run's ``checkpoint.pt`` was planned with (what a resume without ``--steps`` keeps).
-
-    Example:
-        >>> checkpoint_steps("runs/sam-mini/checkpoint.pt")     # doctest: +SKIP
-        1500
-    """
-    return int(Recipe.from_json(_load_checkpoint(Path(path))["recipe"]).steps)
-
-
 def stage_of(meta: dict[str, str], card: dict[str, Any] | None = None) -> dict[str, Any]:
     """One lineage entry for weights with safetensors metadata ``meta`` (written by :func:`train`):
     their recipe, best step, device and training minutes (from ``card``, a ``MODEL_CARD.json``,
@@ -259,6 +249,7 @@ def train(
     device: str = "cpu",
     workers: int = 0,
     init: Path | str | None = None,
+    keep_planned_steps: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) training; return ``{"steps", "best", "final", "elapsed_s", "out"}``.
 
@@ -278,6 +269,8 @@ def train(
             to continue training a model with a new schedule (use a new ``data_seed`` to see new
             images). They are evaluated first (step 0), so ``best.safetensors`` is never worse than
             them. Ignored when resuming from a checkpoint, which holds the weights already.
+        keep_planned_steps: on resume, train to the step count the checkpoint was planned with and
+            ignore ``recipe.steps`` (a ``--resume`` without ``--steps``); a fresh run uses ``recipe.steps``.
 
     Example:
         >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
@@ -291,7 +284,8 @@ def train(
     state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     base = spec or preset(recipe.model_type)
     if state is not None:  # the checkpoint's recipe, its architecture included
-        recipe = replace(Recipe.from_json(state["recipe"]), steps=max(recipe.steps, state["step"]))
+        saved = Recipe.from_json(state["recipe"])
+        recipe = replace(saved, steps=saved.steps if keep_planned_steps else max(recipe.steps, state["step"]))
     elif init is not None:
         recipe = adopt_init_grid(recipe, init, base)
     spec = recipe.model_spec(base)
