@@ -120,8 +120,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | 
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt safetensors file ({err}); re-create it") from None
-    spec = ModelSpec.from_json(meta[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in meta else None
-    return _strip_prefixes(sd), spec
+    return _strip_prefixes(sd), embedded_spec(meta)
+
+
+def embedded_spec(meta: Mapping[str, str]) -> ModelSpec | None:
+    """The architecture that :func:`save_model` stores in a safetensors file's metadata, if any.
+
+    Example:
+        >>> embedded_spec(read_metadata("runs/sam-mini/best.safetensors")).encoder.patch_size   # doctest: +SKIP
+        8
+    """
+    return ModelSpec.from_json(meta[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in meta else None
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:

@@ -104,9 +104,11 @@ def regrid_state_dict(state: dict[str, "torch.Tensor"], src: "EncoderSpec", dst:
     import torch.nn.functional as F
 
     factor = regrid_factor(src, dst)
+    if factor == 1:
+        return dict(state)
     out = {}
     for key, t in state.items():
-        if not key.startswith("image_encoder.") or factor == 1:
+        if not key.startswith("image_encoder."):
             out[key] = t
         elif key.endswith("patch_embed.proj.weight"):  # (C, in, p, p) -> (C, in, p/f, p/f), summed blocks
             c, i, p, _ = t.shape

@@ -29,7 +29,7 @@ from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
 from ..fsutil import atomic_path
 from ..models.build import build_sam
-from ..models.io import SPEC_METADATA_KEY, save_model
+from ..models.io import save_model
 from ..models.spec import ModelSpec, preset
 from .batch import batch_loss
 from .card import read_log, start_event
@@ -169,13 +169,12 @@ def adopt_init_grid(recipe: Recipe, init: Path | str, base: ModelSpec) -> Recipe
         >>> adopt_init_grid(Recipe(), "sam-mini", preset("sam_mini")).patch_size   # doctest: +SKIP
         8
     """
-    from ..models.io import read_metadata
+    from ..models.io import embedded_spec, read_metadata
     from ..models.regrid import GRID_FIELDS
 
     if any(getattr(recipe, k) for k in GRID_FIELDS):
         return recipe
-    meta = read_metadata(init_path(init))
-    enc = ModelSpec.from_json(meta[SPEC_METADATA_KEY]).encoder if SPEC_METADATA_KEY in meta else base.encoder
+    enc = (embedded_spec(read_metadata(init_path(init))) or base).encoder
     grid = {k: getattr(enc, k) for k in GRID_FIELDS}
     return recipe if all(getattr(base.encoder, k) == v for k, v in grid.items()) else replace(recipe, **grid)
 
@@ -210,15 +209,15 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
     src, src_spec = load_model(path)
     state, regrid = src.state_dict(), None
     want = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
     dst_spec = getattr(sam, "spec", None)
-    if want != {k: tuple(v.shape) for k, v in state.items()} and dst_spec is not None \
-            and not non_grid_differences(src_spec.encoder, dst_spec.encoder):
+    if want != have and dst_spec is not None and not non_grid_differences(src_spec.encoder, dst_spec.encoder):
         try:  # the same model on a finer token grid: move the weights there
             state = regrid_state_dict(state, src_spec.encoder, dst_spec.encoder)
         except ModelTypeError as e:
             raise ModelTypeError(f"--init {path}: {e}") from None
         regrid = {k: [getattr(src_spec.encoder, k), getattr(dst_spec.encoder, k)] for k in GRID_FIELDS}
-    have = {k: tuple(v.shape) for k, v in state.items()}
+        have = {k: tuple(v.shape) for k, v in state.items()}
     if want != have:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise ModelTypeError(f"--init {path}: its architecture differs from the one being trained "
