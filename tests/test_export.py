@@ -45,7 +45,7 @@ def test_official_decoder_io_names(tiny_bundle):
 def test_official_decoder_dynamic_points_and_sizes(tiny_bundle, tiny_model):
     import onnxruntime as ort
 
-    from slimsam_edge.exporters.wrappers import OfficialDecoder
+    from slimsam_edge.models.graphs import OfficialDecoder
 
     sess = ort.InferenceSession(str(tiny_bundle / "onnx" / "mask_decoder.onnx"))
     dec = OfficialDecoder(tiny_model)

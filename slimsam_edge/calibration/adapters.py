@@ -16,8 +16,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..models.graph_spec import FeedDict
 
-FeedDict = dict[str, np.ndarray]
 
 
 def _select(feed: FeedDict, names: Sequence[str], where: str) -> FeedDict:

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..models.graph_spec import FeedDict
 from ..transforms import preprocess
 
-FeedDict = dict[str, np.ndarray]
 
 DEFAULT_CALIB_IMAGES = 64
 MAX_CALIB_IMAGES = 512

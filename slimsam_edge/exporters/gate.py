@@ -18,8 +18,11 @@ from typing import Any
 
 from ..bundle import Artifact
 from ..errors import AccuracyGateError, UsageError
+from ..models.graph_spec import DECODER_LOWRES as DECODER
+from ..models.graph_spec import ENCODER
 
-ENCODER, DECODER = "image_encoder", "mask_decoder_lowres"
+#: minimum mask-IoU agreement with fp32, per precision
+DEFAULT_THRESHOLDS: dict[str, float] = {"fp16": 0.99, "bf16": 0.99, "int8": 0.95}
 
 
 def _predictor(root: Path, arts: dict[str, Artifact], image_size: int, mean: list[float], std: list[float]) -> Any:
@@ -45,8 +48,6 @@ def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Art
     """
     from ..eval.agreement import compare_predictors
     from ..eval.evaluate import default_eval_data
-    from .precision import DEFAULT_THRESHOLDS
-
     threshold = options.threshold if options.threshold is not None else DEFAULT_THRESHOLDS[precision]
     data = default_eval_data(options.gate_images)
     accuracy: dict[str, Any] = {}

@@ -16,16 +16,13 @@ import torch
 
 from ..errors import ExportError
 from ..fsutil import atomic_path
-from . import wrappers
 from .attention import finalize_onnx
-from .onnx_spec import ONNX_SPECS, OnnxSpec
+from ..models.graph_spec import ONNX_SPECS, OnnxSpec
+from ..models.graphs import make_wrapper
 
 log = logging.getLogger(__name__)
 TWO_GB = 2**31 - 1
 
-
-def make_wrapper(sam: torch.nn.Module, spec: OnnxSpec) -> torch.nn.Module:
-    return getattr(wrappers, spec.wrapper)(sam).eval()
 
 
 def export_onnx(

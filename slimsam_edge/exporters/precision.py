@@ -21,12 +21,11 @@ from typing import Any, Callable, ClassVar
 from ..bundle import Artifact
 from ..calibration import DEFAULT_CALIB_IMAGES, CalibrationFeeds
 from ..errors import BackendUnavailableError, UsageError
+from ..models.graph_spec import RUNTIME_GRAPHS
+from .gate import DEFAULT_THRESHOLDS
 from .quantize_ort import FP16_KEEP_FP32, OrtInt8Options
 from .quantize_ov import NncfOptions
 
-RUNTIME_GRAPHS = ("image_encoder", "mask_decoder_lowres")
-#: minimum mask-IoU agreement with fp32, per precision
-DEFAULT_THRESHOLDS: dict[str, float] = {"fp16": 0.99, "bf16": 0.99, "int8": 0.95}
 
 
 @dataclass(frozen=True)

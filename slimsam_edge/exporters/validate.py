@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..errors import ValidationError
-from .onnx_export import make_wrapper
-from .onnx_spec import ONNX_SPECS, OnnxSpec
+from ..models.graph_spec import ONNX_SPECS, OnnxSpec
+from ..models.graphs import make_wrapper
 
 
 @dataclass

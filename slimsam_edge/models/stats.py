@@ -89,7 +89,7 @@ def decoder_macs(model: Any, spec: ModelSpec, points: int = 1) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..exporters.wrappers import LowResDecoder
+    from .graphs import LowResDecoder
 
     dec = LowResDecoder(model).eval()
     feed = dec.example_inputs(points)

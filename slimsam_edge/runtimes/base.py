@@ -23,8 +23,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from ..errors import BackendUnavailableError, RunnerError, UsageError
+from ..models.graph_spec import FeedDict
 
-FeedDict = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 The artifact is a checkpoint (the bundle's ``model.safetensors``) plus ``options.extra["graph"]``
 naming which graph to run (``image_encoder``, ``mask_decoder_lowres``, ``mask_decoder``), or an
-already built ``torch.nn.Module`` wrapper from :mod:`slimsam_edge.exporters.wrappers`.
+already built ``torch.nn.Module`` wrapper from :mod:`slimsam_edge.models.graphs`.
 
 Example:
     >>> r = open_runner("bundle/model.safetensors", backend="torch",           # doctest: +SKIP
@@ -32,8 +32,8 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from ..exporters.onnx_export import make_wrapper
-        from ..exporters.onnx_spec import ONNX_SPECS
+        from ..models.graph_spec import ONNX_SPECS
+        from ..models.graphs import make_wrapper
 
         graph = self.options.extra.get("graph", "image_encoder")
         if graph not in ONNX_SPECS:

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
+from .graph_spec import ONNX_SPECS, OnnxSpec
+
 
 class EncoderGraph(nn.Module):
     """Image encoder on an already preprocessed (normalised, padded) image."""
@@ -125,3 +127,16 @@ class OfficialDecoder(_DecoderBase):
     def example_inputs(self, points: int = 1, **kw) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         kw.setdefault("orig_hw", (self.img_size * 3 // 4, self.img_size))
         return super().example_inputs(points, **kw)
+
+
+def make_wrapper(sam: nn.Module, spec: "OnnxSpec | str") -> nn.Module:
+    """The torch module (in eval mode) behind graph ``spec`` of ``sam``.
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> type(make_wrapper(build_sam(PRESETS["sam_mini"]), "mask_decoder")).__name__
+        'OfficialDecoder'
+    """
+    spec = ONNX_SPECS[spec] if isinstance(spec, str) else spec
+    return globals()[spec.wrapper](sam).eval()
