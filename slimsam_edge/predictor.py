@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ImageError, PromptError, UsageError
 from .runtimes import Runner, RunnerOptions, open_runner
 from .transforms import ResizeLongestSide, postprocess_masks, preprocess
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import Bundle
 
 ENCODER = "image_encoder"
 DECODER = "mask_decoder_lowres"
@@ -68,7 +71,7 @@ class EdgePredictor:
     @classmethod
     def from_bundle(
         cls,
-        path: Path | str,
+        path: Path | str | Bundle,
         *,
         backend: str | None = None,
         device: str | None = None,
@@ -80,7 +83,8 @@ class EdgePredictor:
         """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
 
         Arguments:
-            path: bundle directory.
+            path: bundle directory, or a :class:`~slimsam_edge.bundle.Bundle` already loaded (used
+                as it is: ``verify`` applies only to a directory).
             backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = the bundle's first.
             device: backend device ("cpu", "GPU", "AUTO", "cuda", ...).
             precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = the
@@ -89,9 +93,9 @@ class EdgePredictor:
             threads: intra-op threads.
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
         """
-        from .bundle import load_bundle
+        from .bundle import Bundle, load_bundle
 
-        bundle = load_bundle(path, verify=verify)
+        bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         runners = []
         for graph in (ENCODER, DECODER):

@@ -252,6 +252,23 @@ def test_checkpoint_with_another_backend_is_usage_error(tiny: dict[str, Path]) -
         open_model(tiny["checkpoint"].with_name("nope.safetensors"))
 
 
+def test_open_model_reads_and_hashes_a_bundle_once(tiny: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle is loaded once and each of its files hashed once (it was loaded twice)."""
+    import slimsam_edge.bundle as bundle_mod
+    from slimsam_edge.bundle import load_bundle
+
+    files = [rel for a in load_bundle(tiny["bundle"]).manifest.artifacts for rel in a.files]
+    loads: list[Path] = []
+    hashed: list[str] = []
+    real_load, real_sha = bundle_mod.load_bundle, bundle_mod.sha256_file
+    monkeypatch.setattr(bundle_mod, "load_bundle", lambda path, **kw: loads.append(path) or real_load(path, **kw))
+    monkeypatch.setattr(bundle_mod, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    predictor, about = open_model(tiny["bundle"], backend="onnxruntime", threads=1)
+    assert len(loads) == 1 and about["kind"] == "bundle" and about["backend"] == "onnxruntime"
+    assert sorted(hashed) == sorted(Path(f).name for f in files)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -297,7 +314,7 @@ def test_cli_bad_input_exit_2_one_line(cli, tiny: dict[str, Path], tmp_path: Pat
     r = cli(tiny["bundle"], "--data", tmp_path / "empty")
     assert r.exit_code == 2 and "unrecognised data layout" in r.stderr
     missing = tmp_path / "assets" / "sam_mini.safetensors"
-    monkeypatch.setattr("slimsam_edge.eval.evaluate.REFERENCE_MODEL", missing)
+    monkeypatch.setattr("slimsam_edge.eval.run.REFERENCE_MODEL", missing)
     r = cli("--limit", 1)
     assert r.exit_code == 2 and str(missing) in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

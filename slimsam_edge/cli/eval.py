@@ -8,13 +8,13 @@ Example:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 
-from ..errors import CheckpointError, UsageError
 from .common import emit_json, handle_errors
 from .options import Backend, JsonOpt, ModelTypeOpt, Precision, ThreadsOpt, TrustPickleOpt
 
@@ -53,60 +53,47 @@ def eval_cmd(
 ) -> None:
     """Measure mIoU with SlimSAM's protocol: one prompt and one mask per annotation, IoU averaged
     per image, then over images; also per size bucket (small/medium/large)."""
-    import json
-    import warnings
+    from ..eval.run import run_eval
 
-    from ..data.records import DataSkipWarning
-    from ..eval.evaluate import REFERENCE_MODEL, default_eval_data, evaluate, open_model
-    from ..fsutil import write_text_atomic
-
-    if model_or_bundle is None:
-        if not REFERENCE_MODEL.is_file():
-            raise CheckpointError(
-                f"the reference model {REFERENCE_MODEL} is missing from this install; "
-                "pass MODEL_OR_BUNDLE (a bundle folder or a checkpoint)"
-            )
-        model_or_bundle = REFERENCE_MODEL
-    if image_dir is not None and data is None:
-        raise UsageError("--image-dir needs --data (a COCO annotation file or folder)")
-    if out is not None and out.is_dir():
-        raise UsageError(f"--out {out} is a folder; pass a file name such as report.json")
-    predictor, about = open_model(
-        model_or_bundle, backend=backend.value if backend else None,
-        precision=precision.value if precision else None, threads=threads,
-        model_type=model_type, trust_pickle=trust_pickle,
-    )
-    if data is None:
-        samples = default_eval_data()
-        data_about = {"source": "procedural (held-out)", "layout": "procedural",
-                      "seed": samples.seed, "size": samples.size, "images": len(samples)}
-    else:
-        from ..data.auto import open_labelled
-
-        samples = open_labelled(data, strict=strict, image_dir=image_dir)
-        data_about = {"source": str(data), "layout": samples.layout, "images": len(samples)}
-
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                   disable=json_out, transient=True)
-    with bar, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DataSkipWarning)  # the report counts every skip
-        task = bar.add_task(f"{about['model']} ({about['backend']})", total=None)
-        result = evaluate(predictor, samples, prompt=prompt.value, limit=limit,
-                          progress=lambda done, total: bar.update(task, completed=done, total=total))
-    report = {"model": about, "data": data_about, **result}
-    if out is not None:
-        write_text_atomic(out, json.dumps(report, indent=2, default=str) + "\n")
+    with _progress_bar(enabled=not json_out) as progress:
+        report = run_eval(
+            model_or_bundle, data=data, image_dir=image_dir, prompt=prompt.value,
+            backend=backend.value if backend else None, precision=precision.value if precision else None,
+            threads=threads, limit=limit, strict=strict, model_type=model_type, trust_pickle=trust_pickle,
+            out=out, progress=progress,
+        )
     if json_out:
         emit_json(report)
         return
     _print(report)
     if out is not None:
         typer.echo(f"report written to {out}")
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[str, int, "int | None"], None]]:
+    """A transient rich bar on stderr, as a ``progress(label, done, total)`` callback; it shows
+    from the first call on (a model or data that fails to open leaves stderr to its error)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                   disable=not enabled, transient=True)
+    tasks: dict[str, int] = {}
+
+    def update(label: str, done: int, total: int | None) -> None:
+        if label not in tasks:
+            bar.start()
+            tasks[label] = bar.add_task(label, total=None)
+        bar.update(tasks[label], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if tasks:
+            bar.stop()
 
 
 def _fmt(value: float | None) -> str:

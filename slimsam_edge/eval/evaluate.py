@@ -39,8 +39,6 @@ TEST_SEED = 2002
 DEFAULT_EVAL_SIZE = 256
 DEFAULT_EVAL_COUNT = 64
 PROMPTS = ("point", "box", "both")
-#: The reference model shipped with the package (trained on procedural data).
-from ..assets import REFERENCE_MODEL  # noqa: E402  (shipped sam-mini weights)
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -289,11 +287,11 @@ def open_model(
     if bundle_dir.is_dir() and (bundle_dir / MANIFEST).is_file():
         if model_type is not None:
             raise UsageError("--model-type applies to checkpoints only; a bundle records its model")
-        predictor = EdgePredictor.from_bundle(bundle_dir, backend=backend, precision=precision,
-                                              threads=threads)
         from ..bundle import load_bundle
 
-        model = load_bundle(bundle_dir, verify=False).manifest.model
+        bundle = load_bundle(bundle_dir)  # read and hashed once, for the predictor and the description
+        predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+        model = bundle.manifest.model
         about = {"kind": "bundle", "path": str(bundle_dir), "model": model.get("id") or model.get("type"),
                  "backend": getattr(predictor.encoder, "backend", backend),
                  "precision": precision or "fp32", "threads": threads}
