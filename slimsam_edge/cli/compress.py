@@ -88,74 +88,18 @@ def compress(
 
     Example: slimsam-edge compress --preset slimsam-77 --steps 200 --out runs/slim77
     """
-    from ..errors import UsageError
-    from ..compress.widths import RATIO_PRESETS, check_ratio, parse_count
+    from ..compress.job import CompressRequest, run_request
 
-    chosen = [n for n, v in (("--preset", preset), ("--ratio", ratio), ("--target-params", target_params)) if v is not None]
-    if len(chosen) != 1:
-        raise UsageError("give exactly one of --preset slimsam-50|slimsam-77, --ratio R, --target-params N "
-                         f"(got {', '.join(chosen) or 'none'})")
-    if preset is not None and preset not in RATIO_PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; choose one of: {', '.join(RATIO_PRESETS)}")
-    if ratio is not None:
-        check_ratio(ratio)
-    if engine not in ("slice", "torch-pruning"):
-        raise UsageError(f"unknown --engine {engine!r}; choose slice or torch-pruning")
-    budget = parse_count(target_params) if target_params is not None else None
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if resume and not (out / "checkpoint.pt").exists():
-        raise UsageError(f"--resume: no checkpoint in {out}; run without --resume to start")
-    if data is not None:
-        from ..data.images import list_images
-
-        list_images(data)  # one-line DataError for a missing or empty folder, before loading anything
-    import torch
-
-    from ..compress.device import resolve_device
-
-    kind = resolve_device(device.value)  # --device cuda without a visible GPU: one line, exit 2
-    if threads:
-        torch.set_num_threads(threads)
-    if bf16:
-        from ..compress.runtime import check_bf16
-
-        check_bf16(kind)  # one-line error where bf16 cannot run; a warning where it is emulated
-    from ..compress.runtime import init_from_env, is_main, shutdown
-
-    init_from_env(kind)  # joins torchrun's process group (gloo / nccl) when WORLD_SIZE > 1
-    from ..compress.data import ImageSource
-    from ..compress.pipeline import CompressConfig, compress as run
-    from ..compress.widths import ratio_for_params
-    from ..models.io import load_model
-
-    if teacher is None:
-        from ..assets import require_reference_model
-
-        teacher = require_reference_model()
-    sam, spec = load_model(teacher)
-    base_model = load_model(base) if base is not None else None
-    prune_spec = base_model[1] if base_model is not None else spec
-    if budget is not None:
-        ratio = ratio_for_params(prune_spec.encoder, budget)
-    elif preset is not None:
-        ratio = RATIO_PRESETS[preset]
-    source = (ImageSource.from_folder(data, spec.image_size, images) if data is not None
-              else ImageSource.procedural(count=max(1, images), size=spec.image_size))
-    cfg = CompressConfig(ratio=float(ratio), importance=importance.value, sigma=sigma,
-                         importance_images=importance_images, scope=scope.value, schedule=schedule.value,
-                         steps=steps, batch=batch, accum=accum, lr=lr, checkpoint_every=checkpoint_every,
-                         seed=seed, eval_images=eval_images, engine=engine, val_every=val_every,
-                         val_images=val_images, val_seed=val_seed, bf16=bf16,
-                         global_attention=global_attention.value, device=kind)
-    main = is_main()
-    try:
-        report = run(cfg, out, teacher=(sam, spec), source=source, teacher_id=str(teacher.resolve()),
-                     base=base_model, base_id=str(base.resolve()) if base is not None else "base",
-                     cache_dir=cache_teacher, resume=resume, quiet=json_out)
-    finally:
-        shutdown()
-    if not main:
+    settings = dict(importance=importance.value, sigma=sigma, importance_images=importance_images,
+                    scope=scope.value, schedule=schedule.value, steps=steps, batch=batch, accum=accum, lr=lr,
+                    checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
+                    val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
+                    global_attention=global_attention.value)
+    report = run_request(CompressRequest(
+        out, teacher=teacher, base=base, data=data, preset=preset, ratio=ratio, target_params=target_params,
+        images=images, cache_teacher=cache_teacher, resume=resume, threads=threads, device=device.value,
+        settings=settings), quiet=json_out)
+    if report is None:  # another torchrun process: rank 0 reports
         return
     if json_out:
         emit_json(report)

@@ -44,6 +44,7 @@ from .data import ImageSource
 from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
 from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
 from .importance import importance_keep, make_criterion
+from .job import ENGINES
 from .progress import JobLog
 from .prune import prune_sam
 from .report import write_report
@@ -57,7 +58,6 @@ SCHEDULES: dict[str, list[tuple[list[str], str]]] = {
     "alternate": [(["embed"], "bottleneck"), (["bottleneck"], "embedding")],
     "one-step": [(["embed", "bottleneck"], "final")],
 }
-ENGINES = ("slice", "torch-pruning")
 CHECKPOINT, STEP1, MODEL, LOG = "checkpoint.pt", "step1.safetensors", "model.safetensors", "log.jsonl"
 #: settings of where a job runs, not of what it computes: left out of the resume fingerprint
 RUN_ONLY = ("device",)
