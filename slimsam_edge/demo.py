@@ -1,0 +1,239 @@
+"""The main job end to end on the built-in model and data (``slimsam-edge demo``, ``make demo``).
+
+sam-mini (shipped) → SlimSAM compression (a short schedule) → validated cpu bundle of the
+compressed model → mIoU of the teacher (PyTorch) and of the student through PyTorch, ONNX Runtime
+and OpenVINO on held-out procedural data → one segmented image → latency per backend. Everything
+lands in ``out`` with ``report.json`` and ``report.md``. Each step is one phase function below;
+:func:`run_demo` runs them in order.
+
+Example:
+    >>> report = run_demo("demo-output", compress_steps=0, images=4)   # doctest: +SKIP
+    >>> sorted(report.eval)                                            # doctest: +SKIP
+    ['bundle onnxruntime', 'bundle openvino', 'teacher (torch)']
+    >>> print(report.markdown())                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+#: ``progress(step, steps, what)`` before each of the demo's steps
+DemoProgress = Callable[[int, int, str], None]
+STEPS = 6
+BENCH_BACKENDS = ("torch", "onnxruntime", "openvino")
+
+
+@dataclass
+class DemoReport:
+    """What the demo did and measured; :meth:`to_dict` is ``report.json``, :meth:`markdown` is
+    ``report.md``.
+
+    Example:
+        >>> r = DemoReport("sam_mini.safetensors", "out", bundle="out/bundle", seconds=1.5,
+        ...                segment={"point": [3.0, 4.0], "mask": "m.png", "overlay": "o.png",
+        ...                         "iou_with_ground_truth": 0.9})
+        >>> list(r.to_dict())
+        ['checkpoint', 'out', 'bundle', 'validation', 'eval', 'segment', 'bench', 'seconds']
+        >>> r.markdown().splitlines()[0]
+        '# slimsam-edge demo (1.5 s)'
+    """
+
+    checkpoint: str
+    out: str
+    compress: dict[str, Any] | None = None
+    bundle: str = ""
+    validation: Any = None
+    eval: dict[str, dict[str, Any]] = field(default_factory=dict)
+    segment: dict[str, Any] = field(default_factory=dict)
+    bench: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (``compress`` only when the demo compressed)."""
+        d: dict[str, Any] = {"checkpoint": self.checkpoint, "out": self.out}
+        if self.compress is not None:
+            d["compress"] = self.compress
+        d.update(bundle=self.bundle, validation=self.validation, eval=self.eval, segment=self.segment,
+                 bench=self.bench, seconds=self.seconds)
+        return d
+
+    def markdown(self) -> str:
+        """The Markdown report: compression, mIoU per model/runtime, the segmented image, latency."""
+        lines = [f"# slimsam-edge demo ({self.seconds} s)", "",
+                 f"teacher: `{self.checkpoint}`, bundle: `{self.bundle}`", ""]
+        if self.compress is not None:
+            c = self.compress
+            lines += [f"compressed with ratio {c['ratio']} ({c['steps_per_phase']} steps per phase, {c['seconds']:.0f} s): "
+                      f"encoder {c['encoder_params'][0]:,} -> {c['encoder_params'][1]:,} parameters; report `{c['report']}`", ""]
+        lines += ["| model / runtime | point mIoU | box mIoU | images | masks |", "|---|---|---|---|---|"]
+        for k, v in self.eval.items():
+            lines.append(f"| {k} | {v['point_miou']:.4f} | {v['box_miou']:.4f} | {v['images']} | {v['annotations']} |")
+        s = self.segment
+        lines += ["", f"segment: point {s['point']} → `{s['mask']}` (IoU with ground truth {s['iou_with_ground_truth']:.3f}), overlay `{s['overlay']}`",
+                  "", "| backend | cold start | preprocess p50 | encoder p50 | decoder+post p50 | peak RSS |", "|---|---|---|---|---|---|"]
+        for b in self.bench:
+            lines.append(f"| {b['backend']} | {b['cold_start_s']:.2f} s | {b['preprocess_p50_ms']:.1f} ms | "
+                         f"{b['encoder_p50_ms']:.1f} ms | {b['decoder_plus_post_p50_ms']:.2f} ms | {b['peak_rss_mb']:.0f} MiB |")
+        return "\n".join(lines) + "\n"
+
+
+def run_demo(
+    out: Path | str = "demo-output",
+    *,
+    checkpoint: Path | str | None = None,
+    images: int = 32,
+    ratio: float = 0.5,
+    compress_steps: int = 40,
+    quiet: bool = False,
+    progress: DemoProgress | None = None,
+) -> DemoReport:
+    """Compress → export → eval → segment → bench on the built-in model and data; write the reports.
+
+    Arguments:
+        out: folder for every artifact (``compressed/``, ``bundle/``, ``data/``, ``segment/``) and
+            ``report.json`` / ``report.md``.
+        checkpoint: the teacher; None: the shipped sam-mini.
+        images: held-out procedural images evaluated (seed
+            :data:`~slimsam_edge.eval.evaluate.HELDOUT_SEED`).
+        ratio: pruning ratio of the compression.
+        compress_steps: distillation steps per phase; 0 skips compression and exports the teacher.
+        quiet: silence the compression's own progress output.
+        progress: told ``(step, 6, what)`` before each step.
+
+    Example:
+        >>> steps = []
+        >>> report = run_demo("demo", compress_steps=0, images=2,
+        ...                   progress=lambda i, n, what: steps.append(i))      # doctest: +SKIP
+        >>> steps, report.compress                                           # doctest: +SKIP
+        ([1, 2, 3, 4, 5, 6], None)
+    """
+    from .assets import require_reference_model
+    from .fsutil import write_text_atomic
+
+    say = progress or (lambda step, steps, what: None)
+    ckpt = Path(checkpoint) if checkpoint is not None else require_reference_model()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    report = DemoReport(str(ckpt), str(out))
+    data_dir = _heldout_data(out, images, say)
+    models, (model, spec, model_id) = _compress(report, ckpt, out, images, ratio, compress_steps, quiet, say)
+    bundle = _export(report, model, spec, model_id, out, say)
+    models += [("bundle onnxruntime", bundle, "onnxruntime"), ("bundle openvino", bundle, "openvino")]
+    _evaluate(report, models, data_dir, say)
+    _segment(report, bundle, out, say)
+    _bench(report, bundle, say)
+    report.seconds = round(time.perf_counter() - t_start, 1)
+    write_text_atomic(out / "report.json", json.dumps(report.to_dict(), indent=2))
+    write_text_atomic(out / "report.md", report.markdown())
+    return report
+
+
+_Model = tuple[str, Path, "str | None"]  # (label, checkpoint or bundle, backend)
+
+
+def _heldout_data(out: Path, images: int, say: DemoProgress) -> Path:
+    """Step 1: the held-out procedural images, written to ``out/data``."""
+    from .data.procedural import write_procedural
+    from .eval.evaluate import HELDOUT_SEED
+
+    say(1, STEPS, f"held-out procedural data ({images} images, seed {HELDOUT_SEED})")
+    data_dir = out / "data"
+    write_procedural(data_dir, images, seed=HELDOUT_SEED, size=256)
+    return data_dir
+
+
+def _compress(report: DemoReport, ckpt: Path, out: Path, images: int, ratio: float, steps: int, quiet: bool,
+              say: DemoProgress) -> tuple[list[_Model], tuple[Any, Any, str]]:
+    """Step 2: compress the teacher into ``out/compressed`` (skipped for 0 steps); the models to
+    evaluate so far and ``(model, spec, id)`` of the one to export."""
+    from .models.io import load_model
+
+    teacher, t_spec = load_model(ckpt)
+    models: list[_Model] = [("teacher (torch)", ckpt, None)]
+    if not steps:
+        say(2, STEPS, "compress: skipped (--compress-steps 0)")
+        return models, (teacher, t_spec, ckpt.stem)
+    say(2, STEPS, f"compress: SlimSAM alternate slimming, ratio {ratio}, {steps} steps per phase")
+    from .compress.data import ImageSource
+    from .compress.pipeline import CompressConfig, compress
+
+    cdir = out / "compressed"
+    cfg = CompressConfig(ratio=ratio, steps=steps, eval_images=min(images, 16))
+    rep = compress(cfg, cdir, teacher=(teacher, t_spec), source=ImageSource.procedural(count=1000, size=t_spec.image_size),
+                   teacher_id=str(ckpt), quiet=quiet)
+    report.compress = {"ratio": ratio, "steps_per_phase": steps, "report": str(cdir / "report.md"),
+                       "encoder_params": [rep["teacher"]["params"]["image_encoder"], rep["student"]["params"]["image_encoder"]],
+                       "seconds": rep["elapsed_s"]}
+    student_path = cdir / "model.safetensors"
+    model, spec = load_model(student_path)
+    models.append(("student (torch)", student_path, None))
+    return models, (model, spec, f"{ckpt.stem}-slim{int(round(ratio * 100))}")
+
+
+def _export(report: DemoReport, model: Any, spec: Any, model_id: str, out: Path, say: DemoProgress) -> Path:
+    """Step 3: a validated cpu bundle in ``out/bundle``."""
+    from .exporters.bundle_export import export_bundle
+
+    say(3, STEPS, "export a validated cpu bundle (ONNX Runtime + OpenVINO)")
+    bundle = out / "bundle"
+    manifest = export_bundle(model, spec, bundle, target="cpu", model_id=model_id)
+    report.bundle = str(bundle)
+    report.validation = manifest.validation
+    return bundle
+
+
+def _evaluate(report: DemoReport, models: list[_Model], data_dir: Path, say: DemoProgress) -> None:
+    """Step 4: point and box mIoU of each model / runtime on the held-out data."""
+    from .data.auto import open_labelled
+    from .eval.evaluate import evaluate, open_model
+
+    say(4, STEPS, "mIoU (one point / one box per mask) of the teacher and through each runtime")
+    for label, target, backend in models:
+        predictor, _ = open_model(target, backend=backend)
+        res = evaluate(predictor, open_labelled(data_dir), prompt="both")
+        report.eval[label] = {"point_miou": res["point"]["miou"], "box_miou": res["box"]["miou"],
+                              "images": res["n_images"], "annotations": res["n_annotations"]}
+
+
+def _segment(report: DemoReport, bundle: Path, out: Path, say: DemoProgress) -> None:
+    """Step 5: segment the largest object of one held-out image from its point prompt."""
+    import numpy as np
+
+    from .data.procedural import procedural_sample
+    from .eval.evaluate import HELDOUT_SEED, prompt_point
+    from .eval.metrics import mask_iou
+    from .predictor import EdgePredictor
+    from .visualize import overlay_mask, write_png
+
+    say(5, STEPS, "segment one image from a point prompt")
+    sample = procedural_sample(HELDOUT_SEED, 0, 256)
+    image = sample.load_image()
+    ann = max(sample.annotations, key=lambda a: a.area)
+    x, y = prompt_point(ann, image.shape[:2])
+    pred = EdgePredictor.from_bundle(bundle, backend="onnxruntime")
+    pred.set_image(image)
+    masks, _, _ = pred.predict(np.array([[x, y]]), np.array([1]), multimask_output=False)
+    mask_png, overlay_png = out / "segment" / "mask.png", out / "segment" / "overlay.png"
+    write_png(mask_png, masks[0].astype(np.uint8) * 255)
+    write_png(overlay_png, overlay_mask(image, masks[0], points=[(x, y)], labels=[1])[..., ::-1])
+    report.segment = {"mask": str(mask_png), "overlay": str(overlay_png), "point": [x, y],
+                      "iou_with_ground_truth": mask_iou(masks[0], ann.mask)}
+
+
+def _bench(report: DemoReport, bundle: Path, say: DemoProgress) -> None:
+    """Step 6: cold start, per-stage latency and peak memory per backend (photo-sized input)."""
+    from .bench.harness import BenchConfig, run_config
+
+    say(6, STEPS, "latency per backend (1500x2250 photo-sized input)")
+    for backend in BENCH_BACKENDS:
+        r = run_config(BenchConfig(bundle=str(bundle), backend=backend, runs=5, warmup=1, prompts=20))
+        report.bench.append({
+            "backend": backend, "cold_start_s": r["cold_start_s"], "encoder_p50_ms": r["encoder"]["p50_ms"],
+            "decoder_plus_post_p50_ms": r["decoder_plus_postprocess"]["p50_ms"],
+            "preprocess_p50_ms": r["preprocess"]["p50_ms"], "peak_rss_mb": r["peak_rss_mb"],
+        })

@@ -1,0 +1,41 @@
+"""slimsam_edge.demo: the demo's six steps as a library call (without compression: fast)."""
+
+from __future__ import annotations
+
+import json
+
+
+from slimsam_edge.demo import STEPS, DemoReport, run_demo
+
+
+def test_run_demo_without_compression_exports_evaluates_segments_and_benches(tmp_path, tiny_checkpoint):
+    import cv2
+
+    from slimsam_edge.data.procedural import procedural_sample
+    from slimsam_edge.eval.evaluate import HELDOUT_SEED
+    from slimsam_edge.eval.metrics import mask_iou
+
+    out = tmp_path / "demo"
+    steps: list[tuple[int, int]] = []
+    report = run_demo(out, checkpoint=tiny_checkpoint, images=2, compress_steps=0, quiet=True,
+                      progress=lambda step, n, what: steps.append((step, n)))
+    assert steps == [(i, STEPS) for i in range(1, STEPS + 1)]
+    assert isinstance(report, DemoReport) and report.compress is None
+    assert not (out / "compressed").exists()
+    assert list(report.eval) == ["teacher (torch)", "bundle onnxruntime", "bundle openvino"]
+    ev = report.eval
+    assert all(v["images"] == 2 and 0.0 <= v["point_miou"] <= 1.0 for v in ev.values())
+    # the teacher's bundle reproduces the teacher's accuracy
+    assert abs(ev["bundle onnxruntime"]["point_miou"] - ev["teacher (torch)"]["point_miou"]) <= 0.02
+    assert [b["backend"] for b in report.bench] == ["torch", "onnxruntime", "openvino"]
+    # the written reports are the returned one; no "compress" entry without compression
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == json.loads(json.dumps(report.to_dict())) and "compress" not in on_disk
+    assert (out / "report.md").read_text() == report.markdown()
+    assert "compressed with ratio" not in report.markdown() and "| bundle openvino |" in report.markdown()
+    # the segment step's IoU is the metric's IoU of the written mask with the ground truth
+    seg = report.segment
+    mask = cv2.imread(seg["mask"], cv2.IMREAD_GRAYSCALE) > 0
+    truth = max(procedural_sample(HELDOUT_SEED, 0, 256).annotations, key=lambda a: a.area).mask
+    assert seg["iou_with_ground_truth"] == mask_iou(mask, truth)
+    assert (out / "segment" / "overlay.png").is_file() and mask.shape == truth.shape
