@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-
 from slimsam_edge.demo import STEPS, DemoReport, run_demo
 
 
