@@ -278,16 +278,16 @@ def test_bf16_is_a_recorded_hint(bundle, tiny_bundle) -> None:
 
 
 def test_manifest_records_accuracy_and_bench_pairs(bundle, int8) -> None:
-    from slimsam_edge.cli.bench import _pairs
+    from slimsam_edge.bench.run import runnable_pairs
 
     b = load_bundle(bundle)
     assert b.manifest.accuracy["onnxruntime/int8"]["agreement"] > 0
-    pairs, skipped = _pairs(b, ["onnxruntime", "openvino"], None)
+    pairs, skipped = runnable_pairs(b, ["onnxruntime", "openvino"], None)
     assert ("onnxruntime", "int8") in pairs and ("openvino", "int8") in pairs and not skipped
-    pairs, skipped = _pairs(b, ["torch"], ["fp32", "int8"])
+    pairs, skipped = runnable_pairs(b, ["torch"], ["fp32", "int8"])
     assert pairs == [("torch", "fp32")] and "no int8 artifact for torch" in skipped[0]["reason"]
     with pytest.raises(UsageError, match="nothing to benchmark"):
-        _pairs(b, ["torch"], ["int8"])
+        runnable_pairs(b, ["torch"], ["int8"])
 
 
 def test_every_target_precision_has_a_recipe() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, progress_bar
 from .options import Backend, JsonOpt, Precision, Resize, ThreadsOpt
 
 
@@ -29,10 +29,9 @@ def bench(
     json_out: JsonOpt = False,
 ) -> None:
     """Measure cold start, preprocess, encoder, decoder + postprocess per prompt, peak RSS."""
-    from ..bundle import load_bundle
-    from ..devices import detect
-    from ..fsutil import write_text_atomic
-    from ..bench.harness import BenchConfig, run_config
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..bench.run import bench_bundle
 
     try:
         hw = tuple(int(v) for v in image_size.lower().split("x"))
@@ -40,70 +39,17 @@ def bench(
             raise ValueError
     except ValueError:
         raise UsageError(f"--image-size {image_size!r}: expected HxW, e.g. 1500x2250") from None
-    b = load_bundle(bundle)
-    backends = [x.value for x in backend] if backend else b.backends()
-    missing = [x for x in backends if x not in b.backends()]
-    if missing:
-        raise UsageError(f"bundle {bundle} has no {', '.join(missing)} artifacts; it has {', '.join(b.backends())}")
-    pairs, skipped = _pairs(b, backends, [p.value for p in precision] if precision else None)
-    configs = [
-        BenchConfig(bundle=str(bundle), backend=be, precision=pr, threads=threads, image_hw=hw,  # type: ignore[arg-type]
-                    image=str(image) if image else None, warmup=warmup, runs=runs, prompts=prompts,
-                    points=points, resize=resize.value)
-        for be, pr in pairs
-    ]
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), disable=json_out, transient=True) as bar:
-        task = bar.add_task("benchmark", total=len(configs))
-        for cfg in configs:
-            bar.update(task, description=f"{cfg.backend}/{cfg.precision}")
-            try:
-                results.append(run_config(cfg))
-            except UsageError as err:
-                if len(configs) == 1:
-                    raise
-                skipped.append({"backend": cfg.backend, "precision": cfg.precision, "reason": str(err)})
-            bar.advance(task)
-    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(),
-              "results": results, "skipped": skipped}
-    if out:
-        import json
-
-        write_text_atomic(out, json.dumps(report, indent=2, default=str))
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with progress_bar(*columns, enabled=not json_out) as update:
+        report = bench_bundle(
+            bundle, backends=[x.value for x in backend] if backend else None,
+            precisions=[p.value for p in precision] if precision else None, threads=threads, runs=runs,
+            warmup=warmup, prompts=prompts, points=points, image_hw=hw, image=image,  # type: ignore[arg-type]
+            resize=resize.value, out=out, progress=update)
     if json_out:
         emit_json(report)
         return
     _print(report)
-
-
-_ORDER = ("fp32", "fp16", "bf16", "int8")
-
-
-def _pairs(b, backends: list[str], wanted: list[str] | None) -> tuple[list[tuple[str, str]], list[dict]]:
-    """(backend, precision) pairs the bundle can run; requested pairs it cannot are skipped with
-    the reason (never swapped for another precision); none runnable is a UsageError."""
-    from ..errors import BundleError
-    from ..predictor import ENCODER, find_artifact
-
-    pairs, skipped = [], []
-    for be in backends:
-        have = sorted({a.precision for a in b.manifest.artifacts if a.backend == be},
-                      key=lambda p: _ORDER.index(p) if p in _ORDER else len(_ORDER))
-        for pr in wanted or have:
-            try:
-                find_artifact(b, ENCODER, be, pr)
-            except BundleError:
-                skipped.append({"backend": be, "precision": pr,
-                                "reason": f"no {pr} artifact for {be} (it has {', '.join(have)})"})
-                continue
-            pairs.append((be, pr))
-    if not pairs:
-        raise UsageError("nothing to benchmark: " + "; ".join(s["reason"] for s in skipped)
-                         + "; export that precision (slimsam-edge export --precision ...)")
-    return pairs, skipped
 
 
 def _print(report: dict) -> None:

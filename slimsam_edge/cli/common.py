@@ -13,7 +13,8 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 
@@ -90,3 +91,34 @@ def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
         want = " or ".join(str(k) for k in n)
         raise UsageError(f"{what} {text!r}: expected {want} numbers, got {len(vals)}")
     return vals
+
+
+#: ``update(done, total, description)``: moves a progress bar (``total`` None: unknown)
+BarUpdate = Callable[[int, "int | None", str], None]
+
+
+@contextmanager
+def progress_bar(*columns: Any, enabled: bool, stderr: bool = False, transient: bool = True) -> Iterator[BarUpdate]:
+    """A rich progress bar with one task, as an ``update(done, total, description)`` callback.
+
+    The bar shows from the first update on, so that an error raised before any work (a bad
+    bundle, data that does not open) prints alone on its line.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(*columns, console=Console(stderr=True) if stderr else None, disable=not enabled,
+                   transient=transient)
+    task: list[Any] = []
+
+    def update(done: int, total: int | None, description: str) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(description, total=total))
+        bar.update(task[0], completed=done, total=total, description=description)
+
+    try:
+        yield update
+    finally:
+        if task:
+            bar.stop()

@@ -8,14 +8,13 @@ Example:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, progress_bar
 from .options import Backend, JsonOpt, ModelTypeOpt, Precision, ThreadsOpt, TrustPickleOpt
 
 
@@ -53,9 +52,14 @@ def eval_cmd(
 ) -> None:
     """Measure mIoU with SlimSAM's protocol: one prompt and one mask per annotation, IoU averaged
     per image, then over images; also per size bucket (small/medium/large)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
     from ..eval.run import run_eval
 
-    with _progress_bar(enabled=not json_out) as progress:
+    columns = (TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with progress_bar(*columns, enabled=not json_out, stderr=True) as progress:
         report = run_eval(
             model_or_bundle, data=data, image_dir=image_dir, prompt=prompt.value,
             backend=backend.value if backend else None, precision=precision.value if precision else None,
@@ -68,32 +72,6 @@ def eval_cmd(
     _print(report)
     if out is not None:
         typer.echo(f"report written to {out}")
-
-
-@contextmanager
-def _progress_bar(enabled: bool) -> Iterator[Callable[[str, int, "int | None"], None]]:
-    """A transient rich bar on stderr, as a ``progress(label, done, total)`` callback; it shows
-    from the first call on (a model or data that fails to open leaves stderr to its error)."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    bar = Progress(TextColumn("eval {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                   disable=not enabled, transient=True)
-    tasks: dict[str, int] = {}
-
-    def update(label: str, done: int, total: int | None) -> None:
-        if label not in tasks:
-            bar.start()
-            tasks[label] = bar.add_task(label, total=None)
-        bar.update(tasks[label], completed=done, total=total)
-
-    try:
-        yield update
-    finally:
-        if tasks:
-            bar.stop()
 
 
 def _fmt(value: float | None) -> str:

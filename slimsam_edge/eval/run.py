@@ -20,8 +20,8 @@ from typing import Callable
 from ..assets import REFERENCE_MODEL
 from ..errors import CheckpointError, UsageError
 
-#: ``progress(label, done, total)``: label names the model and backend; total may be None
-EvalProgress = Callable[[str, int, "int | None"], None]
+#: ``progress(done, total, label)``: label names the model and backend; total may be None
+EvalProgress = Callable[[int, "int | None", str], None]
 
 
 def run_eval(
@@ -80,7 +80,7 @@ def run_eval(
                                   model_type=model_type, trust_pickle=trust_pickle)
     samples, data_about = _open_data(data, image_dir, strict)
     label = f"{about['model']} ({about['backend']})"
-    tick = None if progress is None else (lambda done, total: progress(label, done, total))
+    tick = None if progress is None else (lambda done, total: progress(done, total, label))
     if tick is not None:
         tick(0, None)
     with warnings.catch_warnings():

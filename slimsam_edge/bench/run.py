@@ -1,0 +1,134 @@
+"""Benchmark a bundle on each of its (backend, precision) pairs: ``slimsam-edge bench``'s job.
+
+:func:`runnable_pairs` picks the pairs a bundle can run (a requested pair it cannot is skipped with
+the reason, never swapped for another precision); :func:`bench_bundle` runs each pair in its own
+process (:func:`~slimsam_edge.bench.harness.run_config`) and returns one report with the machine.
+
+Example:
+    >>> report = bench_bundle("bundle/", backends=["onnxruntime"], runs=3)   # doctest: +SKIP
+    >>> [(r["config"]["backend"], r["encoder"]["p50_ms"]) for r in report["results"]]  # doctest: +SKIP
+    [('onnxruntime', 812.4)]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import UsageError
+
+#: precisions in the order a bundle's pairs are listed
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
+#: ``progress(done, total, label)``: label names the pair running (``done`` pairs finished)
+BenchProgress = Callable[[int, int, str], None]
+
+
+def runnable_pairs(bundle: Any, backends: Sequence[str],
+                   wanted: Sequence[str] | None) -> tuple[list[tuple[str, str]], list[dict]]:
+    """(backend, precision) pairs ``bundle`` (a loaded Bundle) can run, and the requested ones
+    it cannot, each with the reason; ``wanted`` None: every precision each backend holds.
+
+    Raises:
+        UsageError: when no pair is runnable.
+
+    Example:
+        >>> pairs, skipped = runnable_pairs(load_bundle("bundle/"), ["torch"], ["fp32", "int8"])  # doctest: +SKIP
+        >>> pairs, skipped[0]["reason"]                                                          # doctest: +SKIP
+        ([('torch', 'fp32')], 'no int8 artifact for torch (it has fp32)')
+    """
+    from ..errors import BundleError
+    from ..predictor import ENCODER, find_artifact
+
+    pairs, skipped = [], []
+    for be in backends:
+        have = sorted({a.precision for a in bundle.manifest.artifacts if a.backend == be},
+                      key=lambda p: PRECISION_ORDER.index(p) if p in PRECISION_ORDER else len(PRECISION_ORDER))
+        for pr in wanted or have:
+            try:
+                find_artifact(bundle, ENCODER, be, pr)
+            except BundleError:
+                skipped.append({"backend": be, "precision": pr,
+                                "reason": f"no {pr} artifact for {be} (it has {', '.join(have)})"})
+                continue
+            pairs.append((be, pr))
+    if not pairs:
+        raise UsageError("nothing to benchmark: " + "; ".join(s["reason"] for s in skipped)
+                         + "; export that precision (slimsam-edge export --precision ...)")
+    return pairs, skipped
+
+
+def bench_bundle(
+    bundle: Path | str,
+    *,
+    backends: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    threads: int | None = None,
+    runs: int = 10,
+    warmup: int = 2,
+    prompts: int = 50,
+    points: int = 1,
+    image_hw: tuple[int, int] = (1500, 2250),
+    image: Path | str | None = None,
+    resize: str = "sam",
+    out: Path | str | None = None,
+    progress: BenchProgress | None = None,
+) -> dict[str, Any]:
+    """Benchmark every runnable (backend, precision) pair of a bundle, each in its own process.
+
+    Arguments:
+        bundle: bundle folder (hashes verified).
+        backends: backends to measure; None: every backend in the bundle.
+        precisions: precisions to measure; None: every precision each backend holds.
+        threads, runs, warmup, prompts, points, image_hw, image, resize: as
+            :class:`~slimsam_edge.bench.harness.BenchConfig`.
+        out: also write the report there (JSON, atomically).
+        progress: told ``(done, total, "backend/precision")`` before and after each pair.
+
+    Returns:
+        ``{"bundle", "model", "machine", "results": [run_config results], "skipped": [...]}``;
+        a pair that fails with a UsageError is skipped with the reason (raised when it is the only one).
+
+    Raises:
+        UsageError: a backend the bundle lacks, or nothing runnable.
+
+    Example:
+        >>> bench_bundle("bundle/", backends=["tensorrt"])       # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: bundle bundle/ has no tensorrt artifacts; it has onnxruntime, openvino
+    """
+    from ..bundle import load_bundle
+    from ..devices import detect
+    from ..fsutil import write_text_atomic
+    from .harness import BenchConfig, run_config
+
+    b = load_bundle(bundle)
+    backends = list(backends) if backends else b.backends()
+    missing = [x for x in backends if x not in b.backends()]
+    if missing:
+        raise UsageError(f"bundle {bundle} has no {', '.join(missing)} artifacts; it has {', '.join(b.backends())}")
+    pairs, skipped = runnable_pairs(b, backends, list(precisions) if precisions else None)
+    configs = [
+        BenchConfig(bundle=str(bundle), backend=be, precision=pr, threads=threads, image_hw=image_hw,
+                    image=str(image) if image else None, warmup=warmup, runs=runs, prompts=prompts,
+                    points=points, resize=resize)
+        for be, pr in pairs
+    ]
+    tell = progress or (lambda done, total, label: None)
+    results = []
+    for i, cfg in enumerate(configs):
+        label = f"{cfg.backend}/{cfg.precision}"
+        tell(i, len(configs), label)
+        try:
+            results.append(run_config(cfg))
+        except UsageError as err:
+            if len(configs) == 1:
+                raise
+            skipped.append({"backend": cfg.backend, "precision": cfg.precision, "reason": str(err)})
+        tell(i + 1, len(configs), label)
+    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(),
+              "results": results, "skipped": skipped}
+    if out:
+        write_text_atomic(Path(out), json.dumps(report, indent=2, default=str))
+    return report
