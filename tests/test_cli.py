@@ -207,3 +207,68 @@ def test_bench_fast_resize_is_recorded(tiny_bundle):
     assert res["config"]["resize"] == "fast" and res["preprocess"]["p50_ms"] > 0
     bad = runner.invoke(app, ["bench", str(tiny_bundle), "--resize", "cubic"])
     assert bad.exit_code == 2
+
+
+def test_compress_command_forwards_one_request(tmp_path, monkeypatch):
+    """`compress` turns its options into one CompressRequest and renders the report it gets back."""
+    import slimsam_edge.compress.job as job
+
+    seen = []
+    report = {"model": str(tmp_path / "o" / "model.safetensors"), "elapsed_s": 90.0, "device": "cpu",
+              "teacher": {"params": {"image_encoder": 4000}, "miou": {"point": 0.9, "box": 0.95}},
+              "student": {"params": {"image_encoder": 1000}, "miou": {"point": 0.8, "box": 0.85},
+                          "embed_dim": 24, "mlp_dims": [48], "head_dims": [6]},
+              "best": {"step": 40, "miou": 0.81}}
+    monkeypatch.setattr(job, "run_request", lambda req, quiet: seen.append((req, quiet)) or report)
+    r = run("compress", "--out", tmp_path / "o", "--preset", "slimsam-77", "--steps", 7, "--lr", 3e-4,
+            "--engine", "torch-pruning", "--device", "cpu", "--global-attention", "windowed")
+    assert r.exit_code == 0, r.output
+    (req, quiet), = seen
+    assert (req.preset, req.ratio, req.target_params, req.device, quiet) == ("slimsam-77", None, None, "cpu", False)
+    assert req.settings["steps"] == 7 and req.settings["lr"] == 3e-4 and req.settings["engine"] == "torch-pruning"
+    assert req.settings["global_attention"] == "windowed" and req.settings["importance"] == "disturbed-taylor"
+    assert "encoder 4,000 -> 1,000 params" in r.stdout and "1.5 min on cpu" in r.stdout
+    assert "best validated step 40 (point mIoU 0.8100)" in r.stdout
+    monkeypatch.setattr(job, "run_request", lambda req, quiet: None)  # another torchrun rank: silent
+    r = run("compress", "--out", tmp_path / "o", "--ratio", 0.5)
+    assert r.exit_code == 0 and r.stdout == ""
+
+
+def test_compress_request_refuses_before_loading(tmp_path):
+    from slimsam_edge.compress.job import CompressRequest
+    from slimsam_edge.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown compression settings: stepz"):
+        CompressRequest(tmp_path, ratio=0.5, settings={"stepz": 3}).check()
+    with pytest.raises(UsageError, match="unknown --engine 'fast'; choose slice or torch-pruning"):
+        CompressRequest(tmp_path, ratio=0.5, settings={"engine": "fast"}).check()
+    assert_one_line_error(run("compress", "--out", tmp_path, "--ratio", 0.5, "--engine", "fast"), "--engine")
+
+
+def test_demo_command_prints_the_steps_and_renders_the_report(tmp_path, monkeypatch):
+    """`demo` forwards its options to run_demo once and prints its Markdown (or JSON) report."""
+    import slimsam_edge.demo as demo_mod
+
+    calls = []
+
+    def fake_run_demo(out, **kw):
+        calls.append(kw)
+        for i in range(1, 7):
+            kw["progress"](i, 6, f"step {i}")
+        return demo_mod.DemoReport("t.safetensors", str(out), bundle=str(out / "bundle"), seconds=2.0,
+                                   eval={"teacher (torch)": {"point_miou": 0.5, "box_miou": 0.6, "images": 2,
+                                                             "annotations": 5}},
+                                   segment={"point": [1.0, 2.0], "mask": "m.png", "overlay": "o.png",
+                                            "iou_with_ground_truth": 0.75})
+
+    monkeypatch.setattr(demo_mod, "run_demo", fake_run_demo)
+    out = tmp_path / "d"
+    r = run("demo", "--out", out, "--images", 3, "--ratio", 0.77, "--compress-steps", 0)
+    assert r.exit_code == 0, r.output
+    assert {k: calls[0][k] for k in ("images", "ratio", "compress_steps", "quiet")} == \
+        {"images": 3, "ratio": 0.77, "compress_steps": 0, "quiet": False}
+    assert "6/6 step 6" in r.stderr and "| teacher (torch) | 0.5000 | 0.6000 | 2 | 5 |" in r.stdout
+    assert r.stdout.rstrip().endswith(f"report: {out / 'report.md'}")
+    r = run("demo", "--out", out, "--json")
+    assert r.exit_code == 0 and "step" not in r.stderr and calls[1]["quiet"] is True
+    assert json.loads(r.stdout)["segment"]["iou_with_ground_truth"] == 0.75

@@ -26,14 +26,8 @@ def segment(
     json_out: JsonOpt = False,
 ) -> None:
     """Segment one object in an image from point and/or box prompts."""
-    import numpy as np
+    from ..apps.segment import segment_file
 
-    from ..data.images import read_image
-    from ..predictor import EdgePredictor
-    from ..visualize import overlay_mask, write_png
-
-    if not point and box is None:
-        raise UsageError("no prompt given; pass at least one --point x,y[,label] or a --box x0,y0,x1,y1")
     coords, labels = [], []
     for p in point or []:
         vals = parse_floats(p, (2, 3), "--point")
@@ -42,31 +36,10 @@ def segment(
         coords.append(vals[:2])
         labels.append(vals[2] if len(vals) == 3 else 1.0)
     box_vals = parse_floats(box, (4,), "--box") if box is not None else None
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: must end in .png")
-    rgb = read_image(image)
-    predictor = EdgePredictor.from_bundle(
-        bundle, backend=backend.value if backend else None,
-        precision=precision.value if precision else None, threads=threads,
-    )
-    predictor.set_image(rgb)
-    masks, scores, _ = predictor.predict(
-        point_coords=np.array(coords) if coords else None,
-        point_labels=np.array(labels) if labels else None,
-        box=np.array(box_vals) if box_vals else None,
-        multimask_output=multimask,
-    )
-    best = int(np.argmax(scores))
-    mask = masks[best]
-    overlay_path = out.with_name(out.stem + "_overlay.png")
-    write_png(out, mask.astype(np.uint8) * 255)
-    write_png(overlay_path, overlay_mask(rgb, mask, points=coords, labels=labels, box=box_vals)[..., ::-1])
-    result = {
-        "image": str(image), "mask": str(out), "overlay": str(overlay_path), "score": float(scores[best]),
-        "area": int(mask.sum()), "image_size": list(rgb.shape[:2]),
-        "timings_ms": {k: round(v * 1e3, 2) for k, v in predictor.timings.items()},
-    }
+    result = segment_file(image, bundle, out, points=coords, labels=labels, box=box_vals,
+                          backend=backend.value if backend else None,
+                          precision=precision.value if precision else None, threads=threads, multimask=multimask)
     if json_out:
         emit_json(result)
     else:
-        typer.echo(f"mask {out} (score {result['score']:.3f}, {result['area']} px), overlay {overlay_path}")
+        typer.echo(f"mask {out} (score {result['score']:.3f}, {result['area']} px), overlay {result['overlay']}")

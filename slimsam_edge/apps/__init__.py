@@ -1,0 +1,1 @@
+"""Applications on the torch-free runtime path: segment an image (:mod:`.segment`)."""
