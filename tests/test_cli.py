@@ -47,7 +47,7 @@ def test_help_does_not_import_torch():
             app(["--help"])
         except SystemExit:
             pass
-        for cmd in ("info", "export", "segment", "bench", "eval", "data"):
+        for cmd in ("info", "export", "segment", "bench", "eval", "data", "compress", "demo", "train-reference"):
             try:
                 app([cmd, "--help"])
             except SystemExit:
@@ -56,6 +56,11 @@ def test_help_does_not_import_torch():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
+    libs = ("slimsam_edge.demo", "slimsam_edge.compress.job", "slimsam_edge.eval.run", "slimsam_edge.bench.run",
+            "slimsam_edge.apps.segment", "slimsam_edge.data.inspect")
+    code = f"import sys, {', '.join(libs)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the commands' library calls import torch only when they run
 
 
 def test_info_json(tiny_checkpoint):

@@ -13,22 +13,16 @@ from typing import Optional
 import typer
 
 from ..errors import UsageError
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, progress_bar
 
 app = typer.Typer(help="Data sets: generate procedural data, inspect folders.", no_args_is_help=True)
 
 
-def _progress(description: str, total: int, enabled: bool):
-    """A rich progress bar (with ETA) on stderr, or a no-op context when disabled."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _columns() -> tuple:
+    """The progress bar's columns: description, bar, done/total, ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), disable=not enabled, transient=False,
-    )
-    task = progress.add_task(description, total=total)
-    return progress, task
+    return TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
 
 
 @app.command()
@@ -51,11 +45,9 @@ def procedural(
         raise UsageError(f"--out {out} exists and is not a folder; pass a folder")
     from ..data.procedural import write_procedural
 
-    progress, task = _progress("procedural", count, enabled=not as_json)
-    with progress:
-        summary = write_procedural(
-            out, count, seed, size, progress=lambda done, total: progress.update(task, completed=done)
-        )
+    with progress_bar(*_columns(), enabled=not as_json, stderr=True, transient=False) as update:
+        summary = write_procedural(out, count, seed, size,
+                                   progress=lambda done, total: update(done, count, "procedural"))
     if as_json:
         emit_json(summary)
     else:
@@ -75,30 +67,12 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report instead of text."),
 ) -> None:
     """Report the layout of PATH, its images and annotations, and what would be skipped and why."""
-    import warnings
+    from ..data.inspect import inspect_data
+    from ..data.records import SKIP_REASONS
 
-    from ..data.auto import detect_layout, open_labelled
-    from ..data.folder import ImageFolder
-    from ..data.records import SKIP_REASONS, DataSkipWarning
-
-    report: dict = {"path": str(path)}
-    found = detect_layout(path)
-    if found is None and path.is_dir():
-        folder = ImageFolder(path)  # DataError when there is no image either
-        report.update(layout="images", images=len(folder), annotations=0, skipped={})
-    else:
-        dataset = open_labelled(path, image_dir=image_dir)
-        report["layout"] = dataset.layout
-        images = annotations = 0
-        progress, task = _progress("inspect", len(dataset), enabled=not as_json)
-        with warnings.catch_warnings(), progress:
-            warnings.simplefilter("ignore", DataSkipWarning)  # the report lists every skip
-            for i, sample in enumerate(dataset):
-                images += 1
-                annotations += len(sample.annotations)
-                progress.update(task, completed=i + 1)
-            progress.update(task, completed=len(dataset))
-        report.update(images=images, annotations=annotations, skipped=dataset.skipped)
+    with progress_bar(*_columns(), enabled=not as_json, stderr=True, transient=False) as update:
+        report = inspect_data(path, image_dir=image_dir,
+                              progress=lambda done, total: update(done, total, "inspect"))
     if as_json:
         emit_json(report)
         return
