@@ -173,7 +173,7 @@ def test_int8_paths_measured(bundle, int8) -> None:
     ops = [n.op_type for n in g.graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
     assert "Softmax" in ops and "QLinearSoftmax" not in ops  # excluded ops stay float ops
-    from slimsam_edge.exporters.quantize_ort import OrtInt8Options, _nodes_to_exclude
+    from slimsam_edge.runtimes.onnxruntime.quantize import OrtInt8Options, _nodes_to_exclude
 
     f32 = onnx.load(str(bundle / "onnx" / "image_encoder.onnx"))
     excluded = _nodes_to_exclude(f32, OrtInt8Options(exclude_ops=("Softmax",), exclude_nodes=("*neck*",)))
@@ -238,7 +238,7 @@ def test_gate_refuses_a_bad_artifact(bundle, int8) -> None:
 def test_dynamic_int8_baseline(bundle, tmp_path) -> None:
     from slimsam_edge.eval.agreement import compare_predictors
     from slimsam_edge.eval.evaluate import default_eval_data
-    from slimsam_edge.exporters.quantize_ort import quantize_int8_dynamic
+    from slimsam_edge.runtimes.onnxruntime.quantize import quantize_int8_dynamic
     from slimsam_edge.predictor import EdgePredictor
     from slimsam_edge.runtimes import open_runner
 
@@ -396,7 +396,7 @@ SHAPES = {"min_opt_max_shapes": {"x": ((1, 3), (2, 3), (8, 3))}}
 
 
 def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for, onnx_facts
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for, onnx_facts
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     install, onnx_files = trt_env
@@ -414,7 +414,7 @@ def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
     assert {f.name for f in trt.Builder.last.config.flags} == {"INT8"} and "Q/DQ" in extra["build"]
     with pytest.raises(UsageError, match="needs a calibrator"):
         build_engine_for(onnx_files["fp32"], tmp_path / "x.engine", "int8", **SHAPES)
-    from slimsam_edge.exporters.tensorrt_build import entropy_calibrator_class
+    from slimsam_edge.runtimes.tensorrt.build import entropy_calibrator_class
 
     calib = entropy_calibrator_class()([{"x": np.ones((2, 3), np.float32)}], tmp_path / "x.calib")
     _, extra = build_engine_for(onnx_files["fp32"], tmp_path / "c.engine", "int8", calibrator=calib, **SHAPES)
@@ -430,7 +430,7 @@ def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
 
 
 def test_tensorrt_11_takes_precision_from_the_onnx(trt_env, tmp_path) -> None:
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     install, onnx_files = trt_env
@@ -451,7 +451,7 @@ def test_tensorrt_11_takes_precision_from_the_onnx(trt_env, tmp_path) -> None:
 def test_tensorrt_int8_and_fp16_engines_agree_on_gpu(bundle, int8, tmp_path) -> None:
     """On an NVIDIA GPU with TensorRT: engines from the bundle's fp16 and Q/DQ graphs vs ONNX Runtime."""
     pytest.importorskip("tensorrt")
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     x = {"image": np.random.default_rng(0).normal(size=(1, 3, 256, 256)).astype(np.float32)}

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimsam_edge.errors import BackendUnavailableError, BundleError, RunnerError, UsageError
+from slimsam_edge.errors import (
+    BackendUnavailableError,
+    BundleError,
+    RunnerError,
+    UnsupportedOnThisMachineError,
+    UsageError,
+)
 from slimsam_edge.runtimes import RunnerOptions, TensorSpec, open_runner, registered_backends, runner_class
 
 onnx = pytest.importorskip("onnx")
@@ -195,8 +201,8 @@ def test_openvino_bf16_follows_cpu_capability(affine_onnx: Path, ov_caps: list[s
             x = np.ones((2, 3), np.float32)
             np.testing.assert_allclose(r.infer({"x": x})["y"], 3.0, rtol=1e-2)
             assert "bf16" in r.notes[0]
-    else:
-        with pytest.raises(UsageError, match="does not support bf16"):
+    else:  # the machine lacks it: the one error the accuracy gate may skip
+        with pytest.raises(UnsupportedOnThisMachineError, match="does not support bf16"):
             r.activate()
 
 
@@ -237,15 +243,15 @@ def test_openvino_auto_device(affine_onnx: Path) -> None:
 # -- tensorrt (CPU machine: unavailable; GPU tests are marked) ----------------------------------
 
 def _has_tensorrt() -> bool:
-    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+    from slimsam_edge.runtimes.tensorrt.runner import TensorRTRunner
 
     return TensorRTRunner.available()
 
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_tensorrt_unavailable_without_package(affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
-    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
+    from slimsam_edge.runtimes.tensorrt.runner import TensorRTRunner
 
     assert TensorRTRunner.available() is False
     with pytest.raises(BackendUnavailableError, match=r"slimsam-edge\[tensorrt\]"):
@@ -258,7 +264,7 @@ def test_tensorrt_unavailable_without_package(affine_onnx: Path, tmp_path: Path)
 
 
 def test_tensorrt_device_strings() -> None:
-    from slimsam_edge.runtimes.tensorrt_runner import _parse_device
+    from slimsam_edge.runtimes.tensorrt.runner import _parse_device
 
     assert _parse_device("cpu") == ("cuda", 0)
     assert _parse_device("cuda:1") == ("cuda", 1)
@@ -271,7 +277,7 @@ def test_tensorrt_device_strings() -> None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and cuda-python")
 def test_tensorrt_engine_matches_onnxruntime(two_input_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     engine = build_engine(
         two_input_onnx, tmp_path / "two.engine",
@@ -307,9 +313,9 @@ def test_runtime_path_does_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import slimsam_edge.bundle, slimsam_edge.devices, slimsam_edge.runtimes as rt\n"
-        "from slimsam_edge.runtimes import onnxruntime_runner, openvino_runner, tensorrt_runner\n"
+        "from slimsam_edge.runtimes import onnxruntime, openvino, tensorrt, torch\n"
         "rt.registered_backends()\n"
-        "slimsam_edge.devices.detect()\n"
+        "slimsam_edge.devices.detect(rt.runtime_distributions())\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'openvino', 'tensorrt'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
@@ -319,7 +325,7 @@ def test_runtime_path_does_not_import_torch() -> None:
 
 
 def test_tensorrt_builder_module_does_not_import_torch() -> None:
-    code = ("import sys\nimport slimsam_edge.exporters.tensorrt_build\n"
+    code = ("import sys\nimport slimsam_edge.runtimes.tensorrt.build\n"
             "sys.exit(1 if 'torch' in sys.modules else 0)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, "importing tensorrt_build pulled in torch: " + proc.stderr
@@ -566,7 +572,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     trt, cudart = fake_trt("10.3.0")
     cache = tmp_path / "timing.cache"
@@ -595,7 +601,7 @@ def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path
 
 
 def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     fake_trt("10.3.0")
     with pytest.raises(UsageError, match="pass min/opt/max shapes"):
@@ -618,7 +624,7 @@ def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> No
 
 
 def test_fake_tensorrt_11_refuses_weak_typing(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine, entropy_calibrator_class
+    from slimsam_edge.runtimes.tensorrt.build import build_engine, entropy_calibrator_class
 
     trt, _ = fake_trt("11.4.0")
     shapes = {"x": ((1, 3), (2, 3), (8, 3))}
@@ -633,7 +639,7 @@ def test_fake_tensorrt_11_refuses_weak_typing(fake_trt, affine_onnx: Path, tmp_p
 def test_fake_tensorrt_entropy_calibrator(fake_trt, tmp_path: Path) -> None:
     import ctypes
 
-    from slimsam_edge.exporters import tensorrt_build
+    from slimsam_edge.runtimes.tensorrt import build as tensorrt_build
 
     trt, cudart = fake_trt("10.3.0")
     Calibrator = tensorrt_build.EntropyCalibrator  # module __getattr__ builds the class lazily

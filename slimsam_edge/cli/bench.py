@@ -31,6 +31,7 @@ def bench(
     """Measure cold start, preprocess, encoder, decoder + postprocess per prompt, peak RSS."""
     from ..bundle import load_bundle
     from ..devices import detect
+    from ..runtimes import runtime_distributions
     from ..fsutil import write_text_atomic
     from ..bench.harness import BenchConfig, run_config
 
@@ -67,7 +68,7 @@ def bench(
                     raise
                 skipped.append({"backend": cfg.backend, "precision": cfg.precision, "reason": str(err)})
             bar.advance(task)
-    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(),
+    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(runtime_distributions()),
               "results": results, "skipped": skipped}
     if out:
         import json

@@ -6,7 +6,7 @@ ONNX, as FP16 casts or Q/DQ nodes). Asking TensorRT 11 for ``fp16``/``int8`` fla
 :class:`~slimsam_edge.errors.UsageError` instead of building something else.
 
 Example:
-    >>> from slimsam_edge.exporters.tensorrt_build import build_engine     # doctest: +SKIP
+    >>> from slimsam_edge.runtimes.tensorrt.build import build_engine     # doctest: +SKIP
     >>> build_engine("decoder.onnx", "decoder.engine", fp16=True,           # doctest: +SKIP
     ...              min_opt_max_shapes={"point_coords": ((1, 1, 2), (1, 5, 2), (1, 16, 2))},
     ...              timing_cache="trt.cache")
@@ -22,9 +22,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ExportError, RunnerError, UsageError
-from ..fsutil import atomic_path, write_bytes_atomic
-from ..runtimes.tensorrt_runner import DeviceBuffer, cuda_check, import_cudart, import_tensorrt
+from ...errors import ExportError, RunnerError, UsageError
+from ...fsutil import atomic_path, write_bytes_atomic
+from .cuda import DeviceBuffer, cuda_check, import_cudart, import_tensorrt
 
 log = logging.getLogger("slimsam_edge.tensorrt")
 
@@ -333,7 +333,7 @@ def entropy_calibrator_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # ``from slimsam_edge.exporters.tensorrt_build import EntropyCalibrator`` imports TensorRT here.
+    # ``from slimsam_edge.runtimes.tensorrt.build import EntropyCalibrator`` imports TensorRT here.
     if name == "EntropyCalibrator":
         return entropy_calibrator_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

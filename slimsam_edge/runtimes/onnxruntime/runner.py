@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import BackendUnavailableError, BundleError, UsageError
+from ..base import FeedDict, Runner, TensorSpec
 
 #: ORT type strings -> numpy dtypes (bfloat16 has no numpy dtype and is left out on purpose)
 ORT_DTYPES: dict[str, np.dtype] = {
@@ -87,7 +87,6 @@ def _ort_errors(ort: Any) -> tuple[type[BaseException], ...]:
     return tuple(found) + (RuntimeError, ValueError, OSError)
 
 
-@register_runner("onnxruntime")
 class OnnxRuntimeRunner(Runner):
     """Run an ONNX graph with ONNX Runtime.
 
@@ -101,9 +100,6 @@ class OnnxRuntimeRunner(Runner):
         >>> r = OnnxRuntimeRunner("model.onnx", RunnerOptions(threads=1))   # doctest: +SKIP
         >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
     """
-
-    suffixes = (".onnx",)
-    extra = ""
 
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)

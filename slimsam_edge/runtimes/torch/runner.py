@@ -12,18 +12,15 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-from typing import ClassVar
 
 import numpy as np
 
-from ..errors import UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import UsageError
+from ..base import FeedDict, Runner, TensorSpec
 
 
-@register_runner("torch")
 class TorchRunner(Runner):
-    suffixes: ClassVar[tuple[str, ...]] = (".pth", ".pt", ".safetensors")
-    extra: ClassVar[str] = "export"
+    """Run one SAM graph eagerly in PyTorch (the reference every export is validated against)."""
 
     @classmethod
     def available(cls) -> bool:
