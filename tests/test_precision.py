@@ -217,8 +217,10 @@ def test_int8_keeps_the_decoder_fp32_by_default(tmp_path, tiny_bundle) -> None:
 
 def test_gate_refuses_a_bad_artifact(bundle, int8) -> None:
     from slimsam_edge.exporters.gate import run_gate
-    from slimsam_edge.exporters.precision import RECIPES, PrecisionOptions
+    from slimsam_edge.exporters.precision import PrecisionOptions
+    from slimsam_edge.runtimes import recipes
 
+    RECIPES = recipes()
     arts, _, _ = int8
     m = load_bundle(bundle).manifest
     fp32 = {(a.graph, a.backend): a for a in m.artifacts if a.precision == "fp32"}
@@ -290,15 +292,63 @@ def test_manifest_records_accuracy_and_bench_pairs(bundle, int8) -> None:
         _pairs(b, ["torch"], ["int8"])
 
 
-def test_every_target_precision_has_a_recipe() -> None:
-    from slimsam_edge.exporters.precision import RECIPES
-    from slimsam_edge.exporters.targets import TARGETS
+def test_every_exportable_target_precision_has_a_recipe() -> None:
+    from slimsam_edge.devices import list_profiles, load_profile
+    from slimsam_edge.runtimes import get_backend, recipes
 
-    for t in TARGETS.values():
-        for prec, backends in t.precisions.items():
-            assert set(backends) <= set(t.backends)
+    for name in list_profiles():
+        t = load_profile(name)
+        if any(get_backend(b).converter is None for b in t.backends):
+            continue  # refused by export (TensorRT: built on the device)
+        for prec in t.all_precisions():
             if prec != "fp32":
-                assert all((b, prec) in RECIPES for b in backends), (t.name, prec)
+                assert all((b, prec) in recipes() for b in t.backends_for(prec)), (t.name, prec)
+
+
+def _gate_inputs(bundle, int8):
+    from slimsam_edge.runtimes import recipes
+
+    arts, _, _ = int8
+    m = load_bundle(bundle).manifest
+    fp32 = {(a.graph, a.backend): a for a in m.artifacts if a.precision == "fp32"}
+    kw = dict(image_size=m.image_size, pixel_mean=m.pixel_mean, pixel_std=m.pixel_std)
+    return [recipes()[("onnxruntime", "int8")]], arts, fp32, kw
+
+
+def test_gate_fails_on_a_bad_precision_hint(bundle, int8) -> None:
+    """A bad hint is a UsageError, not "not measurable here": it fails the export (it used to pass)."""
+    import copy
+
+    from slimsam_edge.exporters.gate import run_gate
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    recipes_, arts, fp32, kw = _gate_inputs(bundle, int8)
+    bad = [copy.deepcopy(a) for a in arts]
+    for a in bad:
+        if a.backend == "onnxruntime":
+            a.extra["precision_hint"] = "fp16"  # ONNX Runtime on CPU cannot apply a hint
+    with pytest.raises(UsageError, match="cannot apply a fp16 hint"):
+        run_gate(bundle, "int8", recipes_, bad, fp32, options=PrecisionOptions(gate_images=1), **kw)
+
+
+def test_gate_skips_only_what_this_machine_cannot_run_and_says_so(bundle, int8, monkeypatch) -> None:
+    from slimsam_edge.errors import UnsupportedOnThisMachineError
+    from slimsam_edge.exporters import gate
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    recipes_, arts, fp32, kw = _gate_inputs(bundle, int8)
+
+    def unsupported(*_a, **_k):
+        raise UnsupportedOnThisMachineError("openvino: CPU does not support bf16")
+
+    monkeypatch.setattr(gate, "_predictor", unsupported)
+    said: list[str] = []
+    acc, notes = gate.run_gate(bundle, "int8", recipes_, arts, fp32, options=PrecisionOptions(gate_images=1),
+                               progress=said.append, **kw)
+    assert acc["onnxruntime/int8"] == {"measured": False, "threshold": 0.95,
+                                       "reason": "openvino: CPU does not support bf16"}
+    assert "skipped" in notes[0] and "does not support bf16" in notes[0]
+    assert said and said[0].startswith("accuracy gate skipped: onnxruntime/int8 not measured")
 
 
 # -- CLI -----------------------------------------------------------------------------------------
@@ -316,9 +366,9 @@ def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
 
 
 def test_missing_quantizer_package_is_refused_up_front(tiny_checkpoint, tmp_path, monkeypatch) -> None:
-    from slimsam_edge.exporters.precision import RECIPES
+    from slimsam_edge.runtimes import recipes
 
-    monkeypatch.setattr(type(RECIPES[("openvino", "int8")]), "requires", ("no_such_nncf_module",))
+    monkeypatch.setattr(type(recipes()[("openvino", "int8")]), "requires", ("no_such_nncf_module",))
     _one_line_error(_cli("export", tiny_checkpoint, "--out", tmp_path / "b", "--precision", "int8"),
                     "int8 export for onnxruntime, openvino needs no_such_nncf_module", "--target onnx")
 

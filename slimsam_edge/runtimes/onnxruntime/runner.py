@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -101,6 +101,9 @@ class OnnxRuntimeRunner(Runner):
         >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
     """
 
+    #: ``onnxruntime.GraphOptimizationLevel`` member the session uses (a subclass may lower it)
+    optimization_level: ClassVar[str] = "ORT_ENABLE_ALL"
+
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
         self._session: Any = None
@@ -172,7 +175,7 @@ class OnnxRuntimeRunner(Runner):
             source = str(path)
         providers, provider_options = self._providers(ort)
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.optimization_level)
         if self.options.threads is not None:
             if self.options.threads < 1:
                 raise UsageError(f"threads must be >= 1, got {self.options.threads}")

@@ -29,8 +29,8 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from ..models.graph_spec import ONNX_SPECS
-        from ..models.graphs import make_wrapper
+        from ...models.graph_spec import ONNX_SPECS
+        from ...models.graphs import make_wrapper
 
         graph = self.options.extra.get("graph", "image_encoder")
         if graph not in ONNX_SPECS:
@@ -42,7 +42,7 @@ class TorchRunner(Runner):
             self._module = make_wrapper(self.artifact, self._spec) if is_sam else self.artifact.eval()
             sam_spec = getattr(self.artifact, "spec", None)
         else:
-            from ..models.io import load_model
+            from ...models.io import load_model
 
             sam, sam_spec = load_model(self.artifact, trust_pickle=False)
             self._module = make_wrapper(sam, self._spec)
