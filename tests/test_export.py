@@ -72,6 +72,23 @@ def test_validation_lists_every_mismatch(tmp_path, tiny_model):
     assert not report.ok and report.summary()["cases"] == 7
 
 
+def test_validation_closes_its_runner(tiny_bundle, tiny_model, monkeypatch):
+    """validate_onnx opens an ONNX Runtime session when given no runner: closed after, even on failure."""
+    from helpers import tiny_sam
+
+    from slimsam_edge.runtimes.onnxruntime.runner import OnnxRuntimeRunner
+
+    opened, closed = [], []
+    real_activate, real_deactivate = OnnxRuntimeRunner._activate, OnnxRuntimeRunner._deactivate
+    monkeypatch.setattr(OnnxRuntimeRunner, "_activate", lambda self: (opened.append(self), real_activate(self)))
+    monkeypatch.setattr(OnnxRuntimeRunner, "_deactivate", lambda self: (closed.append(self), real_deactivate(self)))
+    path = tiny_bundle / "onnx" / "mask_decoder_lowres.onnx"
+    assert validate_onnx(tiny_model, "mask_decoder_lowres", path).ok
+    with pytest.raises(ValidationError):
+        validate_onnx(tiny_sam(seed=1), "mask_decoder_lowres", path)
+    assert len(opened) == 2 and closed == opened and not any(r.is_active for r in opened)
+
+
 def test_external_data_for_large_graphs(tmp_path, tiny_model):
     path, _ = export_onnx(tiny_model, "image_encoder", tmp_path / "enc.onnx", simplify=False)
     model = onnx.load(str(path))
