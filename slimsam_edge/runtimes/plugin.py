@@ -8,7 +8,7 @@ Example:
     >>> from slimsam_edge.runtimes.base import Runner
     >>> b = Backend("echo", runner=Runner, suffixes=(".echo",))
     >>> b.name, b.converter is None, b.recipe("int8") is None
-    ('echo', True, None)
+    ('echo', True, True)
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ def register_backend(backend: Backend) -> Backend:
 
     Example:
         >>> from slimsam_edge.runtimes.base import Runner
-        >>> b = register_backend(Backend("echo-doc", runner=Runner))
+        >>> class EchoRunner(Runner): ...
+        >>> b = register_backend(Backend("echo-doc", runner=EchoRunner))
         >>> "echo-doc" in registered_backends()
         True
         >>> unregister_backend("echo-doc")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 from ...errors import BackendUnavailableError, ExportError, UsageError
 from .convert import save_ir
