@@ -5,7 +5,7 @@ Issue 5 compares our fast encoder with MobileSAM's "on the same machine". No Mob
 available, so :func:`slimsam_edge.bench.tinyvit.build_mobilesam_encoder` gives the architecture with
 random weights: the numbers are latency only. The script exports it to ONNX (opset 17, TorchScript
 exporter), converts it to OpenVINO, quantizes it to INT8 with NNCF (the project's settings,
-:func:`slimsam_edge.exporters.quantize_ov.quantize_int8_nncf`, on random normalized images), and
+:func:`slimsam_edge.runtimes.openvino.quantize.quantize_int8_nncf`, on random normalized images), and
 times the encoder: OpenVINO fp32 (INFERENCE_PRECISION_HINT f32), OpenVINO int8, ONNX Runtime fp32;
 p50 over ``--runs`` after one warmup, ``--threads`` intra-op threads.
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
             def int8():
                 import nncf
 
-                from slimsam_edge.exporters.quantize_ov import NncfOptions, quantize_int8_nncf
+                from slimsam_edge.runtimes.openvino.quantize import NncfOptions, quantize_int8_nncf
 
                 nncf.set_log_level(logging.WARNING)  # one INFO line per quantizer otherwise
 

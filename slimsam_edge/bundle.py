@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -30,8 +31,6 @@ from .fsutil import sha256_file, write_text_atomic
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
-#: backend preference when a caller does not name one
-BACKEND_PREFERENCE = ("onnxruntime", "openvino", "tensorrt", "torch")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RE_EXPORT = "re-export the bundle"
 
@@ -160,6 +159,8 @@ class Manifest:
     accuracy: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=_utc_now)
     notes: list[str] = field(default_factory=list)
+    #: backends in the target's order of preference, written by export (validated on load)
+    backend_preference: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -213,6 +214,7 @@ class Manifest:
         notes = _require(data, "notes", list, source, optional=[])
         if not all(isinstance(n, str) for n in notes):
             raise BundleError(f"{source}: key 'notes' must be a list of strings; {_RE_EXPORT}")
+        artifacts = [Artifact.from_dict(a, f"{source}: artifacts[{i}]") for i, a in enumerate(entries)]
         return cls(
             schema_version=version,
             model=dict(model),
@@ -221,12 +223,13 @@ class Manifest:
             pixel_std=_floats(data, "pixel_std", source, 3),
             mask_threshold=float(_require(data, "mask_threshold", float, source)),
             target=_require(data, "target", str, source),
-            artifacts=[Artifact.from_dict(a, f"{source}: artifacts[{i}]") for i, a in enumerate(entries)],
+            artifacts=artifacts,
             tool_versions=dict(_require(data, "tool_versions", dict, source, optional={})),
             validation=dict(_require(data, "validation", dict, source, optional={})),
             accuracy=dict(_require(data, "accuracy", dict, source, optional={})),
             created=_require(data, "created", str, source, optional=""),
             notes=list(notes),
+            backend_preference=_preference(data, source, artifacts),
         )
 
 
@@ -254,9 +257,15 @@ class Bundle:
     manifest: Manifest
 
     def backends(self) -> list[str]:
-        """Backends with at least one artifact, in preference order (onnxruntime first)."""
-        present = {a.backend for a in self.manifest.artifacts}
-        return sorted(present, key=_backend_rank)
+        """Backends with at least one artifact, in the target's preference order.
+
+        The order is the manifest's ``backend_preference`` (written by export), else the shipped
+        profile of its ``target``, else the order of the artifacts; backends it does not name
+        follow in artifact order.
+        """
+        listed = list(dict.fromkeys(a.backend for a in self.manifest.artifacts))
+        order = self.manifest.backend_preference or _profile_order(self.manifest.target)
+        return [b for b in order if b in listed] + [b for b in listed if b not in order]
 
     def graphs(self) -> list[str]:
         """Names of the graphs in this bundle, in manifest order."""
@@ -284,7 +293,8 @@ class Bundle:
                 f"bundle {self.root}: no artifact {wanted}; it holds {have}; export that target or "
                 "pick one of those"
             )
-        return sorted(matches, key=lambda a: _backend_rank(a.backend))[0]
+        rank = {b: i for i, b in enumerate(self.backends())}
+        return sorted(matches, key=lambda a: rank[a.backend])[0]
 
     def path_of(self, artifact: Artifact) -> Path:
         """Absolute path of the file a runner opens for ``artifact``."""
@@ -304,8 +314,24 @@ class Bundle:
                     )
 
 
-def _backend_rank(backend: str) -> int:
-    return BACKEND_PREFERENCE.index(backend) if backend in BACKEND_PREFERENCE else len(BACKEND_PREFERENCE)
+def _preference(data: dict[str, Any], source: str, artifacts: list[Artifact]) -> list[str]:
+    """The manifest's ``backend_preference``: distinct names of backends its artifacts use."""
+    order = _require(data, "backend_preference", list, source, optional=[])
+    present = {a.backend for a in artifacts}
+    if not all(isinstance(b, str) for b in order) or len(set(order)) != len(order):
+        raise BundleError(f"{source}: key 'backend_preference' must list distinct backend names; {_RE_EXPORT}")
+    stray = [b for b in order if b not in present]
+    if stray:
+        raise BundleError(f"{source}: backend_preference names {stray[0]!r}, which has no artifact; {_RE_EXPORT}")
+    return list(order)
+
+
+@functools.lru_cache(maxsize=None)
+def _profile_order(target: str) -> tuple[str, ...]:
+    """The preference order of a shipped target profile (``()`` for a target this install lacks)."""
+    from .devices import list_profiles, load_profile
+
+    return load_profile(target).backends if target in list_profiles() else ()
 
 
 def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:

@@ -25,6 +25,14 @@ class UsageError(SlimSamEdgeError):
     """A flag or argument has an invalid value."""
 
 
+class UnsupportedOnThisMachineError(UsageError):
+    """A valid request this machine cannot honour (e.g. bf16 on a CPU without BF16).
+
+    Raised only by backends, for a missing capability of the machine; the accuracy gate may skip
+    (and records) a pair that fails with it, never one that fails with a plain UsageError.
+    """
+
+
 class CheckpointError(SlimSamEdgeError):
     """A checkpoint is missing, corrupt, of another model family, or unsafe to load."""
 

@@ -55,6 +55,25 @@ def test_variant_exact_in_torch_and_onnxruntime(name, encoder_and_ref, tmp_path)
     assert np.abs(out - ref.numpy()).max() <= TOL
 
 
+def test_export_variant_onnx_is_atomic(encoder_and_ref, tmp_path, monkeypatch):
+    """A failure after torch wrote the graph (here: finalize) leaves neither the file nor a temp."""
+    from slimsam_edge.exporters import attention
+
+    enc, x, _ = encoder_and_ref
+    path = tmp_path / "out" / "plain.onnx"
+    path.parent.mkdir()
+    path.write_bytes(b"previous good graph")
+
+    def boom(model):
+        raise RuntimeError("simulated finalize failure")
+
+    monkeypatch.setattr(attention, "finalize_onnx", boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_variant_onnx(enc, (x,), path, input_names=["image"], output_names=["emb"])
+    assert path.read_bytes() == b"previous good graph"  # untouched, never half-written
+    assert [p.name for p in path.parent.iterdir()] == ["plain.onnx"]
+
+
 def test_headmajor_replaces_only_global_blocks(encoder_and_ref):
     enc, _, _ = encoder_and_ref
     module = get_variant("headmajor").apply(enc)

@@ -81,6 +81,31 @@ def test_find_prefers_onnxruntime_and_filters(bundle_dir: Path) -> None:
         bundle.find("image_encoder", backend="tensorrt")
 
 
+def test_find_follows_the_recorded_preference(bundle_dir: Path) -> None:
+    """Export records the target's order; a bundle from a user profile stays self-describing."""
+    _edit_manifest(bundle_dir, lambda d: d.update(target="my-board", backend_preference=["openvino", "onnxruntime"]))
+    bundle = load_bundle(bundle_dir)
+    assert bundle.backends() == ["openvino", "onnxruntime"]
+    assert bundle.find("image_encoder").backend == "openvino"
+
+
+def test_unknown_target_without_preference_falls_back_to_artifact_order(bundle_dir: Path) -> None:
+    _edit_manifest(bundle_dir, lambda d: d.update(target="my-board"))
+    assert load_bundle(bundle_dir).backends() == ["openvino", "onnxruntime"]  # as listed
+
+
+@pytest.mark.parametrize("value, message", [
+    (["onnxruntime", "onnxruntime"], "must list distinct backend names"),
+    (["onnxruntime", 3], "must list distinct backend names"),
+    ("onnxruntime", "key 'backend_preference' must be a list"),
+    (["tensorrt", "onnxruntime"], "backend_preference names 'tensorrt', which has no artifact"),
+])
+def test_bad_backend_preference_is_refused(bundle_dir: Path, value, message: str) -> None:
+    _edit_manifest(bundle_dir, lambda d: d.update(backend_preference=value))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_dir)
+
+
 def test_tampered_file_is_refused(bundle_dir: Path) -> None:
     (bundle_dir / "ov" / "encoder.bin").write_bytes(b"\x00\x02")
     with pytest.raises(BundleError, match=r"file ov/encoder.bin was modified or corrupted \(sha256 mismatch\); "

@@ -9,7 +9,7 @@ import torch
 
 from slimsam_edge.bundle import load_bundle
 from slimsam_edge.errors import BundleError, UsageError, ValidationError
-from slimsam_edge.exporters.onnx_export import _save, export_onnx
+from slimsam_edge.exporters.onnx_export import export_onnx
 from slimsam_edge.exporters.validate import validate_onnx
 
 
@@ -72,12 +72,31 @@ def test_validation_lists_every_mismatch(tmp_path, tiny_model):
     assert not report.ok and report.summary()["cases"] == 7
 
 
+def test_validation_closes_its_runner(tiny_bundle, tiny_model, monkeypatch):
+    """validate_onnx opens an ONNX Runtime session when given no runner: closed after, even on failure."""
+    from helpers import tiny_sam
+
+    from slimsam_edge.runtimes.onnxruntime.runner import OnnxRuntimeRunner
+
+    opened, closed = [], []
+    real_activate, real_deactivate = OnnxRuntimeRunner._activate, OnnxRuntimeRunner._deactivate
+    monkeypatch.setattr(OnnxRuntimeRunner, "_activate", lambda self: (opened.append(self), real_activate(self)))
+    monkeypatch.setattr(OnnxRuntimeRunner, "_deactivate", lambda self: (closed.append(self), real_deactivate(self)))
+    path = tiny_bundle / "onnx" / "mask_decoder_lowres.onnx"
+    assert validate_onnx(tiny_model, "mask_decoder_lowres", path).ok
+    with pytest.raises(ValidationError):
+        validate_onnx(tiny_sam(seed=1), "mask_decoder_lowres", path)
+    assert len(opened) == 2 and closed == opened and not any(r.is_active for r in opened)
+
+
 def test_external_data_for_large_graphs(tmp_path, tiny_model):
     path, _ = export_onnx(tiny_model, "image_encoder", tmp_path / "enc.onnx", simplify=False)
     model = onnx.load(str(path))
     out = tmp_path / "ext" / "enc.onnx"
     out.parent.mkdir()
-    _save(model, out, external=True)
+    from slimsam_edge.runtimes.onnxruntime.onnx_files import save_onnx
+
+    save_onnx(model, out, external=True)
     assert (out.parent / "enc.onnx.data").exists()
     assert out.stat().st_size < (out.parent / "enc.onnx.data").stat().st_size
     import onnxruntime as ort
@@ -102,11 +121,87 @@ def test_failed_export_leaves_no_bundle(tmp_path, tiny_model, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_unknown_target(tmp_path, tiny_model):
+def test_unknown_target_lists_known_ones_and_how_to_add_one(tmp_path, tiny_model):
     from slimsam_edge.exporters.bundle_export import export_bundle
 
-    with pytest.raises(UsageError, match="unknown or not yet supported target 'jetson'"):
+    with pytest.raises(UsageError, match=r"unknown target 'jetson'; choose one of: cpu, .*onnx.*or add one: pass "
+                                         r"the path of a \.toml profile"):
         export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target="jetson")
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("target", ["x86", "jetson-orin-nano", "jetson-agx-orin"])
+def test_targets_without_a_converter_here_are_refused(tmp_path, tiny_model, target):
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    with pytest.raises(UsageError, match=f"target {target} cannot be exported here: backend tensorrt has no "
+                                         "converter .TensorRT engines are built on the device"):
+        export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target=target)
+
+
+BOARD = """# a target written by a user, in a folder of its own
+name = "board"
+kind = "cpu"
+description = "a board that runs ONNX Runtime only, encoder + low-res decoder"
+backends = ["onnxruntime"]
+default_precision = "fp32"
+
+[precisions]
+onnxruntime = ["fp32", "fp16"]
+
+[graphs]
+onnxruntime = ["image_encoder", "mask_decoder_lowres"]
+"""
+
+
+def test_a_target_from_a_toml_file_alone(tmp_path, tiny_model):
+    """Adding a target = one TOML file: exported to by path, read back without the file."""
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    toml = tmp_path / "targets" / "board.toml"
+    toml.parent.mkdir()
+    toml.write_text(BOARD)
+    m = export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target=str(toml), simplify=False)
+    assert m.target == "board" and m.backend_preference == ["onnxruntime"]
+    assert [f"{a.graph}/{a.backend}" for a in m.artifacts if a.backend != "torch"] == [
+        "image_encoder/onnxruntime", "mask_decoder_lowres/onnxruntime"]
+    assert set(m.validation) == {"image_encoder/onnxruntime/fp32", "mask_decoder_lowres/onnxruntime/fp32"}
+    assert all(v["ok"] for v in m.validation.values())
+    toml.unlink()  # the bundle describes itself: its manifest holds the preference order
+    b = load_bundle(tmp_path / "b")
+    assert b.find("image_encoder").backend == "onnxruntime" and b.backends() == ["onnxruntime", "torch"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (('onnxruntime', 'onnxruntim'), "'backends' names 'onnxruntim', not a registered backend"),
+    (('onnxruntime = ["image_encoder", "mask_decoder_lowres"]', 'onnxruntime = ["image_encoder", "decoder"]'),
+     "'graphs.onnxruntime' names 'decoder', not a graph"),
+    (('default_precision = "fp32"\n', ''), "missing key 'default_precision'"),
+])
+def test_bad_target_file_is_one_line_naming_file_and_key(tmp_path, tiny_checkpoint, change, message):
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.app import app
+
+    toml = tmp_path / "board.toml"
+    toml.write_text(BOARD.replace(*change))
+    r = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--target", str(toml), "--out", str(tmp_path / "b")])
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1, r.output
+    assert lines[0].startswith(f"error: device profile {toml}: ") and message in lines[0], lines[0]
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_target_help_and_unknown_target(tmp_path, tiny_checkpoint):
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.app import app
+    from slimsam_edge.devices import list_profiles
+
+    help_text = " ".join(CliRunner().invoke(app, ["export", "--help"], env={"COLUMNS": "400"}).output.split())
+    assert " | ".join(list_profiles()) in help_text and ".toml" in help_text
+    r = CliRunner().invoke(app, ["export", str(tiny_checkpoint), "--target", "toaster", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "unknown target 'toaster'" in r.output and ".toml" in r.output
 
 
 def test_tampered_bundle_refused(tmp_path, tiny_bundle):

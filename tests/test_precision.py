@@ -173,7 +173,7 @@ def test_int8_paths_measured(bundle, int8) -> None:
     ops = [n.op_type for n in g.graph.node]
     assert ops.count("QuantizeLinear") > 5 and ops.count("DequantizeLinear") > ops.count("QuantizeLinear")
     assert "Softmax" in ops and "QLinearSoftmax" not in ops  # excluded ops stay float ops
-    from slimsam_edge.exporters.quantize_ort import OrtInt8Options, _nodes_to_exclude
+    from slimsam_edge.runtimes.onnxruntime.quantize import OrtInt8Options, _nodes_to_exclude
 
     f32 = onnx.load(str(bundle / "onnx" / "image_encoder.onnx"))
     excluded = _nodes_to_exclude(f32, OrtInt8Options(exclude_ops=("Softmax",), exclude_nodes=("*neck*",)))
@@ -217,8 +217,10 @@ def test_int8_keeps_the_decoder_fp32_by_default(tmp_path, tiny_bundle) -> None:
 
 def test_gate_refuses_a_bad_artifact(bundle, int8) -> None:
     from slimsam_edge.exporters.gate import run_gate
-    from slimsam_edge.exporters.precision import RECIPES, PrecisionOptions
+    from slimsam_edge.exporters.precision import PrecisionOptions
+    from slimsam_edge.runtimes import recipes
 
+    RECIPES = recipes()
     arts, _, _ = int8
     m = load_bundle(bundle).manifest
     fp32 = {(a.graph, a.backend): a for a in m.artifacts if a.precision == "fp32"}
@@ -238,7 +240,7 @@ def test_gate_refuses_a_bad_artifact(bundle, int8) -> None:
 def test_dynamic_int8_baseline(bundle, tmp_path) -> None:
     from slimsam_edge.eval.agreement import compare_predictors
     from slimsam_edge.eval.evaluate import default_eval_data
-    from slimsam_edge.exporters.quantize_ort import quantize_int8_dynamic
+    from slimsam_edge.runtimes.onnxruntime.quantize import quantize_int8_dynamic
     from slimsam_edge.predictor import EdgePredictor
     from slimsam_edge.runtimes import open_runner
 
@@ -290,15 +292,63 @@ def test_manifest_records_accuracy_and_bench_pairs(bundle, int8) -> None:
         runnable_pairs(b, ["torch"], ["int8"])
 
 
-def test_every_target_precision_has_a_recipe() -> None:
-    from slimsam_edge.exporters.precision import RECIPES
-    from slimsam_edge.exporters.targets import TARGETS
+def test_every_exportable_target_precision_has_a_recipe() -> None:
+    from slimsam_edge.devices import list_profiles, load_profile
+    from slimsam_edge.runtimes import get_backend, recipes
 
-    for t in TARGETS.values():
-        for prec, backends in t.precisions.items():
-            assert set(backends) <= set(t.backends)
+    for name in list_profiles():
+        t = load_profile(name)
+        if any(get_backend(b).converter is None for b in t.backends):
+            continue  # refused by export (TensorRT: built on the device)
+        for prec in t.all_precisions():
             if prec != "fp32":
-                assert all((b, prec) in RECIPES for b in backends), (t.name, prec)
+                assert all((b, prec) in recipes() for b in t.backends_for(prec)), (t.name, prec)
+
+
+def _gate_inputs(bundle, int8):
+    from slimsam_edge.runtimes import recipes
+
+    arts, _, _ = int8
+    m = load_bundle(bundle).manifest
+    fp32 = {(a.graph, a.backend): a for a in m.artifacts if a.precision == "fp32"}
+    kw = dict(image_size=m.image_size, pixel_mean=m.pixel_mean, pixel_std=m.pixel_std)
+    return [recipes()[("onnxruntime", "int8")]], arts, fp32, kw
+
+
+def test_gate_fails_on_a_bad_precision_hint(bundle, int8) -> None:
+    """A bad hint is a UsageError, not "not measurable here": it fails the export (it used to pass)."""
+    import copy
+
+    from slimsam_edge.exporters.gate import run_gate
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    recipes_, arts, fp32, kw = _gate_inputs(bundle, int8)
+    bad = [copy.deepcopy(a) for a in arts]
+    for a in bad:
+        if a.backend == "onnxruntime":
+            a.extra["precision_hint"] = "fp16"  # ONNX Runtime on CPU cannot apply a hint
+    with pytest.raises(UsageError, match="cannot apply a fp16 hint"):
+        run_gate(bundle, "int8", recipes_, bad, fp32, options=PrecisionOptions(gate_images=1), **kw)
+
+
+def test_gate_skips_only_what_this_machine_cannot_run_and_says_so(bundle, int8, monkeypatch) -> None:
+    from slimsam_edge.errors import UnsupportedOnThisMachineError
+    from slimsam_edge.exporters import gate
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    recipes_, arts, fp32, kw = _gate_inputs(bundle, int8)
+
+    def unsupported(*_a, **_k):
+        raise UnsupportedOnThisMachineError("openvino: CPU does not support bf16")
+
+    monkeypatch.setattr(gate, "_predictor", unsupported)
+    said: list[str] = []
+    acc, notes = gate.run_gate(bundle, "int8", recipes_, arts, fp32, options=PrecisionOptions(gate_images=1),
+                               progress=said.append, **kw)
+    assert acc["onnxruntime/int8"] == {"measured": False, "threshold": 0.95,
+                                       "reason": "openvino: CPU does not support bf16"}
+    assert "skipped" in notes[0] and "does not support bf16" in notes[0]
+    assert said and said[0].startswith("accuracy gate skipped: onnxruntime/int8 not measured")
 
 
 # -- CLI -----------------------------------------------------------------------------------------
@@ -316,9 +366,9 @@ def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
 
 
 def test_missing_quantizer_package_is_refused_up_front(tiny_checkpoint, tmp_path, monkeypatch) -> None:
-    from slimsam_edge.exporters.precision import RECIPES
+    from slimsam_edge.runtimes import recipes
 
-    monkeypatch.setattr(type(RECIPES[("openvino", "int8")]), "requires", ("no_such_nncf_module",))
+    monkeypatch.setattr(type(recipes()[("openvino", "int8")]), "requires", ("no_such_nncf_module",))
     _one_line_error(_cli("export", tiny_checkpoint, "--out", tmp_path / "b", "--precision", "int8"),
                     "int8 export for onnxruntime, openvino needs no_such_nncf_module", "--target onnx")
 
@@ -396,7 +446,7 @@ SHAPES = {"min_opt_max_shapes": {"x": ((1, 3), (2, 3), (8, 3))}}
 
 
 def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for, onnx_facts
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for, onnx_facts
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     install, onnx_files = trt_env
@@ -414,7 +464,7 @@ def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
     assert {f.name for f in trt.Builder.last.config.flags} == {"INT8"} and "Q/DQ" in extra["build"]
     with pytest.raises(UsageError, match="needs a calibrator"):
         build_engine_for(onnx_files["fp32"], tmp_path / "x.engine", "int8", **SHAPES)
-    from slimsam_edge.exporters.tensorrt_build import entropy_calibrator_class
+    from slimsam_edge.runtimes.tensorrt.build import entropy_calibrator_class
 
     calib = entropy_calibrator_class()([{"x": np.ones((2, 3), np.float32)}], tmp_path / "x.calib")
     _, extra = build_engine_for(onnx_files["fp32"], tmp_path / "c.engine", "int8", calibrator=calib, **SHAPES)
@@ -430,7 +480,7 @@ def test_tensorrt_10_precision_plans(trt_env, tmp_path) -> None:
 
 
 def test_tensorrt_11_takes_precision_from_the_onnx(trt_env, tmp_path) -> None:
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     install, onnx_files = trt_env
@@ -451,7 +501,7 @@ def test_tensorrt_11_takes_precision_from_the_onnx(trt_env, tmp_path) -> None:
 def test_tensorrt_int8_and_fp16_engines_agree_on_gpu(bundle, int8, tmp_path) -> None:
     """On an NVIDIA GPU with TensorRT: engines from the bundle's fp16 and Q/DQ graphs vs ONNX Runtime."""
     pytest.importorskip("tensorrt")
-    from slimsam_edge.exporters.tensorrt_precision import build_engine_for
+    from slimsam_edge.runtimes.tensorrt.precision import build_engine_for
     from slimsam_edge.runtimes import RunnerOptions, open_runner
 
     x = {"image": np.random.default_rng(0).normal(size=(1, 3, 256, 256)).astype(np.float32)}

@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slimsam_edge.errors import BackendUnavailableError, BundleError, RunnerError, UsageError
+from slimsam_edge.errors import (
+    BackendUnavailableError,
+    BundleError,
+    RunnerError,
+    UnsupportedOnThisMachineError,
+    UsageError,
+)
 from slimsam_edge.runtimes import RunnerOptions, TensorSpec, open_runner, registered_backends, runner_class
 
 onnx = pytest.importorskip("onnx")
@@ -195,8 +201,8 @@ def test_openvino_bf16_follows_cpu_capability(affine_onnx: Path, ov_caps: list[s
             x = np.ones((2, 3), np.float32)
             np.testing.assert_allclose(r.infer({"x": x})["y"], 3.0, rtol=1e-2)
             assert "bf16" in r.notes[0]
-    else:
-        with pytest.raises(UsageError, match="does not support bf16"):
+    else:  # the machine lacks it: the one error the accuracy gate may skip
+        with pytest.raises(UnsupportedOnThisMachineError, match="does not support bf16"):
             r.activate()
 
 
@@ -237,15 +243,15 @@ def test_openvino_auto_device(affine_onnx: Path) -> None:
 # -- tensorrt (CPU machine: unavailable; GPU tests are marked) ----------------------------------
 
 def _has_tensorrt() -> bool:
-    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+    from slimsam_edge.runtimes.tensorrt.runner import TensorRTRunner
 
     return TensorRTRunner.available()
 
 
 @pytest.mark.skipif(_has_tensorrt(), reason="TensorRT is installed here")
 def test_tensorrt_unavailable_without_package(affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
-    from slimsam_edge.runtimes.tensorrt_runner import TensorRTRunner
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
+    from slimsam_edge.runtimes.tensorrt.runner import TensorRTRunner
 
     assert TensorRTRunner.available() is False
     with pytest.raises(BackendUnavailableError, match=r"slimsam-edge\[tensorrt\]"):
@@ -258,7 +264,7 @@ def test_tensorrt_unavailable_without_package(affine_onnx: Path, tmp_path: Path)
 
 
 def test_tensorrt_device_strings() -> None:
-    from slimsam_edge.runtimes.tensorrt_runner import _parse_device
+    from slimsam_edge.runtimes.tensorrt.runner import _parse_device
 
     assert _parse_device("cpu") == ("cuda", 0)
     assert _parse_device("cuda:1") == ("cuda", 1)
@@ -271,7 +277,7 @@ def test_tensorrt_device_strings() -> None:
 @pytest.mark.tensorrt
 @pytest.mark.skipif(not _has_tensorrt(), reason="needs TensorRT and cuda-python")
 def test_tensorrt_engine_matches_onnxruntime(two_input_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     engine = build_engine(
         two_input_onnx, tmp_path / "two.engine",
@@ -307,9 +313,9 @@ def test_runtime_path_does_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import slimsam_edge.bundle, slimsam_edge.devices, slimsam_edge.runtimes as rt\n"
-        "from slimsam_edge.runtimes import onnxruntime_runner, openvino_runner, tensorrt_runner\n"
+        "from slimsam_edge.runtimes import onnxruntime, openvino, tensorrt, torch\n"
         "rt.registered_backends()\n"
-        "slimsam_edge.devices.detect()\n"
+        "slimsam_edge.devices.detect(rt.runtime_distributions())\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnxruntime', 'openvino', 'tensorrt'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
@@ -319,7 +325,7 @@ def test_runtime_path_does_not_import_torch() -> None:
 
 
 def test_tensorrt_builder_module_does_not_import_torch() -> None:
-    code = ("import sys\nimport slimsam_edge.exporters.tensorrt_build\n"
+    code = ("import sys\nimport slimsam_edge.runtimes.tensorrt.build\n"
             "sys.exit(1 if 'torch' in sys.modules else 0)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, "importing tensorrt_build pulled in torch: " + proc.stderr
@@ -566,7 +572,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     trt, cudart = fake_trt("10.3.0")
     cache = tmp_path / "timing.cache"
@@ -595,7 +601,7 @@ def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path
 
 
 def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     fake_trt("10.3.0")
     with pytest.raises(UsageError, match="pass min/opt/max shapes"):
@@ -618,7 +624,7 @@ def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> No
 
 
 def test_fake_tensorrt_11_refuses_weak_typing(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
-    from slimsam_edge.exporters.tensorrt_build import build_engine, entropy_calibrator_class
+    from slimsam_edge.runtimes.tensorrt.build import build_engine, entropy_calibrator_class
 
     trt, _ = fake_trt("11.4.0")
     shapes = {"x": ((1, 3), (2, 3), (8, 3))}
@@ -633,7 +639,7 @@ def test_fake_tensorrt_11_refuses_weak_typing(fake_trt, affine_onnx: Path, tmp_p
 def test_fake_tensorrt_entropy_calibrator(fake_trt, tmp_path: Path) -> None:
     import ctypes
 
-    from slimsam_edge.exporters import tensorrt_build
+    from slimsam_edge.runtimes.tensorrt import build as tensorrt_build
 
     trt, cudart = fake_trt("10.3.0")
     Calibrator = tensorrt_build.EntropyCalibrator  # module __getattr__ builds the class lazily
@@ -652,3 +658,133 @@ def test_fake_tensorrt_entropy_calibrator(fake_trt, tmp_path: Path) -> None:
     assert cudart.memory == {}
     with pytest.raises(RunnerError, match="lacks inputs"):
         Calibrator([{"y": np.zeros(1, np.float32)}], tmp_path / "y.calib").get_batch(["x"])
+
+
+# -- the backend contract: every registered backend, one parametrized test --------------------
+# Each entry makes (artifact, options, fp32 ONNX reference) for its backend. A backend that is
+# registered but missing here fails test_contract_covers_every_registered_backend.
+
+def _bundle_case(backend: str):
+    def make(request: pytest.FixtureRequest, tmp_path: Path):
+        from slimsam_edge.bundle import load_bundle
+
+        b = load_bundle(request.getfixturevalue("tiny_bundle"))
+        graph = "mask_decoder_lowres"
+        art = b.find(graph, backend=backend, precision="fp32")
+        options = RunnerOptions(threads=1, extra={"graph": graph})
+        return b.path_of(art), options, b.path_of(b.find(graph, backend="onnxruntime", precision="fp32"))
+
+    return make
+
+
+def _tensorrt_case(request: pytest.FixtureRequest, tmp_path: Path):
+    """TensorRT is not installable here: the fake module of the tests above stands in for it."""
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
+
+    request.getfixturevalue("fake_trt")("10.3.0")
+    onnx_path = request.getfixturevalue("affine_onnx")
+    engine = build_engine(onnx_path, tmp_path / "affine.engine", min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))})
+    return engine, RunnerOptions(), onnx_path
+
+
+CONTRACT = {
+    "onnxruntime": _bundle_case("onnxruntime"),
+    "openvino": _bundle_case("openvino"),
+    "torch": _bundle_case("torch"),
+    "tensorrt": _tensorrt_case,
+}
+
+
+def _feed(specs: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for name, spec in specs.items():
+        shape = tuple(d if isinstance(d, int) and d >= 0 else 2 for d in spec.shape)
+        feed[name] = (rng.standard_normal(shape) if spec.dtype.kind == "f" else np.zeros(shape)).astype(spec.dtype)
+    return feed
+
+
+def test_contract_covers_every_registered_backend() -> None:
+    assert sorted(CONTRACT) == registered_backends(), "add the new backend to CONTRACT"
+
+
+def _check_contract(backend: str, artifact, options: RunnerOptions, reference: Path) -> None:
+    runner = open_runner(artifact, backend=backend, options=options)
+    assert runner.backend == backend and not runner.is_active
+    with runner:
+        inputs, outputs = runner.input_specs(), runner.output_specs()
+        assert inputs and outputs and all(isinstance(s, TensorSpec) for s in (*inputs.values(), *outputs.values()))
+        feed = _feed(inputs)
+        got = runner.infer(feed)
+        assert set(got) == set(outputs)
+        with pytest.raises(RunnerError) as err:  # a bad feed: typed, one line, names the problem
+            runner.infer({**feed, "not_an_input": np.zeros(1, np.float32)})
+        assert "unexpected input 'not_an_input'" in str(err.value) and "\n" not in str(err.value)
+    assert not runner.is_active
+    with open_runner(reference, backend="onnxruntime") as ref:
+        expected = ref.infer(feed)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-3, atol=1e-3, err_msg=f"{backend} {name}")
+    with runner:  # close and reopen: same answer
+        again = runner.infer(feed)
+    for name, value in got.items():
+        np.testing.assert_allclose(again[name], value, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", sorted(CONTRACT))
+def test_backend_contract(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from slimsam_edge.runtimes import get_backend
+
+    if backend != "tensorrt" and not get_backend(backend).runner.available():
+        pytest.skip(f"{backend} is not installed here")
+    _check_contract(backend, *CONTRACT[backend](request, tmp_path))
+
+
+# -- the worked example of docs/backends.md, registered for one test ---------------------------
+
+def _doc_example() -> str:
+    text = (Path(__file__).parents[1] / "docs" / "backends.md").read_text(encoding="utf-8")
+    start = text.index("```python\n", text.index("### Adding a backend")) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+@pytest.fixture()
+def example_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The documented folder, written to a temporary package and added to the registry's list."""
+    from slimsam_edge.runtimes import registry
+
+    folder = tmp_path / "plugins" / "onnxruntime_unoptimized"
+    folder.mkdir(parents=True)
+    (folder.parent / "__init__.py").write_text("")
+    (folder / "__init__.py").write_text(_doc_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "BUILTIN_BACKENDS", [*registry.BUILTIN_BACKENDS, "plugins.onnxruntime_unoptimized"])
+    yield "onnxruntime-unoptimized"
+    registry.unregister_backend("onnxruntime-unoptimized")
+    registry._LOADED.discard("plugins.onnxruntime_unoptimized")
+    for name in [m for m in sys.modules if m == "plugins" or m.startswith("plugins.")]:
+        del sys.modules[name]
+
+
+def test_the_documented_example_backend(example_backend: str, tiny_model, tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
+    """One folder + one registry line: listed, passes the contract, exported to by a TOML target."""
+    from slimsam_edge.bundle import load_bundle
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    assert example_backend in registered_backends()
+    assert sorted(CONTRACT) != registered_backends()  # the coverage test would now fail
+    runner = runner_class(example_backend)
+    assert runner.optimization_level == "ORT_DISABLE_ALL" and runner.backend == example_backend
+    toml = tmp_path / "board.toml"
+    toml.write_text('name = "board"\nkind = "cpu"\ndescription = "d"\nbackends = ["onnxruntime-unoptimized"]\n'
+                    'default_precision = "fp32"\n[precisions]\n"onnxruntime-unoptimized" = ["fp32"]\n'
+                    '[graphs]\n"onnxruntime-unoptimized" = ["image_encoder", "mask_decoder_lowres"]\n')
+    m = export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target=str(toml), simplify=False)
+    assert set(m.validation) == {"image_encoder/onnxruntime-unoptimized/fp32",
+                                 "mask_decoder_lowres/onnxruntime-unoptimized/fp32"}
+    b = load_bundle(tmp_path / "b")
+    art = b.find("mask_decoder_lowres")
+    assert art.backend == example_backend
+    options = RunnerOptions(threads=1)
+    _check_contract(example_backend, b.path_of(art), options, b.path_of(art))

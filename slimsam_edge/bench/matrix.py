@@ -1,6 +1,7 @@
 """Latency and accuracy of one model on every runtime x precision: the table of docs/results/precision.md.
 
 For each model, :func:`run_matrix` exports one ``--target cpu`` bundle per reduced precision
+(the pairs come from the cpu profile, :func:`target_pairs`)
 (each also holds the fp32 artifacts, the reference of its accuracy gate), benchmarks every
 ``(backend, precision)`` pair in its own process (:func:`~slimsam_edge.bench.harness.run_config`)
 and takes the agreement with fp32 (and mIoU where the gate images have labels) from the bundle
@@ -23,11 +24,27 @@ from typing import Any, Callable
 
 from ..errors import SlimSamEdgeError, UsageError
 
+#: the target every model is exported to
+MATRIX_TARGET = "cpu"
+
+
+def target_pairs(target: str = MATRIX_TARGET) -> tuple[tuple[str, str], ...]:
+    """Every (backend, precision) pair of ``target``'s profile, in table order (backends in
+    preference order; fp32, then bf16, fp16, int8).
+
+    Example:
+        >>> target_pairs("onnx")
+        (('onnxruntime', 'fp32'), ('onnxruntime', 'fp16'), ('onnxruntime', 'int8'))
+    """
+    from ..devices import load_profile
+
+    order = ("fp32", "bf16", "fp16", "int8")
+    profile = load_profile(target)
+    return tuple((b, p) for b in profile.backends for p in sorted(profile.precisions[b], key=order.index))
+
+
 #: (backend, precision) pairs measured by default, in table order
-DEFAULT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("onnxruntime", "int8"),
-    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "fp16"), ("openvino", "int8"),
-)
+DEFAULT_PAIRS: tuple[tuple[str, str], ...] = target_pairs()
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ def _export(sam: Any, spec: Any, key: str, out: Path, precision: str, cfg: Matri
             return manifest
 
     opts = PrecisionOptions(calib_images=cfg.calib_images, gate_images=cfg.gate_images, allow_accuracy_drop=True)
-    return export_bundle(sam, spec, out, target="cpu", precision=precision, precision_options=opts, model_id=key,
+    return export_bundle(sam, spec, out, target=MATRIX_TARGET, precision=precision, precision_options=opts, model_id=key,
                          progress=lambda m: say(f"{out.name}: {m}"))
 
 

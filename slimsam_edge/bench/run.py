@@ -100,6 +100,7 @@ def bench_bundle(
     """
     from ..bundle import load_bundle
     from ..devices import detect
+    from ..runtimes import runtime_distributions
     from ..fsutil import write_text_atomic
     from .harness import BenchConfig, run_config
 
@@ -127,7 +128,7 @@ def bench_bundle(
                 raise
             skipped.append({"backend": cfg.backend, "precision": cfg.precision, "reason": str(err)})
         tell(i + 1, len(configs), label)
-    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(),
+    report = {"bundle": str(bundle), "model": b.manifest.model.get("type"), "machine": detect(runtime_distributions()),
               "results": results, "skipped": skipped}
     if out:
         write_text_atomic(Path(out), json.dumps(report, indent=2, default=str))

@@ -1,8 +1,8 @@
 """Calibration data for reduced-precision exports (torch-free).
 
-One re-iterable of feed dicts per graph serves every backend: ONNX Runtime's static
-quantization (:func:`ort_data_reader`), NNCF (:func:`nncf_dataset`) and TensorRT's entropy
-calibrator (which takes the iterable as is). Images are preprocessed exactly like the runtime's
+One re-iterable of feed dicts per graph serves every backend: each backend folder adapts it to
+its quantizer (``runtimes/onnxruntime/calibration.py``, ``runtimes/openvino/calibration.py``;
+TensorRT's entropy calibrator takes the iterable as is). Images are preprocessed exactly like the runtime's
 :class:`~slimsam_edge.predictor.EdgePredictor` does it (:func:`slimsam_edge.transforms.preprocess`).
 
 Example:
@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from .adapters import nncf_dataset, ort_data_reader
+from .adapters import select_inputs
 from .feeds import (
     CALIB_SEED,
     DEFAULT_CALIB_IMAGES,
@@ -28,6 +28,5 @@ from .feeds import (
 
 __all__ = [
     "CALIB_SEED", "DEFAULT_CALIB_IMAGES", "MAX_CALIB_IMAGES", "CalibrationFeeds",
-    "CalibrationImages", "calibration_images", "decoder_feeds", "encoder_feeds", "nncf_dataset",
-    "ort_data_reader",
+    "CalibrationImages", "calibration_images", "decoder_feeds", "encoder_feeds", "select_inputs",
 ]

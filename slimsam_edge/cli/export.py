@@ -1,6 +1,6 @@
-"""``slimsam-edge export CKPT --target cpu --precision fp32|fp16|bf16|int8 --out DIR``.
+"""``slimsam-edge export CKPT --target cpu|onnx|board.toml --precision fp32|fp16|bf16|int8 --out DIR``.
 
-Writes a validated ONNX + OpenVINO bundle; a reduced precision adds its artifacts next to the
+Writes a validated bundle with each of the target's backends' artifacts; a reduced precision adds its artifacts next to the
 fp32 ones after calibration (int8) and the accuracy gate (agreement with fp32 on held-out images).
 """
 
@@ -13,14 +13,14 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors
-from .options import JsonOpt, ModelTypeOpt, Precision, TrustPickleOpt
+from .options import JsonOpt, ModelTypeOpt, Precision, TargetOpt, TrustPickleOpt
 
 
 @handle_errors
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write (replaced atomically).")],
     checkpoint: Annotated[Optional[Path], typer.Argument(help="SAM / SlimSAM checkpoint or our .safetensors (default: the shipped sam-mini)")] = None,
-    target: Annotated[str, typer.Option("--target", help="Export target: cpu | onnx.")] = "cpu",
+    target: TargetOpt = "cpu",
     precision: Annotated[Precision, typer.Option("--precision", help="Artifact precision (fp32 artifacts are always kept as the reference).")] = Precision.fp32,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="int8: folder of calibration images (an SA-1B folder works); default: procedural images.")] = None,
     calib_images: Annotated[int, typer.Option("--calib-images", min=1, max=512, help="int8: number of calibration images.")] = 64,
@@ -36,19 +36,14 @@ def export(
     random_init: Annotated[bool, typer.Option("--random-init", help="No checkpoint: random weights of --model-type (for latency measurements of an architecture).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Export encoder and decoders to ONNX (+ OpenVINO IR), validate them, write a bundle."""
-    from ..exporters.precision import PrecisionOptions
-    from ..exporters.targets import check_precision, get_target
-
-    tgt = get_target(target)
-    backends = check_precision(tgt, precision.value)
+    """Export encoder and decoders for a target (ONNX, + OpenVINO IR for cpu), validate them, write a bundle."""
     from ..exporters.attention import get_variant
+    from ..exporters.bundle_export import precision_backends, resolve_target
+    from ..exporters.precision import PrecisionOptions
 
+    tgt = resolve_target(target)
+    precision_backends(tgt, precision.value)  # refuses a precision or package the target lacks, up front
     get_variant(attention)  # an unknown name: one line, before loading anything
-    if precision is not Precision.fp32:
-        from ..exporters.precision import recipes_for
-
-        recipes_for(backends, precision.value)  # refuses missing packages (e.g. nncf) up front
     if int8_decoder and precision is not Precision.int8:
         raise UsageError(f"--int8-decoder is used by --precision int8 only, not {precision.value}; drop it")
     if calib_data is not None and precision is not Precision.int8:
@@ -71,7 +66,7 @@ def export(
         task = bar.add_task("load model", total=None)
         sam, spec, model_id = _model(checkpoint, model_type, trust_pickle, random_init)
         manifest = export_bundle(
-            sam, spec, out, target=tgt.name, precision=precision.value, precision_options=options,
+            sam, spec, out, target=tgt, precision=precision.value, precision_options=options,
             model_id=model_id, validate=validate,
             simplify=simplify, progress=lambda msg: bar.update(task, description=msg), attention=attention,
         )

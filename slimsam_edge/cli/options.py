@@ -8,19 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
-
-class Backend(str, Enum):
-    onnxruntime = "onnxruntime"
-    openvino = "openvino"
-    tensorrt = "tensorrt"
-    torch = "torch"
+from ..devices import PRECISIONS, list_profiles
+from ..runtimes import registered_backends
 
 
-class Precision(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-    int8 = "int8"
+#: ``--backend`` choices: every registered backend (runtimes/registry.py)
+Backend = Enum("Backend", {name: name for name in registered_backends()}, type=str)  # type: ignore[misc]
+
+#: ``--precision`` choices
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
 
 
 class Resize(str, Enum):
@@ -41,3 +37,11 @@ TrustPickleOpt = Annotated[
 ]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Inference threads.")]
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle folder written by `slimsam-edge export`.")]
+
+
+def _target_help() -> str:
+    return (f"Target: {' | '.join(list_profiles())} (devices/profiles/*.toml), or the path of a .toml "
+            "profile (see docs/backends.md).")
+
+
+TargetOpt = Annotated[str, typer.Option("--target", help=_target_help())]

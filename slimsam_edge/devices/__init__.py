@@ -1,11 +1,11 @@
-"""Target devices: :class:`DeviceProfile` (data in ``profiles/*.toml``) and :func:`detect`.
+"""Targets: :class:`DeviceProfile` (data in ``profiles/*.toml``, the one target table) and :func:`detect`.
 
 Torch-free and runtime-free: detection reads /proc and package metadata, it imports nothing heavy.
 
 Example:
     >>> from slimsam_edge.devices import default_profile, load_profile
     >>> load_profile("cpu").backends
-    ('openvino', 'onnxruntime')
+    ('onnxruntime', 'openvino')
 """
 
 from .profile import (

@@ -1,12 +1,15 @@
-"""Target device profiles: which backends and precisions a target runs, read from TOML data files.
+"""Targets: which backends (in preference order), precisions and graphs a target gets, from TOML files.
 
-One file per target lives in ``slimsam_edge/devices/profiles/``; adding a target means adding a
-file, not code.
+One file per target lives in ``slimsam_edge/devices/profiles/`` (``--target NAME``); any other
+file works by path (``--target path/to/board.toml``). Adding a target means adding a file, not
+code. Backend names are checked against the runtime registry by the export (a layer above).
 
 Example:
     >>> p = load_profile("jetson-agx-orin")
     >>> p.default_backend, p.default_precision, p.dla_cores
     ('tensorrt', 'fp16', 2)
+    >>> load_profile("cpu").backends
+    ('onnxruntime', 'openvino')
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import importlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import BackendUnavailableError, UsageError
 
-KINDS = ("cpu", "jetson", "x86-gpu")
+KINDS = ("cpu", "jetson", "x86-gpu", "any")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -33,37 +36,66 @@ def _toml() -> Any:
     raise UsageError("reading device profiles on Python 3.10 needs tomli; pip install tomli")
 
 
+#: every key a profile file may hold; anything else is a typo and is refused
+_KEYS = ("name", "kind", "description", "backends", "precisions", "graphs", "default_backend",
+         "default_precision", "notes", "dla_cores")
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
-    """What a target device runs.
+    """What a target runs and what an export for it writes: the one description of a target.
 
     Arguments:
-        name: profile id ("cpu", "x86", "jetson-orin-nano", ...).
+        name: profile id ("cpu", "onnx", "x86", "jetson-orin-nano", ...).
         kind: "cpu", "jetson" or "x86-gpu".
-        description: one line for humans.
-        backends: runtime backends in order of preference.
-        precisions: precisions the target supports.
-        default_backend / default_precision: what an export for this target uses unless told.
+        description: one line for humans (``--target`` help).
+        backends: runtime backends in order of preference (a bundle's ``find`` follows it).
+        precisions: per backend, the precisions an export makes for it (fp32 always: it is the
+            reference every reduced precision is gated against).
+        graphs: per backend, the graphs an export gives it.
+        default_backend / default_precision: what runs unless told (default: the first backend).
         notes: facts worth knowing when deploying there.
         dla_cores: number of Jetson DLA cores (0 where there is none).
+        source: the file it was read from.
     """
 
     name: str
     kind: str
     description: str
     backends: tuple[str, ...]
-    precisions: tuple[str, ...]
+    precisions: dict[str, tuple[str, ...]]
+    graphs: dict[str, tuple[str, ...]]
     default_backend: str
     default_precision: str
     notes: tuple[str, ...] = ()
     dla_cores: int = 0
+    source: str = "<dict>"
+
+    def all_precisions(self) -> tuple[str, ...]:
+        """Every precision some backend of the target gets, in :data:`PRECISIONS` order.
+
+        Example:
+            >>> load_profile("onnx").all_precisions()
+            ('fp32', 'fp16', 'int8')
+        """
+        have = {p for ps in self.precisions.values() for p in ps}
+        return tuple(p for p in PRECISIONS if p in have)
+
+    def backends_for(self, precision: str) -> tuple[str, ...]:
+        """The backends that get ``precision`` artifacts, in preference order.
+
+        Example:
+            >>> load_profile("cpu").backends_for("bf16")
+            ('openvino',)
+        """
+        return tuple(b for b in self.backends if precision in self.precisions[b])
 
     def pick_backend(self, installed: Iterable[str]) -> str:
         """The first backend of this profile's preference order that is ``installed``.
 
         Example:
-            >>> load_profile("cpu").pick_backend(["onnxruntime", "torch"])
-            'onnxruntime'
+            >>> load_profile("cpu").pick_backend(["openvino", "torch"])
+            'openvino'
         """
         have = set(installed)
         for backend in self.backends:
@@ -80,43 +112,70 @@ class DeviceProfile:
 
         Example:
             >>> DeviceProfile.from_dict({"name": "t", "kind": "cpu", "description": "d",
-            ...     "backends": ["onnxruntime"], "precisions": ["fp32"],
-            ...     "default_backend": "onnxruntime", "default_precision": "fp32"}).name
+            ...     "backends": ["onnxruntime"], "precisions": {"onnxruntime": ["fp32"]},
+            ...     "graphs": {"onnxruntime": ["image_encoder"]}, "default_precision": "fp32"}).name
             't'
         """
+        where = f"device profile {source}"
+
+        def fail(key: str, why: str) -> UsageError:
+            return UsageError(f"{where}: {key!r} {why}")
+
+        unknown = [k for k in data if k not in _KEYS]
+        if unknown:
+            raise fail(unknown[0], f"is not a profile key; use {', '.join(_KEYS)}")
 
         def get(key: str, typ: type, default: Any = None) -> Any:
             if key not in data:
                 if default is not None:
                     return default
-                raise UsageError(f"device profile {source}: missing key {key!r}")
+                raise UsageError(f"{where}: missing key {key!r}")
             value = data[key]
             if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
-                raise UsageError(f"device profile {source}: {key!r} must be a {typ.__name__}")
+                raise fail(key, f"must be a {'table' if typ is dict else typ.__name__}")
             return value
 
-        def strings(key: str, default: Any = None) -> tuple[str, ...]:
-            value = get(key, list, default)
-            if not all(isinstance(v, str) for v in value):
-                raise UsageError(f"device profile {source}: {key!r} must be a list of strings")
+        def strings(value: Any, key: str) -> tuple[str, ...]:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise fail(key, "must be a list of strings")
             return tuple(value)
 
+        backends = strings(get("backends", list), "backends")
+        if not backends or len(set(backends)) != len(backends):
+            raise fail("backends", "must list each backend once, at least one")
+        per: dict[str, dict[str, tuple[str, ...]]] = {}
+        for table in ("precisions", "graphs"):
+            raw = get(table, dict)
+            extra = [k for k in raw if k not in backends]
+            if extra:
+                raise fail(f"{table}.{extra[0]}", "names a backend missing from 'backends'")
+            per[table] = {}
+            for b in backends:
+                if b not in raw:
+                    raise UsageError(f"{where}: missing key '{table}.{b}'")
+                per[table][b] = strings(raw[b], f"{table}.{b}")
+                if not per[table][b]:
+                    raise fail(f"{table}.{b}", "must not be empty")
+        for b, ps in per["precisions"].items():
+            bad = [p for p in ps if p not in PRECISIONS]
+            if bad:
+                raise fail(f"precisions.{b}", f"has unknown precisions {bad}; use {', '.join(PRECISIONS)}")
+            if "fp32" not in ps:
+                raise fail(f"precisions.{b}", "must include fp32 (the reference of every reduced precision)")
         profile = cls(
             name=get("name", str), kind=get("kind", str), description=get("description", str),
-            backends=strings("backends"), precisions=strings("precisions"),
-            default_backend=get("default_backend", str),
+            backends=backends, precisions=per["precisions"], graphs=per["graphs"],
+            default_backend=get("default_backend", str, backends[0]),
             default_precision=get("default_precision", str),
-            notes=strings("notes", []), dla_cores=get("dla_cores", int, 0),
+            notes=strings(get("notes", list, []), "notes"), dla_cores=get("dla_cores", int, 0),
+            source=source,
         )
         if profile.kind not in KINDS:
-            raise UsageError(f"device profile {source}: kind {profile.kind!r} is not one of {', '.join(KINDS)}")
-        bad = [p for p in profile.precisions if p not in PRECISIONS]
-        if bad:
-            raise UsageError(f"device profile {source}: unknown precisions {bad}; use {', '.join(PRECISIONS)}")
-        if not profile.backends or profile.default_backend not in profile.backends:
-            raise UsageError(f"device profile {source}: default_backend must be one of its backends")
-        if profile.default_precision not in profile.precisions:
-            raise UsageError(f"device profile {source}: default_precision must be one of its precisions")
+            raise fail("kind", f"is {profile.kind!r}, not one of {', '.join(KINDS)}")
+        if profile.default_backend not in profile.backends:
+            raise fail("default_backend", "must be one of its backends")
+        if profile.default_precision not in profile.all_precisions():
+            raise fail("default_precision", "must be one of its precisions")
         return profile
 
 
@@ -153,8 +212,8 @@ def load_profile(name: str | Path) -> DeviceProfile:
         source, text = text_name, Path(text_name).read_text(encoding="utf-8")
     else:
         raise UsageError(
-            f"unknown device profile {text_name!r}; choose one of: {', '.join(sorted(files))} "
-            "(or pass the path of a .toml file)"
+            f"unknown target {text_name!r}; choose one of: {', '.join(sorted(files))}, or add one: pass "
+            "the path of a .toml profile (see docs/backends.md)"
         )
     toml = _toml()
     try:
@@ -169,13 +228,6 @@ def load_profile(name: str | Path) -> DeviceProfile:
 #: CPU flags that matter for inference speed, as /proc/cpuinfo spells them
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
              "amx_int8", "asimd", "asimddp", "bf16", "i8mm")
-
-#: runtime -> distributions that provide it (first installed one wins)
-RUNTIME_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "openvino": ("openvino",),
-    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
-}
 
 _TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 _DT_MODEL = Path("/proc/device-tree/model")
@@ -201,10 +253,10 @@ def _cpuinfo(text: str) -> tuple[str, set[str]]:
     return model, flags
 
 
-def _runtime_version(runtime: str) -> str | None:
+def _runtime_version(runtime: str, distributions: Sequence[str]) -> str | None:
     from importlib import metadata, util
 
-    for dist in RUNTIME_DISTRIBUTIONS[runtime]:
+    for dist in distributions:
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -216,8 +268,12 @@ def _runtime_version(runtime: str) -> str | None:
     return "installed (version unknown)" if found else None
 
 
-def detect() -> dict[str, Any]:
+def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Describe this machine without importing torch or any runtime.
+
+    ``runtimes`` maps each runtime to the pip distributions that provide it; the runtime registry
+    (a layer above) owns that table: pass
+    :func:`slimsam_edge.runtimes.runtime_distributions` ``()`` to get their versions.
 
     Returns a dict with ``cpu_model``, ``cores_logical``, ``cores_physical``, ``memory_total_gb``,
     ``cpu_flags`` (flag -> bool for :data:`CPU_FLAGS`), ``supports_bf16``, ``os``, ``machine``,
@@ -225,9 +281,9 @@ def detect() -> dict[str, Any]:
     ``jetson_release`` and ``nvidia_driver`` (whether an NVIDIA kernel driver is loaded).
 
     Example:
-        >>> info = detect()
-        >>> sorted(info["runtimes"])
-        ['onnxruntime', 'openvino', 'tensorrt']
+        >>> info = detect({"numpy": ("numpy",), "nothing": ("no-such-distribution-here",)})
+        >>> info["runtimes"]["nothing"], info["runtimes"]["numpy"] is not None
+        (None, True)
     """
     import os
     import platform
@@ -255,7 +311,7 @@ def detect() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "runtimes": {r: _runtime_version(r) for r in RUNTIME_DISTRIBUTIONS},
+        "runtimes": {r: _runtime_version(r, dists) for r, dists in (runtimes or {}).items()},
         "is_jetson": is_jetson,
         "jetson_model": _read(_DT_MODEL).strip("\x00\n ") if is_jetson else None,
         "jetson_release": release[0] if release else None,

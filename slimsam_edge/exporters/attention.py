@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ExportError, UsageError
+from ..fsutil import atomic_path
 from ..models.encoder import Attention, rel_positions
 
 ORT_DOMAIN = "com.microsoft"
@@ -407,24 +408,25 @@ def export_variant_onnx(
     module: nn.Module, example: tuple[torch.Tensor, ...], out: Path | str, *,
     input_names: list[str], output_names: list[str], opset: int = 17, finalize: bool = True,
 ):
-    """Export ``module`` (a variant's copy, or part of it) to ``out``; returns the ModelProto.
+    """Export ``module`` (a variant's copy, or part of it) to ``out`` atomically; returns the ModelProto.
 
     Uses the TorchScript exporter (``dynamo=False``, constant folding) as
     :func:`~slimsam_edge.exporters.onnx_export.export_onnx` does, then :func:`finalize_onnx`.
     """
     import onnx
 
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, example, str(out), input_names=input_names, output_names=output_names,
-                opset_version=opset, dynamo=False, do_constant_folding=True,
-            )
-    except Exception as err:  # exporter failures are many types; report them as one
-        raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
-    model = onnx.load(str(out))
-    if finalize:
-        model = finalize_onnx(model)
-        onnx.save(model, str(out))
+    with atomic_path(out, suffix=".onnx") as tmp:  # a failed export or finalize leaves no file
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    module, example, str(tmp), input_names=input_names, output_names=output_names,
+                    opset_version=opset, dynamo=False, do_constant_folding=True,
+                )
+        except Exception as err:  # exporter failures are many types; report them as one
+            raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
+        model = onnx.load(str(tmp))
+        if finalize:
+            model = finalize_onnx(model)
+            onnx.save(model, str(tmp))
     return model

@@ -1,6 +1,10 @@
-"""Export a model to a bundle directory: ONNX graphs, OpenVINO IR, weights, manifest.json.
+"""Export a model to a bundle directory for a target: ONNX graphs, each backend's artifacts, weights,
+manifest.json.
 
-Every graph is validated against PyTorch on each backend before it is listed; a reduced
+The target is a device profile (:mod:`slimsam_edge.devices`): its backends, in preference order,
+each get the graphs it lists, made by the backend's converter
+(:class:`~slimsam_edge.runtimes.Converter`). Every graph is validated against PyTorch on each
+backend before it is listed; a reduced
 precision (fp16 / bf16 / int8) adds its artifacts next to the fp32 ones and passes the accuracy
 gate (:mod:`slimsam_edge.exporters.gate`) first. The bundle is built in a temporary directory and
 moved into place only when complete, so a refused export leaves nothing behind.
@@ -23,11 +27,15 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ..bundle import Artifact, Manifest, write_manifest
+from ..devices import PRECISIONS, DeviceProfile, list_profiles, load_profile
+from ..errors import UsageError
 from ..fsutil import atomic_dir
+from ..models.graph_spec import ALL_GRAPHS, DECODER, DECODER_LOWRES, ENCODER, RUNTIME_GRAPHS
 from ..models.io import save_model
 from ..models.spec import ModelSpec
-from .onnx_export import export_onnx, external_files
-from .targets import check_precision, get_target
+from ..runtimes import RunnerOptions, backends, get_backend, open_runner, runtime_distributions
+from ..runtimes.onnxruntime.onnx_files import external_files
+from .onnx_export import export_onnx
 from .validate import validate_onnx
 
 Progress = Callable[[str], None]
@@ -38,7 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def tool_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for pkg in ("slimsam-edge", "torch", "onnx", "onnxruntime", "openvino", "onnxsim", "nncf", "segment-anything"):
+    dists = [d for ds in runtime_distributions().values() for d in ds]
+    for pkg in ("slimsam-edge", "torch", "onnx", *dists, "onnxsim", "nncf", "segment-anything"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -46,12 +55,74 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+def resolve_target(target: "str | Path | DeviceProfile") -> DeviceProfile:
+    """The profile of ``target`` (a shipped name or a ``.toml`` path), checked for export here.
+
+    Raises:
+        UsageError: an unknown target (the message lists the known ones and how to add one), a
+            backend or graph the registry does not know (naming the file and key), or a backend
+            without a converter here (e.g. TensorRT, built on the device).
+
+    Example:
+        >>> resolve_target("onnx").graphs["onnxruntime"]
+        ('image_encoder', 'mask_decoder', 'mask_decoder_lowres')
+        >>> resolve_target("x86")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: target x86 cannot be exported here: backend tensorrt has no converter (TensorRT engines are built on the device that runs them, which export does not do yet); export --target onnx for the ONNX graphs
+    """
+    profile = target if isinstance(target, DeviceProfile) else load_profile(target)
+    where = f"device profile {profile.source}"
+    known = backends()
+    for name in profile.backends:
+        if name not in known:
+            raise UsageError(f"{where}: 'backends' names {name!r}, not a registered backend "
+                             f"({', '.join(sorted(known))})")
+    for name, graphs in profile.graphs.items():
+        bad = [g for g in graphs if g not in ALL_GRAPHS]
+        if bad:
+            raise UsageError(f"{where}: 'graphs.{name}' names {bad[0]!r}, not a graph ({', '.join(ALL_GRAPHS)})")
+    for name in profile.backends:
+        if known[name].converter is None:
+            raise UsageError(f"target {profile.name} cannot be exported here: backend {name} has no converter "
+                             f"({known[name].no_converter}); export --target onnx for the ONNX graphs")
+    return profile
+
+
+def precision_backends(profile: DeviceProfile, precision: str) -> tuple[str, ...]:
+    """The backends of ``profile`` that get ``precision`` artifacts; refuses a precision it lacks.
+
+    Example:
+        >>> precision_backends(resolve_target("onnx"), "bf16")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: precision bf16 is not available for target onnx (supported: fp32, fp16, int8); use --target cpu
+    """
+    chosen = profile.backends_for(precision)
+    if not chosen:
+        others = [n for n in list_profiles() if n != profile.name and precision in load_profile(n).all_precisions()]
+        hint = f"; use --target {' or --target '.join(others)}" if others else ""
+        raise UsageError(f"precision {precision} is not available for target {profile.name} (supported: "
+                         f"{', '.join(profile.all_precisions())}){hint}")
+    if precision != "fp32":
+        for name in chosen:
+            lacking = [g for g in RUNTIME_GRAPHS if g not in profile.graphs[name]]
+            if lacking:
+                raise UsageError(f"device profile {profile.source}: 'graphs.{name}' lacks {lacking[0]}, which "
+                                 f"its {precision} artifacts need; add it or drop {precision} from "
+                                 f"'precisions.{name}'")
+        from .precision import recipes_for
+
+        recipes_for(chosen, precision)  # a missing recipe or package: refused before the slow part
+    return chosen
+
+
 def export_bundle(
     sam: torch.nn.Module,
     spec: ModelSpec,
     out: Path | str,
     *,
-    target: str = "cpu",
+    target: "str | Path | DeviceProfile" = "cpu",
     precision: str = "fp32",
     precision_options: "PrecisionOptions | None" = None,
     model_id: str | None = None,
@@ -66,10 +137,11 @@ def export_bundle(
         sam: the model (``segment_anything.modeling.Sam``).
         spec: its architecture spec (stored in the manifest).
         out: bundle directory.
-        target: a name from :data:`slimsam_edge.exporters.targets.TARGETS`.
+        target: a shipped profile name (:func:`slimsam_edge.devices.list_profiles`), the path of
+            a ``.toml`` profile, or a loaded :class:`~slimsam_edge.devices.DeviceProfile`.
         precision: "fp32", or a reduced precision the target lists (fp32 artifacts are kept as
             the reference); refused with UsageError when the target lacks it.
-        precision_options: calibration data, gate threshold, exclusions
+        precision_options: calibration data, gate threshold, per-backend settings
             (:class:`~slimsam_edge.exporters.precision.PrecisionOptions`).
         validate: compare every artifact with PyTorch (raises ValidationError on mismatch).
         progress: callback receiving a short description of each step.
@@ -77,75 +149,81 @@ def export_bundle(
             (:data:`slimsam_edge.exporters.attention.ATTENTION_VARIANTS`); validation still compares
             with the plain model.
     """
-    tgt = get_target(target)
-    reduced_backends = check_precision(tgt, precision) if precision != "fp32" else ()
-    if reduced_backends:
-        from .precision import recipes_for
-
-        recipes_for(reduced_backends, precision)  # missing packages: fail before the slow part
-    say = progress or (lambda _msg: None)
-    validation: dict[str, dict] = {}
     from .attention import with_attention
 
-    exported, notes = with_attention(sam, attention, tuple(tgt.backends))
-    accuracy: dict = {}
+    profile = resolve_target(target)
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    reduced = precision_backends(profile, precision) if precision != "fp32" else ()
+    say = progress or (lambda _msg: None)
+    exported, notes = with_attention(sam, attention, profile.backends)
     with atomic_dir(out) as root:
-        artifacts: list[Artifact] = []
         say("weights")
         save_model(sam, spec, root / "model.safetensors")
-        onnx_paths: dict[str, Path] = {}
-        for graph in tgt.graphs["onnxruntime"]:
-            say(f"export {graph} to ONNX")
-            source = exported if graph == "image_encoder" else sam
-            path, graph_notes = export_onnx(source, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
-            notes += graph_notes
-            onnx_paths[graph] = path
-            if validate:
-                say(f"validate {graph} (onnxruntime)")
-                validation[f"{graph}/onnxruntime/fp32"] = validate_onnx(sam, graph, path).summary()
-            files = [p.relative_to(root).as_posix() for p in external_files(path)]
-            artifacts.append(Artifact.from_files(root, graph, "onnxruntime", "fp32", files[0], files[1:]))
-        if "openvino" in tgt.backends:
-            from ..runtimes import RunnerOptions, open_runner
-            from .openvino_ir import onnx_to_ir
-
-            for graph in tgt.graphs["openvino"]:
-                say(f"convert {graph} to OpenVINO IR")
-                xml, bin_ = onnx_to_ir(onnx_paths[graph], root / "openvino" / f"{graph}.xml")
-                if validate:
-                    say(f"validate {graph} (openvino)")
-                    runner = open_runner(xml, backend="openvino", options=RunnerOptions(precision="fp32"))
-                    with runner:
-                        rep = validate_onnx(sam, graph, xml, run=runner.infer, backend="openvino")
-                    validation[f"{graph}/openvino/fp32"] = rep.summary()
-                rel = [p.relative_to(root).as_posix() for p in (xml, bin_)]
-                artifacts.append(Artifact.from_files(root, graph, "openvino", "fp32", rel[0], rel[1:]))
-        for graph in ("image_encoder", "mask_decoder_lowres", "mask_decoder"):
-            artifacts.append(Artifact.from_files(root, graph, "torch", "fp32", "model.safetensors"))
-        if reduced_backends:
+        onnx_files, graph_notes = _export_graphs(sam, exported, root, profile, simplify, say)
+        artifacts, validation = _convert(sam, root, profile, onnx_files, validate, say)
+        artifacts += _reference_artifacts(root)
+        accuracy: dict = {}
+        extra_notes: list[str] = []
+        if reduced:
             from .precision import add_precision
 
             fp32 = {(a.graph, a.backend): a for a in artifacts}
             extra_arts, accuracy, extra_notes = add_precision(
-                root, precision, reduced_backends, fp32, onnx_paths, image_size=spec.image_size,
-                pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std),
+                root, precision, reduced, fp32, {g: files[0] for g, files in onnx_files.items()},
+                image_size=spec.image_size, pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std),
                 options=precision_options, progress=say,
             )
             artifacts += extra_arts
-            notes += extra_notes
         manifest = Manifest(
             model={"id": model_id or spec.model_type, "type": spec.model_type, "spec": spec.to_dict()},
-            target=tgt.name,
-            artifacts=artifacts,
-            image_size=spec.image_size,
-            pixel_mean=list(spec.pixel_mean),
-            pixel_std=list(spec.pixel_std),
-            mask_threshold=0.0,
-            tool_versions=tool_versions(),
-            validation=validation,
-            accuracy=accuracy,
-            notes=notes,
+            target=profile.name, artifacts=artifacts, image_size=spec.image_size,
+            pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std), mask_threshold=0.0,
+            tool_versions=tool_versions(), validation=validation, accuracy=accuracy,
+            notes=notes + graph_notes + extra_notes, backend_preference=list(profile.backends),
         )
         say("manifest")
         write_manifest(root, manifest)
     return manifest
+
+
+def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, profile: DeviceProfile,
+                   simplify: bool, say: Progress) -> tuple[dict[str, list[Path]], list[str]]:
+    """Phase 1: every graph some backend of the target gets, to ONNX (the converters' source)."""
+    wanted = {g for graphs in profile.graphs.values() for g in graphs}
+    files: dict[str, list[Path]] = {}
+    notes: list[str] = []
+    for graph in (g for g in ALL_GRAPHS if g in wanted):
+        say(f"export {graph} to ONNX")
+        source = exported if graph == ENCODER else sam
+        path, graph_notes = export_onnx(source, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
+        notes += graph_notes
+        files[graph] = external_files(path)
+    return files, notes
+
+
+def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
+             validate: bool, say: Progress) -> tuple[list[Artifact], dict[str, dict]]:
+    """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed."""
+    artifacts: list[Artifact] = []
+    validation: dict[str, dict] = {}
+    for name in profile.backends:
+        converter = get_backend(name).converter
+        assert converter is not None  # resolve_target refused the target otherwise
+        for graph in profile.graphs[name]:
+            say(f"{converter.describe}: {graph} ({name})")
+            files = converter.convert(onnx_files[graph], root, graph)
+            if validate:
+                say(f"validate {graph} ({name})")
+                with open_runner(files[0], backend=name, options=RunnerOptions()) as runner:
+                    report = validate_onnx(sam, graph, files[0], run=runner.infer, backend=name)
+                validation[f"{graph}/{name}/fp32"] = report.summary()
+            rel = [p.relative_to(root).as_posix() for p in files]
+            artifacts.append(Artifact.from_files(root, graph, name, "fp32", rel[0], rel[1:]))
+    return artifacts, validation
+
+
+def _reference_artifacts(root: Path) -> list[Artifact]:
+    """Phase 3: the PyTorch reference runs every graph from the bundle's weights."""
+    return [Artifact.from_files(root, g, "torch", "fp32", "model.safetensors")
+            for g in (ENCODER, DECODER_LOWRES, DECODER)]

@@ -4,7 +4,9 @@ Both pairs run the same held-out procedural images (labelled, so mIoU is reporte
 :class:`~slimsam_edge.predictor.EdgePredictor`. Agreement below the threshold raises
 :class:`~slimsam_edge.errors.AccuracyGateError` unless the drop is allowed; the numbers are
 returned for the manifest either way. A precision this machine cannot run (bf16 on a CPU
-without BF16) is recorded as not measured, with the reason.
+without BF16: the backend raises :class:`~slimsam_edge.errors.UnsupportedOnThisMachineError`)
+is skipped: said through ``progress`` and recorded as not measured, with the reason, in the
+accuracy entry and the notes. Any other error (a bad precision hint, a bad thread count) fails.
 
 Example:
     >>> accuracy, notes = run_gate(root, "int8", recipes, artifacts, fp32,     # doctest: +SKIP
@@ -14,10 +16,10 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..bundle import Artifact
-from ..errors import AccuracyGateError, UsageError
+from ..errors import AccuracyGateError, UnsupportedOnThisMachineError
 from ..models.graph_spec import DECODER_LOWRES as DECODER
 from ..models.graph_spec import ENCODER
 
@@ -40,7 +42,8 @@ def _predictor(root: Path, arts: dict[str, Artifact], image_size: int, mean: lis
 
 def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Artifact],
              fp32: dict[tuple[str, str], Artifact], *, image_size: int, pixel_mean: list[float],
-             pixel_std: list[float], options: Any) -> tuple[dict[str, Any], list[str]]:
+             pixel_std: list[float], options: Any,
+             progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Measure every backend's ``precision`` pair; returns ``({"backend/precision": result}, notes)``.
 
     Raises:
@@ -48,6 +51,8 @@ def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Art
     """
     from ..eval.agreement import compare_predictors
     from ..eval.evaluate import default_eval_data
+
+    say = progress or (lambda _msg: None)
     threshold = options.threshold if options.threshold is not None else DEFAULT_THRESHOLDS[precision]
     data = default_eval_data(options.gate_images)
     accuracy: dict[str, Any] = {}
@@ -59,10 +64,12 @@ def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Art
         ref = {g: fp32[(g, recipe.backend)] for g in (ENCODER, DECODER)}
         try:
             candidate = _predictor(root, cand, image_size, pixel_mean, pixel_std)
-        except UsageError as err:  # e.g. bf16 requested on a CPU without BF16: cannot measure here
+        except UnsupportedOnThisMachineError as err:  # e.g. bf16 on a CPU without BF16
             accuracy[key] = {"measured": False, "reason": str(err), "threshold": threshold}
-            notes.append(f"{key} not measured on this machine ({err}); it is refused at run time "
-                         "where unsupported")
+            skipped = (f"{key} not measured on this machine ({err}); the accuracy gate was skipped for it "
+                       "and it is refused at run time where unsupported")
+            say(f"accuracy gate skipped: {skipped}")
+            notes.append(skipped)
             continue
         result = compare_predictors(_predictor(root, ref, image_size, pixel_mean, pixel_std), candidate, data)
         passed = result["agreement"] >= threshold

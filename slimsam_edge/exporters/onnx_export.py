@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -16,14 +15,12 @@ import torch
 
 from ..errors import ExportError
 from ..fsutil import atomic_path
-from .attention import finalize_onnx
 from ..models.graph_spec import ONNX_SPECS, OnnxSpec
 from ..models.graphs import make_wrapper
+from ..runtimes.onnxruntime.onnx_files import TWO_GB, save_onnx, under_2gb
+from .attention import finalize_onnx
 
 log = logging.getLogger(__name__)
-TWO_GB = 2**31 - 1
-
-
 
 def export_onnx(
     sam: torch.nn.Module,
@@ -61,22 +58,15 @@ def export_onnx(
         for leftover in raw.parent.glob(raw.name + "*.data"):
             leftover.unlink()
     out.with_suffix(".raw.onnx").unlink(missing_ok=True)  # in memory now; keep only the final graph
-    size = model.ByteSize() if _under_2gb(model) else TWO_GB + 1
+    size = model.ByteSize() if under_2gb(model) else TWO_GB + 1
     if simplify and size <= TWO_GB:
         model, note = _simplify(model, spec.name)
         if note:
             notes.append(note)
     elif simplify:
         notes.append(f"{spec.name}: over 2 GB, onnxsim skipped; written with external data")
-    _save(model, out, external=size > TWO_GB)
+    save_onnx(model, out, external=size > TWO_GB)
     return out, notes
-
-
-def _under_2gb(model) -> bool:
-    try:
-        return model.ByteSize() <= TWO_GB
-    except (ValueError, RuntimeError):  # protobuf refuses to size messages over 2 GB
-        return False
 
 
 def _simplify(model, name: str):
@@ -95,38 +85,3 @@ def _simplify(model, name: str):
         log.warning(msg)
         return model, msg
     return simplified, None
-
-
-def _save(model, out: Path, *, external: bool) -> list[Path]:
-    import onnx
-
-    if not external:
-        with atomic_path(out) as tmp:
-            onnx.save(model, str(tmp))
-        return [out]
-    data_name = out.name + ".data"
-    with atomic_path(out) as tmp:
-        # external data is written beside the temporary graph, then moved with it
-        tmp_data = tmp.with_name(tmp.name + ".data")
-        onnx.save(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=tmp_data.name, size_threshold=1024)
-        _rewrite_location(tmp, tmp_data.name, data_name)
-        os.replace(tmp_data, out.with_name(data_name))
-    return [out, out.with_name(data_name)]
-
-
-def _rewrite_location(graph_path: Path, old: str, new: str) -> None:
-    import onnx
-
-    model = onnx.load(str(graph_path), load_external_data=False)
-    for tensor in model.graph.initializer:
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value == old:
-                entry.value = new
-    onnx.save(model, str(graph_path))
-
-
-def external_files(onnx_path: Path) -> list[Path]:
-    """The graph file plus its external data file, if it has one."""
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    return [onnx_path] + ([data] if data.exists() else [])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import ValidationError
+from ..eval.metrics import mask_iou
 from ..models.graph_spec import ONNX_SPECS, OnnxSpec
 from ..models.graphs import make_wrapper
 
@@ -91,12 +92,6 @@ def _cases(module: torch.nn.Module, spec: OnnxSpec) -> list[tuple[str, tuple]]:
     return decoder_cases(module, official="orig_im_size" in spec.inputs)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray, threshold: float = 0.0) -> float:
-    ma, mb = a > threshold, b > threshold
-    union = np.logical_or(ma, mb).sum()
-    return 1.0 if union == 0 else float(np.logical_and(ma, mb).sum() / union)
-
-
 def compare_outputs(
     spec: OnnxSpec, ref: dict[str, np.ndarray], got: dict[str, np.ndarray], case: str,
     *, atol_scale: float = 1.0, min_mask_iou: float | None = None,
@@ -126,6 +121,20 @@ def compare_outputs(
     return res
 
 
+def _run_cases(module: torch.nn.Module, spec: OnnxSpec,
+               run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> list[CaseResult]:
+    results = []
+    for name, inputs in _cases(module, spec):
+        with torch.no_grad():
+            ref_out = module(*inputs)
+        if isinstance(ref_out, torch.Tensor):
+            ref_out = (ref_out,)
+        ref = {n: t.detach().cpu().numpy() for n, t in zip(spec.outputs, ref_out)}
+        feed = {n: t.detach().cpu().numpy().astype(np.float32) for n, t in zip(spec.inputs, inputs)}
+        results.append(compare_outputs(spec, ref, run(feed), name))
+    return results
+
+
 def validate_onnx(
     sam: torch.nn.Module,
     graph: str | OnnxSpec,
@@ -148,17 +157,10 @@ def validate_onnx(
     if run is None:
         from ..runtimes import open_runner
 
-        runner = open_runner(Path(onnx_path), backend="onnxruntime").activate()
-        run = runner.infer
-    results = []
-    for name, inputs in _cases(module, spec):
-        with torch.no_grad():
-            ref_out = module(*inputs)
-        if isinstance(ref_out, torch.Tensor):
-            ref_out = (ref_out,)
-        ref = {n: t.detach().cpu().numpy() for n, t in zip(spec.outputs, ref_out)}
-        feed = {n: t.detach().cpu().numpy().astype(np.float32) for n, t in zip(spec.inputs, inputs)}
-        results.append(compare_outputs(spec, ref, run(feed), name))
+        with open_runner(Path(onnx_path), backend="onnxruntime") as runner:  # closed when done
+            results = _run_cases(module, spec, runner.infer)
+    else:
+        results = _run_cases(module, spec, run)
     report = ValidationReport(graph=spec.name, backend=backend, cases=results)
     if raise_on_failure and not report.ok:
         fails = report.failures

@@ -1,23 +1,29 @@
-"""Inference backends behind one :class:`Runner` interface (no torch import here)."""
+"""Inference backends behind one :class:`Runner` interface, one folder per backend (no torch here).
 
-from .base import (
-    FeedDict,
-    Runner,
-    RunnerOptions,
-    TensorSpec,
+Example:
+    >>> from slimsam_edge.runtimes import registered_backends
+    >>> "onnxruntime" in registered_backends()
+    True
+"""
+
+from .base import FeedDict, Runner, RunnerOptions, TensorSpec
+from .plugin import Backend, BuildContext, Converter, OnnxAsIs, Recipe
+from .registry import (
+    BUILTIN_BACKENDS,
+    backends,
+    get_backend,
     open_runner,
-    register_runner,
+    recipes,
+    register_backend,
     registered_backends,
     runner_class,
+    runtime_distributions,
+    unregister_backend,
 )
 
 __all__ = [
-    "FeedDict",
-    "Runner",
-    "RunnerOptions",
-    "TensorSpec",
-    "open_runner",
-    "register_runner",
-    "registered_backends",
-    "runner_class",
+    "BUILTIN_BACKENDS", "Backend", "BuildContext", "Converter", "FeedDict", "OnnxAsIs", "Recipe",
+    "Runner", "RunnerOptions", "TensorSpec", "backends", "get_backend", "open_runner", "recipes",
+    "register_backend", "registered_backends", "runner_class", "runtime_distributions",
+    "unregister_backend",
 ]

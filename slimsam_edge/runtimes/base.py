@@ -1,4 +1,4 @@
-"""The shared runtime interface: one :class:`Runner` per backend, found through a registry.
+"""The shared runtime interface: one :class:`Runner` per backend (the registry is in :mod:`.registry`).
 
 A runner wraps one exported graph (an encoder or a decoder). Construction is cheap; the session
 or engine is created on ``__enter__`` (or the first :meth:`Runner.infer`). The public
@@ -18,14 +18,12 @@ import abc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, RunnerError, UsageError
+from ..errors import RunnerError
 from ..models.graph_spec import FeedDict
-
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -68,11 +66,9 @@ class RunnerOptions:
 
 
 class Runner(abc.ABC):
-    """Base class of every backend. Subclasses set ``backend`` and register themselves."""
+    """Base class of every backend's runner; the registry sets ``backend`` when it registers it."""
 
     backend: ClassVar[str] = ""
-    #: file suffixes this backend loads, used to pick a backend from an artifact path
-    suffixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, artifact: Path | str | Any, options: RunnerOptions | None = None):
         self.artifact = artifact
@@ -156,67 +152,3 @@ class Runner(abc.ABC):
     def available(cls) -> bool:
         """True when the backend's package can be imported (without importing it twice)."""
         return True
-
-    #: the pip extra that installs this backend, for error messages
-    extra: ClassVar[str] = ""
-
-
-_REGISTRY: dict[str, type[Runner]] = {}
-
-
-def register_runner(backend: str) -> Callable[[type[Runner]], type[Runner]]:
-    """Class decorator that makes a :class:`Runner` subclass available as ``backend``.
-
-    Example:
-        >>> @register_runner("echo")                               # doctest: +SKIP
-        ... class EchoRunner(Runner): ...
-    """
-
-    def deco(cls: type[Runner]) -> type[Runner]:
-        cls.backend = backend
-        _REGISTRY[backend] = cls
-        return cls
-
-    return deco
-
-
-def registered_backends() -> list[str]:
-    _load_builtin_backends()
-    return sorted(_REGISTRY)
-
-
-def runner_class(backend: str) -> type[Runner]:
-    """Return the runner class for ``backend`` or raise a one-line error naming the choices."""
-    _load_builtin_backends()
-    try:
-        cls = _REGISTRY[backend]
-    except KeyError:
-        raise UsageError(
-            f"unknown backend {backend!r}; choose one of: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    if not cls.available():
-        hint = f"pip install 'slimsam-edge[{cls.extra}]'" if cls.extra else "install its package"
-        raise BackendUnavailableError(f"backend {backend!r} is not installed; {hint}")
-    return cls
-
-
-def open_runner(
-    artifact: Path | str | Any,
-    *,
-    backend: str | None = None,
-    options: RunnerOptions | None = None,
-) -> Runner:
-    """Make a (not yet activated) runner for ``artifact``; ``backend=None`` picks by suffix."""
-    _load_builtin_backends()
-    if backend is None:
-        suffix = Path(str(artifact)).suffix.lower()
-        matches = [b for b, c in _REGISTRY.items() if suffix in c.suffixes]
-        if not matches:
-            raise UsageError(f"cannot tell which backend runs {artifact}; pass backend=...")
-        backend = sorted(matches)[0]
-    return runner_class(backend)(artifact, options)
-
-
-def _load_builtin_backends() -> None:
-    # Importing the modules registers them; each module imports its runtime lazily.
-    from . import onnxruntime_runner, openvino_runner, tensorrt_runner, torch_runner  # noqa: F401

@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import UsageError
-from ..runtimes.tensorrt_runner import import_tensorrt
+from ...errors import UsageError
+from .cuda import import_tensorrt
 
 FP32_LAYERS = ("LayerNormalization", "Softmax")
 
@@ -119,7 +119,7 @@ def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: 
         precision: "fp32", "fp16" or "int8" (refused, never swapped, when the ONNX or this
             TensorRT cannot give it).
         calibrator: TensorRT 10 only, for int8 from an fp32 ONNX.
-        build_kw: passed to :func:`~slimsam_edge.exporters.tensorrt_build.build_engine`
+        build_kw: passed to :func:`~slimsam_edge.runtimes.tensorrt.build.build_engine`
             (timing_cache, min_opt_max_shapes, workspace_gb, dla_core).
 
     Returns:
@@ -129,7 +129,7 @@ def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: 
         >>> build_engine_for("onnx/image_encoder.onnx", "enc.engine", "fp16",      # doctest: +SKIP
         ...                  timing_cache="trt.cache")
     """
-    from .tensorrt_build import build_engine
+    from .build import build_engine
 
     if precision not in ENGINE_PRECISIONS:
         raise UsageError(f"TensorRT precision {precision!r}: choose one of {', '.join(ENGINE_PRECISIONS)}")

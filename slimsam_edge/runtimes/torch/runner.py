@@ -12,18 +12,15 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-from typing import ClassVar
 
 import numpy as np
 
-from ..errors import UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import UsageError
+from ..base import FeedDict, Runner, TensorSpec
 
 
-@register_runner("torch")
 class TorchRunner(Runner):
-    suffixes: ClassVar[tuple[str, ...]] = (".pth", ".pt", ".safetensors")
-    extra: ClassVar[str] = "export"
+    """Run one SAM graph eagerly in PyTorch (the reference every export is validated against)."""
 
     @classmethod
     def available(cls) -> bool:
@@ -32,8 +29,8 @@ class TorchRunner(Runner):
     def _activate(self) -> None:
         import torch
 
-        from ..models.graph_spec import ONNX_SPECS
-        from ..models.graphs import make_wrapper
+        from ...models.graph_spec import ONNX_SPECS
+        from ...models.graphs import make_wrapper
 
         graph = self.options.extra.get("graph", "image_encoder")
         if graph not in ONNX_SPECS:
@@ -45,7 +42,7 @@ class TorchRunner(Runner):
             self._module = make_wrapper(self.artifact, self._spec) if is_sam else self.artifact.eval()
             sam_spec = getattr(self.artifact, "spec", None)
         else:
-            from ..models.io import load_model
+            from ...models.io import load_model
 
             sam, sam_spec = load_model(self.artifact, trust_pickle=False)
             self._module = make_wrapper(sam, self._spec)

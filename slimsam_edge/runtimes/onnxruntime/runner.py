@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import BackendUnavailableError, BundleError, UsageError
+from ..base import FeedDict, Runner, TensorSpec
 
 #: ORT type strings -> numpy dtypes (bfloat16 has no numpy dtype and is left out on purpose)
 ORT_DTYPES: dict[str, np.dtype] = {
@@ -87,7 +87,6 @@ def _ort_errors(ort: Any) -> tuple[type[BaseException], ...]:
     return tuple(found) + (RuntimeError, ValueError, OSError)
 
 
-@register_runner("onnxruntime")
 class OnnxRuntimeRunner(Runner):
     """Run an ONNX graph with ONNX Runtime.
 
@@ -102,8 +101,8 @@ class OnnxRuntimeRunner(Runner):
         >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
     """
 
-    suffixes = (".onnx",)
-    extra = ""
+    #: ``onnxruntime.GraphOptimizationLevel`` member the session uses (a subclass may lower it)
+    optimization_level: ClassVar[str] = "ORT_ENABLE_ALL"
 
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
@@ -176,7 +175,7 @@ class OnnxRuntimeRunner(Runner):
             source = str(path)
         providers, provider_options = self._providers(ort)
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.optimization_level)
         if self.options.threads is not None:
             if self.options.threads < 1:
                 raise UsageError(f"threads must be >= 1, got {self.options.threads}")

@@ -1,7 +1,8 @@
 """OpenVINO backend: runs an IR (``.xml`` + ``.bin``) or an ``.onnx`` file on CPU / GPU / NPU.
 
 ``openvino`` is imported only in ``_activate``. Precision is a request, never a wish: asking for
-bf16 or fp16 on a CPU that lacks it raises :class:`~slimsam_edge.errors.UsageError` instead of
+bf16 or fp16 on a CPU that lacks it raises
+:class:`~slimsam_edge.errors.UnsupportedOnThisMachineError` (a UsageError) instead of
 quietly running in another precision.
 
 Example:
@@ -19,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, RunnerError, UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import BackendUnavailableError, BundleError, RunnerError, UnsupportedOnThisMachineError, UsageError
+from ..base import FeedDict, Runner, TensorSpec
 
 #: RunnerOptions.precision -> (INFERENCE_PRECISION_HINT value, capability the device must list)
 PRECISION_HINTS: dict[str, tuple[str | None, str | None]] = {
@@ -55,7 +56,6 @@ def _devices_in(device: str) -> list[str]:
     return [device]
 
 
-@register_runner("openvino")
 class OpenVinoRunner(Runner):
     """Run an OpenVINO IR or ONNX file with the OpenVINO runtime.
 
@@ -68,9 +68,6 @@ class OpenVinoRunner(Runner):
         >>> r = OpenVinoRunner("model.xml", RunnerOptions(threads=1))       # doctest: +SKIP
         >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
     """
-
-    suffixes = (".xml",)
-    extra = "openvino"
 
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
@@ -114,8 +111,8 @@ class OpenVinoRunner(Runner):
         if capability and concrete:
             for name in concrete:
                 caps = [str(c).upper() for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-                if capability not in caps:
-                    raise UsageError(
+                if capability not in caps:  # the machine lacks it: the gate may skip, nothing else
+                    raise UnsupportedOnThisMachineError(
                         f"openvino: {name} does not support {precision} (its capabilities: "
                         f"{', '.join(caps)}); use precision fp32 or run on a device with {capability}"
                     )

@@ -6,7 +6,7 @@ ONNX, as FP16 casts or Q/DQ nodes). Asking TensorRT 11 for ``fp16``/``int8`` fla
 :class:`~slimsam_edge.errors.UsageError` instead of building something else.
 
 Example:
-    >>> from slimsam_edge.exporters.tensorrt_build import build_engine     # doctest: +SKIP
+    >>> from slimsam_edge.runtimes.tensorrt.build import build_engine     # doctest: +SKIP
     >>> build_engine("decoder.onnx", "decoder.engine", fp16=True,           # doctest: +SKIP
     ...              min_opt_max_shapes={"point_coords": ((1, 1, 2), (1, 5, 2), (1, 16, 2))},
     ...              timing_cache="trt.cache")
@@ -22,9 +22,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ExportError, RunnerError, UsageError
-from ..fsutil import atomic_path, write_bytes_atomic
-from ..runtimes.tensorrt_runner import DeviceBuffer, cuda_check, import_cudart, import_tensorrt
+from ...errors import ExportError, RunnerError, UsageError
+from ...fsutil import atomic_path, write_bytes_atomic
+from .cuda import DeviceBuffer, cuda_check, import_cudart, import_tensorrt
 
 log = logging.getLogger("slimsam_edge.tensorrt")
 
@@ -185,6 +185,37 @@ def build_engine(
     """
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    _check_request(onnx_path, fp16=fp16, int8=int8, calibrator=calibrator, strongly_typed=strongly_typed,
+                   dla_core=dla_core)
+    logger = _logger_class(trt)()
+    builder = trt.Builder(logger)
+    network = _parse(trt, builder, logger, onnx_path, strongly_typed)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    profile = _add_profile(trt, builder, network, config, min_opt_max_shapes or {})
+    _set_precision(trt, network, config, profile, onnx_path, fp16=fp16, int8=int8, calibrator=calibrator,
+                   fp32_layer_types=fp32_layer_types)
+    if dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    cache_path = _load_timing_cache(config, timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            f"{onnx_path}: TensorRT build failed ({_last_error(logger, 'see the log')}); "
+            "check the shapes and precision flags"
+        )
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+    if cache_path is not None:
+        write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()).tobytes())
+    return engine_path
+
+
+def _check_request(onnx_path: Path, *, fp16: bool, int8: bool, calibrator: Any, strongly_typed: bool,
+                   dla_core: int | None) -> None:
+    """Phase 1: refuse contradictory arguments before TensorRT does any work."""
     if not onnx_path.is_file():
         raise UsageError(f"{onnx_path}: ONNX file not found; export the graph first")
     if strongly_typed and (fp16 or int8):
@@ -193,8 +224,10 @@ def build_engine(
         raise UsageError("a calibrator is only used for int8 builds; pass int8=True or drop the calibrator")
     if dla_core is not None and not (fp16 or int8):
         raise UsageError("DLA runs only fp16 or int8 layers; pass fp16=True or int8=True with dla_core")
-    logger = _logger_class(trt)()
-    builder = trt.Builder(logger)
+
+
+def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> Any:
+    """Phase 2: the network definition parsed from the ONNX file (explicit batch, typed if asked)."""
     flags = 0
     explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
     if explicit is not None:
@@ -209,10 +242,12 @@ def build_engine(
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         first = (errors[0].strip().splitlines() or ["unknown error"])[0][:200] if errors else "unknown error"
         raise ExportError(f"{onnx_path}: TensorRT cannot parse it ({first}); re-export the ONNX (opset 17)")
+    return network
 
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    profile = _add_profile(trt, builder, network, config, min_opt_max_shapes or {})
+
+def _set_precision(trt: Any, network: Any, config: Any, profile: Any, onnx_path: Path, *, fp16: bool,
+                   int8: bool, calibrator: Any, fp32_layer_types: Sequence[str]) -> None:
+    """Phase 3: FP16 / INT8 flags, the calibrator, and the layers pinned to FP32."""
     ask = "export a strongly typed ONNX (FP16 casts / Q/DQ nodes) and build with strongly_typed=True"
     if fp16:
         config.set_flag(_flag(trt, "FP16", ask))
@@ -232,29 +267,18 @@ def build_engine(
         config.set_flag(_flag(trt, "OBEY_PRECISION_CONSTRAINTS", ask))
         pinned = _pin_fp32(trt, network, _layer_types(trt, fp32_layer_types))
         log.info("pinned %d layers (%s) to FP32", pinned, ", ".join(fp32_layer_types))
-    if dla_core is not None:
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    if cache_path is not None:
-        data = cache_path.read_bytes() if cache_path.is_file() else b""
-        cache = config.create_timing_cache(data)
-        if not config.set_timing_cache(cache, ignore_mismatch=False):
-            raise UsageError(f"{cache_path}: timing cache is from another device or TensorRT; delete it")
 
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ExportError(
-            f"{onnx_path}: TensorRT build failed ({_last_error(logger, 'see the log')}); "
-            "check the shapes and precision flags"
-        )
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-    if cache_path is not None:
-        write_bytes_atomic(cache_path, memoryview(config.get_timing_cache().serialize()).tobytes())
-    return engine_path
+def _load_timing_cache(config: Any, timing_cache: Path | str | None) -> Path | None:
+    """Phase 4: hand a present timing cache to the builder (refused if from another device)."""
+    if timing_cache is None:
+        return None
+    cache_path = Path(timing_cache)
+    data = cache_path.read_bytes() if cache_path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise UsageError(f"{cache_path}: timing cache is from another device or TensorRT; delete it")
+    return cache_path
 
 
 @functools.lru_cache(maxsize=None)
@@ -333,7 +357,7 @@ def entropy_calibrator_class() -> type:
 
 
 def __getattr__(name: str) -> Any:
-    # ``from slimsam_edge.exporters.tensorrt_build import EntropyCalibrator`` imports TensorRT here.
+    # ``from slimsam_edge.runtimes.tensorrt.build import EntropyCalibrator`` imports TensorRT here.
     if name == "EntropyCalibrator":
         return entropy_calibrator_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..errors import ExportError, UsageError
-from .onnx_export import _save, _under_2gb
+from ...errors import ExportError, UsageError
+from .onnx_files import save_onnx, under_2gb
 
 #: ops kept in fp32 in FP16 graphs (LayerNorm and its decomposed parts, Softmax, reductions)
 FP16_KEEP_FP32: tuple[str, ...] = (
@@ -67,7 +67,7 @@ def _load(path: Path) -> Any:
 
 
 def _write(model: Any, out: Path) -> list[Path]:
-    return _save(model, out, external=not _under_2gb(model))
+    return save_onnx(model, out, external=not under_2gb(model))
 
 
 def to_fp16(src: Path | str, out: Path | str, *, keep_fp32_ops: Sequence[str] = FP16_KEEP_FP32) -> list[Path]:
@@ -126,7 +126,7 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..calibration import ort_data_reader
+    from .calibration import ort_data_reader
 
     opts = options or OrtInt8Options()
     if opts.calibrate_method not in _METHODS:

@@ -9,13 +9,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from ..errors import BackendUnavailableError, ExportError, UsageError
+from ...errors import BackendUnavailableError, ExportError, UsageError
+from .convert import save_ir
 
 #: OpenVINO op types NNCF leaves in float by default (softmax of attention, layer norm parts)
 NNCF_IGNORED_TYPES: tuple[str, ...] = ("Softmax", "MVN", "Power", "Sqrt", "Divide")
@@ -38,19 +37,6 @@ class NncfOptions:
     fast_bias_correction: bool = True
 
 
-def _save_ir(model: Any, xml_out: Path, *, compress_to_fp16: bool) -> list[Path]:
-    import openvino as ov
-
-    xml_out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".ir.", dir=xml_out.parent) as tmp:
-        tmp_xml = Path(tmp) / xml_out.name
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
-        bin_out = xml_out.with_suffix(".bin")
-        os.replace(tmp_xml.with_suffix(".bin"), bin_out)  # bin first: an xml never points at nothing
-        os.replace(tmp_xml, xml_out)
-    return [xml_out, bin_out]
-
-
 def ir_fp16(model_path: Path | str, xml_out: Path | str) -> list[Path]:
     """FP16-compressed IR of an fp32 IR (or ONNX) file; returns ``[xml, bin]``.
 
@@ -65,7 +51,7 @@ def ir_fp16(model_path: Path | str, xml_out: Path | str) -> list[Path]:
         model = ov.Core().read_model(str(model_path))
     except RuntimeError as err:
         raise ExportError(f"{model_path}: OpenVINO cannot read it ({str(err).strip().splitlines()[-1][:160]})") from err
-    return _save_ir(model, Path(xml_out), compress_to_fp16=True)
+    return save_ir(model, Path(xml_out), compress_to_fp16=True)
 
 
 def quantize_int8_nncf(model_path: Path | str, xml_out: Path | str, feeds: Iterable[dict], *,
@@ -87,7 +73,7 @@ def quantize_int8_nncf(model_path: Path | str, xml_out: Path | str, feeds: Itera
         raise BackendUnavailableError(
             f"OpenVINO INT8 needs nncf and openvino ({err}); pip install 'slimsam-edge[export,openvino]'"
         ) from None
-    from ..calibration import nncf_dataset
+    from .calibration import nncf_dataset
 
     opts = options or NncfOptions()
     if opts.subset_size < 1:
@@ -105,4 +91,4 @@ def quantize_int8_nncf(model_path: Path | str, xml_out: Path | str, feeds: Itera
         )
     except Exception as err:  # NNCF raises many kinds
         raise ExportError(f"{model_path}: NNCF quantization failed ({type(err).__name__}: {str(err)[:160]})") from err
-    return _save_ir(quantized, Path(xml_out), compress_to_fp16=False)
+    return save_ir(quantized, Path(xml_out), compress_to_fp16=False)

@@ -13,105 +13,17 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, RunnerError, UsageError
-from .base import FeedDict, Runner, TensorSpec, register_runner
+from ...errors import BundleError, RunnerError, UsageError
+from ..base import FeedDict, Runner, TensorSpec
+
+from .cuda import DeviceBuffer, cuda_check, cuda_runtime_available, has_module, import_cudart, import_tensorrt
 
 REBUILD_HINT = "rebuild it on this device with `slimsam-edge export ... --target ...`"
-_INSTALL_HINT = "pip install 'slimsam-edge[tensorrt]' (on Jetson: use JetPack's python3-libnvinfer)"
-
-
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def cuda_runtime_available() -> bool:
-    """True when cuda-python's runtime bindings can be found (nothing is imported)."""
-    return _has_module("cuda.bindings.runtime") or _has_module("cuda.cudart")
-
-
-def import_tensorrt() -> Any:
-    """Import and return the ``tensorrt`` module, or raise :class:`BackendUnavailableError`.
-
-    Example:
-        >>> trt = import_tensorrt()                      # doctest: +SKIP
-        >>> trt.__version__                              # doctest: +SKIP
-        '10.3.0'
-    """
-    try:
-        return importlib.import_module("tensorrt")
-    except ImportError as err:
-        raise BackendUnavailableError(f"TensorRT is not installed ({err}); {_INSTALL_HINT}") from None
-
-
-def import_cudart() -> Any:
-    """Import cuda-python's runtime module (new or old layout) or raise BackendUnavailableError.
-
-    Example:
-        >>> cudart = import_cudart()                     # doctest: +SKIP
-        >>> err, count = cudart.cudaGetDeviceCount()     # doctest: +SKIP
-    """
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise BackendUnavailableError(f"cuda-python is not installed; {_INSTALL_HINT}")
-
-
-def cuda_check(cudart: Any, result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(err, *values)`` result; raise RunnerError unless it succeeded.
-
-    Example:
-        >>> _, ptr = cuda_check(cudart, cudart.cudaMalloc(1024), "cudaMalloc")  # doctest: +SKIP
-    """
-    if not isinstance(result, tuple):
-        result = (result,)
-    err, values = result[0], result[1:]
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, text = cudart.cudaGetErrorString(err)
-        text = text.decode() if isinstance(text, bytes) else str(text)
-        raise RunnerError(f"CUDA {what} failed: {text}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-class DeviceBuffer:
-    """One device allocation that grows on demand (cudaMalloc / cudaFree).
-
-    Example:
-        >>> buf = DeviceBuffer(cudart); buf.ensure(4096); buf.free()   # doctest: +SKIP
-    """
-
-    def __init__(self, cudart: Any):
-        self._cudart = cudart
-        self.ptr = 0
-        self.nbytes = 0
-
-    def ensure(self, nbytes: int) -> int:
-        """Make the buffer at least ``nbytes`` large and return its device address."""
-        if nbytes > self.nbytes:
-            self.free()
-            self.ptr = int(cuda_check(self._cudart, self._cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc"))
-            self.nbytes = nbytes
-        return self.ptr
-
-    def free(self) -> None:
-        """Release the allocation (safe to call twice)."""
-        if self.ptr:
-            cuda_check(self._cudart, self._cudart.cudaFree(self.ptr), "cudaFree")
-        self.ptr = 0
-        self.nbytes = 0
 
 
 def _parse_device(device: str) -> tuple[str, int]:
@@ -124,7 +36,6 @@ def _parse_device(device: str) -> tuple[str, int]:
     raise UsageError(f"tensorrt: bad device {device!r}; use 'cuda', 'cuda:N' or 'dla:N'")
 
 
-@register_runner("tensorrt")
 class TensorRTRunner(Runner):
     """Run a serialized TensorRT engine on an NVIDIA GPU (or a Jetson DLA core).
 
@@ -137,9 +48,6 @@ class TensorRTRunner(Runner):
         >>> r = TensorRTRunner("decoder.engine")               # doctest: +SKIP
         >>> r.infer({"x": np.ones((1, 3), np.float32)})         # doctest: +SKIP
     """
-
-    suffixes = (".engine", ".plan")
-    extra = "tensorrt"
 
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
@@ -155,7 +63,7 @@ class TensorRTRunner(Runner):
 
     @classmethod
     def available(cls) -> bool:
-        return _has_module("tensorrt") and cuda_runtime_available()
+        return has_module("tensorrt") and cuda_runtime_available()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _check_version(self, trt: Any, path: Path) -> None:

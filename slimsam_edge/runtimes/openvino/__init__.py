@@ -1,0 +1,23 @@
+"""The OpenVINO backend: runner, ONNX → IR converter, fp16/bf16/int8 recipes, NNCF dataset.
+
+Example:
+    >>> BACKEND.name, type(BACKEND.converter).__name__, sorted(BACKEND._recipes)
+    ('openvino', 'IrConverter', ['bf16', 'fp16', 'int8'])
+"""
+
+from ..plugin import Backend
+from .convert import IrConverter
+from .quantize import NncfOptions
+from .recipes import OvBf16, OvFp16, OvInt8
+from .runner import OpenVinoRunner
+
+BACKEND = Backend(
+    "openvino",
+    runner=OpenVinoRunner,
+    suffixes=(".xml",),
+    converter=IrConverter(),
+    recipes=(OvFp16, OvBf16, OvInt8),
+    options=NncfOptions,
+    extra="openvino",
+    distributions=("openvino",),
+)

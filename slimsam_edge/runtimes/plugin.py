@@ -1,0 +1,133 @@
+"""What a backend plugs in: a :class:`Backend` descriptor listing its runner, converter and recipes.
+
+Each backend folder (``runtimes/<name>/``) defines one ``BACKEND = Backend(...)``; the registry
+(:mod:`slimsam_edge.runtimes.registry`) lists the folders. Nothing here names a backend, and
+nothing here imports a runtime: converters and recipes import theirs inside their methods.
+
+Example:
+    >>> from slimsam_edge.runtimes.base import Runner
+    >>> b = Backend("echo", runner=Runner, suffixes=(".echo",))
+    >>> b.name, b.converter is None, b.recipe("int8") is None
+    ('echo', True, True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..bundle import Artifact
+    from ..calibration import CalibrationFeeds
+    from .base import Runner
+
+
+class Converter:
+    """Turns one fp32 ONNX graph into this backend's fp32 artifact files inside the bundle.
+
+    ``convert`` returns the written files, the file a runner opens first.
+    """
+
+    #: one line for progress messages ("convert image_encoder to OpenVINO IR")
+    describe: ClassVar[str] = "convert"
+
+    def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
+        raise NotImplementedError
+
+
+class OnnxAsIs(Converter):
+    """The backend reads the exported ONNX graph itself: nothing to write.
+
+    Example:
+        >>> OnnxAsIs().convert([Path("onnx/x.onnx")], Path("."), "x")
+        [PosixPath('onnx/x.onnx')]
+    """
+
+    describe = "use the ONNX graph as is"
+
+    def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
+        return list(onnx_files)
+
+
+@dataclass
+class BuildContext:
+    """What a recipe gets: the bundle folder, the graph, its fp32 files, its calibration feeds and
+    this backend's precision options (its :attr:`Backend.options` type)."""
+
+    root: Path
+    graph: str
+    onnx: Path  # fp32 ONNX graph
+    fp32: "Artifact"  # the fp32 artifact of the recipe's backend
+    feeds: "CalibrationFeeds | None"
+    options: Any
+
+
+class Recipe:
+    """Makes one reduced-precision artifact from the fp32 one (one subclass per precision)."""
+
+    backend: ClassVar[str] = ""  # set by the Backend that lists the recipe
+    precision: ClassVar[str]
+    calibrated: ClassVar[bool] = False
+    #: RunnerOptions.precision the artifact is opened with
+    runner_precision: ClassVar[str] = "fp32"
+    #: python modules the recipe needs, checked before any slow work
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def build(self, ctx: BuildContext) -> "Artifact":
+        raise NotImplementedError
+
+    def keep_fp32(self, ctx: BuildContext, why: str) -> "Artifact":
+        """This precision's artifact for ``ctx.graph`` is the fp32 file itself (run in fp32)."""
+        art = self._artifact(ctx, [ctx.root / f for f in ctx.fp32.files], {"method": f"fp32 graph kept: {why}"})
+        art.extra["precision_hint"] = "fp32"
+        return art
+
+    def _artifact(self, ctx: BuildContext, files: list[Path], extra: dict[str, Any]) -> "Artifact":
+        from ..bundle import Artifact
+
+        rel = [f.relative_to(ctx.root).as_posix() for f in files]
+        return Artifact.from_files(ctx.root, ctx.graph, self.backend, self.precision, rel[0], rel[1:],
+                                   extra={"precision_hint": self.runner_precision, **extra})
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Everything one backend means, in one entry.
+
+    Arguments:
+        name: the backend's name in bundles, profiles and ``--backend``.
+        runner: its :class:`~slimsam_edge.runtimes.base.Runner` subclass.
+        suffixes: artifact file suffixes it loads (picks a backend from a path).
+        converter: makes its fp32 artifact from an ONNX graph at export time, or ``None`` where
+            export cannot make one here (``no_converter`` says why).
+        recipes: one :class:`Recipe` subclass per reduced precision it can export.
+        options: the type of its precision options (``PrecisionOptions.backend_options[name]``);
+            called without arguments for the defaults.
+        extra: the pip extra that installs it ("" = a core dependency).
+        distributions: pip distributions that provide its runtime, for version detection.
+        no_converter: why there is no converter (shown when an export is refused).
+    """
+
+    name: str
+    runner: "type[Runner]"
+    suffixes: tuple[str, ...] = ()
+    converter: Converter | None = None
+    recipes: tuple[type[Recipe], ...] = ()
+    options: Callable[[], Any] | None = None
+    extra: str = ""
+    distributions: tuple[str, ...] = ()
+    no_converter: str = ""
+    _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for cls in self.recipes:
+            cls.backend = self.name
+            self._recipes[cls.precision] = cls()
+
+    def recipe(self, precision: str) -> Recipe | None:
+        """Its recipe for ``precision`` (``None`` where it has none)."""
+        return self._recipes.get(precision)
+
+    def default_options(self) -> Any:
+        return self.options() if self.options is not None else None

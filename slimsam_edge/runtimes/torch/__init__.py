@@ -1,0 +1,17 @@
+"""The PyTorch reference backend (eager; needs the ``export`` extra, never used by edge apps).
+
+Example:
+    >>> BACKEND.name, BACKEND.extra
+    ('torch', 'export')
+"""
+
+from ..plugin import Backend
+from .runner import TorchRunner
+
+BACKEND = Backend(
+    "torch",
+    runner=TorchRunner,
+    suffixes=(".pth", ".pt", ".safetensors"),
+    extra="export",
+    no_converter="the torch backend runs the bundle's model.safetensors (written by every export)",
+)
