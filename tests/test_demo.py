@@ -38,3 +38,19 @@ def test_run_demo_without_compression_exports_evaluates_segments_and_benches(tmp
     truth = max(procedural_sample(HELDOUT_SEED, 0, 256).annotations, key=lambda a: a.area).mask
     assert seg["iou_with_ground_truth"] == mask_iou(mask, truth)
     assert (out / "segment" / "overlay.png").is_file() and mask.shape == truth.shape
+
+
+def test_the_report_says_what_the_short_compression_kept_next_to_the_full_schedule():
+    from slimsam_edge.demo import STUDENT, TEACHER, DemoReport
+
+    row = {"box_miou": 0.5, "images": 2, "annotations": 4}
+    report = DemoReport("teacher.safetensors", "out", bundle="b", seconds=1.0,
+                        compress={"ratio": 0.5, "steps_per_phase": 40, "report": "r.md", "encoder_params": [10, 5],
+                                  "seconds": 300.0},
+                        eval={TEACHER: {**row, "point_miou": 0.8}, STUDENT: {**row, "point_miou": 0.6}},
+                        segment={"point": [1, 2], "mask": "m.png", "iou_with_ground_truth": 0.9, "overlay": "o.png"})
+    text = report.markdown()
+    assert "The student keeps 75.0% of the teacher's point mIoU" in text
+    assert "ablation-long.md" in text and "demo-compression.md" in text
+    without = DemoReport("t", "out", bundle="b", eval={TEACHER: {**row, "point_miou": 0.8}}, segment=report.segment)
+    assert "keeps" not in without.markdown()  # no compression, no claim
