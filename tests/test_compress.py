@@ -22,7 +22,7 @@ from slimsam_edge.models.build import build_sam, random_init_
 from slimsam_edge.models.io import build_sam_meta, check_shapes, save_model
 from slimsam_edge.models.spec import PRESETS
 from slimsam_edge.models.stats import count_params
-from slimsam_edge.reference.batch import preprocess
+from slimsam_edge.models.batch import preprocess
 
 torch.set_num_threads(1)
 M = PRESETS["sam_mini"]

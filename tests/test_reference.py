@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from slimsam_edge.data.prompts import corrective_point, error_regions, mask_box, noisy_box, random_point
 from slimsam_edge.errors import DataError, UsageError
 from slimsam_edge.models.build import build_sam
 from slimsam_edge.models.io import load_model
+from slimsam_edge.models.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
 from slimsam_edge.models.spec import PRESETS, ModelSpec
-from slimsam_edge.reference.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
-from slimsam_edge.reference.prompts import (
-    corrective_point,
-    error_regions,
-    mask_box,
-    noisy_box,
-    random_point,
-)
 from slimsam_edge.reference.recipe import Recipe
 
 
@@ -101,7 +95,7 @@ def test_corrective_points_from_larger_error_region() -> None:
 
 
 def test_batched_corrective_clicks_fall_in_the_larger_error_region() -> None:
-    from slimsam_edge.reference.batch import corrective_clicks, interior_depth
+    from slimsam_edge.models.batch import corrective_clicks, interior_depth
 
     gt = torch.zeros(3, 32, 32, dtype=torch.bool)
     gt[:, 4:20, 4:20] = True
@@ -344,7 +338,7 @@ def test_batch_loss_with_device_clicks_runs_on_cpu_tensors() -> None:
     """The GPU's click path (a torch generator) on CPU tensors: finite loss, gradients everywhere."""
     from slimsam_edge.data.procedural import procedural_sample
     from slimsam_edge.models.build import build_sam
-    from slimsam_edge.reference.batch import batch_loss
+    from slimsam_edge.models.batch import batch_loss
 
     torch.manual_seed(0)
     sam = build_sam(_tiny_spec()).train()
@@ -431,15 +425,44 @@ def test_cli_resume_without_steps_keeps_the_plan(tmp_path, monkeypatch) -> None:
 
 
 def test_batched_evaluation_matches_predictor_api() -> None:
-    """Training-time batched evaluation agrees with `slimsam-edge eval`'s per-prompt evaluator."""
-    from slimsam_edge.eval.evaluate import default_eval_data, evaluate
+    """Training-time evaluation (prompts batched per image) agrees with `slimsam-edge eval`'s
+    per-prompt path through EdgePredictor: one evaluator, two ways to call the model."""
+    from slimsam_edge.eval.evaluate import default_eval_data, evaluate, evaluate_sam
+    from slimsam_edge.models.batch import BatchPredictor
     from slimsam_edge.models.build import build_sam, random_init_
     from slimsam_edge.predictor import EdgePredictor
-    from slimsam_edge.reference.evaluate import evaluate_model
 
-    sam = random_init_(build_sam(_tiny_spec()), seed=3, std=0.2)
-    fast = evaluate_model(sam, n_images=2, seed=1001, size=128)
-    slow = evaluate(EdgePredictor.from_model(sam), default_eval_data(2, seed=1001, size=128), prompt="both")
-    assert fast["n_masks"] == slow["n_annotations"] > 0
-    for k in ("point", "box"):
+    sam = random_init_(build_sam(_tiny_spec()), seed=3, std=0.2).train()
+    fast = evaluate_sam(sam, n_images=2, seed=1001, size=128, point_multi=True)
+    assert sam.training  # evaluated in eval mode, then put back
+    slow = evaluate(EdgePredictor.from_model(sam), default_eval_data(2, seed=1001, size=128), prompt="both",
+                    point_multi=True)
+    assert fast["n_annotations"] == slow["n_annotations"] > 0
+    for k in ("point", "box", "point_multi"):
         assert fast[k]["miou"] == pytest.approx(slow[k]["miou"], abs=0.02)
+    # the batched path is the per-prompt path, prompt for prompt
+    p = BatchPredictor(sam.eval())
+
+    class OnePrompt:  # the same model answering one prompt at a time through `predict`
+        set_image = p.set_image
+
+        def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=False):
+            m, s, low = p.predict_batch(None if point_coords is None else point_coords[None],
+                                        None if point_labels is None else point_labels[None],
+                                        None if box is None else box[None], multimask_output)
+            return m[0], s[0], low[0]
+
+    one = evaluate(OnePrompt(), default_eval_data(2, seed=1001, size=128), prompt="both", point_multi=True)
+    for k in ("point", "box", "point_multi"):
+        assert one[k]["miou"] == fast[k]["miou"]
+    with pytest.raises(UsageError, match="image size 64"):
+        evaluate_sam(sam, n_images=1, size=64)
+
+
+def test_batch_recipe_defaults_are_the_training_recipe_s() -> None:
+    """`batch_loss` takes a training Recipe or a BatchRecipe; both carry the same defaults."""
+    from dataclasses import asdict
+
+    from slimsam_edge.models.batch import BatchRecipe
+
+    assert {k: getattr(Recipe(), k) for k in asdict(BatchRecipe())} == asdict(BatchRecipe())

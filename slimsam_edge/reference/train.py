@@ -27,13 +27,13 @@ import torch
 from ..compress.device import rank_device, resolve_device, tf32
 from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
+from ..eval.evaluate import evaluate_sam
 from ..fsutil import atomic_path
+from ..models.batch import batch_loss
 from ..models.build import build_sam
 from ..models.io import save_model
 from ..models.spec import ModelSpec, preset
-from .batch import batch_loss
 from .card import read_log, start_event
-from .evaluate import evaluate_model
 from .recipe import Recipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -324,13 +324,14 @@ def train(
 
     def evaluate(step: int) -> None:
         nonlocal best
-        res = evaluate_model(sam, n_images=recipe.eval_images, seed=recipe.eval_seed, size=recipe.image_size)
+        res = evaluate_sam(sam, n_images=recipe.eval_images, seed=recipe.eval_seed, size=recipe.image_size,
+                           point_multi=True)
         score = _eval_score(res)
-        _log(log_path, {"event": "eval", "step": step, **score, "n_images": res["n_images"], "n_masks": res["n_masks"]})
+        _log(log_path, {"event": "eval", "step": step, **score, "n_images": res["n_images"], "n_masks": res["n_annotations"]})
         console.print(f"step {step}: held-out point mIoU {score['point']:.4f}, box {score['box']:.4f}, "
-                      f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, {res['n_masks']} masks]")
+                      f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, {res['n_annotations']} masks]")
         if best is None or recipe.selection_score(score) > recipe.selection_score(best):
-            best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_masks"]}
+            best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_annotations"]}
             save_model(sam, spec, out / BEST, **meta, best_step=str(step), eval_json=json.dumps(best),
                        minutes=str(round((time.time() - t0) / 60, 1)))
 
