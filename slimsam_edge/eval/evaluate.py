@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 HELDOUT_SEED = 1001
 #: procedural seed of the model card's test split, which no training or selection may see
 TEST_SEED = 2002
+#: procedural seed used for nothing but the model card's "what to expect" line
+UNSEEN_SEED = 7777
 DEFAULT_EVAL_SIZE = 256
 DEFAULT_EVAL_COUNT = 64
 PROMPTS = ("point", "box", "both")
