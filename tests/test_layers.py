@@ -24,13 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Bottom -> top. Each entry: the top-level units (package folders or modules) in one layer.
 # The same order, with the reasons, is written in docs/architecture.md ("Layers").
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "fsutil"),
+    ("__init__", "errors", "fsutil"),  # the package itself: public names resolved lazily, by string
     ("transforms", "assets"),
-    ("models", "data", "devices"),
+    ("data", "devices"),
+    ("models",),  # graph_spec is torch-free; batch.py samples prompts with data.prompts
     ("bundle",),
-    ("calibration",),
     ("runtimes",),
     ("predictor", "visualize"),
+    ("calibration",),  # decoder feeds encode prompts with EdgePredictor
     ("eval",),
     ("apps",),
     ("exporters", "compress", "reference"),
@@ -38,19 +39,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("research",),
     ("demo",),
     ("cli",),
+    ("__main__",),
 ]
 
 # Imports between different units of one layer that the order allows (importer unit, imported unit).
 SAME_LAYER_ALLOWED = {("reference", "compress")}
 
-# The package's own entry points sit above everything: `slimsam_edge/__init__.py` resolves its
-# public names lazily (by string, not by import) and `__main__` only starts the CLI.
-TOP = {"__init__", "__main__"}
-
 
 def layer_of(unit: str) -> int:
-    if unit in TOP:
-        return len(LAYERS)
     for i, names in enumerate(LAYERS):
         if unit in names:
             return i
@@ -100,9 +96,10 @@ def imports_of(module: str, path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def violations() -> list[str]:
+def violations(modules: dict[str, Path] = MODULES) -> list[str]:
+    """One line per import in ``modules`` that points up the order (or across one layer, unallowed)."""
     out = []
-    for module, path in MODULES.items():
+    for module, path in modules.items():
         src = unit_of(module)
         for line, target in imports_of(module, path):
             dst = unit_of(target)
@@ -110,14 +107,14 @@ def violations() -> list[str]:
                 continue
             ls, ld = layer_of(src), layer_of(dst)
             if ld > ls or (ld == ls and (src, dst) not in SAME_LAYER_ALLOWED):
-                out.append(f"{path.relative_to(ROOT.parent)}:{line}: {module} (layer {ls}: {src}) imports "
-                           f"{target} (layer {ld}: {dst}) -- "
+                where = path.relative_to(ROOT.parent) if path.is_relative_to(ROOT.parent) else path
+                out.append(f"{where}:{line}: {module} (layer {ls}: {src}) imports {target} (layer {ld}: {dst}) -- "
                            + ("points up the order" if ld > ls else "same layer, not allowed"))
     return out
 
 
 def test_every_module_is_placed_in_a_layer():
-    unplaced = sorted({unit_of(m) for m in MODULES} - {u for names in LAYERS for u in names} - TOP)
+    unplaced = sorted({unit_of(m) for m in MODULES} - {u for names in LAYERS for u in names})
     assert not unplaced, (f"top-level units with no layer: {unplaced}; add each to LAYERS in "
                           "tests/test_layers.py and to the layer list in docs/architecture.md")
 
@@ -129,13 +126,23 @@ def test_imports_only_point_down():
 
 def test_the_checker_sees_lazy_relative_and_from_package_imports(tmp_path):
     src = tmp_path / "m.py"
-    src.write_text("def f():\n    from ..cli import app\n    from .. import research\n"
-                   "    import slimsam_edge.bench.harness\n")
-    found = dict((t, line) for line, t in imports_of("slimsam_edge.models.m", src))
-    assert found == {"slimsam_edge.cli.app": 2, "slimsam_edge" + (".research" if "slimsam_edge.research" in MODULES
-                                                                    else ""): 3,
-                     "slimsam_edge.bench.harness": 4}
-    assert layer_of("models") < layer_of("cli")
+    src.write_text("from .spec import ModelSpec\n"
+                   "def f():\n    from ..cli import app\n    from .. import research\n"
+                   "    import slimsam_edge.bench.harness\n    from ..errors import UsageError\n")
+    found = {t: line for line, t in imports_of("slimsam_edge.models.m", src)}
+    assert found == {"slimsam_edge.models.spec": 1, "slimsam_edge.cli.app": 3, "slimsam_edge.research": 4,
+                     "slimsam_edge.bench.harness": 5, "slimsam_edge.errors": 6}
+    bad = violations({"slimsam_edge.models.m": src})
+    assert len(bad) == 3 and all("points up the order" in b for b in bad)
+    assert bad[0].endswith(f"m.py:3: slimsam_edge.models.m (layer {layer_of('models')}: models) imports "
+                           f"slimsam_edge.cli.app (layer {layer_of('cli')}: cli) -- points up the order")
+
+
+def test_compress_may_not_import_reference_but_reference_may_import_compress(tmp_path):
+    src = tmp_path / "x.py"
+    src.write_text("from ..reference.recipe import Recipe\nfrom ..compress.device import tf32\n")
+    assert [b.split(" -- ")[1] for b in violations({"slimsam_edge.compress.x": src})] == ["same layer, not allowed"]
+    assert violations({"slimsam_edge.reference.x": src}) == []
 
 
 @pytest.mark.parametrize("unit", [u for names in LAYERS for u in names])

@@ -262,7 +262,8 @@ def test_init_continues_from_weights_and_records_lineage(tmp_path) -> None:
 
 
 def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
-    from slimsam_edge.reference.card import publish
+    from slimsam_edge.reference.card import PUBLISH, SPLITS, publish, refresh, targets_met, unseen_command
+    from slimsam_edge.research.card import main as card_main
     from slimsam_edge.reference.train import BEST, train
 
     spec = _tiny_spec()
@@ -282,6 +283,21 @@ def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
         for kind in ("point", "box"):
             assert sum(b["n"] for b in split["by_size"][kind].values()) == split["annotations"]
     assert "| heldout | box |" in text and "| test | point |" in text
+    # the headline comes first: the split that never chose a checkpoint, then the selection split
+    head = text.split("## What to expect", 1)[1].split("## Architecture", 1)[0]
+    assert text.index("## What to expect") < text.index("## Architecture")
+    assert head.index("| test | 2002 |") < head.index("| heldout | 1001 |") < head.index("| unseen | 7777 |")
+    assert card["targets_met"] == targets_met(card["splits"]) and set(card["targets_met"]) == set(SPLITS)
+    assert unseen_command(64) in head and "expect point mIoU about" in head
+    # refresh re-measures the shipped card without the run folder; an older publish command is renamed
+    old = json.loads((tmp_path / "assets" / "MODEL_CARD.json").read_text())
+    old["commands"][-1] = "python -m slimsam_edge.reference.card runs/x"
+    (tmp_path / "assets" / "MODEL_CARD.json").write_text(json.dumps(old))
+    again = refresh(tmp_path / "assets", count=2)
+    assert again["splits"] == card["splits"] and again["commands"][-1] == f"{PUBLISH} runs/x"
+    assert f"{PUBLISH} runs/x" in (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit):
+        card_main([])  # neither a run folder nor --refresh
 
 
 def test_card_says_whether_a_resume_raised_or_lowered_the_steps() -> None:
