@@ -135,6 +135,11 @@ def unseen_command(count: int = CARD_IMAGES) -> str:
             "slimsam-edge eval --data unseen --json")
 
 
+#: measurements of the shipped weights made outside the card's splits (reported beside them)
+OTHER_CHECKS = [{"what": "issue 15's review, procedural data of another seed used for nothing else",
+                 "point_miou": 0.841, "box_miou": 0.870}]
+
+
 def _headline_lines(card: dict[str, Any]) -> list[str]:
     """What a user should expect: the split that never chose a checkpoint first, then the others."""
     splits = card["splits"]
@@ -146,17 +151,25 @@ def _headline_lines(card: dict[str, Any]) -> list[str]:
         s = splits[name]
         lines.append(f"| {name} | {s['seed']} | {SPLIT_ROLES.get(name, '')} | {s['point_miou']:.4f} | {s['box_miou']:.4f} "
                      f"| {'yes' if met.get(name) else 'no'} |")
-    unseen = [splits[n] for n in order if n != "heldout"]
-    low = {k: min(s[k] for s in unseen) for k in TARGETS} if unseen else {}
-    kept = [k.split("_")[0] for k, v in TARGETS.items() if all(s[k] >= v for s in splits.values())]
-    missed = [f"{k.split('_')[0]} ({v})" for k, v in TARGETS.items() if k.split("_")[0] not in kept]
-    lines += ["", (f"On procedural images no checkpoint was chosen on, expect point mIoU about {low['point_miou']:.2f} and "
-                   f"box mIoU about {low['box_miou']:.2f} (the lowest of the other splits). " if low else "")
-              + (f"The {' and '.join(kept)} target{'s are' if len(kept) > 1 else ' is'} met on every split; " if kept else "")
-              + (f"the {', '.join(missed)} target{'s are' if len(missed) > 1 else ' is'} met only where the checkpoint "
-                 "was selected, so it is not robustly met." if missed else "every target is met on every split."),
-              "", f"The unseen split, from the command line: `{unseen_command()}`", ""]
-    return lines
+    others = card.get("other_checks", [])
+    lines += [f"| ({c['what']}) | – | – | {c['point_miou']:.3f} | {c['box_miou']:.3f} | "
+              f"{'yes' if all(c[k] >= v for k, v in TARGETS.items()) else 'no'} |" for c in others]
+    unselected = [splits[n] for n in order if n != "heldout"] + others
+    lines.append("")
+    if unselected:
+        lo = {k: min(s[k] for s in unselected) for k in TARGETS}
+        hi = {k: max(s[k] for s in unselected) for k in TARGETS}
+        lines.append(f"On procedural images that chose no checkpoint, expect point mIoU {lo['point_miou']:.2f}-"
+                     f"{hi['point_miou']:.2f} and box mIoU {lo['box_miou']:.2f}-{hi['box_miou']:.2f} (64-image "
+                     "samples differ by a few hundredths).")
+    for k, v in TARGETS.items():
+        missed = [s for s in unselected if s[k] < v]
+        what = k.split("_")[0]
+        lines.append(f"The {what} target ({v}) is met on every split." if not missed else
+                     f"The {what} target ({v}) is met on the selection split but missed on {len(missed)} of "
+                     f"{len(unselected)} measurements that chose nothing (lowest {min(s[k] for s in missed):.3f}): "
+                     "it is not robustly met.")
+    return lines + ["", f"The unseen split, from the command line: `{unseen_command()}`", ""]
 
 
 def _architecture_line(card: dict[str, Any]) -> str:
@@ -302,6 +315,7 @@ def _write_card(card: dict[str, Any], assets_dir: Path) -> dict[str, Any]:
     from ..fsutil import write_text_atomic
 
     card["targets_met"] = targets_met(card["splits"])
+    card["other_checks"] = OTHER_CHECKS
     write_text_atomic(assets_dir / "MODEL_CARD.json", json.dumps(card, indent=2) + "\n")
     write_text_atomic(assets_dir / "MODEL_CARD.md", render_card(card))
     return card
