@@ -6,7 +6,7 @@ Example:
     $ python scripts/ablation.py --help
 """
 
-from slimsam_edge.compress.ablation import main
+from slimsam_edge.research.ablation import main
 
 if __name__ == "__main__":
     main()

@@ -94,7 +94,7 @@ def _sessions(path: Path, runtimes: list[str], threads: int, ort_arena: str = "o
 
 def _roofline(report_path: Path, spec, gidx: int, threads: int, plain_block_ms: dict[str, float]) -> dict:
     """The compute floor of one global block here, and the best whole-encoder ratio it allows."""
-    from slimsam_edge.bench.roofline import exact_route_bound, measure_machine
+    from slimsam_edge.research.roofline import exact_route_bound, measure_machine
 
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return exact_route_bound(report, spec, gidx, measure_machine(threads=threads), source=str(report_path),

@@ -6,7 +6,7 @@ Example:
     $ python scripts/precision.py --models sam-mini --route-b-steps 0   # sam-mini only
 """
 
-from slimsam_edge.bench.precision_report import main
+from slimsam_edge.research.precision_report import main
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 A short probe measures the step time of the recipe on this GPU; the full run then gets as many
 steps as fit ``--budget-s`` (rounded down to 100), so its cosine schedule ends inside the budget.
 What comes back: ``OUT/best.safetensors`` (fp16, with the run's metadata) and ``OUT/log.jsonl``,
-the two files ``python -m slimsam_edge.reference.card RUN`` publishes from, plus ``OUT/probe.json``.
+the two files ``python -m slimsam_edge.research.card RUN`` publishes from, plus ``OUT/probe.json``.
 
 With ``--init sam-mini --data-seed S`` the run continues training the shipped weights on images it
 has not seen (seed ``S``) instead of starting from scratch, so that short GPU loans add up.

@@ -22,7 +22,7 @@ from slimsam_edge.models.build import build_sam, random_init_
 from slimsam_edge.models.io import build_sam_meta, check_shapes, save_model
 from slimsam_edge.models.spec import PRESETS
 from slimsam_edge.models.stats import count_params
-from slimsam_edge.reference.batch import preprocess
+from slimsam_edge.models.batch import preprocess
 
 torch.set_num_threads(1)
 M = PRESETS["sam_mini"]
@@ -446,7 +446,7 @@ def test_bf16_autocast_runs(tmp_path, teacher, source):
 def test_ablation_smoke(tmp_path, teacher_ckpt):
     import json
 
-    from slimsam_edge.compress.ablation import main
+    from slimsam_edge.research.ablation import main
 
     results = tmp_path / "results" / "ablation.md"
     argv = ["--teacher", str(teacher_ckpt), "--out", str(tmp_path / "runs"), "--results", str(results),
@@ -627,7 +627,7 @@ def test_cli_device_choice(tmp_path, teacher_ckpt):
 
 
 def test_ablation_device_choice(tmp_path, capsys):
-    from slimsam_edge.compress.ablation import Plan, main
+    from slimsam_edge.research.ablation import Plan, main
 
     assert Plan(device="cuda").config(0.5, "alternate", "random").device == "cuda"
     if not torch.cuda.is_available():

@@ -29,7 +29,8 @@ from slimsam_edge.data.rle import counts_from_string, encode_mask, require_pycoc
 from slimsam_edge.data.sa1b import SA1BDataset, write_sa1b_sample
 from slimsam_edge.data.splits import select_split, split_items
 from slimsam_edge.errors import DataError, ImageError, UsageError
-from slimsam_edge.eval.metrics import MiouAccumulator, batch_iou, mask_iou, point_inside_mask
+from slimsam_edge.data.prompts import point_inside_mask
+from slimsam_edge.eval.metrics import MiouAccumulator, batch_iou, mask_iou
 
 pytest.importorskip("pycocotools")
 

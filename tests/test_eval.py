@@ -25,7 +25,7 @@ from slimsam_edge.eval.evaluate import (
     prompt_box,
     prompt_point,
 )
-from slimsam_edge.eval.metrics import point_inside_mask
+from slimsam_edge.data.prompts import point_inside_mask
 
 pytest.importorskip("pycocotools")
 pytestmark = pytest.mark.filterwarnings("ignore::slimsam_edge.data.records.DataSkipWarning")

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from slimsam_edge.bench.matrix import MatrixConfig, MatrixModel, machine_summary, render_markdown, run_matrix
-from slimsam_edge.bench.precision_report import ratio_to_baseline
+from slimsam_edge.research.precision_report import ratio_to_baseline
 
 from helpers import TINY_SPEC, tiny_sam
 
@@ -75,7 +75,7 @@ def test_reuse_takes_the_same_bundles(result, cfg) -> None:
 
 
 def test_route_b_section_compares_windowed_and_mobilesam_with_plain() -> None:
-    from slimsam_edge.bench.precision_report import route_b_lines
+    from slimsam_edge.research.precision_report import route_b_lines
 
     plain = {"name": "SlimSAM-77 architecture @1024, random weights", "rows": [
         {"backend": "openvino", "precision": "fp32", "encoder_p50_ms": 1000.0},

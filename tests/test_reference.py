@@ -10,18 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from slimsam_edge.data.prompts import corrective_point, error_regions, mask_box, noisy_box, random_point
 from slimsam_edge.errors import DataError, UsageError
 from slimsam_edge.models.build import build_sam
 from slimsam_edge.models.io import load_model
+from slimsam_edge.models.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
 from slimsam_edge.models.spec import PRESETS, ModelSpec
-from slimsam_edge.reference.losses import dice_loss, mask_iou_from_logits, mask_losses, sigmoid_focal_loss
-from slimsam_edge.reference.prompts import (
-    corrective_point,
-    error_regions,
-    mask_box,
-    noisy_box,
-    random_point,
-)
 from slimsam_edge.reference.recipe import Recipe
 
 
@@ -101,7 +95,7 @@ def test_corrective_points_from_larger_error_region() -> None:
 
 
 def test_batched_corrective_clicks_fall_in_the_larger_error_region() -> None:
-    from slimsam_edge.reference.batch import corrective_clicks, interior_depth
+    from slimsam_edge.models.batch import corrective_clicks, interior_depth
 
     gt = torch.zeros(3, 32, 32, dtype=torch.bool)
     gt[:, 4:20, 4:20] = True
@@ -268,7 +262,8 @@ def test_init_continues_from_weights_and_records_lineage(tmp_path) -> None:
 
 
 def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
-    from slimsam_edge.reference.card import publish
+    from slimsam_edge.reference.card import PUBLISH, SPLITS, publish, refresh, targets_met, unseen_command
+    from slimsam_edge.research.card import main as card_main
     from slimsam_edge.reference.train import BEST, train
 
     spec = _tiny_spec()
@@ -288,6 +283,21 @@ def test_card_of_a_continued_run_lists_its_stages(tmp_path) -> None:
         for kind in ("point", "box"):
             assert sum(b["n"] for b in split["by_size"][kind].values()) == split["annotations"]
     assert "| heldout | box |" in text and "| test | point |" in text
+    # the headline comes first: the split that never chose a checkpoint, then the selection split
+    head = text.split("## What to expect", 1)[1].split("## Architecture", 1)[0]
+    assert text.index("## What to expect") < text.index("## Architecture")
+    assert head.index("| test | 2002 |") < head.index("| heldout | 1001 |") < head.index("| unseen | 7777 |")
+    assert card["targets_met"] == targets_met(card["splits"]) and set(card["targets_met"]) == set(SPLITS)
+    assert unseen_command(64) in head and "expect point mIoU" in head and "0.841" in head
+    # refresh re-measures the shipped card without the run folder; an older publish command is renamed
+    old = json.loads((tmp_path / "assets" / "MODEL_CARD.json").read_text())
+    old["commands"][-1] = "python -m slimsam_edge.reference.card runs/x"
+    (tmp_path / "assets" / "MODEL_CARD.json").write_text(json.dumps(old))
+    again = refresh(tmp_path / "assets", count=2)
+    assert again["splits"] == card["splits"] and again["commands"][-1] == f"{PUBLISH} runs/x"
+    assert f"{PUBLISH} runs/x" in (tmp_path / "assets" / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit):
+        card_main([])  # neither a run folder nor --refresh
 
 
 def test_card_says_whether_a_resume_raised_or_lowered_the_steps() -> None:
@@ -344,7 +354,7 @@ def test_batch_loss_with_device_clicks_runs_on_cpu_tensors() -> None:
     """The GPU's click path (a torch generator) on CPU tensors: finite loss, gradients everywhere."""
     from slimsam_edge.data.procedural import procedural_sample
     from slimsam_edge.models.build import build_sam
-    from slimsam_edge.reference.batch import batch_loss
+    from slimsam_edge.models.batch import batch_loss
 
     torch.manual_seed(0)
     sam = build_sam(_tiny_spec()).train()
@@ -431,15 +441,44 @@ def test_cli_resume_without_steps_keeps_the_plan(tmp_path, monkeypatch) -> None:
 
 
 def test_batched_evaluation_matches_predictor_api() -> None:
-    """Training-time batched evaluation agrees with `slimsam-edge eval`'s per-prompt evaluator."""
-    from slimsam_edge.eval.evaluate import default_eval_data, evaluate
+    """Training-time evaluation (prompts batched per image) agrees with `slimsam-edge eval`'s
+    per-prompt path through EdgePredictor: one evaluator, two ways to call the model."""
+    from slimsam_edge.eval.evaluate import default_eval_data, evaluate, evaluate_sam
+    from slimsam_edge.models.batch import BatchPredictor
     from slimsam_edge.models.build import build_sam, random_init_
     from slimsam_edge.predictor import EdgePredictor
-    from slimsam_edge.reference.evaluate import evaluate_model
 
-    sam = random_init_(build_sam(_tiny_spec()), seed=3, std=0.2)
-    fast = evaluate_model(sam, n_images=2, seed=1001, size=128)
-    slow = evaluate(EdgePredictor.from_model(sam), default_eval_data(2, seed=1001, size=128), prompt="both")
-    assert fast["n_masks"] == slow["n_annotations"] > 0
-    for k in ("point", "box"):
+    sam = random_init_(build_sam(_tiny_spec()), seed=3, std=0.2).train()
+    fast = evaluate_sam(sam, n_images=2, seed=1001, size=128, point_multi=True)
+    assert sam.training  # evaluated in eval mode, then put back
+    slow = evaluate(EdgePredictor.from_model(sam), default_eval_data(2, seed=1001, size=128), prompt="both",
+                    point_multi=True)
+    assert fast["n_annotations"] == slow["n_annotations"] > 0
+    for k in ("point", "box", "point_multi"):
         assert fast[k]["miou"] == pytest.approx(slow[k]["miou"], abs=0.02)
+    # the batched path is the per-prompt path, prompt for prompt
+    p = BatchPredictor(sam.eval())
+
+    class OnePrompt:  # the same model answering one prompt at a time through `predict`
+        set_image = p.set_image
+
+        def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=False):
+            m, s, low = p.predict_batch(None if point_coords is None else point_coords[None],
+                                        None if point_labels is None else point_labels[None],
+                                        None if box is None else box[None], multimask_output)
+            return m[0], s[0], low[0]
+
+    one = evaluate(OnePrompt(), default_eval_data(2, seed=1001, size=128), prompt="both", point_multi=True)
+    for k in ("point", "box", "point_multi"):
+        assert one[k]["miou"] == fast[k]["miou"]
+    with pytest.raises(UsageError, match="image size 64"):
+        evaluate_sam(sam, n_images=1, size=64)
+
+
+def test_batch_recipe_defaults_are_the_training_recipe_s() -> None:
+    """`batch_loss` takes a training Recipe or a BatchRecipe; both carry the same defaults."""
+    from dataclasses import asdict
+
+    from slimsam_edge.models.batch import BatchRecipe
+
+    assert {k: getattr(Recipe(), k) for k in asdict(BatchRecipe())} == asdict(BatchRecipe())

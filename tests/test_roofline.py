@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slimsam_edge.bench.roofline import attention_floor, encoder_floor_ratio, encoder_ms, exact_route_bound
+from slimsam_edge.research.roofline import attention_floor, encoder_floor_ratio, encoder_ms, exact_route_bound
 from slimsam_edge.models.spec import PRESETS
 
 RATES = {"threads": 2, "gemm_size": 2048, "gemm_gflops": 116.0, "exp_per_s": 2.0e9}

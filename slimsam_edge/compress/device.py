@@ -4,7 +4,7 @@ The job's heavy work (importance gradients, distillation forwards/backwards, the
 embeddings, the report's embedding MSE) runs on the chosen device; everything that builds CPU
 tensors by design stays on the CPU and its results are moved: importance noise comes from seeded
 CPU generators (identical on every device) and the best validated weights are kept on the CPU.
-Input batches (:func:`~slimsam_edge.reference.batch.preprocess`), the reference evaluator (mIoU for validation and the report)
+Input batches (:func:`~slimsam_edge.models.batch.preprocess`), the evaluator (mIoU for validation and the report)
 and the labelled Taylor loss run on the model's device. Under torchrun rank ``r`` uses
 ``cuda:{LOCAL_RANK}``.
 

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError
 from ..fsutil import atomic_path
-from ..reference.batch import preprocess
+from ..models.batch import preprocess
 from . import runtime
 from .cache import TeacherEmbeddings
 from .runtime import autocast

@@ -205,7 +205,7 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
     Example:
         >>> keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)   # doctest: +SKIP
     """
-    from ..reference.batch import preprocess
+    from ..models.batch import preprocess
     from . import runtime
     from .cache import TeacherEmbeddings
 
@@ -231,10 +231,9 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
     elif crit.needs == "labels":
         import numpy as np
 
-        from ..reference.batch import batch_loss
-        from ..reference.recipe import Recipe
+        from ..models.batch import BatchRecipe, batch_loss
 
-        recipe = Recipe(image_size=spec.image_size, corrective_rounds=0, loss_size=spec.image_size // 2)
+        recipe = BatchRecipe(image_size=spec.image_size, corrective_rounds=0, loss_size=spec.image_size // 2)
         rng = np.random.default_rng(cfg.seed)
         chunks = [list(range(i, min(n, i + b))) for i in range(0, n, b)]
 

@@ -232,12 +232,60 @@ def _place(t_sam: Any, b_sam: Any, device: torch.device) -> tuple[Any, Any]:
     return t_dev, (t_dev if b_sam is t_sam else on_device(b_sam, device))
 
 
+@dataclass
+class _Job:
+    """What the phases of one job share (built by :func:`_prepare`)."""
+
+    cfg: CompressConfig
+    out: Path
+    device: torch.device
+    main: bool
+    t_sam: Any
+    t_spec: ModelSpec
+    b_sam: Any
+    b_spec: ModelSpec
+    t_weights: str
+    fingerprint: str
+    target: ModelSpec
+    targets: TeacherEmbeddings
+    validator: Validator
+    log: JobLog
+    phases: list[tuple[list[str], str]]
+    t0: float
+    # the model being pruned and distilled, and the step-1 model (block-output targets of step 2)
+    student: Any = None
+    spec: ModelSpec | None = None
+    step1: Any = None
+
+    @property
+    def last(self) -> int:
+        return len(self.phases) - 1
+
+
 def _job(cfg: CompressConfig, out: Path, device: torch.device, bf16_native: bool | None, *,
          teacher: tuple[Any, ModelSpec], source: ImageSource, teacher_id: str,
          base: tuple[Any, ModelSpec] | None, base_id: str, cache_dir: Path | str | None, resume: bool,
          quiet: bool, on_step: Callable[[int, int, dict], None] | None,
          teacher_summary: dict[str, Any] | None) -> dict[str, Any]:
-    """The body of :func:`compress` on ``device`` (arguments as there)."""
+    """The body of :func:`compress` on ``device`` (arguments as there): prepare, restore a
+    checkpoint, run each phase (prune, distil), save and report."""
+    job, state = _prepare(cfg, out, device, teacher=teacher, source=source, teacher_id=teacher_id, base=base,
+                          base_id=base_id, cache_dir=cache_dir, resume=resume, quiet=quiet)
+    phase = _restore(job, state) if state is not None else 0
+    try:
+        for p in range(phase, len(job.phases)):
+            _run_phase(job, p, state if (state is not None and p == phase) else None, source, on_step)
+    finally:
+        job.log.close()
+    return _finish(job, bf16_native, teacher_id=teacher_id, source=source, base_id=base_id if base else None,
+                   teacher_summary=teacher_summary)
+
+
+def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: tuple[Any, ModelSpec],
+             source: ImageSource, teacher_id: str, base: tuple[Any, ModelSpec] | None, base_id: str,
+             cache_dir: Path | str | None, resume: bool, quiet: bool) -> tuple[_Job, dict | None]:
+    """The models to prune on ``device``, the resume fingerprint, the teacher's embeddings, the
+    validator and the log; the checkpoint's state when resuming (a fresh start clears old files)."""
     t_sam, t_spec = teacher
     if source.size != t_spec.image_size:
         raise UsageError(f"images of {source.size}px do not fit the teacher's input {t_spec.image_size}px")
@@ -270,69 +318,84 @@ def _job(cfg: CompressConfig, out: Path, device: torch.device, bf16_native: bool
     # without intermediate features to align with (another teacher architecture) phase 1 aligns the embedding
     phases = [(units, "final" if mode == "bottleneck" and not aligned else mode)
               for units, mode in SCHEDULES[cfg.schedule]]
-    last = len(phases) - 1
-    phase, student, spec, step1 = 0, None, None, None
-    if state is not None:
-        phase, spec = int(state["phase"]), ModelSpec.from_json(state["spec"])
-        t0 -= float(state.get("elapsed_s", 0.0))
-        student = build_sam(spec, device=device)  # before its optimiser state is loaded (distill)
-        student.load_state_dict(state["model"])
-        validator.load_state_dict(state.get("validator"))
-        if phase == 1:
-            from ..models.io import load_model
+    job = _Job(cfg, out, device, main, t_sam, t_spec, b_sam, b_spec, t_weights, fingerprint, target, targets,
+               validator, log, phases, t0)
+    return job, state
 
-            step1 = load_model(out / STEP1)[0].to(device).requires_grad_(False)
-    try:
-        for p in range(phase, len(phases)):
-            units, mode = phases[p]
-            dspec = DistillSpec(mode, steps=cfg.steps, lr=cfg.lr, batch=cfg.batch, accum=cfg.accum,
-                                inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16)
-            resumed = state if (state is not None and p == phase) else None
-            if resumed is None:
-                src, src_spec = (copy.deepcopy(b_sam), b_spec) if p == 0 else (student, spec)
-                src.requires_grad_(True)
-                keep = importance_keep(src, src_spec, target, cfg, _units(units, src_spec), source, t_sam, targets)
-                student, spec = apply_keep(src, src_spec, keep, cfg.engine)
-                log.write({"event": "pruned", "phase": p, "mode": mode, "spec": spec.to_dict()["encoder"]})
 
-            def save(step, opt, sched, p=p, student=student, spec=spec):
-                if main:
-                    save_checkpoint(out / CHECKPOINT, {
-                        "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
-                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "rng": torch.get_rng_state(), "validator": validator.state_dict(),
-                        "fingerprint": fingerprint, "elapsed_s": time.time() - t0})
+def _restore(job: _Job, state: dict) -> int:
+    """Load a checkpoint's student, validator and step-1 model into ``job``; the phase to go on with."""
+    phase, job.spec = int(state["phase"]), ModelSpec.from_json(state["spec"])
+    job.t0 -= float(state.get("elapsed_s", 0.0))
+    job.student = build_sam(job.spec, device=job.device)  # before its optimiser state is loaded (distill)
+    job.student.load_state_dict(state["model"])
+    job.validator.load_state_dict(state.get("validator"))
+    if phase == 1:
+        from ..models.io import load_model
 
-            def step_cb(step, losses, p=p, student=student):
-                log.step(p, step, cfg.steps, len(phases), losses)
-                if validator.due(step, cfg.steps):
-                    miou = validator(student, p, step, final_phase=p == last)
-                    log.write({"event": "val", "phase": p, "step": step, "point_miou": miou})
-                if on_step is not None:
-                    on_step(p, step, losses)
+        job.step1 = load_model(job.out / STEP1)[0].to(job.device).requires_grad_(False)
+    return phase
 
-            if resumed is None or int(resumed["step"]) < cfg.steps:
-                distill(student, dspec, teacher=t_sam, source=source,
-                        inter_teacher=step1 if mode == "embedding" else None, state=resumed, save=save,
-                        checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=targets)
-            if p == 0 and len(phases) > 1:
-                if main:
-                    save_model(student, spec, out / STEP1)
-                step1 = copy.deepcopy(student).eval().requires_grad_(False)
-    finally:
-        log.close()
+
+def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
+               on_step: Callable[[int, int, dict], None] | None) -> None:
+    """Phase ``p``: prune (unless resumed inside it), distil with checkpoints and validation, and
+    after phase 0 of several keep the step-1 model."""
+    cfg, (units, mode) = job.cfg, job.phases[p]
+    dspec = DistillSpec(mode, steps=cfg.steps, lr=cfg.lr, batch=cfg.batch, accum=cfg.accum,
+                        inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16)
+    if resumed is None:
+        src, src_spec = (copy.deepcopy(job.b_sam), job.b_spec) if p == 0 else (job.student, job.spec)
+        src.requires_grad_(True)
+        keep = importance_keep(src, src_spec, job.target, cfg, _units(units, src_spec), source, job.t_sam,
+                               job.targets)
+        job.student, job.spec = apply_keep(src, src_spec, keep, cfg.engine)
+        job.log.write({"event": "pruned", "phase": p, "mode": mode, "spec": job.spec.to_dict()["encoder"]})
+    student, spec = job.student, job.spec
+
+    def save(step, opt, sched):
+        if job.main:
+            save_checkpoint(job.out / CHECKPOINT, {
+                "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": torch.get_rng_state(), "validator": job.validator.state_dict(),
+                "fingerprint": job.fingerprint, "elapsed_s": time.time() - job.t0})
+
+    def step_cb(step, losses):
+        job.log.step(p, step, cfg.steps, len(job.phases), losses)
+        if job.validator.due(step, cfg.steps):
+            miou = job.validator(student, p, step, final_phase=p == job.last)
+            job.log.write({"event": "val", "phase": p, "step": step, "point_miou": miou})
+        if on_step is not None:
+            on_step(p, step, losses)
+
+    if resumed is None or int(resumed["step"]) < cfg.steps:
+        distill(student, dspec, teacher=job.t_sam, source=source,
+                inter_teacher=job.step1 if mode == "embedding" else None, state=resumed, save=save,
+                checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=job.targets)
+    if p == 0 and len(job.phases) > 1:
+        if job.main:
+            save_model(student, spec, job.out / STEP1)
+        job.step1 = copy.deepcopy(student).eval().requires_grad_(False)
+
+
+def _finish(job: _Job, bf16_native: bool | None, *, teacher_id: str, source: ImageSource, base_id: str | None,
+            teacher_summary: dict[str, Any] | None) -> dict[str, Any]:
+    """Select the best validated weights, save ``model.safetensors`` and write the report (rank 0)."""
+    cfg, student, spec = job.cfg, job.student, job.spec
     student.eval().requires_grad_(False)
-    best = validator.select(student, last)
-    extra = {"best": best, "teacher_weights": t_weights, "validation": validator.summary(), "teacher_cache": targets.stats(),
-             "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native, **describe(device),
-             "phase_modes": [m for _, m in phases],
-             "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in b_sam.state_dict().items()
-                                                          if k.startswith("image_encoder."))} if base else None}
+    best = job.validator.select(student, job.last)
+    extra = {"best": best, "teacher_weights": job.t_weights, "validation": job.validator.summary(),
+             "teacher_cache": job.targets.stats(),
+             "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native, **describe(job.device),
+             "phase_modes": [m for _, m in job.phases],
+             "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in job.b_sam.state_dict().items()
+                                                          if k.startswith("image_encoder."))} if base_id else None}
     report: dict[str, Any] = {"rank": runtime.rank()}
-    if main:
-        save_model(student, spec, out / MODEL, ratio=str(cfg.ratio), schedule=cfg.schedule,
+    if job.main:
+        save_model(student, spec, job.out / MODEL, ratio=str(cfg.ratio), schedule=cfg.schedule,
                    importance=cfg.importance, best_step=str(best["step"] if best else cfg.steps))
-        report = write_report(out, cfg, t_sam, t_spec, student, spec, elapsed=time.time() - t0,
+        report = write_report(job.out, cfg, job.t_sam, job.t_spec, student, spec, elapsed=time.time() - job.t0,
                               teacher_id=teacher_id, source=source.describe(), extra=extra,
                               teacher_summary=teacher_summary)
     runtime.barrier()

@@ -19,10 +19,10 @@ from ..models.stats import count_params, encoder_macs
 def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
     """Widths, params per part, encoder MACs and held-out point/box mIoU of one model (measured on
     the model's device)."""
-    from ..reference.evaluate import evaluate_model
+    from ..eval.evaluate import HELDOUT_SEED, evaluate_sam
 
     e = spec.encoder
-    res = evaluate_model(sam, n_images=eval_images, seed=1001, size=spec.image_size)
+    res = evaluate_sam(sam, n_images=eval_images, seed=HELDOUT_SEED, size=spec.image_size)
     return {
         "embed_dim": e.embed_dim, "qkv_dims": list(e.qkv_dims), "mlp_dims": list(e.mlp_dims),
         "head_dims": e.head_dims(), "global_attn_indexes": list(e.global_attn_indexes),
@@ -31,7 +31,7 @@ def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
                    "mask_decoder": count_params(sam.mask_decoder), "total": count_params(sam)},
         "macs_image_encoder": encoder_macs(e),
         "miou": {"point": round(float(res["point"]["miou"]), 5), "box": round(float(res["box"]["miou"]), 5),
-                 "n_images": res["n_images"], "n_masks": res["n_masks"], "seed": res["seed"]},
+                 "n_images": res["n_images"], "n_masks": res["n_annotations"], "seed": HELDOUT_SEED},
     }
 
 
@@ -46,7 +46,7 @@ def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: in
     import torch
 
     from ..data.procedural import procedural_sample
-    from ..reference.batch import preprocess
+    from ..models.batch import preprocess
 
     total = 0.0
     with torch.no_grad():

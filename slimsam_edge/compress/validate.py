@@ -1,7 +1,7 @@
 """Validation during distillation and best-checkpoint selection.
 
 Every ``every`` steps of each phase (and at its last step) the student's point mIoU is measured
-with the reference evaluator (:func:`~slimsam_edge.reference.evaluate.evaluate_model`) on
+with the one evaluator (:func:`~slimsam_edge.eval.evaluate.evaluate_sam`) on
 ``n_images`` held-out procedural images (``compress`` uses seed 1002). Every measurement is kept in
 ``history``; the best one of the *final* phase (earliest step on ties) keeps a copy of its weights,
 which become ``model.safetensors``. The whole state goes into ``checkpoint.pt`` so a resumed job
@@ -9,7 +9,7 @@ selects exactly as an uninterrupted one.
 
 The report's held-out mIoU uses images of seed 1001, so ``compress`` selects on seed 1002 by
 default: the selection never sees the report's images. A model on a GPU is measured there (the
-reference evaluator builds its prompts on the model's device); the best weights are kept on the CPU.
+evaluator decodes each image's prompts on the model's device); the best weights are kept on the CPU.
 
 Example:
     >>> v = Validator(every=0, n_images=2)
@@ -44,10 +44,10 @@ class Validator:
 
     def measure(self, sam: torch.nn.Module) -> float:
         """Point mIoU of ``sam`` (on its device) on the validation images."""
-        from ..reference.evaluate import evaluate_model
+        from ..eval.evaluate import evaluate_sam
 
-        return round(float(evaluate_model(sam, n_images=self.n_images, seed=self.seed,
-                                          size=self.size)["point"]["miou"]), 6)
+        return round(float(evaluate_sam(sam, n_images=self.n_images, seed=self.seed,
+                                        size=self.size)["point"]["miou"]), 6)
 
     def __call__(self, sam: torch.nn.Module, phase: int, step: int, *, final_phase: bool) -> float:
         """Validate ``sam`` after ``step`` of ``phase``; remember its weights if best so far."""

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import UsageError
+from .prompts import point_inside_mask
 from .records import Annotation, Sample
 from .sa1b import mask_bbox_xywh, write_sa1b_sample
 
@@ -240,8 +241,6 @@ def procedural_sample(seed: int, index: int, size: int | tuple[int, int] = 256) 
         >>> s.image_id, s.image.shape, s.annotations[0].point_coords is not None
         ('proc_0_000005', (64, 64, 3), True)
     """
-    from ..eval.metrics import point_inside_mask
-
     image, masks, kinds = generate_sample(sample_rng(seed, index), size, return_kinds=True)
     annotations = []
     for j, (mask, kind) in enumerate(zip(masks, kinds)):

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError, ImageError
 from ..fsutil import atomic_path, write_text_atomic
 from .images import list_images, read_image
+from .prompts import point_inside_mask
 from .records import Annotation, Sample, SkipReport, xywh_to_xyxy
 from .rle import check_rle, compressed, decode_rle, encode_mask, require_pycocotools
 from .splits import select_split
@@ -262,8 +263,6 @@ def write_sa1b_sample(
         >>> p.name
         's0.json'
     """
-    from ..eval.metrics import point_inside_mask
-
     image_rgb = np.asarray(image_rgb)
     if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
         raise DataError(f"image has shape {image_rgb.shape} {image_rgb.dtype}; expected HxWx3 uint8 RGB")

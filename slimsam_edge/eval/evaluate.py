@@ -5,9 +5,13 @@ Protocol (SlimSAM): one prompt per annotation, a single mask per prompt
 per-image means averaged over images (:class:`~slimsam_edge.eval.metrics.MiouAccumulator`).
 
 * point prompt: the annotation's first SA-1B ``point_coords`` when present and inside the image,
-  else :func:`~slimsam_edge.eval.metrics.point_inside_mask` (deterministic);
+  else :func:`~slimsam_edge.data.prompts.point_inside_mask` (deterministic);
 * box prompt: the annotation's ``bbox_xyxy`` clipped to the image (the mask's tight box when that
   is degenerate).
+
+A predictor with ``predict_batch`` (:class:`slimsam_edge.models.batch.BatchPredictor`, a torch
+model during training and compression: :func:`evaluate_sam`) gets all prompts of an image in one
+call; any other predictor one ``predict`` per prompt. The protocol and the numbers are the same.
 
 Example:
     >>> predictor, about = open_model("bundle/")                     # doctest: +SKIP
@@ -26,7 +30,8 @@ import numpy as np
 
 from ..data.records import SkipReport
 from ..errors import CheckpointError, DataError, ImageError, UsageError
-from .metrics import MiouAccumulator, mask_iou, point_inside_mask
+from ..data.prompts import point_inside_mask
+from .metrics import MiouAccumulator, mask_iou
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..data.records import Annotation, Sample
@@ -36,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 HELDOUT_SEED = 1001
 #: procedural seed of the model card's test split, which no training or selection may see
 TEST_SEED = 2002
+#: procedural seed used for nothing but the model card's "what to expect" line
+UNSEEN_SEED = 7777
 DEFAULT_EVAL_SIZE = 256
 DEFAULT_EVAL_COUNT = 64
 PROMPTS = ("point", "box", "both")
@@ -139,6 +146,7 @@ def evaluate(
     prompt: str = "point",
     limit: int | None = None,
     progress: Progress | None = None,
+    point_multi: bool = False,
 ) -> dict:
     """Evaluate ``predictor`` on ``samples`` with SlimSAM's single-prompt, single-mask protocol.
 
@@ -150,6 +158,8 @@ def evaluate(
         prompt: "point", "box", or "both" (one embedding per image, both prompt kinds).
         limit: evaluate at most this many images.
         progress: called as ``progress(done, total)`` after each image (``total`` may be None).
+        point_multi: also score the point prompt's multimask output with the highest predicted
+            IoU (key ``point_multi``), as training logs do.
 
     Returns:
         ``{"prompt", "point", "box", "n_images", "n_annotations", "skipped", "seconds"}``;
@@ -175,7 +185,7 @@ def evaluate(
         raise UsageError(f"prompt must be one of {', '.join(PROMPTS)}, not {prompt!r}")
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be >= 1, got {limit}")
-    kinds = ("point", "box") if prompt == "both" else (prompt,)
+    kinds = (("point", "box") if prompt == "both" else (prompt,)) + (("point_multi",) if point_multi else ())
     accs = {k: MiouAccumulator() for k in kinds}
     report = getattr(samples, "report", None)  # the reader's, so skips count in one place
     report = report if isinstance(report, SkipReport) else None
@@ -216,11 +226,39 @@ def evaluate(
         "prompt": prompt,
         "point": accs["point"].summary() if "point" in accs else None,
         "box": accs["box"].summary() if "box" in accs else None,
+        **({"point_multi": accs["point_multi"].summary()} if point_multi else {}),
         "n_images": first.n_images,
         "n_annotations": first.n_annotations,
         "skipped": skipped,
         "seconds": seconds,
     }
+
+
+def evaluate_sam(sam: Any, *, n_images: int = 32, seed: int = HELDOUT_SEED, size: int = DEFAULT_EVAL_SIZE,
+                 point_multi: bool = False) -> dict:
+    """:func:`evaluate` of a torch ``Sam`` (on its device, in eval mode, prompts of each image batched)
+    on ``n_images`` procedural images of ``seed``, both prompt kinds: training-time selection and
+    compression reports.
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam, random_init_
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> sam = random_init_(build_sam(PRESETS["sam_mini"]), seed=0).train()
+        >>> r = evaluate_sam(sam, n_images=1, point_multi=True)
+        >>> r["n_images"], sorted(k for k in ("point", "box", "point_multi") if r[k]), sam.training
+        (1, ['box', 'point', 'point_multi'], True)
+    """
+    from ..models.batch import BatchPredictor
+
+    if size != sam.image_encoder.img_size:
+        raise UsageError(f"image size {size} differs from the model's input {sam.image_encoder.img_size}")
+    data = default_eval_data(n_images, seed=seed, size=size)
+    was_training = sam.training
+    sam.eval()
+    try:
+        return evaluate(BatchPredictor(sam), data, prompt="both", point_multi=point_multi)
+    finally:
+        sam.train(was_training)
 
 
 def _evaluate_image(predictor: Any, sample: "Sample", image: np.ndarray, kinds: tuple[str, ...],
@@ -240,16 +278,28 @@ def _evaluate_image(predictor: Any, sample: "Sample", image: np.ndarray, kinds: 
     predictor.set_image(image)
     areas = [float(a.area) if a.area > 0 else float(np.count_nonzero(a.mask)) for a in anns]
     for kind in kinds:
-        ious = []
-        for ann in anns:
-            if kind == "point":
-                x, y = prompt_point(ann, hw)
-                masks, _, _ = predictor.predict(point_coords=np.array([[x, y]]),
-                                                point_labels=np.array([1]), multimask_output=False)
-            else:
-                masks, _, _ = predictor.predict(box=prompt_box(ann, hw), multimask_output=False)
-            ious.append(mask_iou(masks[0], ann.mask))
-        accs[kind].add_ious(ious, areas)
+        masks = _masks(predictor, kind, anns, hw)
+        accs[kind].add_ious([mask_iou(m, ann.mask) for m, ann in zip(masks, anns)], areas)
+
+
+def _masks(predictor: Any, kind: str, anns: list, hw: tuple[int, int]) -> list[np.ndarray]:
+    """One predicted mask per annotation for prompt ``kind`` (``point_multi``: the point's multimask
+    output with the highest predicted IoU)."""
+    multi = kind == "point_multi"
+    if kind == "box":
+        boxes = [prompt_box(ann, hw) for ann in anns]
+        prompts = [{"box": b} for b in boxes]
+        batch = {"boxes": np.stack(boxes)}
+    else:
+        points = [np.array([prompt_point(ann, hw)]) for ann in anns]
+        prompts = [{"point_coords": p, "point_labels": np.array([1])} for p in points]
+        batch = {"points": np.stack(points), "labels": np.ones((len(points), 1))}
+    if hasattr(predictor, "predict_batch"):
+        masks, scores, _ = predictor.predict_batch(**batch, multimask_output=multi)
+        outputs = list(zip(masks, scores if multi else [None] * len(masks)))
+    else:
+        outputs = [predictor.predict(**p, multimask_output=multi)[:2] for p in prompts]
+    return [m[int(np.argmax(s))] if multi else m[0] for m, s in outputs]
 
 
 def open_model(

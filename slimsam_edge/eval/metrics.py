@@ -1,4 +1,4 @@
-"""Mask metrics without torch: IoU, SlimSAM-style mIoU with size buckets, and prompt points.
+"""Mask metrics without torch: IoU and SlimSAM-style mIoU with size buckets.
 
 mIoU follows SlimSAM's evaluation: the IoU of each annotation is averaged within its image, then
 the per-image means are averaged over images. Size buckets use COCO's thresholds on the mask area
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from ..errors import DataError
@@ -170,37 +169,3 @@ class MiouAccumulator:
             "n_annotations": self.n_annotations,
             "buckets": buckets,
         }
-
-
-def point_inside_mask(
-    mask: np.ndarray, rng: np.random.Generator | None = None
-) -> tuple[float, float]:
-    """A prompt point ``(x, y)`` inside ``mask``, far from its border.
-
-    Without ``rng``: the maximum of the distance transform (the image edge counts as border);
-    among tied maxima, the one nearest their mean position (then the first in row-major order),
-    so the result is deterministic and centred on plateaus. With ``rng``:
-    a random pixel among those at least half the maximal distance from the border.
-
-    Example:
-        >>> import numpy as np
-        >>> m = np.zeros((9, 9), bool); m[2:7, 1:8] = True
-        >>> point_inside_mask(m)
-        (4.0, 4.0)
-    """
-    m = _as_bool(mask)
-    if m.ndim != 2:
-        raise DataError(f"mask has shape {m.shape}; expected a 2-D HxW mask")
-    if not m.any():
-        raise DataError("mask is empty; a prompt point needs at least one pixel inside the mask")
-    padded = np.pad(m.astype(np.uint8), 1)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-    if rng is None:
-        ys, xs = np.nonzero(dist >= float(dist.max()) - 1e-6)
-        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-        y, x = ys[i], xs[i]
-    else:
-        ys, xs = np.nonzero(dist >= 0.5 * float(dist.max()))
-        i = int(rng.integers(len(ys)))
-        y, x = ys[i], xs[i]
-    return (float(x), float(y))

@@ -2,8 +2,9 @@
 
 No SAM weights can be downloaded where this project is built, so it trains a small
 SAM-architecture model on procedural data (:mod:`slimsam_edge.data.procedural`) and ships it in
-``slimsam_edge/assets/``. :mod:`.prompts` is torch-free (evaluation reuses it); :mod:`.losses`
-and :mod:`.train` need torch and are imported on demand.
+``slimsam_edge/assets/``. :mod:`.recipe` is torch-free; :mod:`.train` needs torch and is imported
+on demand. Prompt sampling (:mod:`slimsam_edge.data.prompts`), the losses and the batched forward
+pass (:mod:`slimsam_edge.models.batch`) are shared with compression and live below both.
 
 Example:
     >>> from slimsam_edge.reference.recipe import Recipe

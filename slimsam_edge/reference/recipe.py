@@ -101,10 +101,11 @@ class Recipe:
             raise UsageError("recipe seeds must be >= 0")
         if self.data_seed == self.eval_seed:
             raise UsageError(f"data_seed and eval_seed are both {self.data_seed}; use disjoint seeds")
-        from ..eval.evaluate import TEST_SEED
+        from ..eval.evaluate import TEST_SEED, UNSEEN_SEED
 
-        if TEST_SEED in (self.data_seed, self.eval_seed):
-            raise UsageError(f"seed {TEST_SEED} is the model card's test split; train and select on other seeds")
+        for seed in (TEST_SEED, UNSEEN_SEED):
+            if seed in (self.data_seed, self.eval_seed):
+                raise UsageError(f"seed {seed} is a model card's test split; train and select on other seeds")
         if not self.lr > 0 or self.warmup_steps < 0 or self.corrective_rounds < 0:
             raise UsageError("recipe lr must be > 0, warmup_steps and corrective_rounds >= 0")
         if not 0.0 <= self.box_fraction <= 1.0:

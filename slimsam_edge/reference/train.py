@@ -27,13 +27,13 @@ import torch
 from ..compress.device import rank_device, resolve_device, tf32
 from ..data.procedural import procedural_sample
 from ..errors import CheckpointError, UsageError
+from ..eval.evaluate import evaluate_sam
 from ..fsutil import atomic_path
+from ..models.batch import batch_loss
 from ..models.build import build_sam
 from ..models.io import save_model
 from ..models.spec import ModelSpec, preset
-from .batch import batch_loss
 from .card import read_log, start_event
-from .evaluate import evaluate_model
 from .recipe import Recipe
 
 CHECKPOINT = "checkpoint.pt"
@@ -274,12 +274,50 @@ def train(
     Example:
         >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    recipe, spec, state = _plan(recipe, Path(out), resume=resume, spec=spec, init=init,
+                                keep_planned_steps=keep_planned_steps)
+    run = _start(recipe, spec, Path(out), state, device=device, threads=threads, init=init, quiet=quiet)
+    recipe, sam, console = run.recipe, run.sam, run.console
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+    last: dict[str, float] = {}
+    # on a GPU the corrective clicks are drawn there too (batch.corrective_clicks), seeded per step
+    gen = torch.Generator(device=run.dev) if run.dev.type == "cuda" else None
+    if run.init_info is not None:  # the starting weights are a candidate too: a worse run never replaces them
+        run.evaluate(0)
+    sam.train()
+    bar = Progress(*columns, console=console, disable=quiet or not console.is_terminal)
+    with tf32(run.dev.type == "cuda"), bar as progress:  # TF32 matmuls on a GPU, as compress
+        task = progress.add_task("train", total=recipe.steps, completed=run.start, info="")
+        for step, samples in enumerate(step_images(recipe, run.start, workers), run.start):
+            last = run.step(step, samples, gen)
+            done = step + 1
+            info = f"loss {last['loss']:.4f} dice {last['dice']:.3f} iou {last['train_iou']:.3f}"
+            progress.update(task, completed=done, info=info)
+            run.log_step(done, last, info)
+            if on_step is not None:
+                on_step(done, last)
+            if done % recipe.eval_every == 0 or done == recipe.steps:
+                run.evaluate(done)
+                sam.train()
+            if done % recipe.checkpoint_every == 0 or done == recipe.steps:
+                _save_checkpoint(run.out / CHECKPOINT, sam, run.opt, run.sched, done, recipe, run.best,
+                                 time.time() - run.t0)
+        if run.best is None:  # resumed at the end: nothing ran; evaluate what is there
+            run.evaluate(run.start)
+    elapsed = time.time() - run.t0
+    _log(run.out / LOG, {"event": "end", "step": recipe.steps, "elapsed_s": round(elapsed, 1), "best": run.best})
+    return {"steps": recipe.steps, "best": run.best, "final": last, "elapsed_s": elapsed, "out": str(out)}
+
+
+def _plan(recipe: Recipe, out: Path, *, resume: bool, spec: ModelSpec | None, init: Path | str | None,
+          keep_planned_steps: bool) -> tuple[Recipe, ModelSpec, dict | None]:
+    """The run's recipe and architecture (a checkpoint's recipe when resuming, the init's grid when
+    starting from weights) and the checkpoint's state (``None`` for a fresh run)."""
     recipe.validate()
-    out = Path(out)
-    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    ckpt_path = out / CHECKPOINT
     state = _load_checkpoint(ckpt_path) if resume and ckpt_path.exists() else None
     base = spec or preset(recipe.model_type)
     if state is not None:  # the checkpoint's recipe, its architecture included
@@ -290,6 +328,72 @@ def train(
     spec = recipe.model_spec(base)
     if spec.image_size != recipe.image_size:
         raise UsageError(f"recipe image_size {recipe.image_size} != model input {spec.image_size}")
+    return recipe, spec, state
+
+
+class _Run:
+    """One training run's model, optimiser, console and best evaluation (built by :func:`_start`)."""
+
+    def __init__(self, recipe: Recipe, spec: ModelSpec, out: Path, dev: torch.device, sam: torch.nn.Module,
+                 opt: torch.optim.Optimizer, sched: Any, console: Any, where: str, init_info: dict | None):
+        self.recipe, self.spec, self.out, self.dev, self.sam = recipe, spec, out, dev, sam
+        self.opt, self.sched, self.console, self.where, self.init_info = opt, sched, console, where, init_info
+        self.start, self.best, self.t0 = 0, None, time.time()
+        self.t_run = time.time()  # this process's start: the ETA uses only steps run here
+        self.meta: dict[str, str] = {}
+
+    def evaluate(self, step: int) -> None:
+        """Held-out evaluation; a new best (by ``recipe.select``) is saved as ``best.safetensors``."""
+        recipe = self.recipe
+        res = evaluate_sam(self.sam, n_images=recipe.eval_images, seed=recipe.eval_seed, size=recipe.image_size,
+                           point_multi=True)
+        score = _eval_score(res)
+        _log(self.out / LOG, {"event": "eval", "step": step, **score, "n_images": res["n_images"],
+                              "n_masks": res["n_annotations"]})
+        self.console.print(f"step {step}: held-out point mIoU {score['point']:.4f}, box {score['box']:.4f}, "
+                           f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, "
+                           f"{res['n_annotations']} masks]")
+        if self.best is None or recipe.selection_score(score) > recipe.selection_score(self.best):
+            self.best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_annotations"]}
+            save_model(self.sam, self.spec, self.out / BEST, **self.meta, best_step=str(step),
+                       eval_json=json.dumps(self.best), minutes=str(round((time.time() - self.t0) / 60, 1)))
+
+    def step(self, step: int, samples: list, gen: torch.Generator | None) -> dict[str, float]:
+        """One optimiser step on ``samples`` (prompts drawn from the step's seed); its losses."""
+        recipe, sam = self.recipe, self.sam
+        rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step]))
+        if gen is not None:
+            gen.manual_seed(int(np.random.SeedSequence([recipe.seed, step, 1]).generate_state(1)[0]))
+        res = batch_loss(sam, recipe, [s.image for s in samples],
+                         [[a.mask for a in s.annotations] for s in samples], rng, gen)
+        self.opt.zero_grad(set_to_none=True)
+        res["loss"].backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(sam.parameters(), recipe.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        last = {k: round(float(v.detach()), 5) for k, v in res.items()}
+        last["grad_norm"] = round(float(gnorm), 4)
+        return last
+
+    def log_step(self, done: int, last: dict[str, float], info: str) -> None:
+        """Every ``log_every`` steps (and the last): a log line, and a console line off a terminal."""
+        recipe = self.recipe
+        if done % recipe.log_every == 0 or done == recipe.steps:
+            el = time.time() - self.t0
+            _log(self.out / LOG, {"event": "step", "step": done, "lr": self.sched.get_last_lr()[0],
+                                  "elapsed_s": round(el, 1), **last})
+            if not self.console.is_terminal:
+                eta = (time.time() - self.t_run) / max(1, done - self.start) * (recipe.steps - done)
+                self.console.print(f"step {done}/{recipe.steps} {info} lr {self.sched.get_last_lr()[0]:.2e} "
+                                   f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
+
+
+def _start(recipe: Recipe, spec: ModelSpec, out: Path, state: dict | None, *, device: str, threads: int,
+           init: Path | str | None, quiet: bool) -> _Run:
+    """Build the model on the device (from ``init`` or the checkpoint's state), the optimiser, the
+    console, and log the start or resume."""
+    from rich.console import Console
+
     dev = rank_device(resolve_device(device))  # a bad or missing device: refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
@@ -311,6 +415,7 @@ def train(
         start, best, elapsed = int(state["step"]), state["best"], float(state["elapsed_s"])
     console = Console(stderr=True, quiet=quiet)
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {threads} thread(s)"
+    log_path = out / LOG
     if state is None:
         _log(log_path, {"event": "start", "recipe": recipe.to_dict(), "spec": spec.to_dict(), "device": where,
                         **({"init": init_info} if init_info else {})})
@@ -319,65 +424,10 @@ def train(
                                                        "--no-resume starts over)" if init is not None else ""))
         _log(log_path, {"event": "resume", "step": start, "steps": recipe.steps, "device": where})
     lineage = (init_info or start_event(read_log(out)).get("init") or {}).get("lineage", [])  # resumed: the parent's
-    meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
-            "lineage": json.dumps(lineage)}
-
-    def evaluate(step: int) -> None:
-        nonlocal best
-        res = evaluate_model(sam, n_images=recipe.eval_images, seed=recipe.eval_seed, size=recipe.image_size)
-        score = _eval_score(res)
-        _log(log_path, {"event": "eval", "step": step, **score, "n_images": res["n_images"], "n_masks": res["n_masks"]})
-        console.print(f"step {step}: held-out point mIoU {score['point']:.4f}, box {score['box']:.4f}, "
-                      f"point(multi) {score['point_multi']:.4f} [{res['n_images']} images, {res['n_masks']} masks]")
-        if best is None or recipe.selection_score(score) > recipe.selection_score(best):
-            best = {**score, "step": step, "n_images": res["n_images"], "n_masks": res["n_masks"]}
-            save_model(sam, spec, out / BEST, **meta, best_step=str(step), eval_json=json.dumps(best),
-                       minutes=str(round((time.time() - t0) / 60, 1)))
-
-    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    t0, last = time.time() - elapsed, {}
-    t_run = time.time()  # this process's start: the ETA uses only steps run here
-    # on a GPU the corrective clicks are drawn there too (batch.corrective_clicks), seeded per step
-    gen = torch.Generator(device=dev) if dev.type == "cuda" else None
-    if init_info is not None:  # the starting weights are a candidate too: a worse run never replaces them
-        evaluate(0)
-    sam.train()
-    bar = Progress(*columns, console=console, disable=quiet or not console.is_terminal)
-    with tf32(dev.type == "cuda"), bar as progress:  # TF32 matmuls on a GPU, as compress
-        task = progress.add_task("train", total=recipe.steps, completed=start, info="")
-        for step, samples in enumerate(step_images(recipe, start, workers), start):
-            rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step]))
-            if gen is not None:
-                gen.manual_seed(int(np.random.SeedSequence([recipe.seed, step, 1]).generate_state(1)[0]))
-            res = batch_loss(sam, recipe, [s.image for s in samples],
-                             [[a.mask for a in s.annotations] for s in samples], rng, gen)
-            opt.zero_grad(set_to_none=True)
-            res["loss"].backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(sam.parameters(), recipe.grad_clip)
-            opt.step()
-            sched.step()
-            last = {k: round(float(v.detach()), 5) for k, v in res.items()}
-            last["grad_norm"] = round(float(gnorm), 4)
-            done = step + 1
-            info = f"loss {last['loss']:.4f} dice {last['dice']:.3f} iou {last['train_iou']:.3f}"
-            progress.update(task, completed=done, info=info)
-            if done % recipe.log_every == 0 or done == recipe.steps:
-                el = time.time() - t0
-                _log(log_path, {"event": "step", "step": done, "lr": sched.get_last_lr()[0], "elapsed_s": round(el, 1), **last})
-                if not console.is_terminal:
-                    eta = (time.time() - t_run) / max(1, done - start) * (recipe.steps - done)
-                    console.print(f"step {done}/{recipe.steps} {info} lr {sched.get_last_lr()[0]:.2e} "
-                                  f"elapsed {el / 60:.1f} min eta {eta / 60:.1f} min")
-            if on_step is not None:
-                on_step(done, last)
-            if done % recipe.eval_every == 0 or done == recipe.steps:
-                evaluate(done)
-                sam.train()
-            if done % recipe.checkpoint_every == 0 or done == recipe.steps:
-                _save_checkpoint(ckpt_path, sam, opt, sched, done, recipe, best, time.time() - t0)
-        if best is None:  # resumed at the end: nothing ran; evaluate what is there
-            evaluate(start)
-    elapsed = time.time() - t0
-    _log(log_path, {"event": "end", "step": recipe.steps, "elapsed_s": round(elapsed, 1), "best": best})
-    return {"steps": recipe.steps, "best": best, "final": last, "elapsed_s": elapsed, "out": str(out)}
+    run = _Run(recipe, spec, out, dev, sam, opt, sched, console, where, init_info)
+    run.start, run.best = start, best
+    run.meta = {"steps": str(recipe.steps), "seed": str(recipe.seed), "recipe": recipe.to_json(), "device": where,
+                "lineage": json.dumps(lineage)}
+    run.t0 = time.time() - elapsed
+    run.t_run = time.time()
+    return run

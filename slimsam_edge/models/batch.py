@@ -1,27 +1,56 @@
-"""One training step's forward pass: encode a batch of images, prompt masks, decode, score.
+"""Batched torch SAM passes shared by training (reference/) and compression (compress/).
 
-Prompts of all images are decoded in one call per prompt kind and round (the decoder's
-transformer is run on per-prompt copies of the image embedding, which segment-anything's
-``MaskDecoder.forward`` cannot batch across images).
+:func:`batch_loss` is one training step's forward pass: encode a batch of images, prompt masks,
+decode, score. Prompts of all images are decoded in one call per prompt kind and round (the
+decoder's transformer is run on per-prompt copies of the image embedding, which
+segment-anything's ``MaskDecoder.forward`` cannot batch across images). :class:`BatchPredictor`
+serves the same batched decoding to the one evaluator (:func:`slimsam_edge.eval.evaluate.evaluate`).
 
 Example:
-    >>> from slimsam_edge.models.build import build_sam            # doctest: +SKIP
-    >>> from slimsam_edge.reference.recipe import Recipe           # doctest: +SKIP
-    >>> out = batch_loss(build_sam(spec).train(), Recipe(), images, masks, rng)  # doctest: +SKIP
-    >>> out["loss"].backward()                                     # doctest: +SKIP
+    >>> import numpy as np
+    >>> from slimsam_edge.models.build import build_sam, random_init_
+    >>> from slimsam_edge.models.spec import PRESETS
+    >>> sam = random_init_(build_sam(PRESETS["sam_mini"]), seed=0)
+    >>> image = np.zeros((256, 256, 3), np.uint8); mask = np.zeros((256, 256), bool); mask[64:128, 64:128] = True
+    >>> out = batch_loss(sam, BatchRecipe(), [image], [[mask]], np.random.default_rng(0))
+    >>> sorted(out), out["loss"].requires_grad
+    (['dice', 'focal', 'iou', 'loss', 'train_iou'], True)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.prompts import corrective_point, noisy_box, random_point
 from .losses import mask_losses
-from .prompts import corrective_point, noisy_box, random_point
-from .recipe import Recipe
+
+
+@dataclass(frozen=True)
+class BatchRecipe:
+    """What :func:`batch_loss` needs of a recipe: prompting and loss weights (SAM's by default).
+
+    :class:`slimsam_edge.reference.recipe.Recipe` has these fields (with these defaults) among its
+    own, so a training recipe is passed as is; compression's Taylor importance builds one.
+
+    Example:
+        >>> BatchRecipe().focal_weight, BatchRecipe(corrective_rounds=0).corrective_rounds
+        (20.0, 0)
+    """
+
+    image_size: int = 256
+    loss_size: int = 128
+    masks_per_image: int = 5
+    box_fraction: float = 0.4
+    box_noise: float = 0.1
+    corrective_rounds: int = 1
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
 
 
 def preprocess(sam: Any, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -132,7 +161,7 @@ def corrective_clicks(pred: torch.Tensor, gt: torch.Tensor, gen: torch.Generator
 
 def batch_loss(
     sam: Any,
-    recipe: Recipe,
+    recipe: BatchRecipe | Any,
     images: Sequence[np.ndarray],
     masks: Sequence[Sequence[np.ndarray]],
     rng: np.random.Generator,
@@ -222,3 +251,57 @@ def batch_loss(
         "iou": torch.cat(terms["iou"]).mean(),
         "train_iou": torch.cat(terms["acc"]).mean(),
     }
+
+
+class BatchPredictor:
+    """A torch ``Sam`` behind ``set_image`` / ``predict_batch``: all prompts of an image in one decoder call.
+
+    For the one evaluator (:func:`slimsam_edge.eval.evaluate.evaluate`) during training and
+    compression: the model stays on its device, images must already have the model's input size
+    (no resizing or padding, as procedural data), and masks are thresholded bilinear upsamplings of
+    the low-resolution logits (:func:`upscale`). Use :class:`slimsam_edge.predictor.EdgePredictor`
+    for images of any size.
+
+    Example:
+        >>> import numpy as np
+        >>> from slimsam_edge.models.build import build_sam, random_init_
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> p = BatchPredictor(random_init_(build_sam(PRESETS["sam_mini"]), seed=0).eval())
+        >>> p.set_image(np.zeros((256, 256, 3), np.uint8))
+        >>> masks, scores, low = p.predict_batch(points=np.array([[[10.0, 20.0]], [[30.0, 40.0]]]),
+        ...                                      labels=np.ones((2, 1)), multimask_output=False)
+        >>> masks.shape, scores.shape, masks.dtype
+        ((2, 1, 256, 256), (2, 1), dtype('bool'))
+    """
+
+    def __init__(self, sam: Any):
+        self.sam = sam
+        self.size = int(sam.image_encoder.img_size)
+        self.embedding: torch.Tensor | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        from ..errors import ImageError
+
+        if tuple(image.shape[:2]) != (self.size, self.size):
+            raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}; this predictor takes the model's "
+                             f"input size {self.size}x{self.size} only")
+        with torch.no_grad():
+            self.embedding = self.sam.image_encoder(preprocess(self.sam, [image]))
+
+    def predict_batch(self, points: np.ndarray | None = None, labels: np.ndarray | None = None,
+                      boxes: np.ndarray | None = None, multimask_output: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Masks ``(N, C, S, S)`` (bool), scores ``(N, C)`` and low-res logits of ``N`` prompts:
+        ``points`` ``(N, P, 2)`` with ``labels`` ``(N, P)``, and/or ``boxes`` ``(N, 4)``; C is 3
+        with ``multimask_output``, else 1 (SamPredictor's convention)."""
+        if self.embedding is None:
+            raise RuntimeError("call set_image before predict_batch")
+        dev = self.sam.pixel_mean.device
+        n = len(points if points is not None else boxes)  # type: ignore[arg-type]
+        pts = None if points is None else (_tensor(points, device=dev), _tensor(labels, torch.int64, dev))
+        bx = None if boxes is None else _tensor(boxes, device=dev)
+        with torch.no_grad():
+            low, iou = decode(self.sam, self.embedding.expand(n, -1, -1, -1), pts, bx)
+            sel = slice(1, 4) if multimask_output else slice(0, 1)
+            masks = upscale(low[:, sel], self.size) > 0
+        return masks.cpu().numpy(), iou[:, sel].cpu().numpy(), low[:, sel].cpu().numpy()

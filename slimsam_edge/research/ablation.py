@@ -9,7 +9,7 @@ reused and an interrupted run resumes from its checkpoint, so a stopped ablation
 stopped.
 
     python scripts/ablation.py --threads 2                       # the full grid, ~1 h (see docs/compress.md)
-    python -m slimsam_edge.compress.ablation --steps 1 --ratios 0.5 --importances random
+    python -m slimsam_edge.research.ablation --steps 1 --ratios 0.5 --importances random
     python scripts/ablation.py --device cuda --steps 400         # every run on the GPU (TF32)
 
 Example:
@@ -63,7 +63,7 @@ class Plan:
         return [(r, s, i) for r in self.ratios for s in self.schedules for i in self.importances]
 
     def config(self, ratio: float, schedule: str, importance: str):
-        from .pipeline import CompressConfig
+        from ..compress.pipeline import CompressConfig
 
         return CompressConfig(ratio=ratio, importance=importance, schedule=schedule, steps=self.steps,
                               batch=self.batch, lr=self.lr, importance_images=self.importance_images,
@@ -98,9 +98,9 @@ def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None 
     Example:
         >>> run_ablation(Plan(steps=1, ratios=[0.5]), "runs/abl", results="abl.md")  # doctest: +SKIP
     """
+    from ..compress.data import ImageSource
+    from ..compress.pipeline import compress
     from ..models.io import load_model
-    from .data import ImageSource
-    from .pipeline import compress
 
     if teacher is None:
         from ..assets import require_reference_model
@@ -109,10 +109,10 @@ def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None 
     sam, spec = load_model(teacher)
     source = ImageSource.procedural(count=plan.images, size=spec.image_size)
     out_dir, t0 = Path(out_dir), time.time()
-    from .report import model_summary
+    from ..compress.report import model_summary
 
     teacher_summary = model_summary(sam, spec, plan.eval_images)  # once, not once per run
-    from .cache import teacher_fingerprint
+    from ..compress.cache import teacher_fingerprint
 
     teacher_weights = teacher_fingerprint(sam, spec)  # a run of another (e.g. retrained) teacher is not reused
     rows = []
@@ -146,7 +146,7 @@ def count_encoder(sam) -> int:
 
 def _reusable(run_dir: Path, cfg, teacher_weights: str) -> dict | None:
     """The finished run's report when it holds ``cfg``'s job (whatever device ran it), else ``None``."""
-    from .pipeline import RUN_ONLY
+    from ..compress.pipeline import RUN_ONLY
 
     path = run_dir / "report.json"
     try:
@@ -194,7 +194,7 @@ def markdown(s: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry (``python scripts/ablation.py --help``)."""
-    from .device import DEVICE_CHOICES, resolve_device
+    from ..compress.device import DEVICE_CHOICES, resolve_device
 
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description="SlimSAM ablation on sam-mini -> docs/results/ablation.md")
@@ -232,5 +232,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-if __name__ == "__main__":  # python -m slimsam_edge.compress.ablation
+if __name__ == "__main__":  # python -m slimsam_edge.research.ablation
     main()

@@ -9,7 +9,7 @@ Tables (from :mod:`slimsam_edge.bench.matrix`):
 * route 7b (trained, approximate): the same architecture with every block windowed
   (``compress --global-attention windowed``), its speed at 1024 next to the plain one, and its mIoU
   cost on sam-mini: ``compress`` at the same ratio and schedule with and without windowed global
-  blocks (the ablation machinery, :func:`~slimsam_edge.compress.ablation.run_ablation`).
+  blocks (the ablation machinery, :func:`~slimsam_edge.research.ablation.run_ablation`).
 
 The goal of issue 5 is expressed as a ratio to plain OpenVINO bf16 measured in the same run; on a
 CPU without native bf16 the bf16 row says so and the ratio is taken to OpenVINO fp32 instead.
@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..bench.matrix import MatrixConfig, MatrixModel, render_markdown, run_matrix
 from ..fsutil import write_text_atomic
-from .matrix import MatrixConfig, MatrixModel, render_markdown, run_matrix
 
 #: name parts of the plain and all-windowed SlimSAM-77 models in a report
 PLAIN_P77, WINDOWED_P77 = "SlimSAM-77 architecture", "all-windowed"
@@ -123,7 +123,7 @@ def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: in
                  lr: float = 2e-4) -> list[dict[str, Any]]:
     """Point/box mIoU of sam-mini students with global blocks kept vs windowed (same schedule;
     ``lr`` as in docs/results/ablation.md, so its alternate + disturbed-Taylor rows compare)."""
-    from ..compress.ablation import Plan, run_ablation
+    from .ablation import Plan, run_ablation
 
     rows = []
     for choice in ("keep", "windowed"):
@@ -135,15 +135,12 @@ def route_b_cost(steps: int, ratios: Sequence[float], workdir: Path, threads: in
 
 
 def mobilesam_reference(workdir: Path, runs: int, threads: int | None) -> dict[str, Any] | None:
-    """MobileSAM's encoder architecture (random weights) timed by ``scripts/mobilesam_reference.py``
-    in a subprocess (no shell); ``None`` where the script is not there (an installed package)."""
+    """MobileSAM's encoder architecture (random weights) timed by :mod:`.mobilesam_reference` in a
+    subprocess (``python -m``, no shell, so its threads and imports do not touch this process)."""
     import subprocess
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "mobilesam_reference.py"
-    if not script.exists():
-        return None
     out = workdir / "mobilesam.json"
-    cmd = [sys.executable, str(script), "--json", str(out), "--runs", str(runs), "--workdir", str(workdir / "mobilesam")]
+    cmd = [sys.executable, "-m", "slimsam_edge.research.mobilesam_reference", "--json", str(out), "--runs", str(runs), "--workdir", str(workdir / "mobilesam")]
     if threads:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -206,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     help="pairs measured for SlimSAM-77 @1024 (default: all)")
     ap.add_argument("--reuse", action="store_true", help="reuse bundles of the same models under --workdir")
     ap.add_argument("--export-only", action="store_true", help="export and gate only (benchmark later with --reuse)")
-    ap.add_argument("--no-mobilesam", action="store_true", help="skip MobileSAM's encoder (scripts/mobilesam_reference.py)")
+    ap.add_argument("--no-mobilesam", action="store_true", help="skip MobileSAM's encoder (research/mobilesam_reference.py)")
     ap.add_argument("--route-b-steps", type=int, default=100, help="compress steps per phase (0: skip the mIoU cost)")
     ap.add_argument("--route-b-ratios", type=float, nargs="+", default=[0.77])
     ap.add_argument("--route-b-lr", type=float, default=2e-4, help="compress learning rate of those runs")
@@ -232,5 +229,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return result
 
 
-if __name__ == "__main__":  # python -m slimsam_edge.bench.precision_report
+if __name__ == "__main__":  # python -m slimsam_edge.research.precision_report
     main()

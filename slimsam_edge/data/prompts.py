@@ -1,4 +1,4 @@
-"""Prompt sampling for training and evaluation (numpy only, no torch).
+"""Prompt points and boxes from masks, for training and evaluation (numpy/cv2 only, no torch).
 
 Coordinates are ``(x, y)`` pixels of the mask's image, as SAM expects. Labels: 1 = foreground
 (positive) point, 0 = background (negative) point.
@@ -15,10 +15,10 @@ Example:
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..eval.metrics import point_inside_mask
 
 
 def _mask(mask: np.ndarray) -> np.ndarray:
@@ -29,6 +29,36 @@ def _mask(mask: np.ndarray) -> np.ndarray:
     if not m.any():
         raise DataError("mask is empty; a prompt needs at least one pixel inside the mask")
     return m
+
+
+def point_inside_mask(
+    mask: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[float, float]:
+    """A prompt point ``(x, y)`` inside ``mask``, far from its border.
+
+    Without ``rng``: the maximum of the distance transform (the image edge counts as border);
+    among tied maxima, the one nearest their mean position (then the first in row-major order),
+    so the result is deterministic and centred on plateaus. With ``rng``:
+    a random pixel among those at least half the maximal distance from the border.
+
+    Example:
+        >>> import numpy as np
+        >>> m = np.zeros((9, 9), bool); m[2:7, 1:8] = True
+        >>> point_inside_mask(m)
+        (4.0, 4.0)
+    """
+    m = _mask(mask)
+    padded = np.pad(m.astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    if rng is None:
+        ys, xs = np.nonzero(dist >= float(dist.max()) - 1e-6)
+        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        y, x = ys[i], xs[i]
+    else:
+        ys, xs = np.nonzero(dist >= 0.5 * float(dist.max()))
+        i = int(rng.integers(len(ys)))
+        y, x = ys[i], xs[i]
+    return (float(x), float(y))
 
 
 def random_point(mask: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
