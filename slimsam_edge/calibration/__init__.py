@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from .adapters import select_inputs
 from .feeds import (
     CALIB_SEED,
     DEFAULT_CALIB_IMAGES,
@@ -28,5 +27,5 @@ from .feeds import (
 
 __all__ = [
     "CALIB_SEED", "DEFAULT_CALIB_IMAGES", "MAX_CALIB_IMAGES", "CalibrationFeeds",
-    "CalibrationImages", "calibration_images", "decoder_feeds", "encoder_feeds", "select_inputs",
+    "CalibrationImages", "calibration_images", "decoder_feeds", "encoder_feeds",
 ]

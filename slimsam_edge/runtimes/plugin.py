@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
+
+from ..errors import DataError
+from ..models.graph_spec import FeedDict
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..bundle import Artifact
-    from ..calibration import CalibrationFeeds
     from .base import Runner
 
 
@@ -59,7 +61,7 @@ class BuildContext:
     graph: str
     onnx: Path  # fp32 ONNX graph
     fp32: "Artifact"  # the fp32 artifact of the recipe's backend
-    feeds: "CalibrationFeeds | None"
+    feeds: "Iterable[FeedDict] | None"  # a re-iterable (calibration.CalibrationFeeds)
     options: Any
 
 
@@ -131,3 +133,18 @@ class Backend:
 
     def default_options(self) -> Any:
         return self.options() if self.options is not None else None
+
+
+def select_inputs(feed: FeedDict, names: Sequence[str], where: str) -> FeedDict:
+    """The entries of ``feed`` a graph with inputs ``names`` takes; a one-line DataError if one lacks.
+
+    Example:
+        >>> select_inputs({}, ["image"], "onnxruntime calibration")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.DataError: onnxruntime calibration: calibration feed lacks inputs ['image']; it has []
+    """
+    missing = [n for n in names if n not in feed]
+    if missing:
+        raise DataError(f"{where}: calibration feed lacks inputs {missing}; it has {sorted(feed)}")
+    return {n: feed[n] for n in names}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
-from ...calibration import select_inputs
+from ..plugin import select_inputs
 from ...models.graph_spec import FeedDict
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from ...calibration import select_inputs
+from ..plugin import select_inputs
 from ...models.graph_spec import FeedDict
 
 
