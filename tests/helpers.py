@@ -45,3 +45,16 @@ def photo(hw: tuple[int, int], seed: int = 0) -> np.ndarray:
     from slimsam_edge.data.procedural import generate_sample
 
     return generate_sample(seed, hw)[0]
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A CLI result that failed as a user error: exit 2, one ``error: ...`` line holding every
+    fragment, no traceback. Returns that line."""
+    assert result.exit_code == 2, result.output
+    err = result.stderr if hasattr(result, "stderr") else result.output
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in result.output
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+    return lines[0]

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from helpers import photo
+from helpers import assert_one_line_error, photo
 from slimsam_edge.cli.app import app
 
 runner = CliRunner()
@@ -22,14 +22,6 @@ def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def assert_one_line_error(result, *fragments: str):
-    assert result.exit_code == 2, result.output
-    err = result.stderr if hasattr(result, "stderr") else result.output
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in result.output
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,8 @@ from slimsam_edge.models.spec import PRESETS
 from slimsam_edge.models.stats import count_params
 from slimsam_edge.models.batch import preprocess
 
+from helpers import assert_one_line_error
+
 torch.set_num_threads(1)
 M = PRESETS["sam_mini"]
 #: 3 blocks (block 1 global), 64x64 input, 4x4 token grid, windows of 2
@@ -268,10 +270,6 @@ def _run(*args):
     return CliRunner().invoke(_app(), [str(a) for a in args])
 
 
-def _one_line_error(result, text):
-    assert result.exit_code == 2, result.output
-    err = result.stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error:") and text in err, err
 
 
 @pytest.fixture(scope="module")
@@ -282,13 +280,13 @@ def teacher_ckpt(tmp_path_factory, teacher):
 
 
 def test_cli_bad_input(tmp_path, teacher_ckpt):
-    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 1.5), "outside (0, 1)")
-    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0), "outside (0, 1)")
-    _one_line_error(_run("--out", tmp_path / "o"), "exactly one of")
-    _one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--target-params", "90M"), "unreachable")
+    assert_one_line_error(_run("--out", tmp_path / "o", "--ratio", 1.5), "outside (0, 1)")
+    assert_one_line_error(_run("--out", tmp_path / "o", "--ratio", 0), "outside (0, 1)")
+    assert_one_line_error(_run("--out", tmp_path / "o"), "exactly one of")
+    assert_one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--target-params", "90M"), "unreachable")
     (tmp_path / "empty").mkdir()
-    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--data", tmp_path / "empty"), "no images")
-    _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--resume"), "no checkpoint")
+    assert_one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--data", tmp_path / "empty"), "no images")
+    assert_one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--resume"), "no checkpoint")
 
 
 def test_cli_runs_and_refuses_resume_of_another_config(tmp_path, teacher_ckpt):
@@ -302,7 +300,7 @@ def test_cli_runs_and_refuses_resume_of_another_config(tmp_path, teacher_ckpt):
     assert (tmp_path / "o" / "model.safetensors").exists()
     rep = json.loads(res.stdout)
     assert rep["bf16"] and rep["teacher_cache"]["misses"] > 0 and rep["best"]["seed"] == 1002
-    _one_line_error(_run(*args, "--ratio", 0.6, "--resume"), "another configuration")
+    assert_one_line_error(_run(*args, "--ratio", 0.6, "--resume"), "another configuration")
 
 
 # --- best checkpoint, teacher cache, base != teacher, DDP, bf16 --------------------------------
@@ -391,7 +389,7 @@ def test_cli_base_embedding_shape_mismatch(tmp_path, teacher_ckpt):
     bad = _spec_with(2, out_chans=16)
     path = tmp_path / "bad.safetensors"
     save_model(random_init_(build_sam(bad), seed=1), bad, path)
-    _one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--base", path, "--ratio", 0.5),
+    assert_one_line_error(_run("--out", tmp_path / "o", "--teacher", teacher_ckpt, "--base", path, "--ratio", 0.5),
                     "differs from the base's")
 
 
@@ -614,7 +612,7 @@ def test_cli_device_choice(tmp_path, teacher_ckpt):
     import json
 
     if not torch.cuda.is_available():
-        _one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--device", "cuda"),
+        assert_one_line_error(_run("--out", tmp_path / "o", "--ratio", 0.5, "--device", "cuda"),
                         "no CUDA GPU is visible")
     bad = _run("--out", tmp_path / "o", "--ratio", 0.5, "--device", "tpu")
     assert bad.exit_code == 2 and "tpu" in bad.output

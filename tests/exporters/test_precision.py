@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from helpers import photo
+from helpers import assert_one_line_error, photo
 from slimsam_edge.bundle import load_bundle, write_manifest
 from slimsam_edge.errors import AccuracyGateError, BundleError, DataError, UsageError
 
@@ -28,13 +28,6 @@ def _cli(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def _one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for frag in fragments:
-        assert frag in lines[0], lines[0]
-    return lines[0]
 
 
 def _add(root: Path, precision: str, backends: tuple[str, ...], **kw):
@@ -355,12 +348,12 @@ def test_gate_skips_only_what_this_machine_cannot_run_and_says_so(bundle, int8, 
 
 def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
     out = tmp_path / "b"
-    _one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--target", "onnx", "--precision", "bf16"),
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--target", "onnx", "--precision", "bf16"),
                     "precision bf16 is not available for target onnx", "--target cpu")
-    _one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "fp16", "--calib-data", tmp_path),
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "fp16", "--calib-data", tmp_path),
                     "--calib-data is used by --precision int8 only")
     cv2.imwrite(str(tmp_path / "one.png"), photo((32, 32)))
-    _one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "int8", "--calib-data", tmp_path,
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "int8", "--calib-data", tmp_path,
                          "--calib-images", "5"), "found 1 images, need 5")
     assert not out.exists()
 
@@ -369,7 +362,7 @@ def test_missing_quantizer_package_is_refused_up_front(tiny_checkpoint, tmp_path
     from slimsam_edge.runtimes import recipes
 
     monkeypatch.setattr(type(recipes()[("openvino", "int8")]), "requires", ("no_such_nncf_module",))
-    _one_line_error(_cli("export", tiny_checkpoint, "--out", tmp_path / "b", "--precision", "int8"),
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", tmp_path / "b", "--precision", "int8"),
                     "int8 export for onnxruntime, openvino needs no_such_nncf_module", "--target onnx")
 
 
@@ -377,7 +370,7 @@ def test_cli_gate_refusal_end_to_end(tmp_path, tiny_checkpoint) -> None:
     out = tmp_path / "b"
     r = _cli("export", tiny_checkpoint, "--out", out, "--target", "onnx", "--precision", "fp16",
              "--no-validate", "--no-simplify", "--gate-images", "1", "--accuracy-threshold", "1.01")
-    _one_line_error(r, "accuracy gate: onnxruntime/fp16 mask IoU agreement with fp32", "--allow-accuracy-drop")
+    assert_one_line_error(r, "accuracy gate: onnxruntime/fp16 mask IoU agreement with fp32", "--allow-accuracy-drop")
     assert not out.exists()  # nothing half-written
 
 
