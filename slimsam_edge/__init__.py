@@ -3,9 +3,10 @@
 The public names are imported lazily so that ``import slimsam_edge`` stays cheap and never
 pulls in torch.
 
-Example:
-    >>> from slimsam_edge import EdgePredictor          # doctest: +SKIP
-    >>> p = EdgePredictor.from_bundle("bundle/")        # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge import EdgePredictor
+    p = EdgePredictor.from_bundle("bundle/")
 """
 
 from __future__ import annotations

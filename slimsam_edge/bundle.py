@@ -80,9 +80,10 @@ class Artifact:
     ) -> "Artifact":
         """Describe files already written into ``bundle_dir``, hashing each of them.
 
-        Example:
-            >>> Artifact.from_files("bundle", "image_encoder", "openvino", "bf16",  # doctest: +SKIP
-            ...                     "encoder.xml", other_files=["encoder.bin"])
+        Illustration (not run as a doctest: it needs files or a model)::
+
+            Artifact.from_files("bundle", "image_encoder", "openvino", "bf16",
+                                "encoder.xml", other_files=["encoder.bin"])
         """
         root = Path(bundle_dir)
         rels = [_check_relative(Path(p).as_posix(), f"artifact {graph}") for p in (path, *other_files)]
@@ -236,9 +237,10 @@ class Manifest:
 def write_manifest(bundle_dir: Path | str, manifest: Manifest) -> Path:
     """Write ``manifest.json`` into ``bundle_dir`` atomically and return its path.
 
-    Example:
-        >>> write_manifest("bundle", manifest)          # doctest: +SKIP
-        PosixPath('bundle/manifest.json')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        write_manifest("bundle", manifest)
+        # -> PosixPath('bundle/manifest.json')
     """
     return write_text_atomic(Path(bundle_dir) / MANIFEST, manifest.to_json())
 
@@ -247,10 +249,11 @@ def write_manifest(bundle_dir: Path | str, manifest: Manifest) -> Path:
 class Bundle:
     """A loaded bundle: its folder and its manifest.
 
-    Example:
-        >>> b = load_bundle("bundle")                                  # doctest: +SKIP
-        >>> b.path_of(b.find("image_encoder", backend="openvino"))     # doctest: +SKIP
-        PosixPath('bundle/image_encoder.xml')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        b = load_bundle("bundle")
+        b.path_of(b.find("image_encoder", backend="openvino"))
+        # -> PosixPath('bundle/image_encoder.xml')
     """
 
     root: Path
@@ -279,8 +282,9 @@ class Bundle:
         Raises:
             BundleError: nothing matches; the message lists what the bundle holds.
 
-        Example:
-            >>> load_bundle("bundle").find("mask_decoder", backend="onnxruntime")  # doctest: +SKIP
+        Illustration (not run as a doctest: it needs files or a model)::
+
+            load_bundle("bundle").find("mask_decoder", backend="onnxruntime")
         """
         matches = [
             a for a in self.manifest.artifacts
@@ -341,10 +345,11 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         BundleError: missing folder or manifest, invalid JSON or keys, newer schema, or a file
             that is missing or does not match its sha256.
 
-    Example:
-        >>> b = load_bundle("bundle")                  # doctest: +SKIP
-        >>> b.backends()                               # doctest: +SKIP
-        ['onnxruntime', 'openvino']
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        b = load_bundle("bundle")
+        b.backends()
+        # -> ['onnxruntime', 'openvino']
     """
     root = Path(path)
     if root.name == MANIFEST and root.is_file():

@@ -6,11 +6,12 @@ and OpenVINO on held-out procedural data → one segmented image → latency per
 lands in ``out`` with ``report.json`` and ``report.md``. Each step is one phase function below;
 :func:`run_demo` runs them in order.
 
-Example:
-    >>> report = run_demo("demo-output", compress_steps=0, images=4)   # doctest: +SKIP
-    >>> sorted(report.eval)                                            # doctest: +SKIP
-    ['bundle onnxruntime', 'bundle openvino', 'teacher (torch)']
-    >>> print(report.markdown())                                       # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = run_demo("demo-output", compress_steps=0, images=4)
+    sorted(report.eval)
+    # -> ['bundle onnxruntime', 'bundle openvino', 'teacher (torch)']
+    print(report.markdown())
 """
 
 from __future__ import annotations
@@ -124,12 +125,12 @@ def run_demo(
         quiet: silence the compression's own progress output.
         progress: told ``(step, 6, what)`` before each step.
 
-    Example:
-        >>> steps = []
-        >>> report = run_demo("demo", compress_steps=0, images=2,
-        ...                   progress=lambda i, n, what: steps.append(i))      # doctest: +SKIP
-        >>> steps, report.compress                                           # doctest: +SKIP
-        ([1, 2, 3, 4, 5, 6], None)
+    Illustration (not run as a doctest: it exports and benchmarks, about half a minute)::
+
+        steps = []
+        report = run_demo("demo", compress_steps=0, images=2,
+                          progress=lambda i, n, what: steps.append(i))
+        steps, report.compress  # -> ([1, 2, 3, 4, 5, 6], None)
     """
     from .assets import require_reference_model
     from .fsutil import write_text_atomic

@@ -4,11 +4,12 @@ Pre- and post-processing are numpy/cv2; the encoder and the low-resolution decod
 registered :class:`~slimsam_edge.runtimes.Runner`. Only the returned masks are resized to the
 original image, outside the decoder graph.
 
-Example:
-    >>> p = EdgePredictor.from_bundle("bundle/", backend="openvino")      # doctest: +SKIP
-    >>> p.set_image(image_rgb)                                            # doctest: +SKIP
-    >>> masks, scores, low_res = p.predict(point_coords=np.array([[500, 375]]),
-    ...                                    point_labels=np.array([1]))    # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    p = EdgePredictor.from_bundle("bundle/", backend="openvino")
+    p.set_image(image_rgb)
+    masks, scores, low_res = p.predict(point_coords=np.array([[500, 375]]),
+                                       point_labels=np.array([1]))
 """
 
 from __future__ import annotations
@@ -289,9 +290,10 @@ def _inside(pts: np.ndarray, h: int, w: int, what: str) -> None:
 def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str | None) -> Any:
     """The artifact for ``precision``: an exported one, else (bf16 only) the fp32 one + a hint.
 
-    Example:
-        >>> find_artifact(load_bundle("b/"), "image_encoder", "openvino", "bf16").precision  # doctest: +SKIP
-        'fp32'
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        find_artifact(load_bundle("b/"), "image_encoder", "openvino", "bf16").precision
+        # -> 'fp32'
     """
     from .errors import BundleError
 

@@ -3,10 +3,11 @@
 Torch-free: the bundle runs through :class:`~slimsam_edge.predictor.EdgePredictor`. The mask PNG
 and an overlay PNG beside it (``<name>_overlay.png``) are written atomically.
 
-Example:
-    >>> result = segment_file("photo.jpg", "bundle/", "mask.png", points=[(500, 375)])  # doctest: +SKIP
-    >>> result["overlay"], result["score"] > 0.5                                        # doctest: +SKIP
-    ('mask_overlay.png', True)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    result = segment_file("photo.jpg", "bundle/", "mask.png", points=[(500, 375)])
+    result["overlay"], result["score"] > 0.5
+    # -> ('mask_overlay.png', True)
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Each configuration runs in its own process (:mod:`slimsam_edge.bench.worker`) so that peak RSS
 and thread pools belong to that configuration alone.
 
-Example:
-    >>> cfg = BenchConfig(bundle="bundle/", backend="onnxruntime")   # doctest: +SKIP
-    >>> result = run_config(cfg)                                     # doctest: +SKIP
-    >>> result["encoder"]["p50_ms"]                                  # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    cfg = BenchConfig(bundle="bundle/", backend="onnxruntime")
+    result = run_config(cfg)
+    result["encoder"]["p50_ms"]
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ and takes the agreement with fp32 (and mIoU where the gate images have labels) f
 manifest. A pair a machine cannot run (bf16 without AVX512-BF16/AMX, a missing runtime) becomes a
 row saying why instead of a number. :func:`render_markdown` writes the table.
 
-Example:
-    >>> cfg = MatrixConfig(workdir="/tmp/m", runs=2, prompts=5)                # doctest: +SKIP
-    >>> result = run_matrix([MatrixModel("sam-mini", load)], cfg)            # doctest: +SKIP
-    >>> print(render_markdown(result))                                      # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    cfg = MatrixConfig(workdir="/tmp/m", runs=2, prompts=5)
+    result = run_matrix([MatrixModel("sam-mini", load)], cfg)
+    print(render_markdown(result))
 """
 
 from __future__ import annotations

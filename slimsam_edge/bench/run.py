@@ -4,10 +4,11 @@
 the reason, never swapped for another precision); :func:`bench_bundle` runs each pair in its own
 process (:func:`~slimsam_edge.bench.harness.run_config`) and returns one report with the machine.
 
-Example:
-    >>> report = bench_bundle("bundle/", backends=["onnxruntime"], runs=3)   # doctest: +SKIP
-    >>> [(r["config"]["backend"], r["encoder"]["p50_ms"]) for r in report["results"]]  # doctest: +SKIP
-    [('onnxruntime', 812.4)]
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = bench_bundle("bundle/", backends=["onnxruntime"], runs=3)
+    [(r["config"]["backend"], r["encoder"]["p50_ms"]) for r in report["results"]]
+    # -> [('onnxruntime', 812.4)]
 """
 
 from __future__ import annotations
@@ -32,10 +33,11 @@ def runnable_pairs(bundle: Any, backends: Sequence[str],
     Raises:
         UsageError: when no pair is runnable.
 
-    Example:
-        >>> pairs, skipped = runnable_pairs(load_bundle("bundle/"), ["torch"], ["fp32", "int8"])  # doctest: +SKIP
-        >>> pairs, skipped[0]["reason"]                                                          # doctest: +SKIP
-        ([('torch', 'fp32')], 'no int8 artifact for torch (it has fp32)')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        pairs, skipped = runnable_pairs(load_bundle("bundle/"), ["torch"], ["fp32", "int8"])
+        pairs, skipped[0]["reason"]
+        # -> ([('torch', 'fp32')], 'no int8 artifact for torch (it has fp32)')
     """
     from ..errors import BundleError
     from ..predictor import ENCODER, find_artifact
@@ -92,11 +94,12 @@ def bench_bundle(
     Raises:
         UsageError: a backend the bundle lacks, or nothing runnable.
 
-    Example:
-        >>> bench_bundle("bundle/", backends=["tensorrt"])       # doctest: +SKIP
-        Traceback (most recent call last):
-        ...
-        slimsam_edge.errors.UsageError: bundle bundle/ has no tensorrt artifacts; it has onnxruntime, openvino
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        bench_bundle("bundle/", backends=["tensorrt"])
+        # -> Traceback (most recent call last):
+
+        # -> slimsam_edge.errors.UsageError: bundle bundle/ has no tensorrt artifacts; it has onnxruntime, openvino
     """
     from ..bundle import load_bundle
     from ..devices import detect

@@ -101,10 +101,11 @@ def calibration_images(source: Path | str | None, count: int = DEFAULT_CALIB_IMA
                        size: int = 256) -> CalibrationImages:
     """The calibration images of ``source`` (see :class:`CalibrationImages`).
 
-    Example:
-        >>> calibration_images("empty/", 8)                              # doctest: +SKIP
-        Traceback (most recent call last):
-        slimsam_edge.errors.DataError: calibration data empty: found 0 images, need 8 ...
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        calibration_images("empty/", 8)
+        # -> Traceback (most recent call last):
+        # -> slimsam_edge.errors.DataError: calibration data empty: found 0 images, need 8 ...
     """
     return CalibrationImages(source, count, size=size)
 
@@ -156,11 +157,12 @@ def decoder_feeds(images: Sequence[np.ndarray], encoder: Any, *, image_size: int
     SAM's padding point included), at random positions drawn from ``seed``. Embeddings are
     computed once and kept for later passes.
 
-    Example:
-        >>> feeds = decoder_feeds(images, encoder_runner, image_size=256,          # doctest: +SKIP
-        ...                       pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std)
-        >>> sorted(next(iter(feeds)))                                              # doctest: +SKIP
-        ['has_mask_input', 'image_embeddings', 'mask_input', 'point_coords', 'point_labels']
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        feeds = decoder_feeds(images, encoder_runner, image_size=256,
+                              pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std)
+        sorted(next(iter(feeds)))
+        # -> ['has_mask_input', 'image_embeddings', 'mask_input', 'point_coords', 'point_labels']
     """
     from ..predictor import EdgePredictor
 

@@ -22,9 +22,10 @@ step) ends with the same weights as an uninterrupted one on CPU. Under torchrun 
 its shard of every global micro-batch and gradients are averaged (:mod:`.runtime`); with
 ``bf16`` the forwards run under bf16 autocast, losses and optimiser state stay fp32.
 
-Example:
-    >>> losses = distill(student, DistillSpec("final", steps=10), teacher=teacher,
-    ...                  source=src)                                   # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    losses = distill(student, DistillSpec("final", steps=10), teacher=teacher,
+                     source=src)
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def hooked_modules(sam: torch.nn.Module, mode: str) -> list[torch.nn.Module]:
 class Capture:
     """Context manager recording the outputs of ``modules`` (forward hooks) in ``.outputs``.
 
-    Example:
-        >>> with Capture(hooked_modules(sam, "embedding")) as cap:   # doctest: +SKIP
-        ...     sam.image_encoder(x)
-        >>> len(cap.outputs)                                          # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        with Capture(hooked_modules(sam, "embedding")) as cap:
+            sam.image_encoder(x)
+        len(cap.outputs)
     """
 
     def __init__(self, modules: list[torch.nn.Module]):
@@ -207,8 +209,9 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
     on ``student``'s device (teachers there too); put the student there *before* calling, so the
     optimiser state of ``state`` loads onto it.
 
-    Example:
-        >>> distill(student, DistillSpec("final", steps=4), teacher=teacher, source=src)  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        distill(student, DistillSpec("final", steps=4), teacher=teacher, source=src)
     """
     opt, sched = make_optimizer(student, spec)
     runtime.check_batch(spec.batch)

@@ -113,9 +113,10 @@ def unit_scores(sam: torch.nn.Module, spec: ModelSpec, criterion: Criterion,
                 units: Iterable[Unit] | None = None) -> dict[Unit, torch.Tensor]:
     """One score per position of each unit, summed over every tensor slice the unit owns.
 
-    Example:
-        >>> s = unit_scores(sam, spec, make_criterion("magnitude"))   # doctest: +SKIP
-        >>> s["embed"].shape, s[("head", 0)].shape                    # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        s = unit_scores(sam, spec, make_criterion("magnitude"))
+        s["embed"].shape, s[("head", 0)].shape
     """
     sd = dict(sam.named_parameters())
     gen = torch.Generator().manual_seed(criterion.seed)
@@ -138,8 +139,9 @@ def accumulate_grads(sam: torch.nn.Module, losses: Iterable[torch.Tensor | Calla
                      ) -> dict[str, torch.Tensor]:
     """Sum the encoder's gradients over ``losses`` (callables are called lazily, one at a time).
 
-    Example:
-        >>> grads = accumulate_grads(sam, (lambda: loss_of(b) for b in batches))   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        grads = accumulate_grads(sam, (lambda: loss_of(b) for b in batches))
     """
     params = {n: p for n, p in sam.named_parameters() if n.startswith("image_encoder.")}
     for p in params.values():
@@ -160,8 +162,9 @@ def choose_keep(scores: Mapping[Unit, torch.Tensor], spec: ModelSpec, target: Mo
     best positions over all blocks, each block's scores normalised by their mean; every block
     keeps at least one position. The embedding width is shared, so it is always local.
 
-    Example:
-        >>> keep = choose_keep(scores, spec, target_spec, "global")   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        keep = choose_keep(scores, spec, target_spec, "global")
     """
     if scope not in ("local", "global"):
         raise UsageError(f"unknown scope {scope!r}; choose local or global")
@@ -202,8 +205,9 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
     comes from seeded CPU generators and scores are reduced on the CPU, so every device chooses
     from the same noise.
 
-    Example:
-        >>> keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)
     """
     from ..models.batch import preprocess
     from . import runtime

@@ -16,9 +16,10 @@ holds device-independent weights, optimiser state and CPU RNG state, so a job st
 can continue on a GPU and back (the weights then differ by float rounding, not by design). On
 CUDA, TF32 matmuls are on for the job.
 
-Example:
-    >>> cfg = CompressConfig(ratio=0.5, steps=200)                     # doctest: +SKIP
-    >>> report = compress(cfg, "runs/slim50", teacher=(sam, spec), source=src)  # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    cfg = CompressConfig(ratio=0.5, steps=200)
+    report = compress(cfg, "runs/slim50", teacher=(sam, spec), source=src)
 """
 
 from __future__ import annotations
@@ -135,8 +136,9 @@ def apply_keep(sam, spec: ModelSpec, keep: dict, engine: str = "slice"):
     """Prune ``sam`` to ``keep``; with ``engine="torch-pruning"`` the embedding goes through
     torch-pruning's dependency graph (the bottlenecks are always sliced).
 
-    Example:
-        >>> small, small_spec = apply_keep(sam, spec, {"embed": torch.arange(24)}, "torch-pruning")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        small, small_spec = apply_keep(sam, spec, {"embed": torch.arange(24)}, "torch-pruning")
     """
     keep = dict(keep)
     if engine == "torch-pruning" and "embed" in keep:
@@ -153,8 +155,9 @@ def hybrid_base(teacher: tuple[Any, ModelSpec], base: tuple[Any, ModelSpec] | No
 
     Raises a one-line :class:`UsageError` when the embeddings differ in shape.
 
-    Example:
-        >>> sam, spec, aligned = hybrid_base((sam_h, spec_h), (sam_b, spec_b))   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        sam, spec, aligned = hybrid_base((sam_h, spec_h), (sam_b, spec_b))
     """
     t_sam, t_spec = teacher
     if base is None:
@@ -199,9 +202,10 @@ def compress(cfg: CompressConfig, out: Path | str, *, teacher: tuple[Any, ModelS
     others return ``{"rank": r}``. The job runs on ``cfg.device`` (``cuda:{LOCAL_RANK}`` for
     ``cuda``); the caller's models are not moved (copies go to the device).
 
-    Example:
-        >>> compress(CompressConfig(ratio=0.5, steps=2), "out", teacher=(sam, spec), source=src)  # doctest: +SKIP
-        >>> compress(CompressConfig(ratio=0.5, device="cuda"), "out", teacher=(sam, spec), source=src)  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        compress(CompressConfig(ratio=0.5, steps=2), "out", teacher=(sam, spec), source=src)
+        compress(CompressConfig(ratio=0.5, device="cuda"), "out", teacher=(sam, spec), source=src)
     """
     cfg.validate()
     kind = resolve_device(cfg.device)  # one line where cuda is asked for and no GPU is visible

@@ -15,8 +15,9 @@ apart. Slicing (rather than torch-pruning's dependency graph, which runs out of 
 window reshapes of the bottlenecks) keeps pruning exact and cheap on SAM-B shapes;
 :func:`prune_embedding_tp` does embedding pruning with torch-pruning as a cross-check.
 
-Example:
-    >>> sam2, spec2 = prune_sam(sam, spec, keep={"embed": torch.arange(32)})   # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    sam2, spec2 = prune_sam(sam, spec, keep={"embed": torch.arange(32)})
 """
 
 from __future__ import annotations
@@ -107,8 +108,9 @@ def prune_state_dict(sd: Mapping[str, torch.Tensor], e: EncoderSpec,
                      keep: Mapping[Unit, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Slice every tensor of ``sd`` along the dims of the kept unit positions.
 
-    Example:
-        >>> sd2 = prune_state_dict(sam.state_dict(), spec.encoder, {("mlp", 0): torch.arange(8)})  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        sd2 = prune_state_dict(sam.state_dict(), spec.encoder, {("mlp", 0): torch.arange(8)})
     """
     out = dict(sd)
     cmap = channel_map(e)
@@ -133,10 +135,11 @@ def prune_sam(sam: torch.nn.Module, spec: ModelSpec,
         spec: its architecture.
         keep: per unit (``"embed"``, ``("head", i)``, ``("mlp", i)``) the positions to keep.
 
-    Example:
-        >>> small, small_spec = prune_sam(sam, spec, {"embed": torch.arange(48)})   # doctest: +SKIP
-        >>> small_spec.encoder.embed_dim                                             # doctest: +SKIP
-        48
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        small, small_spec = prune_sam(sam, spec, {"embed": torch.arange(48)})
+        small_spec.encoder.embed_dim
+        # -> 48
     """
     new_spec = pruned_spec(spec, keep)
     sd = prune_state_dict(sam.state_dict(), spec.encoder, keep)
@@ -164,8 +167,9 @@ def prune_embedding_tp(sam: torch.nn.Module, spec: ModelSpec,
     Produces the same weights as :func:`prune_sam` with ``{"embed": kept}``; used as a
     cross-check of the channel map and where torch-pruning's grouping is wanted.
 
-    Example:
-        >>> small, s = prune_embedding_tp(sam, spec, torch.arange(32))   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        small, s = prune_embedding_tp(sam, spec, torch.arange(32))
     """
     import copy
     import warnings

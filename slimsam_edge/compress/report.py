@@ -1,8 +1,9 @@
 """The compression report: parameters and MACs per part before/after, mIoU, time (JSON + Markdown).
 
-Example:
-    >>> report = write_report(out, cfg, teacher, t_spec, student, s_spec, elapsed=12.0)  # doctest: +SKIP
-    >>> report["student"]["params"]["image_encoder"]                                     # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = write_report(out, cfg, teacher, t_spec, student, s_spec, elapsed=12.0)
+    report["student"]["params"]["image_encoder"]
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: in
     """Mean squared difference of the image embeddings on held-out procedural images (both
     models on one device; the images are moved there).
 
-    Example:
-        >>> embedding_mse(sam, sam, 256, 2)     # doctest: +SKIP
-        0.0
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        embedding_mse(sam, sam, 256, 2)
+        # -> 0.0
     """
     import torch
 

@@ -8,10 +8,11 @@ Detection, in order:
 4. a folder with no such pair but exactly one top-level ``.json`` -> COCO;
 5. otherwise :class:`~slimsam_edge.errors.DataError` naming the accepted layouts.
 
-Example:
-    >>> ds = open_labelled("data/sa1b")            # doctest: +SKIP
-    >>> ds.layout, len(ds)                         # doctest: +SKIP
-    ('sa1b', 120)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    ds = open_labelled("data/sa1b")
+    ds.layout, len(ds)
+    # -> ('sa1b', 120)
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ def detect_layout(path: Path | str) -> tuple[str, Path] | None:
 
     Raises DataError when the path does not exist or several COCO files make it ambiguous.
 
-    Example:
-        >>> detect_layout("coco/annotations/instances_val2017.json")       # doctest: +SKIP
-        ('coco', PosixPath('coco/annotations/instances_val2017.json'))
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        detect_layout("coco/annotations/instances_val2017.json")
+        # -> ('coco', PosixPath('coco/annotations/instances_val2017.json'))
     """
     path = Path(path)
     if not path.exists():
@@ -91,10 +93,11 @@ def open_labelled(
     ``image_dir`` applies to COCO only; other keyword arguments (``limit``, ``split``, ``seed``,
     ``fractions``, ``decode_images``) go to the reader.
 
-    Example:
-        >>> ds = open_labelled("coco/", strict=True, split="val")        # doctest: +SKIP
-        >>> ds.layout                                                     # doctest: +SKIP
-        'coco'
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        ds = open_labelled("coco/", strict=True, split="val")
+        ds.layout
+        # -> 'coco'
     """
     found = detect_layout(path)
     if found is None:

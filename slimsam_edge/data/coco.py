@@ -5,10 +5,11 @@ Segmentations may be polygons, uncompressed RLE (``counts`` list) or compressed 
 ``include_crowd=True``. Bad items are skipped and counted in ``.skipped`` (one warning per
 reason), or raise :class:`~slimsam_edge.errors.DataError` with ``strict=True``.
 
-Example:
-    >>> ds = CocoDataset("coco/annotations/instances_val2017.json")     # doctest: +SKIP
-    >>> sample = next(iter(ds)); sample.annotations[0].bbox_xyxy         # doctest: +SKIP
-    (473.07, 395.93, 511.5, 474.41)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    ds = CocoDataset("coco/annotations/instances_val2017.json")
+    sample = next(iter(ds)); sample.annotations[0].bbox_xyxy
+    # -> (473.07, 395.93, 511.5, 474.41)
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ def find_image_dir(annotation_file: Path, file_names: list[str]) -> Path:
     ``<root>`` is the JSON's grand-parent when the JSON lives in an ``annotations/`` folder.
     Raises DataError when no candidate holds any of them.
 
-    Example:
-        >>> find_image_dir(Path("coco/annotations/instances_val2017.json"), ["a.jpg"])  # doctest: +SKIP
-        PosixPath('coco/val2017')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        find_image_dir(Path("coco/annotations/instances_val2017.json"), ["a.jpg"])
+        # -> PosixPath('coco/val2017')
     """
     here = annotation_file.parent
     root = here.parent if here.name == "annotations" else here
@@ -56,10 +58,11 @@ def parse_segmentation(seg: object, height: int, width: int) -> tuple[dict, int]
 
     Raises ValueError (corrupt) or LookupError (size differs from the image).
 
-    Example:
-        >>> rle, area = parse_segmentation({"size": [2, 2], "counts": [1, 2, 1]}, 2, 2)  # doctest: +SKIP
-        >>> area                                                                         # doctest: +SKIP
-        2
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        rle, area = parse_segmentation({"size": [2, 2], "counts": [1, 2, 1]}, 2, 2)
+        area
+        # -> 2
     """
     if isinstance(seg, list):
         rle = polygons_to_rle(seg, height, width)
@@ -85,10 +88,11 @@ class CocoDataset:
         limit, split, seed, fractions: select a subset (see :mod:`slimsam_edge.data.splits`).
         decode_images: decode each image while iterating (checks it, fills ``Sample.image``).
 
-    Example:
-        >>> ds = CocoDataset("instances_val.json", image_dir="val/")      # doctest: +SKIP
-        >>> len(ds), ds.skipped                                           # doctest: +SKIP
-        (5000, {})
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        ds = CocoDataset("instances_val.json", image_dir="val/")
+        len(ds), ds.skipped
+        # -> (5000, {})
     """
 
     layout = "coco"

@@ -33,10 +33,11 @@ class ImageFolder:
     Indexing raises :class:`~slimsam_edge.errors.ImageError` on an undecodable image; iterating
     skips such images, counts them in ``.skipped`` and warns once.
 
-    Example:
-        >>> folder = ImageFolder("calib/", limit=32)           # doctest: +SKIP
-        >>> for image in folder:                               # doctest: +SKIP
-        ...     feed(image)
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        folder = ImageFolder("calib/", limit=32)
+        for image in folder:
+            feed(image)
     """
 
     layout = "images"
@@ -75,9 +76,10 @@ class ImageFolder:
     def iter_with_paths(self) -> Iterator[tuple[Path, np.ndarray]]:
         """Yield ``(path, image)`` pairs, skipping undecodable images like ``iter()``.
 
-        Example:
-            >>> for path, image in ImageFolder("photos/").iter_with_paths():  # doctest: +SKIP
-            ...     print(path.name, image.shape)
+        Illustration (not run as a doctest: it needs files or a model)::
+
+            for path, image in ImageFolder("photos/").iter_with_paths():
+                print(path.name, image.shape)
         """
         self.report.reset()
         for path in self.paths:

@@ -60,9 +60,10 @@ def read_image(path: Path | str) -> np.ndarray:
 
     Raises :class:`~slimsam_edge.errors.ImageError` when the file is missing or not decodable.
 
-    Example:
-        >>> read_image("photo.jpg").dtype        # doctest: +SKIP
-        dtype('uint8')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        read_image("photo.jpg").dtype
+        # -> dtype('uint8')
     """
     path = Path(path)
     try:
@@ -94,9 +95,10 @@ def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
     files from atomic writes never show up. Raises :class:`~slimsam_edge.errors.DataError` if the
     folder is missing or holds no image.
 
-    Example:
-        >>> list_images("photos/")            # doctest: +SKIP
-        [PosixPath('photos/a.jpg'), PosixPath('photos/sub/b.png')]
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        list_images("photos/")
+        # -> [PosixPath('photos/a.jpg'), PosixPath('photos/sub/b.png')]
     """
     folder = Path(folder)
     if not folder.exists():

@@ -5,12 +5,13 @@ The JSON holds ``{"image": {"image_id", "width", "height", "file_name"}, "annota
 [[x, y]], ...}]}``. Bad items are skipped and counted in ``.skipped`` (one warning per reason), or
 raise :class:`~slimsam_edge.errors.DataError` with ``strict=True``.
 
-Example:
-    >>> ds = SA1BDataset("sa1b/", split="val")          # doctest: +SKIP
-    >>> for sample in ds:                                 # doctest: +SKIP
-    ...     image, masks = sample.load_image(), sample.masks
-    >>> ds.skipped                                        # doctest: +SKIP
-    {'missing_json': 1}
+Illustration (not run as a doctest: it needs files or a model)::
+
+    ds = SA1BDataset("sa1b/", split="val")
+    for sample in ds:
+        image, masks = sample.load_image(), sample.masks
+    ds.skipped
+    # -> {'missing_json': 1}
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ class SA1BDataset:
     ``len()`` is the number of image/JSON pairs selected; items found bad while iterating are
     skipped, so a pass can yield fewer. ``.skipped`` holds the counts of the latest pass.
 
-    Example:
-        >>> ds = SA1BDataset("data/sa1b", strict=False, split="train")   # doctest: +SKIP
-        >>> len(ds), next(iter(ds)).annotations[0].bbox_xyxy             # doctest: +SKIP
-        (90, (12.0, 40.0, 96.0, 130.0))
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        ds = SA1BDataset("data/sa1b", strict=False, split="train")
+        len(ds), next(iter(ds)).annotations[0].bbox_xyxy
+        # -> (90, (12.0, 40.0, 96.0, 130.0))
     """
 
     layout = "sa1b"
@@ -219,9 +221,10 @@ def iter_sa1b(
 ) -> Iterator[Sample]:
     """Iterate the samples of an SA-1B folder (see :class:`SA1BDataset` for skip counts).
 
-    Example:
-        >>> for s in iter_sa1b("data/sa1b", limit=2):        # doctest: +SKIP
-        ...     print(s.image_id, len(s.annotations))
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        for s in iter_sa1b("data/sa1b", limit=2):
+            print(s.image_id, len(s.annotations))
     """
     yield from SA1BDataset(folder, strict=strict, limit=limit, split=split, seed=seed)
 

@@ -5,11 +5,12 @@ its box, as in :func:`~slimsam_edge.eval.evaluate.evaluate`; images without anno
 3x3 grid of points). Agreement is the mean mask IoU between the two predictors' single masks;
 when annotations exist, the mIoU of each against them is reported too.
 
-Example:
-    >>> ref = EdgePredictor.from_bundle("bundle/", precision="fp32")           # doctest: +SKIP
-    >>> cand = EdgePredictor.from_bundle("bundle/", precision="int8")          # doctest: +SKIP
-    >>> compare_predictors(ref, cand, default_eval_data(8))["agreement"]       # doctest: +SKIP
-    0.97
+Illustration (not run as a doctest: it needs files or a model)::
+
+    ref = EdgePredictor.from_bundle("bundle/", precision="fp32")
+    cand = EdgePredictor.from_bundle("bundle/", precision="int8")
+    compare_predictors(ref, cand, default_eval_data(8))["agreement"]
+    # -> 0.97
 """
 
 from __future__ import annotations

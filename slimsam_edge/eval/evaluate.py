@@ -13,11 +13,12 @@ A predictor with ``predict_batch`` (:class:`slimsam_edge.models.batch.BatchPredi
 model during training and compression: :func:`evaluate_sam`) gets all prompts of an image in one
 call; any other predictor one ``predict`` per prompt. The protocol and the numbers are the same.
 
-Example:
-    >>> predictor, about = open_model("bundle/")                     # doctest: +SKIP
-    >>> result = evaluate(predictor, default_eval_data(8), prompt="both")  # doctest: +SKIP
-    >>> result["point"]["miou"], result["box"]["miou"]               # doctest: +SKIP
-    (0.71, 0.83)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    predictor, about = open_model("bundle/")
+    result = evaluate(predictor, default_eval_data(8), prompt="both")
+    result["point"]["miou"], result["box"]["miou"]
+    # -> (0.71, 0.83)
 """
 
 from __future__ import annotations
@@ -320,10 +321,11 @@ def open_model(
         ``(predictor, description)``; the description says what was opened (``kind``, ``path``,
         ``model``, ``backend``, ``precision``, ``threads``).
 
-    Example:
-        >>> p, about = open_model("bundle/", backend="onnxruntime")     # doctest: +SKIP
-        >>> about["kind"], about["backend"]                             # doctest: +SKIP
-        ('bundle', 'onnxruntime')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        p, about = open_model("bundle/", backend="onnxruntime")
+        about["kind"], about["backend"]
+        # -> ('bundle', 'onnxruntime')
     """
     from ..bundle import MANIFEST
     from ..predictor import EdgePredictor

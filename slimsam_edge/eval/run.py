@@ -4,10 +4,11 @@
 checks the arguments, evaluates with :func:`~slimsam_edge.eval.evaluate.evaluate`, and writes the
 JSON report when asked. Torch-free at import; a checkpoint needs PyTorch when it is opened.
 
-Example:
-    >>> report = run_eval("bundle/", backend="onnxruntime", limit=8)   # doctest: +SKIP
-    >>> report["model"]["backend"], round(report["point"]["miou"], 2)  # doctest: +SKIP
-    ('onnxruntime', 0.71)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = run_eval("bundle/", backend="onnxruntime", limit=8)
+    report["model"]["backend"], round(report["point"]["miou"], 2)
+    # -> ('onnxruntime', 0.71)
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ precision (fp16 / bf16 / int8) adds its artifacts next to the fp32 ones and pass
 gate (:mod:`slimsam_edge.exporters.gate`) first. The bundle is built in a temporary directory and
 moved into place only when complete, so a refused export leaves nothing behind.
 
-Example:
-    >>> sam, spec = load_model("sam_vit_b_01ec64.pth")            # doctest: +SKIP
-    >>> manifest = export_bundle(sam, spec, "bundle/", target="cpu")  # doctest: +SKIP
-    >>> manifest = export_bundle(sam, spec, "b8/", precision="int8")   # doctest: +SKIP
-    >>> manifest.accuracy["openvino/int8"]["agreement"]                # doctest: +SKIP
-    0.97
+Illustration (not run as a doctest: it needs files or a model)::
+
+    sam, spec = load_model("sam_vit_b_01ec64.pth")
+    manifest = export_bundle(sam, spec, "bundle/", target="cpu")
+    manifest = export_bundle(sam, spec, "b8/", precision="int8")
+    manifest.accuracy["openvino/int8"]["agreement"]
+    # -> 0.97
 """
 
 from __future__ import annotations

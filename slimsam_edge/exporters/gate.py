@@ -8,9 +8,10 @@ without BF16: the backend raises :class:`~slimsam_edge.errors.UnsupportedOnThisM
 is skipped: said through ``progress`` and recorded as not measured, with the reason, in the
 accuracy entry and the notes. Any other error (a bad precision hint, a bad thread count) fails.
 
-Example:
-    >>> accuracy, notes = run_gate(root, "int8", recipes, artifacts, fp32,     # doctest: +SKIP
-    ...                            image_size=256, pixel_mean=m, pixel_std=s)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    accuracy, notes = run_gate(root, "int8", recipes, artifacts, fp32,
+                               image_size=256, pixel_mean=m, pixel_std=s)
 """
 
 from __future__ import annotations

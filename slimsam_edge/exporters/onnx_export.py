@@ -1,8 +1,9 @@
 """Export a graph to ONNX (atomically), simplify it with onnxsim when that succeeds.
 
-Example:
-    >>> from slimsam_edge.models.build import build_sam                 # doctest: +SKIP
-    >>> export_onnx(build_sam(PRESETS["sam_mini"]), "image_encoder", "out/image_encoder.onnx")  # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.models.build import build_sam
+    export_onnx(build_sam(PRESETS["sam_mini"]), "image_encoder", "out/image_encoder.onnx")
 """
 
 from __future__ import annotations

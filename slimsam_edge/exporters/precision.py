@@ -125,11 +125,12 @@ def add_precision(
         AccuracyGateError: agreement below the threshold without ``allow_accuracy_drop``.
         DataError: too few calibration images.
 
-    Example:
-        >>> arts, acc, notes = add_precision(root, "int8", ("onnxruntime",), fp32, onnx_paths,  # doctest: +SKIP
-        ...                                  image_size=256, pixel_mean=m, pixel_std=s)
-        >>> acc["onnxruntime/int8"]["agreement"]                                                  # doctest: +SKIP
-        0.97
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        arts, acc, notes = add_precision(root, "int8", ("onnxruntime",), fp32, onnx_paths,
+                                         image_size=256, pixel_mean=m, pixel_std=s)
+        acc["onnxruntime/int8"]["agreement"]
+        # -> 0.97
     """
     from . import gate
 

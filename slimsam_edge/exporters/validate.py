@@ -5,10 +5,11 @@ their max differences (optimum's pattern). Decoder cases cover 1, 3 and 5 points
 points, with and without ``mask_input``, and non-square original sizes; mask outputs must also
 agree by IoU (threshold 0) with the reference.
 
-Example:
-    >>> report = validate_onnx(sam, "mask_decoder_lowres", "bundle/mask_decoder_lowres.onnx")  # doctest: +SKIP
-    >>> report.ok                                                                                # doctest: +SKIP
-    True
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = validate_onnx(sam, "mask_decoder_lowres", "bundle/mask_decoder_lowres.onnx")
+    report.ok
+    # -> True
 """
 
 from __future__ import annotations

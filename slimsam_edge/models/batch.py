@@ -81,8 +81,9 @@ def decode(
     ``embeddings`` holds one image embedding per prompt ``(N, C, g, g)``; output 0 is SAM's
     single-mask output, outputs 1..3 its multimask outputs.
 
-    Example:
-        >>> logits, iou = decode(sam, emb[[0, 0]], points=(xy, labels))  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        logits, iou = decode(sam, emb[[0, 0]], points=(xy, labels))
     """
     sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
     dec = sam.mask_decoder

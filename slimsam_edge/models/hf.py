@@ -14,9 +14,11 @@ Example:
     'prompt_encoder.mask_downscaling.3.bias'
     >>> hf_to_sam_key("mask_decoder.iou_prediction_head.proj_out.weight", mlp_depth=3)
     'mask_decoder.iou_prediction_head.layers.2.weight'
-    >>> sd, spec = read_hf_dir("sam-vit-base/")                    # doctest: +SKIP
-    >>> spec.model_type                                             # doctest: +SKIP
-    'vit_b'
+
+Illustration (not run as a doctest: it needs a downloaded folder)::
+
+    sd, spec = read_hf_dir("sam-vit-base/")
+    spec.model_type  # -> 'vit_b'
 """
 
 from __future__ import annotations

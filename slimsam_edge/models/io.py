@@ -13,10 +13,11 @@ Formats understood by :func:`load_model`:
   ``Zigeng/SlimSAM-uniform-77`` downloaded beforehand; read without ``transformers``, never
   downloading (see :mod:`slimsam_edge.models.hf`).
 
-Example:
-    >>> model, spec = load_model("sam_vit_b_01ec64.pth")             # doctest: +SKIP
-    >>> save_model(model, spec, "out/model.safetensors")             # doctest: +SKIP
-    >>> model, spec = load_model("SlimSAM-uniform-77/")               # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    model, spec = load_model("sam_vit_b_01ec64.pth")
+    save_model(model, spec, "out/model.safetensors")
+    model, spec = load_model("SlimSAM-uniform-77/")
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], ModelSpec | 
 def embedded_spec(meta: Mapping[str, str]) -> ModelSpec | None:
     """The architecture that :func:`save_model` stores in a safetensors file's metadata, if any.
 
-    Example:
-        >>> embedded_spec(read_metadata("runs/sam-mini/best.safetensors")).encoder.patch_size   # doctest: +SKIP
-        8
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        embedded_spec(read_metadata("runs/sam-mini/best.safetensors")).encoder.patch_size
+        # -> 8
     """
     return ModelSpec.from_json(meta[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in meta else None
 
@@ -136,9 +138,10 @@ def embedded_spec(meta: Mapping[str, str]) -> ModelSpec | None:
 def read_metadata(path: Path | str) -> dict[str, str]:
     """The string metadata of a safetensors file (spec, recipe, lineage, ...); one-line error if corrupt.
 
-    Example:
-        >>> read_metadata("runs/sam-mini/best.safetensors")["best_step"]   # doctest: +SKIP
-        '2700'
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        read_metadata("runs/sam-mini/best.safetensors")["best_step"]
+        # -> '2700'
     """
     from safetensors import SafetensorError, safe_open
 

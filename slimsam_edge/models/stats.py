@@ -7,7 +7,7 @@ Example:
     >>> from slimsam_edge.models.spec import PRESETS
     >>> m = encoder_macs(PRESETS["vit_p77"].encoder)
     >>> round(m["linear_conv"] / 1e9, 1), m["attention"] > 20e9
-    (20.9, True)
+    (20.7, True)
 """
 
 from __future__ import annotations

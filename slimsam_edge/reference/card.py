@@ -9,10 +9,11 @@ used for nothing else (``unseen``). Every file is written atomically. :func:`ref
 and re-renders the shipped card without the run folder. The command line is
 :mod:`slimsam_edge.research.card` (``python -m slimsam_edge.research.card runs/sam-mini``).
 
-Example:
-    >>> card = publish("runs/sam-mini")                        # doctest: +SKIP
-    >>> card["splits"]["heldout"]["point_miou"] > 0.8          # doctest: +SKIP
-    True
+Illustration (not run as a doctest: it needs files or a model)::
+
+    card = publish("runs/sam-mini")
+    card["splits"]["heldout"]["point_miou"] > 0.8
+    # -> True
 """
 
 from __future__ import annotations
@@ -268,8 +269,9 @@ def _lineage_lines(training: dict[str, Any]) -> list[str]:
 def fp16_copy(src: Path | str, dst: Path | str) -> dict[str, str]:
     """Write ``src``'s tensors as fp16 to ``dst`` (atomically), metadata kept; returns the metadata.
 
-    Example:
-        >>> meta = fp16_copy("runs/sam-mini/best.safetensors", "/tmp/best16.safetensors")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        meta = fp16_copy("runs/sam-mini/best.safetensors", "/tmp/best16.safetensors")
     """
     import torch
     from safetensors import safe_open
@@ -325,10 +327,11 @@ def refresh(assets_dir: Path | None = None, *, count: int = CARD_IMAGES) -> dict
     """Re-measure the shipped weights on every split of :data:`SPLITS` and re-render the card from
     ``MODEL_CARD.json`` (training facts and commands kept; the run folder is not needed).
 
-    Example:
-        >>> card = refresh()                                        # doctest: +SKIP
-        >>> sorted(card["splits"])                                  # doctest: +SKIP
-        ['heldout', 'test', 'unseen']
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        card = refresh()
+        sorted(card["splits"])
+        # -> ['heldout', 'test', 'unseen']
     """
     from ..assets import ASSETS
 

@@ -8,9 +8,10 @@ sees exactly the data it would have seen. Files written under ``out``:
 - ``best.safetensors``: the weights with the best held-out point mIoU (via ``save_model``);
 - ``log.jsonl``: one JSON object per logged step and per evaluation.
 
-Example:
-    >>> result = train(Recipe(steps=2000), "runs/sam-mini")   # doctest: +SKIP
-    >>> result["best"]["point"]                              # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    result = train(Recipe(steps=2000), "runs/sam-mini")
+    result["best"]["point"]
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ def adopt_init_grid(recipe: Recipe, init: Path | str, base: ModelSpec) -> Recipe
     they differ from ``base``'s, so that continuing a model keeps its token grid (and the recipe
     says so: the card's command then names it).
 
-    Example:
-        >>> adopt_init_grid(Recipe(), "sam-mini", preset("sam_mini")).patch_size   # doctest: +SKIP
-        8
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        adopt_init_grid(Recipe(), "sam-mini", preset("sam_mini")).patch_size
+        # -> 8
     """
     from ..models.io import embedded_spec, read_metadata
     from ..models.regrid import GRID_FIELDS
@@ -194,10 +196,11 @@ def load_init(sam: torch.nn.Module, init: Path | str) -> dict[str, Any]:
 
     ``init`` may be :data:`SHIPPED_INIT` (``"sam-mini"``) for the weights shipped in the package.
 
-    Example:
-        >>> info = load_init(sam, "sam-mini")               # doctest: +SKIP
-        >>> info["lineage"][-1]["recipe"]["steps"]          # doctest: +SKIP
-        1300
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        info = load_init(sam, "sam-mini")
+        info["lineage"][-1]["recipe"]["steps"]
+        # -> 1300
     """
     from ..assets import MODEL_CARD, REFERENCE_MODEL
     from ..errors import ModelTypeError
@@ -271,8 +274,9 @@ def train(
         keep_planned_steps: on resume, train to the step count the checkpoint was planned with and
             ignore ``recipe.steps`` (a ``--resume`` without ``--steps``); a fresh run uses ``recipe.steps``.
 
-    Example:
-        >>> train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        train(Recipe(steps=3, eval_every=3), "/tmp/run", spec=tiny, quiet=True)
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

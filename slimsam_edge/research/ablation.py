@@ -95,8 +95,9 @@ def run_ablation(plan: Plan, out_dir: Path | str, *, teacher: Path | str | None 
                  quiet: bool = True) -> dict[str, Any]:
     """Run (or reuse) every job of ``plan`` under ``out_dir`` and write the table to ``results``.
 
-    Example:
-        >>> run_ablation(Plan(steps=1, ratios=[0.5]), "runs/abl", results="abl.md")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        run_ablation(Plan(steps=1, ratios=[0.5]), "runs/abl", results="abl.md")
     """
     from ..compress.data import ImageSource
     from ..compress.pipeline import compress

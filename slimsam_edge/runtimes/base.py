@@ -6,10 +6,11 @@ or engine is created on ``__enter__`` (or the first :meth:`Runner.infer`). The p
 ``_infer``; a backend implements only ``_activate``, ``_infer`` and ``_specs`` (and
 ``_deactivate`` when it holds resources).
 
-Example:
-    >>> from slimsam_edge.runtimes import open_runner            # doctest: +SKIP
-    >>> with open_runner("bundle/image_encoder.onnx", backend="onnxruntime") as r:  # doctest: +SKIP
-    ...     out = r.infer({"image": x})["image_embeddings"]
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.runtimes import open_runner
+    with open_runner("bundle/image_encoder.onnx", backend="onnxruntime") as r:
+        out = r.infer({"image": x})["image_embeddings"]
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ class OrtDataReader:
 def ort_data_reader(feeds: Iterable[FeedDict], input_names: Sequence[str]) -> OrtDataReader:
     """An ONNX Runtime calibration data reader over ``feeds`` (see :class:`OrtDataReader`).
 
-    Example:
-        >>> quantize_static(src, dst, ort_data_reader(feeds, ["image"]))   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        quantize_static(src, dst, ort_data_reader(feeds, ["image"]))
     """
     return OrtDataReader(feeds, input_names)

@@ -7,9 +7,10 @@
   nodes of :data:`INT8_EXCLUDE_OPS` (and node-name globs) stay in float.
 * Dynamic INT8: weights only, a baseline for comparison (no calibration).
 
-Example:
-    >>> to_fp16("encoder.onnx", "encoder.fp16.onnx")                          # doctest: +SKIP
-    >>> quantize_int8_static("encoder.onnx", "encoder.int8.onnx", feeds)       # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    to_fp16("encoder.onnx", "encoder.fp16.onnx")
+    quantize_int8_static("encoder.onnx", "encoder.int8.onnx", feeds)
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ def _write(model: Any, out: Path) -> list[Path]:
 def to_fp16(src: Path | str, out: Path | str, *, keep_fp32_ops: Sequence[str] = FP16_KEEP_FP32) -> list[Path]:
     """Convert an fp32 ONNX graph to fp16 weights/compute with fp32 I/O; returns the written files.
 
-    Example:
-        >>> to_fp16("onnx/image_encoder.onnx", "onnx/image_encoder.fp16.onnx")  # doctest: +SKIP
-        [PosixPath('onnx/image_encoder.fp16.onnx')]
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        to_fp16("onnx/image_encoder.onnx", "onnx/image_encoder.fp16.onnx")
+        # -> [PosixPath('onnx/image_encoder.fp16.onnx')]
     """
     from onnxruntime.transformers import float16
 
@@ -119,9 +121,10 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
         feeds: a re-iterable of feed dicts (:mod:`slimsam_edge.calibration`).
         options: exclusions and calibration method.
 
-    Example:
-        >>> quantize_int8_static("onnx/image_encoder.onnx", "onnx/image_encoder.int8.onnx",  # doctest: +SKIP
-        ...                      encoder_feeds(images, image_size=256, pixel_mean=m, pixel_std=s))
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        quantize_int8_static("onnx/image_encoder.onnx", "onnx/image_encoder.int8.onnx",
+                             encoder_feeds(images, image_size=256, pixel_mean=m, pixel_std=s))
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -161,8 +164,9 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
 def quantize_int8_dynamic(src: Path | str, out: Path | str) -> list[Path]:
     """Weight-only dynamic INT8 (activations quantized at run time): a baseline, not an export choice.
 
-    Example:
-        >>> quantize_int8_dynamic("onnx/image_encoder.onnx", "/tmp/encoder.dyn.onnx")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        quantize_int8_dynamic("onnx/image_encoder.onnx", "/tmp/encoder.dyn.onnx")
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -3,11 +3,12 @@
 ``onnxruntime`` is a core dependency but it is still imported lazily (in ``_activate``), so that
 importing this module (which the runner registry does) stays cheap.
 
-Example:
-    >>> from slimsam_edge.runtimes import RunnerOptions, open_runner       # doctest: +SKIP
-    >>> with open_runner("decoder.onnx", options=RunnerOptions(threads=2)) as r:  # doctest: +SKIP
-    ...     r.notes
-    ['providers: CPUExecutionProvider']
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.runtimes import RunnerOptions, open_runner
+    with open_runner("decoder.onnx", options=RunnerOptions(threads=2)) as r:
+        r.notes
+    # -> ['providers: CPUExecutionProvider']
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ class OnnxRuntimeRunner(Runner):
     stored with precision "fp32"), ``extra["providers"]`` (an explicit provider list that
     overrides ``device``) and ``extra["provider_options"]`` (one dict per provider).
 
-    Example:
-        >>> r = OnnxRuntimeRunner("model.onnx", RunnerOptions(threads=1))   # doctest: +SKIP
-        >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        r = OnnxRuntimeRunner("model.onnx", RunnerOptions(threads=1))
+        r.infer({"x": np.ones((2, 3), np.float32)})["y"]
     """
 
     #: ``onnxruntime.GraphOptimizationLevel`` member the session uses (a subclass may lower it)

@@ -1,7 +1,8 @@
 """OpenVINO's calibration adapter: an ``nncf.Dataset`` over feed dicts (nncf imported when called).
 
-Example:
-    >>> nncf.quantize(ov_model, nncf_dataset(feeds, ["image"]))      # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    nncf.quantize(ov_model, nncf_dataset(feeds, ["image"]))
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from ...models.graph_spec import FeedDict
 def nncf_dataset(feeds: Iterable[FeedDict], input_names: Sequence[str]) -> Any:
     """An ``nncf.Dataset`` yielding ``{input: array}`` dicts for an OpenVINO model.
 
-    Example:
-        >>> nncf.quantize(ov_model, nncf_dataset(feeds, ["image"]))      # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        nncf.quantize(ov_model, nncf_dataset(feeds, ["image"]))
     """
     import nncf
 

@@ -1,7 +1,8 @@
 """ONNX → OpenVINO IR (.xml + .bin), written atomically as a pair: the OpenVINO converter.
 
-Example:
-    >>> onnx_to_ir("bundle/onnx/image_encoder.onnx", "bundle/openvino/image_encoder.xml")  # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    onnx_to_ir("bundle/onnx/image_encoder.onnx", "bundle/openvino/image_encoder.xml")
 """
 
 from __future__ import annotations

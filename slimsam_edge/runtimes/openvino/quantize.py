@@ -3,8 +3,9 @@
 NNCF runs post-training quantization with ``model_type=TRANSFORMER`` (SmoothQuant, bias
 correction) on the calibration feeds; an ignored scope keeps sensitive op types in float.
 
-Example:
-    >>> quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml", feeds)  # doctest: +SKIP
+Illustration (not run as a doctest: it needs files or a model)::
+
+    quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml", feeds)
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class NncfOptions:
 def ir_fp16(model_path: Path | str, xml_out: Path | str) -> list[Path]:
     """FP16-compressed IR of an fp32 IR (or ONNX) file; returns ``[xml, bin]``.
 
-    Example:
-        >>> ir_fp16("openvino/image_encoder.xml", "openvino/image_encoder.fp16.xml")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        ir_fp16("openvino/image_encoder.xml", "openvino/image_encoder.fp16.xml")
     """
     try:
         import openvino as ov
@@ -62,9 +64,10 @@ def quantize_int8_nncf(model_path: Path | str, xml_out: Path | str, feeds: Itera
         BackendUnavailableError: NNCF or OpenVINO is not installed.
         ExportError: NNCF failed (its message included).
 
-    Example:
-        >>> quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml",  # doctest: +SKIP
-        ...                    feeds, options=NncfOptions(subset_size=64))
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        quantize_int8_nncf("openvino/image_encoder.xml", "openvino/image_encoder.int8.xml",
+                           feeds, options=NncfOptions(subset_size=64))
     """
     try:
         import nncf

@@ -5,11 +5,12 @@ bf16 or fp16 on a CPU that lacks it raises
 :class:`~slimsam_edge.errors.UnsupportedOnThisMachineError` (a UsageError) instead of
 quietly running in another precision.
 
-Example:
-    >>> from slimsam_edge.runtimes import RunnerOptions, open_runner       # doctest: +SKIP
-    >>> opts = RunnerOptions(device="cpu", precision="bf16", threads=2)    # doctest: +SKIP
-    >>> with open_runner("encoder.xml", options=opts) as r:                # doctest: +SKIP
-    ...     emb = r.infer({"image": x})["image_embeddings"]
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.runtimes import RunnerOptions, open_runner
+    opts = RunnerOptions(device="cpu", precision="bf16", threads=2)
+    with open_runner("encoder.xml", options=opts) as r:
+        emb = r.infer({"image": x})["image_embeddings"]
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class OpenVinoRunner(Runner):
     ``extra["performance_hint"]`` ("LATENCY" by default) and ``extra["config"]`` (raw properties
     passed to ``compile_model`` last).
 
-    Example:
-        >>> r = OpenVinoRunner("model.xml", RunnerOptions(threads=1))       # doctest: +SKIP
-        >>> r.infer({"x": np.ones((2, 3), np.float32)})["y"]                # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        r = OpenVinoRunner("model.xml", RunnerOptions(threads=1))
+        r.infer({"x": np.ones((2, 3), np.float32)})["y"]
     """
 
     def __init__(self, artifact: Any, options: Any = None):

@@ -5,12 +5,13 @@ cache file, layers pinned to FP32) and TensorRT 11 (strongly typed only: precisi
 ONNX, as FP16 casts or Q/DQ nodes). Asking TensorRT 11 for ``fp16``/``int8`` flags raises
 :class:`~slimsam_edge.errors.UsageError` instead of building something else.
 
-Example:
-    >>> from slimsam_edge.runtimes.tensorrt.build import build_engine     # doctest: +SKIP
-    >>> build_engine("decoder.onnx", "decoder.engine", fp16=True,           # doctest: +SKIP
-    ...              min_opt_max_shapes={"point_coords": ((1, 1, 2), (1, 5, 2), (1, 16, 2))},
-    ...              timing_cache="trt.cache")
-    PosixPath('decoder.engine')
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
+    build_engine("decoder.onnx", "decoder.engine", fp16=True,
+                 min_opt_max_shapes={"point_coords": ((1, 1, 2), (1, 5, 2), (1, 16, 2))},
+                 timing_cache="trt.cache")
+    # -> PosixPath('decoder.engine')
 """
 
 from __future__ import annotations
@@ -179,9 +180,10 @@ def build_engine(
         UsageError: a flag this TensorRT lacks, or missing/invalid shape ranges.
         ExportError: the ONNX cannot be parsed or the build fails (TensorRT's error included).
 
-    Example:
-        >>> build_engine("encoder.onnx", "encoder.engine", fp16=True)        # doctest: +SKIP
-        PosixPath('encoder.engine')
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        build_engine("encoder.onnx", "encoder.engine", fp16=True)
+        # -> PosixPath('encoder.engine')
     """
     trt = import_tensorrt()
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
@@ -348,10 +350,11 @@ def _entropy_calibrator_class(trt: Any) -> type:
 def entropy_calibrator_class() -> type:
     """The ``EntropyCalibrator`` class (a ``trt.IInt8EntropyCalibrator2`` subclass), built lazily.
 
-    Example:
-        >>> Calib = entropy_calibrator_class()                            # doctest: +SKIP
-        >>> calib = Calib(feeds, "encoder.calib")                         # doctest: +SKIP
-        >>> build_engine("encoder.onnx", "encoder.engine", int8=True, calibrator=calib)  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        Calib = entropy_calibrator_class()
+        calib = Calib(feeds, "encoder.calib")
+        build_engine("encoder.onnx", "encoder.engine", int8=True, calibrator=calib)
     """
     return _entropy_calibrator_class(import_tensorrt())
 

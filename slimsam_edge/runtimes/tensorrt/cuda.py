@@ -34,10 +34,11 @@ def cuda_runtime_available() -> bool:
 def import_tensorrt() -> Any:
     """Import and return the ``tensorrt`` module, or raise :class:`BackendUnavailableError`.
 
-    Example:
-        >>> trt = import_tensorrt()                      # doctest: +SKIP
-        >>> trt.__version__                              # doctest: +SKIP
-        '10.3.0'
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        trt = import_tensorrt()
+        trt.__version__
+        # -> '10.3.0'
     """
     try:
         return importlib.import_module("tensorrt")
@@ -48,9 +49,10 @@ def import_tensorrt() -> Any:
 def import_cudart() -> Any:
     """Import cuda-python's runtime module (new or old layout) or raise BackendUnavailableError.
 
-    Example:
-        >>> cudart = import_cudart()                     # doctest: +SKIP
-        >>> err, count = cudart.cudaGetDeviceCount()     # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        cudart = import_cudart()
+        err, count = cudart.cudaGetDeviceCount()
     """
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
@@ -63,8 +65,9 @@ def import_cudart() -> Any:
 def cuda_check(cudart: Any, result: Any, what: str) -> Any:
     """Unpack a cuda-python ``(err, *values)`` result; raise RunnerError unless it succeeded.
 
-    Example:
-        >>> _, ptr = cuda_check(cudart, cudart.cudaMalloc(1024), "cudaMalloc")  # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        _, ptr = cuda_check(cudart, cudart.cudaMalloc(1024), "cudaMalloc")
     """
     if not isinstance(result, tuple):
         result = (result,)
@@ -81,8 +84,9 @@ def cuda_check(cudart: Any, result: Any, what: str) -> Any:
 class DeviceBuffer:
     """One device allocation that grows on demand (cudaMalloc / cudaFree).
 
-    Example:
-        >>> buf = DeviceBuffer(cudart); buf.ensure(4096); buf.free()   # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        buf = DeviceBuffer(cudart); buf.ensure(4096); buf.free()
     """
 
     def __init__(self, cudart: Any):

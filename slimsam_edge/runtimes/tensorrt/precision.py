@@ -6,9 +6,10 @@
 * TensorRT 11: strongly typed only; the precision must already be in the ONNX (the fp16 graph or
   the Q/DQ graph of the bundle). Anything else is refused with the file to use instead.
 
-Example:
-    >>> build_engine_for("onnx/image_encoder.int8.onnx", "enc.engine", "int8")   # doctest: +SKIP
-    (PosixPath('enc.engine'), {'tensorrt_version': '10.3.0', 'build': 'explicit int8 (Q/DQ ONNX)'})
+Illustration (not run as a doctest: it needs files or a model)::
+
+    build_engine_for("onnx/image_encoder.int8.onnx", "enc.engine", "int8")
+    # -> (PosixPath('enc.engine'), {'tensorrt_version': '10.3.0', 'build': 'explicit int8 (Q/DQ ONNX)'})
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ def onnx_facts(path: Path | str) -> dict[str, bool]:
     Op type names and data types are plain protobuf fields, so a byte scan finds Q/DQ nodes; fp16
     needs the ``onnx`` package and is reported False without it.
 
-    Example:
-        >>> onnx_facts("onnx/image_encoder.int8.onnx")                  # doctest: +SKIP
-        {'qdq': True, 'fp16': False}
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        onnx_facts("onnx/image_encoder.int8.onnx")
+        # -> {'qdq': True, 'fp16': False}
     """
     data = Path(path).read_bytes()
     fp16 = False
@@ -125,9 +127,10 @@ def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: 
     Returns:
         the engine path and the artifact extras (``tensorrt_version`` checked at load, ``build``).
 
-    Example:
-        >>> build_engine_for("onnx/image_encoder.onnx", "enc.engine", "fp16",      # doctest: +SKIP
-        ...                  timing_cache="trt.cache")
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        build_engine_for("onnx/image_encoder.onnx", "enc.engine", "fp16",
+                         timing_cache="trt.cache")
     """
     from .build import build_engine
 

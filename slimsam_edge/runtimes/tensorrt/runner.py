@@ -5,10 +5,11 @@ built on. A deserialization failure therefore says how to rebuild the engine on 
 ``tensorrt`` and ``cuda-python`` are imported only when a runner is activated; device memory is
 handled with ``cuda.bindings.runtime`` (cuda-python >= 12.6) or ``cuda.cudart`` (older).
 
-Example:
-    >>> from slimsam_edge.runtimes import RunnerOptions, open_runner       # doctest: +SKIP
-    >>> with open_runner("decoder.engine", options=RunnerOptions(device="cuda:0")) as r:  # doctest: +SKIP
-    ...     out = r.infer(feed)
+Illustration (not run as a doctest: it needs files or a model)::
+
+    from slimsam_edge.runtimes import RunnerOptions, open_runner
+    with open_runner("decoder.engine", options=RunnerOptions(device="cuda:0")) as r:
+        out = r.infer(feed)
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ class TensorRTRunner(Runner):
     version recorded at build time; a different major.minor here is refused before loading).
     Precision is fixed inside the engine at build time.
 
-    Example:
-        >>> r = TensorRTRunner("decoder.engine")               # doctest: +SKIP
-        >>> r.infer({"x": np.ones((1, 3), np.float32)})         # doctest: +SKIP
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        r = TensorRTRunner("decoder.engine")
+        r.infer({"x": np.ones((1, 3), np.float32)})
     """
 
     def __init__(self, artifact: Any, options: Any = None):

@@ -4,9 +4,10 @@ The artifact is a checkpoint (the bundle's ``model.safetensors``) plus ``options
 naming which graph to run (``image_encoder``, ``mask_decoder_lowres``, ``mask_decoder``), or an
 already built ``torch.nn.Module`` wrapper from :mod:`slimsam_edge.models.graphs`.
 
-Example:
-    >>> r = open_runner("bundle/model.safetensors", backend="torch",           # doctest: +SKIP
-    ...                 options=RunnerOptions(extra={"graph": "image_encoder"}))
+Illustration (not run as a doctest: it needs files or a model)::
+
+    r = open_runner("bundle/model.safetensors", backend="torch",
+                    options=RunnerOptions(extra={"graph": "image_encoder"}))
 """
 
 from __future__ import annotations
