@@ -274,6 +274,28 @@ class Bundle:
         """Names of the graphs in this bundle, in manifest order."""
         return list(dict.fromkeys(a.graph for a in self.manifest.artifacts))
 
+    def summary(self) -> dict[str, Any]:
+        """What ``slimsam-edge info BUNDLE`` shows: model, target, image size, artifacts, validation.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> root = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (root / "d.onnx").write_bytes(b"onnx bytes")
+            >>> art = Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "d.onnx")
+            >>> _ = write_manifest(root, Manifest(model={"id": "demo", "type": "vit_t", "spec": {}},
+            ...                                   target="cpu", artifacts=[art]))
+            >>> s = load_bundle(root).summary()
+            >>> s["model"], s["artifacts"]
+            ({'id': 'demo', 'type': 'vit_t'}, ['mask_decoder/onnxruntime/fp32: d.onnx'])
+        """
+        m = self.manifest
+        return {
+            "bundle": str(self.root), "model": {k: v for k, v in m.model.items() if k != "spec"},
+            "target": m.target, "image_size": m.image_size,
+            "artifacts": [f"{a.graph}/{a.backend}/{a.precision}: {a.path}" for a in m.artifacts],
+            "validation": m.validation, "tool_versions": m.tool_versions,
+        }
+
     def find(self, graph: str, backend: str | None = None, precision: str | None = None) -> Artifact:
         """The artifact for ``graph``; without ``backend`` the preferred backend present wins.
 

@@ -143,6 +143,17 @@ class EdgePredictor:
         self.decoder.activate()
         return self
 
+    def close(self) -> None:
+        """Release both sessions (a later call opens them again)."""
+        self.encoder.deactivate()
+        self.decoder.deactivate()
+
+    def __enter__(self) -> "EdgePredictor":
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """Compute the embedding of ``image`` (HxWx3 uint8, RGB or BGR)."""

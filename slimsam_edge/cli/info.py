@@ -26,14 +26,8 @@ def info(
     if checkpoint.is_dir() and (checkpoint / "manifest.json").exists():
         from ..bundle import load_bundle
 
-        bundle = load_bundle(checkpoint)
-        m = bundle.manifest
-        data = {
-            "bundle": str(checkpoint), "model": {k: v for k, v in m.model.items() if k != "spec"},
-            "target": m.target, "image_size": m.image_size,
-            "artifacts": [f"{a.graph}/{a.backend}/{a.precision}: {a.path}" for a in m.artifacts],
-            "validation": m.validation, "tool_versions": m.tool_versions,
-        }
+        data = load_bundle(checkpoint).summary()
+        data["bundle"] = str(checkpoint)  # as the user wrote it
         if json_out:
             emit_json(data)
         else:

@@ -72,7 +72,8 @@ def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Art
             say(f"accuracy gate skipped: {skipped}")
             notes.append(skipped)
             continue
-        result = compare_predictors(_predictor(root, ref, image_size, pixel_mean, pixel_std), candidate, data)
+        with candidate, _predictor(root, ref, image_size, pixel_mean, pixel_std) as reference:
+            result = compare_predictors(reference, candidate, data)
         passed = result["agreement"] >= threshold
         accuracy[key] = {"measured": True, **result, "threshold": threshold, "passed": passed,
                          "reference": f"{recipe.backend}/fp32", "held_out": data.root}

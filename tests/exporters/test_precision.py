@@ -344,6 +344,25 @@ def test_gate_skips_only_what_this_machine_cannot_run_and_says_so(bundle, int8, 
     assert said and said[0].startswith("accuracy gate skipped: onnxruntime/int8 not measured")
 
 
+
+def test_gate_closes_the_sessions_it_opens(bundle, int8, monkeypatch) -> None:
+    from slimsam_edge.exporters import gate
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    recipes_, arts, fp32, kw = _gate_inputs(bundle, int8)
+    opened = []
+    real = gate._predictor
+
+    def tracked(*a, **k):
+        opened.append(real(*a, **k))
+        return opened[-1]
+
+    monkeypatch.setattr(gate, "_predictor", tracked)
+    acc, _ = gate.run_gate(bundle, "int8", recipes_, arts, fp32, options=PrecisionOptions(gate_images=1),
+                           **kw)
+    assert acc["onnxruntime/int8"]["measured"] and len(opened) == 2  # candidate and fp32 reference
+    assert not any(r.is_active for p in opened for r in (p.encoder, p.decoder))
+
 # -- CLI -----------------------------------------------------------------------------------------
 
 def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
