@@ -9,13 +9,7 @@
 # the steps per phase (DEVICE=cpu STEPS=1 is a smoke test); the results file is $OUT/ablation-long.md,
 # to be copied over docs/results/ablation-long.md(.json) when both rows are in.
 set -u
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu_env.sh"
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 timeout "${BUDGET_S:-480}" "$PY" scripts/ablation.py --steps "${STEPS:-1600}" --batch 4 --images 4000 \

@@ -10,13 +10,7 @@ set -u
 T0=$(date +%s)
 END_S=${END_S:-560}
 left() { echo $(( T0 + END_S - $(date +%s) )); }
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+. "$(dirname "$0")/gpu_env.sh"
 LOG=$OUT/session.log
 { nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"; } >>"$LOG" 2>&1
 echo "== gpu tests" >>"$LOG"
