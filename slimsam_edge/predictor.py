@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ImageError, PromptError, UsageError
+from .models.graph_spec import DECODER_LOWRES as DECODER
+from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, open_runner
 from .transforms import ResizeLongestSide, postprocess_masks, preprocess
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
 
-ENCODER = "image_encoder"
-DECODER = "mask_decoder_lowres"
 
 
 class EdgePredictor:

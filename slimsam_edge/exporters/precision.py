@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 from ..bundle import Artifact
 from ..calibration import DEFAULT_CALIB_IMAGES, CalibrationFeeds
 from ..errors import BackendUnavailableError, UsageError
-from ..models.graph_spec import RUNTIME_GRAPHS
+from ..models.graph_spec import DECODER_LOWRES, RUNTIME_GRAPHS
 from ..runtimes import BuildContext, Recipe, get_backend
 from .gate import DEFAULT_THRESHOLDS
 
@@ -144,7 +144,7 @@ def add_precision(
             say(f"{precision} {graph} ({recipe.backend})")
             ctx = BuildContext(root, graph, onnx_paths[graph], fp32[(graph, recipe.backend)], feeds.get(graph),
                                opts.options_for(recipe.backend))
-            if precision == "int8" and graph == "mask_decoder_lowres" and not opts.int8_decoder:
+            if precision == "int8" and graph == DECODER_LOWRES and not opts.int8_decoder:
                 art = recipe.keep_fp32(ctx, "int8 decoder off (export --int8-decoder quantizes it)")
                 artifacts.append(art)
                 continue
@@ -155,7 +155,7 @@ def add_precision(
     say(f"accuracy gate ({precision})")
     accuracy, notes = gate.run_gate(root, precision, recipes, artifacts, fp32, image_size=image_size,
                                     pixel_mean=pixel_mean, pixel_std=pixel_std, options=opts, progress=say)
-    covered = [g for g in RUNTIME_GRAPHS if precision != "int8" or opts.int8_decoder or g != "mask_decoder_lowres"]
+    covered = [g for g in RUNTIME_GRAPHS if precision != "int8" or opts.int8_decoder or g != DECODER_LOWRES]
     notes.append(f"{precision} artifacts cover {', '.join(covered)}; the other graphs (mask_decoder with the "
                  "official I/O always) stay fp32")
     return artifacts, accuracy, notes
