@@ -162,6 +162,17 @@ class Manifest:
     notes: list[str] = field(default_factory=list)
     #: backends in the target's order of preference, written by export (validated on load)
     backend_preference: list[str] = field(default_factory=list)
+    #: hashed files that are not graphs (reference I/O, calibration inputs): relative path -> sha256
+    files: dict[str, str] = field(default_factory=dict)
+    #: the reference I/O every bundle carries (``slimsam-edge verify``): {"path": rel, ...}; the
+    #: path is one of ``files``; the other keys belong to :mod:`slimsam_edge.deploy.reference_io`
+    reference: dict[str, Any] = field(default_factory=dict)
+    #: engines a device builds itself (``slimsam-edge build``): backend -> its plan (settings,
+    #: source ONNX per graph and precision, calibration inputs); every path it names is hashed
+    build_plan: dict[str, Any] = field(default_factory=dict)
+    #: how prompts are given to the decoder graphs (coordinate frame, mask_input size), for
+    #: clients written for SAM's official ONNX files
+    prompt_frame: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
@@ -216,6 +227,12 @@ class Manifest:
         if not all(isinstance(n, str) for n in notes):
             raise BundleError(f"{source}: key 'notes' must be a list of strings; {_RE_EXPORT}")
         artifacts = [Artifact.from_dict(a, f"{source}: artifacts[{i}]") for i, a in enumerate(entries)]
+        files = _hashes(_require(data, "files", dict, source, optional={}), f"{source}: files")
+        hashed = set(files).union(*(a.files for a in artifacts))
+        reference = dict(_require(data, "reference", dict, source, optional={}))
+        if reference:
+            _hashed_path(reference, "path", hashed, f"{source}: reference")
+        build_plan = _build_plan(_require(data, "build_plan", dict, source, optional={}), hashed, source)
         return cls(
             schema_version=version,
             model=dict(model),
@@ -230,7 +247,11 @@ class Manifest:
             accuracy=dict(_require(data, "accuracy", dict, source, optional={})),
             created=_require(data, "created", str, source, optional=""),
             notes=list(notes),
-            backend_preference=_preference(data, source, artifacts),
+            backend_preference=_preference(data, source, artifacts, build_plan),
+            files=files,
+            reference=reference,
+            build_plan=build_plan,
+            prompt_frame=dict(_require(data, "prompt_frame", dict, source, optional={})),
         )
 
 
@@ -326,24 +347,73 @@ class Bundle:
         """Absolute path of the file a runner opens for ``artifact``."""
         return self.root / artifact.path
 
+    def hashed_files(self) -> dict[str, str]:
+        """Every file the manifest vouches for (artifacts' files and ``files``) -> sha256."""
+        out = dict(self.manifest.files)
+        for art in self.manifest.artifacts:
+            out.update(art.files)
+        return out
+
     def verify(self) -> None:
         """Check that every listed file exists and matches its sha256 (raises BundleError)."""
-        for art in self.manifest.artifacts:
-            for rel, digest in art.files.items():
-                full = self.root / rel
-                if not full.is_file():
-                    raise BundleError(f"bundle {self.root}: file {rel} is missing; {_RE_EXPORT}")
-                if sha256_file(full) != digest:
-                    raise BundleError(
-                        f"bundle {self.root}: file {rel} was modified or corrupted (sha256 mismatch); "
-                        + _RE_EXPORT
-                    )
+        for rel, digest in self.hashed_files().items():
+            full = self.root / rel
+            if not full.is_file():
+                raise BundleError(f"bundle {self.root}: file {rel} is missing; {_RE_EXPORT}")
+            if sha256_file(full) != digest:
+                raise BundleError(
+                    f"bundle {self.root}: file {rel} was modified or corrupted (sha256 mismatch); "
+                    + _RE_EXPORT
+                )
 
 
-def _preference(data: dict[str, Any], source: str, artifacts: list[Artifact]) -> list[str]:
-    """The manifest's ``backend_preference``: distinct names of backends its artifacts use."""
+def _hashes(files: dict[str, Any], where: str) -> dict[str, str]:
+    """``{relative path: sha256}`` validated: relative paths inside the bundle, hex digests."""
+    out = {}
+    for rel, digest in files.items():
+        _check_relative(rel, where)
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise BundleError(f"{where}[{rel!r}] is not a sha256 hex digest; {_RE_EXPORT}")
+        out[rel] = digest
+    return out
+
+
+def _hashed_path(data: dict[str, Any], key: str, hashed: set[str], where: str) -> str:
+    """``data[key]``: a relative path that the manifest hashes (else a one-line BundleError)."""
+    rel = _check_relative(_require(data, key, str, where), where)
+    if rel not in hashed:
+        raise BundleError(f"{where}: {key} {rel!r} is not a hashed file of the bundle; {_RE_EXPORT}")
+    return rel
+
+
+def _build_plan(plan: dict[str, Any], hashed: set[str], source: str) -> dict[str, Any]:
+    """Check the shape of ``build_plan`` and that every source path it names is hashed.
+
+    Each backend's plan is ``{"settings": {...}, "graphs": {graph: {precision: path}},
+    "calibration": {graph: path}}``; the values of ``settings`` are checked by the builder.
+    """
+    for backend, entry in plan.items():
+        where = f"{source}: build_plan.{backend}"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where}: must be an object; {_RE_EXPORT}")
+        _require(entry, "settings", dict, where, optional={})
+        for graph, sources in _require(entry, "graphs", dict, where).items():
+            if not isinstance(sources, dict) or not sources:
+                raise BundleError(f"{where}.graphs.{graph}: must map precisions to ONNX paths; {_RE_EXPORT}")
+            for precision in sources:
+                _hashed_path(sources, precision, hashed, f"{where}.graphs.{graph}")
+        calibration = _require(entry, "calibration", dict, where, optional={})
+        for graph in calibration:
+            _hashed_path(calibration, graph, hashed, f"{where}.calibration")
+    return dict(plan)
+
+
+def _preference(data: dict[str, Any], source: str, artifacts: list[Artifact],
+                build_plan: dict[str, Any] | None = None) -> list[str]:
+    """The manifest's ``backend_preference``: distinct names of backends its artifacts use (or that
+    its ``build_plan`` builds on the device)."""
     order = _require(data, "backend_preference", list, source, optional=[])
-    present = {a.backend for a in artifacts}
+    present = {a.backend for a in artifacts} | set(build_plan or {})
     if not all(isinstance(b, str) for b in order) or len(set(order)) != len(order):
         raise BundleError(f"{source}: key 'backend_preference' must list distinct backend names; {_RE_EXPORT}")
     stray = [b for b in order if b not in present]

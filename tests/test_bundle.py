@@ -205,3 +205,32 @@ def test_failed_atomic_write_leaves_nothing(tmp_path: Path) -> None:
             tmp.write_bytes(b"partial")
             raise RuntimeError("crash mid-write")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_extra_files_reference_and_build_plan_are_hashed_and_checked(bundle_dir: Path) -> None:
+    ref = bundle_dir / "reference" / "io.npz"
+    ref.parent.mkdir()
+    ref.write_bytes(b"reference arrays")
+    digest = sha256_file(ref)
+    onnx = load_bundle(bundle_dir).manifest.artifacts[0].path
+
+    def add(data: dict) -> None:
+        data["files"] = {"reference/io.npz": digest}
+        data["reference"] = {"path": "reference/io.npz", "cases": {"image_encoder": 1}}
+        data["build_plan"] = {"tensorrt": {"settings": {}, "graphs": {"image_encoder": {"fp32": onnx}}}}
+        data["backend_preference"] = ["tensorrt", *data["backend_preference"]]
+
+    _edit_manifest(bundle_dir, add)
+    b = load_bundle(bundle_dir)
+    assert b.manifest.reference["path"] == "reference/io.npz" and "reference/io.npz" in b.hashed_files()
+    assert b.manifest.build_plan["tensorrt"]["graphs"]["image_encoder"] == {"fp32": onnx}
+    ref.write_bytes(b"doctored arrays")
+    with pytest.raises(BundleError, match="reference/io.npz was modified"):
+        load_bundle(bundle_dir)
+    _edit_manifest(bundle_dir, lambda d: d["reference"].update(path="elsewhere.npz"))
+    with pytest.raises(BundleError, match="reference: path 'elsewhere.npz' is not a hashed file"):
+        load_bundle(bundle_dir, verify=False)
+    _edit_manifest(bundle_dir, lambda d: d.update(reference={"path": "reference/io.npz"}, build_plan={
+        "tensorrt": {"graphs": {"image_encoder": {"fp32": "../outside.onnx"}}}}))
+    with pytest.raises(BundleError, match="must be relative to the bundle folder"):
+        load_bundle(bundle_dir, verify=False)

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("predictor", "visualize"),
     ("calibration",),  # decoder feeds encode prompts with EdgePredictor
     ("eval",),
-    ("apps",),
+    ("apps", "deploy"),  # deploy: reference I/O, verify, on-device builds (torch-free)
     ("exporters", "compress", "reference"),
     ("bench",),
     ("research",),
