@@ -67,10 +67,10 @@ def resolve_target(target: "str | Path | DeviceProfile") -> DeviceProfile:
     Example:
         >>> resolve_target("onnx").graphs["onnxruntime"]
         ('image_encoder', 'mask_decoder', 'mask_decoder_lowres')
-        >>> resolve_target("x86")
+        >>> resolve_target("x86-gpu")
         Traceback (most recent call last):
         ...
-        slimsam_edge.errors.UsageError: target x86 cannot be exported here: backend tensorrt has no converter (TensorRT engines are built on the device that runs them, which export does not do yet); export --target onnx for the ONNX graphs
+        slimsam_edge.errors.UsageError: target x86-gpu cannot be exported here: backend tensorrt has no converter (TensorRT engines are built on the device that runs them, which export does not do yet); export --target onnx for the ONNX graphs
     """
     profile = target if isinstance(target, DeviceProfile) else load_profile(target)
     where = f"device profile {profile.source}"
