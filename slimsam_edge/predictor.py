@@ -66,6 +66,9 @@ class EdgePredictor:
         self.mask_threshold = float(mask_threshold)
         self.transform = ResizeLongestSide(self.image_size)
         self.timings: dict[str, float] = {}
+        #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
+        self.backend: str | None = None
+        self.precision: str | None = None
         self.reset_image()
 
     # ------------------------------------------------------------------ construction
@@ -86,11 +89,15 @@ class EdgePredictor:
         Arguments:
             path: bundle directory, or a :class:`~slimsam_edge.bundle.Bundle` already loaded (used
                 as it is: ``verify`` applies only to a directory).
-            backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = the bundle's first.
+            backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = picked for this
+                machine (:func:`auto_pick`: the detected profile's preference among the backends
+                the bundle holds and that are installed).
             device: backend device ("cpu", "GPU", "AUTO", "cuda", ...).
-            precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = the
-                first listed (fp32); "bf16" without a bf16 artifact loads the fp32 one with the
-                bf16 hint. A precision the bundle does not hold is refused (BundleError).
+            precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = picked
+                for this machine (the detected profile's default precision where the bundle has it,
+                else fp32); "bf16" without a bf16 artifact loads the fp32 one with the bf16 hint.
+                A precision the bundle does not hold is refused (BundleError), one this machine
+                cannot run (bf16 on a CPU without BF16) too (UnsupportedOnThisMachineError).
             threads: intra-op threads.
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
         """
@@ -98,6 +105,7 @@ class EdgePredictor:
 
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
+        backend, precision = auto_pick(bundle, backend, precision)
         runners = []
         for graph in (ENCODER, DECODER):
             art = find_artifact(bundle, graph, backend, precision)
@@ -108,10 +116,12 @@ class EdgePredictor:
                 extra={"graph": graph, **art.extra},
             )
             runners.append(open_runner(bundle.path_of(art), backend=art.backend, options=opts))
-        return cls(
+        predictor = cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
             pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
         )
+        predictor.backend, predictor.precision = runners[0].backend, precision or art.precision
+        return predictor
 
     @classmethod
     def from_model(cls, sam: Any, *, threads: int | None = None, precision: str = "fp32") -> "EdgePredictor":
@@ -314,3 +324,49 @@ def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str |
         if precision != "bf16":  # bf16 is also a run-time hint on fp32 artifacts (OpenVINO, torch)
             raise
         return bundle.find(graph, backend=backend, precision="fp32")
+
+
+def auto_pick(bundle: Any, backend: str | None, precision: str | None,
+              info: dict[str, Any] | None = None) -> tuple[str | None, str | None]:
+    """The (backend, precision) to open when not told, for this machine (``info``: :func:`detect`).
+
+    backend: the first backend of the detected profile's preference that ``bundle`` holds and that
+    is installed, else the first installed one of the bundle's own preference (``None`` when none
+    is: opening then says what to install). precision: the profile's default precision when the
+    bundle has it for that backend and the machine can run it, else fp32 (``None`` where the
+    bundle has no fp32 either: the first listed). Detection is cached per process.
+
+    Raises:
+        UnsupportedOnThisMachineError: ``precision`` asked for is one the machine cannot run.
+
+    Illustration (not run as a doctest: it needs a bundle)::
+
+        auto_pick(load_bundle("jetson-bundle/"), None, None)   # on a Jetson with TensorRT
+        # -> ('tensorrt', 'fp16')
+    """
+    from .devices import default_profile, detected, load_profile, why_not
+    from .errors import UnsupportedOnThisMachineError
+    from .runtimes import backends as registered
+
+    info = detected() if info is None else info
+    if precision is not None:
+        reason = why_not(precision, info)
+        if reason:
+            raise UnsupportedOnThisMachineError(reason)
+    if backend is not None and precision is not None:
+        return backend, precision
+    profile = load_profile(default_profile(info))
+    known = registered()
+    installed = [b for b in bundle.backends() if b in known and known[b].runner.available()]
+    if backend is None:
+        ranked = [b for b in profile.backends if b in installed] + installed
+        backend = ranked[0] if ranked else None
+    if precision is None:
+        held = {a.precision for a in bundle.manifest.artifacts
+                if a.graph in (ENCODER, DECODER) and (backend is None or a.backend == backend)}
+        default = profile.default_precision
+        if default in held and why_not(default, info) is None:
+            precision = default
+        elif "fp32" in held:
+            precision = "fp32"
+    return backend, precision

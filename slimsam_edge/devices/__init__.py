@@ -9,6 +9,7 @@ Example:
 """
 
 from .profile import (
+    CPU_FLAG_NAMES,
     CPU_FLAGS,
     KINDS,
     PRECISIONS,
@@ -17,11 +18,16 @@ from .profile import (
     TensorRTSettings,
     default_profile,
     detect,
+    detected,
+    l4t_release,
     list_profiles,
     load_profile,
+    machine_precisions,
+    why_not,
 )
 
 __all__ = [
+    "CPU_FLAG_NAMES",
     "CPU_FLAGS",
     "KINDS",
     "PRECISIONS",
@@ -30,6 +36,10 @@ __all__ = [
     "TensorRTSettings",
     "default_profile",
     "detect",
+    "detected",
+    "l4t_release",
     "list_profiles",
     "load_profile",
+    "machine_precisions",
+    "why_not",
 ]

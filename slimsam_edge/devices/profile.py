@@ -360,12 +360,27 @@ def load_profile(name: str | Path) -> DeviceProfile:
 
 # -- machine detection (no torch, no runtime imports) ------------------------------------------
 
-#: CPU flags that matter for inference speed, as /proc/cpuinfo spells them
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile",
-             "amx_int8", "asimd", "asimddp", "bf16", "i8mm")
+#: CPU flags that matter for inference speed, as /proc/cpuinfo spells them, with readable names
+CPU_FLAG_NAMES = {
+    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
+    "avx512_bf16": "AVX512_BF16", "amx_bf16": "AMX-BF16", "amx_tile": "AMX", "amx_int8": "AMX-INT8",
+    "asimd": "Arm NEON", "asimddp": "Arm dot-product", "bf16": "Arm BF16", "i8mm": "Arm I8MM",
+}
+CPU_FLAGS = tuple(CPU_FLAG_NAMES)
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; Arm's "bf16" counts on aarch64 only
+_FAST_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 _TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 _DT_MODEL = Path("/proc/device-tree/model")
+_CPUINFO = Path("/proc/cpuinfo")
+_NVIDIA_PROC = Path("/proc/driver/nvidia")
+
+#: L4T release -> JetPack release (NVIDIA's JetPack archive); other R36 / R35 give "JetPack 6" / "5"
+_JETPACK = {
+    "36.4.4": "JetPack 6.2.1", "36.4.3": "JetPack 6.2", "36.4.0": "JetPack 6.1", "36.3.0": "JetPack 6.0",
+    "36.2.0": "JetPack 6.0 DP", "35.6.0": "JetPack 5.1.4", "35.5.0": "JetPack 5.1.3",
+    "35.4.1": "JetPack 5.1.2", "35.3.1": "JetPack 5.1.1", "35.2.1": "JetPack 5.1",
+}
 
 
 def _read(path: Path) -> str:
@@ -386,6 +401,56 @@ def _cpuinfo(text: str) -> tuple[str, set[str]]:
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
     return model, flags
+
+
+def l4t_release(line: str) -> tuple[str | None, str | None]:
+    """("L4T R36.4.0", "JetPack 6.1") from the first line of /etc/nv_tegra_release.
+
+    Example:
+        >>> l4t_release("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64")
+        ('L4T R36.4.0', 'JetPack 6.1')
+        >>> l4t_release("# R36 (release), REVISION: 9.1"), l4t_release("garbage")
+        (('L4T R36.9.1', 'JetPack 6'), (None, None))
+    """
+    import re
+
+    found = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", line)
+    if not found:
+        return None, None
+    version = f"{found[1]}.{found[2]}"
+    jetpack = _JETPACK.get(version) or {"36": "JetPack 6", "35": "JetPack 5"}.get(found[1])
+    return f"L4T R{version}", jetpack
+
+
+def _nvml() -> list[dict[str, Any]] | None:
+    """NVIDIA GPUs through NVML (the ``pynvml`` module of nvidia-ml-py), ``None`` when it is not
+    installed or finds no driver: detection never fails on it."""
+    from importlib import util
+
+    if util.find_spec("pynvml") is None:
+        return None
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            driver = pynvml.nvmlSystemGetDriverVersion()
+            gpus = []
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+                name = pynvml.nvmlDeviceGetName(handle)
+                gpus.append({
+                    "index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
+                    "memory_gb": round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**30, 2),
+                    "compute_capability": f"{major}.{minor}",
+                    "driver": driver.decode() if isinstance(driver, bytes) else str(driver),
+                })
+            return gpus
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no driver, no GPU, an old NVML: detection reports None
+        return None
 
 
 def _runtime_version(runtime: str, distributions: Sequence[str]) -> str | None:
@@ -411,9 +476,13 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
     :func:`slimsam_edge.runtimes.runtime_distributions` ``()`` to get their versions.
 
     Returns a dict with ``cpu_model``, ``cores_logical``, ``cores_physical``, ``memory_total_gb``,
-    ``cpu_flags`` (flag -> bool for :data:`CPU_FLAGS`), ``supports_bf16``, ``os``, ``machine``,
-    ``python``, ``runtimes`` (runtime -> version or None), ``is_jetson``, ``jetson_model``,
-    ``jetson_release`` and ``nvidia_driver`` (whether an NVIDIA kernel driver is loaded).
+    ``cpu_flags`` (flag -> bool for :data:`CPU_FLAGS`), ``cpu_features`` (readable names of the
+    flags present), ``supports_bf16``, ``fast_int8`` (VNNI / AMX / Arm dot-product or I8MM),
+    ``os``, ``machine``, ``python``, ``runtimes`` (runtime -> version or None), ``is_jetson``,
+    ``jetson_model``, ``jetson_release`` (the raw first line of /etc/nv_tegra_release),
+    ``l4t``, ``jetpack``, ``nvidia_driver`` (whether an NVIDIA kernel driver is loaded) and
+    ``nvidia_gpus`` (NVML's list of name / memory / driver / compute capability; ``None`` without
+    nvidia-ml-py or a driver).
 
     Example:
         >>> info = detect({"numpy": ("numpy",), "nothing": ("no-such-distribution-here",)})
@@ -423,7 +492,7 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
     import os
     import platform
 
-    model, flags = _cpuinfo(_read(Path("/proc/cpuinfo")))
+    model, flags = _cpuinfo(_read(_CPUINFO))
     model = model or platform.processor() or platform.machine()
     try:
         import psutil
@@ -435,14 +504,18 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
         logical, physical, memory = os.cpu_count(), None, None
     release = _read(_TEGRA_RELEASE).strip().splitlines()
     is_jetson = _TEGRA_RELEASE.exists()
+    arm = platform.machine() in ("aarch64", "arm64")
+    l4t, jetpack = l4t_release(release[0]) if release else (None, None)
+    present = {f for f in CPU_FLAGS if f in flags and (f != "bf16" or arm)}
     return {
         "cpu_model": model,
         "cores_logical": logical,
         "cores_physical": physical,
         "memory_total_gb": round(memory / 2**30, 2) if memory else None,
         "cpu_flags": {f: f in flags for f in CPU_FLAGS},
-        "supports_bf16": bool({"avx512_bf16", "amx_bf16"} & flags
-                              or (platform.machine() == "aarch64" and "bf16" in flags)),
+        "cpu_features": [name for f, name in CPU_FLAG_NAMES.items() if f in present],
+        "supports_bf16": bool(set(_BF16_FLAGS) & flags or (arm and "bf16" in flags)),
+        "fast_int8": bool(set(_FAST_INT8_FLAGS) & present),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -450,26 +523,84 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
         "is_jetson": is_jetson,
         "jetson_model": _read(_DT_MODEL).strip("\x00\n ") if is_jetson else None,
         "jetson_release": release[0] if release else None,
-        "nvidia_driver": Path("/proc/driver/nvidia/version").exists(),
+        "l4t": l4t,
+        "jetpack": jetpack,
+        "nvidia_driver": _NVIDIA_PROC.joinpath("version").exists(),
+        "nvidia_gpus": _nvml(),
     }
+
+
+_DETECTED: list[dict[str, Any]] = []
+
+
+def detected() -> dict[str, Any]:
+    """:func:`detect` (without runtime versions) once per process: what auto-picks consult.
+
+    Example:
+        >>> detected() is detected()
+        True
+    """
+    if not _DETECTED:
+        _DETECTED.append(detect())
+    return _DETECTED[0]
+
+
+#: Jetson board model substrings -> profile, most specific first (unknown Orin: the nano, no DLA)
+_JETSON_BOARDS = (("agx orin", "jetson-agx-orin"), ("orin nx", "jetson-orin-nx"), ("orin nano", "jetson-orin-nano"))
 
 
 def default_profile(info: dict[str, Any] | None = None) -> str:
     """The profile name that fits this machine (or ``info`` from :func:`detect`).
 
     A Jetson maps to its profile by board model (an unknown Orin board gets the conservative
-    ``jetson-orin-nano``: no DLA); everything else gets ``cpu``.
+    ``jetson-orin-nano``: no DLA, the smallest workspace); any other machine with an NVIDIA GPU
+    (NVML, or a loaded NVIDIA driver) gets ``x86-gpu``; everything else ``cpu``.
 
     Example:
         >>> default_profile({"is_jetson": True, "jetson_model": "NVIDIA Jetson AGX Orin Developer Kit"})
         'jetson-agx-orin'
+        >>> default_profile({"is_jetson": True, "jetson_model": "NVIDIA Orin NX Developer Kit"})
+        'jetson-orin-nx'
+        >>> default_profile({"is_jetson": False, "nvidia_gpus": [{"name": "NVIDIA L4"}]})
+        'x86-gpu'
         >>> default_profile({"is_jetson": False})
         'cpu'
     """
     info = detect() if info is None else info
-    if not info.get("is_jetson"):
-        return "cpu"
-    model = str(info.get("jetson_model") or "").lower()
-    if "agx orin" in model:
-        return "jetson-agx-orin"
-    return "jetson-orin-nano"
+    if info.get("is_jetson"):
+        model = str(info.get("jetson_model") or "").lower()
+        return next((name for key, name in _JETSON_BOARDS if key in model), "jetson-orin-nano")
+    if info.get("nvidia_gpus") or info.get("nvidia_driver"):
+        return "x86-gpu"
+    return "cpu"
+
+
+def why_not(precision: str, info: dict[str, Any]) -> str | None:
+    """Why this machine (``info`` from :func:`detect`) cannot run ``precision``; ``None`` if it can.
+
+    Only bf16 depends on the CPU: it needs AVX512_BF16, AMX or Arm BF16 (the others run
+    everywhere, int8 faster with VNNI / AMX / dot-product).
+
+    Example:
+        >>> why_not("bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
+        'bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Old CPU has none; use --precision fp32 (or fp16 / int8 where the bundle has them)'
+        >>> why_not("bf16", {"supports_bf16": True}) is None, why_not("int8", {}) is None
+        (True, True)
+    """
+    if precision == "bf16" and not info.get("supports_bf16"):
+        cpu = info.get("cpu_model") or "this CPU"
+        return (f"bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and {cpu} has none; "
+                "use --precision fp32 (or fp16 / int8 where the bundle has them)")
+    return None
+
+
+def machine_precisions(profile: DeviceProfile, info: dict[str, Any]) -> tuple[str, ...]:
+    """The precisions of ``profile`` this machine (``info`` from :func:`detect`) can run.
+
+    Example:
+        >>> machine_precisions(load_profile("cpu"), {"supports_bf16": False})
+        ('fp32', 'fp16', 'int8')
+        >>> machine_precisions(load_profile("cpu"), {"supports_bf16": True})
+        ('fp32', 'fp16', 'bf16', 'int8')
+    """
+    return tuple(p for p in profile.all_precisions() if why_not(p, info) is None)

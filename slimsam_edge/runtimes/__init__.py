@@ -17,6 +17,7 @@ from .registry import (
     register_backend,
     registered_backends,
     runner_class,
+    runtime_devices,
     runtime_distributions,
     unregister_backend,
 )
@@ -24,6 +25,6 @@ from .registry import (
 __all__ = [
     "BUILTIN_BACKENDS", "Backend", "BuildContext", "Converter", "FeedDict", "OnnxAsIs", "Recipe",
     "Runner", "RunnerOptions", "TensorSpec", "backends", "get_backend", "open_runner", "recipes",
-    "register_backend", "registered_backends", "runner_class", "runtime_distributions",
+    "register_backend", "registered_backends", "runner_class", "runtime_devices", "runtime_distributions",
     "unregister_backend",
 ]

@@ -109,6 +109,8 @@ class Backend:
         extra: the pip extra that installs it ("" = a core dependency).
         distributions: pip distributions that provide its runtime, for version detection.
         no_converter: why there is no converter (shown when an export is refused).
+        describe_devices: optional; lists the devices the runtime sees (``[{"device": ..., ...}]``,
+            importing the runtime inside), for ``slimsam-edge devices --detect``.
     """
 
     name: str
@@ -120,6 +122,7 @@ class Backend:
     extra: str = ""
     distributions: tuple[str, ...] = ()
     no_converter: str = ""
+    describe_devices: Callable[[], list[dict[str, Any]]] | None = None
     _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

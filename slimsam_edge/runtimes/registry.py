@@ -130,3 +130,24 @@ def runtime_distributions() -> dict[str, tuple[str, ...]]:
         ('openvino',)
     """
     return {n: b.distributions for n, b in backends().items() if b.distributions}
+
+
+def runtime_devices() -> dict[str, list[dict[str, Any]]]:
+    """``{backend: devices}`` from each installed backend that can list its devices.
+
+    Backends that are not installed or have no ``describe_devices`` are left out; a runtime that
+    fails while listing gives ``[{"error": "<one line>"}]`` (detection never fails).
+
+    Example:
+        >>> "CPU" in [d["device"] for d in runtime_devices().get("openvino", [{"device": "CPU"}])]
+        True
+    """
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, b in backends().items():
+        if b.describe_devices is None or not b.runner.available():
+            continue
+        try:
+            found[name] = b.describe_devices()
+        except Exception as err:  # noqa: BLE001 - a broken driver must not break detection
+            found[name] = [{"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}]
+    return found

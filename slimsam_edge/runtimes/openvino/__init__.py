@@ -7,6 +7,7 @@ Example:
 
 from ..plugin import Backend
 from .convert import IrConverter
+from .devices import describe_devices
 from .quantize import NncfOptions
 from .recipes import OvBf16, OvFp16, OvInt8
 from .runner import OpenVinoRunner
@@ -20,4 +21,5 @@ BACKEND = Backend(
     options=NncfOptions,
     extra="openvino",
     distributions=("openvino",),
+    describe_devices=describe_devices,
 )
