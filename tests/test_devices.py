@@ -211,3 +211,141 @@ def test_tensorrt_settings_from_a_manifest_name_where_and_bare_key() -> None:
         TensorRTSettings.from_dict({k: v for k, v in good.items() if k != "fp32_layers"}, where)
     with pytest.raises(UsageError, match=f"{where}: 'tensorrt' must be a table"):
         TensorRTSettings.from_dict([1], where)
+
+
+# -- detection: this machine, a fake Jetson, a fake NVIDIA GPU ---------------------------------------
+
+def test_detect_reports_readable_features_and_runtime_versions() -> None:
+    from slimsam_edge.devices import CPU_FLAG_NAMES
+    from slimsam_edge.runtimes import runtime_devices, runtime_distributions
+
+    info = detect(runtime_distributions())
+    assert "avx2" in info["cpu_flags"] and "asimddp" in info["cpu_flags"]
+    assert CPU_FLAG_NAMES["asimddp"] == "Arm dot-product" and CPU_FLAG_NAMES["bf16"] == "Arm BF16"
+    assert CPU_FLAG_NAMES["i8mm"] == "Arm I8MM"
+    assert info["cpu_features"] == [CPU_FLAG_NAMES[f] for f, on in info["cpu_flags"].items() if on]
+    assert info["runtimes"]["onnxruntime"][0].isdigit() and info["runtimes"]["openvino"][0].isdigit()
+    assert info["is_jetson"] is False and info["l4t"] is None and info["jetpack"] is None
+    assert info["nvidia_gpus"] is None or isinstance(info["nvidia_gpus"], list)
+    ov = runtime_devices()["openvino"]
+    assert ov[0]["device"] == "CPU" and "FP32" in ov[0]["capabilities"]
+
+
+def test_detect_a_fake_jetson(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimsam_edge.devices import profile
+
+    release, model = tmp_path / "nv_tegra_release", tmp_path / "model"
+    line = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8"
+    release.write_text(line + "\n# KERNEL_VARIANT: oot\n")
+    model.write_bytes(b"NVIDIA Jetson Orin NX Engineering Reference Developer Kit\x00")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes asimddp sha512 bf16 i8mm\n")
+    monkeypatch.setattr(profile, "_TEGRA_RELEASE", release)
+    monkeypatch.setattr(profile, "_DT_MODEL", model)
+    monkeypatch.setattr(profile, "_CPUINFO", cpuinfo)
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    info = detect()
+    assert info["is_jetson"] and info["jetson_model"] == "NVIDIA Jetson Orin NX Engineering Reference Developer Kit"
+    assert (info["l4t"], info["jetpack"], info["jetson_release"]) == ("L4T R36.4.3", "JetPack 6.2", line)
+    assert info["cpu_features"] == ["Arm NEON", "Arm dot-product", "Arm BF16", "Arm I8MM"]
+    assert info["supports_bf16"] and info["fast_int8"]
+    assert default_profile(info) == "jetson-orin-nx"
+    model.write_text("NVIDIA Jetson AGX Orin Developer Kit")
+    assert default_profile(detect()) == "jetson-agx-orin"
+    model.write_text("NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super")
+    assert default_profile(detect()) == "jetson-orin-nano"
+    model.write_text("NVIDIA Jetson Orin Something New")
+    assert default_profile(detect()) == "jetson-orin-nano"  # unknown board: the conservative one
+
+
+def _fake_pynvml(fail: bool = False):
+    import types
+
+    nvml = types.ModuleType("pynvml")
+
+    class Mem:
+        total = 24 * 2**30
+
+    def init() -> None:
+        if fail:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    nvml.nvmlInit, nvml.nvmlShutdown = init, lambda: None
+    nvml.nvmlSystemGetDriverVersion = lambda: b"550.54.15"
+    nvml.nvmlDeviceGetCount = lambda: 1
+    nvml.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
+    nvml.nvmlDeviceGetCudaComputeCapability = lambda h: (8, 9)
+    nvml.nvmlDeviceGetName = lambda h: "NVIDIA L4"
+    nvml.nvmlDeviceGetMemoryInfo = lambda h: Mem()
+    return nvml
+
+
+def test_detect_an_nvidia_gpu_through_a_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
+    info = detect()
+    assert info["nvidia_gpus"] == [{"index": 0, "name": "NVIDIA L4", "memory_gb": 24.0,
+                                    "compute_capability": "8.9", "driver": "550.54.15"}]
+    assert default_profile(info) == "x86-gpu"
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(fail=True))
+    assert detect()["nvidia_gpus"] is None  # never an error
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    assert detect()["nvidia_gpus"] is None
+
+
+def test_machine_precisions_and_why_not() -> None:
+    from slimsam_edge.devices import machine_precisions, why_not
+
+    cpu = load_profile("cpu")
+    assert machine_precisions(cpu, {"supports_bf16": True}) == ("fp32", "fp16", "bf16", "int8")
+    assert machine_precisions(cpu, {"supports_bf16": False}) == ("fp32", "fp16", "int8")
+    msg = why_not("bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
+    assert msg and "AVX512_BF16, AMX or Arm BF16" in msg and "Old CPU" in msg and "--precision fp32" in msg
+    assert machine_precisions(load_profile("jetson-orin-nano"), {"supports_bf16": False}) == ("fp32", "fp16", "int8")
+
+
+# -- a new board = one TOML file -----------------------------------------------------------------
+
+THOR = """# a made-up Jetson: nothing but this file
+name = "jetson-thor-mini"
+kind = "jetson"
+description = "made-up Jetson Thor Mini (Blackwell GPU, 1 DLA core)"
+backends = ["tensorrt", "onnxruntime"]
+default_precision = "fp16"
+dla_cores = 1
+board_models = ["Thor Mini"]
+
+[precisions]
+tensorrt = ["fp32", "fp16", "int8"]
+onnxruntime = ["fp32"]
+
+[graphs]
+tensorrt = ["image_encoder", "mask_decoder_lowres"]
+onnxruntime = ["image_encoder", "mask_decoder_lowres"]
+
+[tensorrt]
+workspace_gb = 2.5
+optimization_level = 4
+decoder_points = [1, 8, 32]
+fp32_layers = ["LayerNormalization"]
+
+[runtime]
+device = "cuda:0"
+"""
+
+
+def test_a_new_board_is_one_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimsam_edge.devices import profile
+
+    board = tmp_path / "jetson-thor-mini.toml"
+    board.write_text(THOR)
+    shipped = profile._profile_files()
+    monkeypatch.setattr(profile, "_profile_files", lambda: {**shipped, "jetson-thor-mini": board})
+    assert "jetson-thor-mini" in list_profiles()
+    thor = load_profile("jetson-thor-mini")
+    assert (thor.dla_cores, thor.tensorrt.decoder_points, thor.tensorrt.workspace_gb) == (1, (1, 8, 32), 2.5)
+    assert default_profile({"is_jetson": True, "jetson_model": "NVIDIA Jetson Thor Mini Developer Kit"}) == "jetson-thor-mini"
+    assert default_profile({"is_jetson": True, "jetson_model": "NVIDIA Jetson AGX Orin"}) == "jetson-agx-orin"
+    assert load_profile(str(board)) == load_profile("jetson-thor-mini").__class__(
+        **{**thor.__dict__, "source": str(board)})  # the same board by path

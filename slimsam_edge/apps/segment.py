@@ -39,11 +39,13 @@ def segment_file(
         out: mask PNG to write (must end in ``.png``); the overlay goes beside it.
         points: ``(x, y)`` prompts in image pixels; ``labels``: 1 foreground (default), 0 background.
         box: ``(x0, y0, x1, y1)`` in image pixels.
-        backend, precision, threads: as :meth:`EdgePredictor.from_bundle`.
+        backend, precision, threads: as :meth:`EdgePredictor.from_bundle` (``None``: picked for
+            this machine; a precision it cannot run is refused).
         multimask: predict 3 masks and keep the best scored (SAM's advice for a single point).
 
     Returns:
-        ``{"image", "mask", "overlay", "score", "area", "image_size", "timings_ms"}``.
+        ``{"image", "mask", "overlay", "score", "area", "image_size", "backend", "precision",
+        "timings_ms"}`` (backend and precision: what ran).
 
     Raises:
         UsageError: no prompt, a label other than 0/1, or ``out`` not a .png.
@@ -86,5 +88,6 @@ def segment_file(
     return {
         "image": str(image), "mask": str(out), "overlay": str(overlay_path), "score": float(scores[best]),
         "area": int(mask.sum()), "image_size": list(rgb.shape[:2]),
+        "backend": predictor.backend, "precision": predictor.precision,
         "timings_ms": {k: round(v * 1e3, 2) for k, v in predictor.timings.items()},
     }

@@ -75,13 +75,21 @@ def bench_bundle(
     resize: str = "sam",
     out: Path | str | None = None,
     progress: BenchProgress | None = None,
+    all_pairs: bool = False,
 ) -> dict[str, Any]:
-    """Benchmark every runnable (backend, precision) pair of a bundle, each in its own process.
+    """Benchmark runnable (backend, precision) pairs of a bundle, each in its own process.
+
+    Without ``backends`` and ``precisions`` it measures the pair picked for this machine
+    (:func:`~slimsam_edge.predictor.auto_pick`, what ``segment`` runs), or every pair with
+    ``all_pairs``. A precision the machine cannot run (bf16 on a CPU without BF16) is refused when
+    asked for and skipped, with the reason, when it would only be listed.
 
     Arguments:
         bundle: bundle folder (hashes verified).
-        backends: backends to measure; None: every backend in the bundle.
-        precisions: precisions to measure; None: every precision each backend holds.
+        backends: backends to measure; None: every backend in the bundle (``all_pairs`` or
+            ``precisions`` given), else the one picked for this machine.
+        precisions: precisions to measure; None: every precision each backend holds (``all_pairs``
+            or ``backends`` given), else the one picked for this machine.
         threads, runs, warmup, prompts, points, image_hw, image, resize: as
             :class:`~slimsam_edge.bench.harness.BenchConfig`.
         out: also write the report there (JSON, atomically).
@@ -93,6 +101,7 @@ def bench_bundle(
 
     Raises:
         UsageError: a backend the bundle lacks, or nothing runnable.
+        UnsupportedOnThisMachineError: a precision asked for that this machine cannot run.
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -102,17 +111,32 @@ def bench_bundle(
         # -> slimsam_edge.errors.UsageError: bundle bundle/ has no tensorrt artifacts; it has onnxruntime, openvino
     """
     from ..bundle import load_bundle
-    from ..devices import detect
+    from ..devices import detect, detected, why_not
+    from ..errors import UnsupportedOnThisMachineError
+    from ..predictor import auto_pick
     from ..runtimes import runtime_distributions
     from ..fsutil import write_text_atomic
     from .harness import BenchConfig, run_config
 
     b = load_bundle(bundle)
+    info = detected()
+    for pr in precisions or []:
+        if why_not(pr, info):
+            raise UnsupportedOnThisMachineError(why_not(pr, info))
+    if not (backends or precisions or all_pairs):
+        picked_backend, picked_precision = auto_pick(b, None, None, info)
+        backends = [picked_backend] if picked_backend else None
+        precisions = [picked_precision] if picked_backend and picked_precision else None
     backends = list(backends) if backends else b.backends()
     missing = [x for x in backends if x not in b.backends()]
     if missing:
         raise UsageError(f"bundle {bundle} has no {', '.join(missing)} artifacts; it has {', '.join(b.backends())}")
     pairs, skipped = runnable_pairs(b, backends, list(precisions) if precisions else None)
+    lacking = [(be, pr) for be, pr in pairs if why_not(pr, info)]  # listed, never asked for
+    skipped += [{"backend": be, "precision": pr, "reason": why_not(pr, info)} for be, pr in lacking]
+    pairs = [pair for pair in pairs if pair not in lacking]
+    if not pairs:
+        raise UsageError("nothing to benchmark on this machine: " + "; ".join(s["reason"] for s in skipped))
     configs = [
         BenchConfig(bundle=str(bundle), backend=be, precision=pr, threads=threads, image_hw=image_hw,
                     image=str(image) if image else None, warmup=warmup, runs=runs, prompts=prompts,

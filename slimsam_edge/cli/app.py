@@ -16,6 +16,7 @@ from .bench import bench
 from .compress import compress
 from .data import app as data_app
 from .demo import demo
+from .devices import devices
 from .eval import eval_cmd
 from .export import export
 from .info import info
@@ -54,6 +55,7 @@ app.command()(compress)
 app.command()(export)
 app.command()(segment)
 app.command()(bench)
+app.command()(devices)
 app.command("eval")(eval_cmd)
 app.command()(demo)
 app.command("train-reference")(train_reference)

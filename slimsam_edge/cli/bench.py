@@ -15,8 +15,9 @@ from .options import Backend, JsonOpt, Precision, Resize, ThreadsOpt
 @handle_errors
 def bench(
     bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `slimsam-edge export`.")],
-    backend: Annotated[Optional[list[Backend]], typer.Option("--backend", "-b", help="Backends to measure (repeatable); default: every backend in the bundle.")] = None,
-    precision: Annotated[Optional[list[Precision]], typer.Option("--precision", help="Precisions (repeatable): fp32 | fp16 | bf16 | int8; default: every precision the bundle holds. bf16 without a bf16 artifact = OpenVINO/torch run-time hint on fp32.")] = None,
+    backend: Annotated[Optional[list[Backend]], typer.Option("--backend", "-b", help="Backends to measure (repeatable); default: every backend in the bundle when --precision or --all is given, else the one picked for this machine.")] = None,
+    precision: Annotated[Optional[list[Precision]], typer.Option("--precision", help="Precisions (repeatable): fp32 | fp16 | bf16 | int8; default: every precision the bundle holds when --backend or --all is given, else the one picked for this machine (slimsam-edge devices --detect). bf16 without a bf16 artifact = OpenVINO/torch run-time hint on fp32; refused on a CPU without BF16.")] = None,
+    all_pairs: Annotated[bool, typer.Option("--all", help="Measure every (backend, precision) pair the bundle holds and this machine can run.")] = False,
     threads: ThreadsOpt = None,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed encoder runs.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 2,
@@ -45,7 +46,7 @@ def bench(
             bundle, backends=[x.value for x in backend] if backend else None,
             precisions=[p.value for p in precision] if precision else None, threads=threads, runs=runs,
             warmup=warmup, prompts=prompts, points=points, image_hw=hw, image=image,  # type: ignore[arg-type]
-            resize=resize.value, out=out, progress=update)
+            resize=resize.value, out=out, progress=update, all_pairs=all_pairs)
     if json_out:
         emit_json(report)
         return

@@ -19,8 +19,8 @@ def segment(
     out: Annotated[Path, typer.Option("--out", "-o", help="Mask PNG to write; an overlay PNG is written beside it.")],
     point: Annotated[Optional[list[str]], typer.Option("--point", "-p", help="x,y[,label] in image pixels; label 1 = foreground (default), 0 = background. Repeatable.")] = None,
     box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 in image pixels.")] = None,
-    backend: Annotated[Optional[Backend], typer.Option("--backend", help="Runtime (default: the bundle's first).")] = None,
-    precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (bf16 on OpenVINO).")] = None,
+    backend: Annotated[Optional[Backend], typer.Option("--backend", help="Runtime (default: picked for this machine: the detected profile's first backend the bundle holds and that is installed).")] = None,
+    precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (bf16 on OpenVINO; refused on a CPU without BF16); default: the detected profile's precision when the bundle has it, else fp32.")] = None,
     multimask: Annotated[bool, typer.Option("--multimask/--single-mask", help="Predict 3 masks and keep the best scored (SAM's advice for a single point).")] = True,
     threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
@@ -42,4 +42,5 @@ def segment(
     if json_out:
         emit_json(result)
     else:
-        typer.echo(f"mask {out} (score {result['score']:.3f}, {result['area']} px), overlay {result['overlay']}")
+        typer.echo(f"mask {out} (score {result['score']:.3f}, {result['area']} px), overlay {result['overlay']} "
+                   f"[{result['backend']}/{result['precision']}]")

@@ -38,7 +38,7 @@ def _toml() -> Any:
 
 #: every key a profile file may hold; anything else is a typo and is refused
 _KEYS = ("name", "kind", "description", "backends", "precisions", "graphs", "default_backend",
-         "default_precision", "notes", "dla_cores", "tensorrt", "runtime")
+         "default_precision", "notes", "dla_cores", "board_models", "tensorrt", "runtime")
 
 
 class _Table:
@@ -202,6 +202,8 @@ class DeviceProfile:
         default_backend / default_precision: what runs unless told (default: the first backend).
         notes: facts worth knowing when deploying there.
         dla_cores: number of Jetson DLA cores (0 where there is none).
+        board_models: substrings of a Jetson's device-tree model ("AGX Orin") that make
+            :func:`default_profile` pick this profile (case-insensitive; the longest match wins).
         tensorrt: TensorRT build settings (``[tensorrt]``; required when "tensorrt" is a backend).
         runtime: run-time defaults (``[runtime]``; threads 0 and device "cpu" when absent).
         source: the file it was read from.
@@ -217,6 +219,7 @@ class DeviceProfile:
     default_precision: str
     notes: tuple[str, ...] = ()
     dla_cores: int = 0
+    board_models: tuple[str, ...] = ()
     tensorrt: TensorRTSettings | None = None
     runtime: RuntimeDefaults = RuntimeDefaults()
     source: str = "<dict>"
@@ -299,7 +302,7 @@ class DeviceProfile:
             backends=backends, precisions=per["precisions"], graphs=per["graphs"],
             default_backend=top.get("default_backend", str, backends[0]),
             default_precision=top.get("default_precision", str),
-            notes=top.strings("notes", []), dla_cores=dla_cores,
+            notes=top.strings("notes", []), dla_cores=dla_cores, board_models=top.strings("board_models", []),
             tensorrt=(TensorRTSettings.from_dict(data["tensorrt"], where, "tensorrt")
                       if "tensorrt" in data else None),
             runtime=RuntimeDefaults.from_dict(data.get("runtime", {}), where, "runtime"),
@@ -425,13 +428,11 @@ def l4t_release(line: str) -> tuple[str | None, str | None]:
 def _nvml() -> list[dict[str, Any]] | None:
     """NVIDIA GPUs through NVML (the ``pynvml`` module of nvidia-ml-py), ``None`` when it is not
     installed or finds no driver: detection never fails on it."""
-    from importlib import util
-
-    if util.find_spec("pynvml") is None:
-        return None
     try:
         import pynvml
-
+    except ImportError:
+        return None
+    try:
         pynvml.nvmlInit()
         try:
             driver = pynvml.nvmlSystemGetDriverVersion()
@@ -545,16 +546,15 @@ def detected() -> dict[str, Any]:
     return _DETECTED[0]
 
 
-#: Jetson board model substrings -> profile, most specific first (unknown Orin: the nano, no DLA)
-_JETSON_BOARDS = (("agx orin", "jetson-agx-orin"), ("orin nx", "jetson-orin-nx"), ("orin nano", "jetson-orin-nano"))
-
-
 def default_profile(info: dict[str, Any] | None = None) -> str:
     """The profile name that fits this machine (or ``info`` from :func:`detect`).
 
-    A Jetson maps to its profile by board model (an unknown Orin board gets the conservative
-    ``jetson-orin-nano``: no DLA, the smallest workspace); any other machine with an NVIDIA GPU
-    (NVML, or a loaded NVIDIA driver) gets ``x86-gpu``; everything else ``cpu``.
+    A Jetson maps to the shipped profile whose ``board_models`` match its device-tree model (the
+    longest match wins; an unknown board gets the conservative ``jetson-orin-nano``: no DLA, the
+    smallest workspace); any other machine with an NVIDIA GPU
+    (NVML, or a loaded NVIDIA driver) gets ``x86-gpu``; one where OpenVINO sees a GPU or NPU
+    (``info["runtime_devices"]``, added by ``slimsam-edge devices --detect``) gets ``intel-gpu``;
+    everything else ``cpu``.
 
     Example:
         >>> default_profile({"is_jetson": True, "jetson_model": "NVIDIA Jetson AGX Orin Developer Kit"})
@@ -563,15 +563,22 @@ def default_profile(info: dict[str, Any] | None = None) -> str:
         'jetson-orin-nx'
         >>> default_profile({"is_jetson": False, "nvidia_gpus": [{"name": "NVIDIA L4"}]})
         'x86-gpu'
+        >>> default_profile({"is_jetson": False, "runtime_devices": {"openvino": [{"device": "GPU.0"}]}})
+        'intel-gpu'
         >>> default_profile({"is_jetson": False})
         'cpu'
     """
     info = detect() if info is None else info
     if info.get("is_jetson"):
         model = str(info.get("jetson_model") or "").lower()
-        return next((name for key, name in _JETSON_BOARDS if key in model), "jetson-orin-nano")
+        matches = [(len(m), name) for name in list_profiles() for m in load_profile(name).board_models
+                   if m.lower() in model]
+        return max(matches)[1] if matches else "jetson-orin-nano"
     if info.get("nvidia_gpus") or info.get("nvidia_driver"):
         return "x86-gpu"
+    openvino = (info.get("runtime_devices") or {}).get("openvino") or []
+    if any(str(d.get("device", "")).startswith(("GPU", "NPU")) for d in openvino):
+        return "intel-gpu"
     return "cpu"
 
 
