@@ -39,7 +39,7 @@ def test_help_does_not_import_torch():
             app(["--help"])
         except SystemExit:
             pass
-        for cmd in ("info", "export", "segment", "bench", "eval", "data", "compress", "demo", "train-reference"):
+        for cmd in ("info", "export", "segment", "bench", "devices", "eval", "data", "compress", "demo", "train-reference"):
             try:
                 app([cmd, "--help"])
             except SystemExit:
@@ -269,3 +269,66 @@ def test_demo_command_prints_the_steps_and_renders_the_report(tmp_path, monkeypa
     r = run("demo", "--out", out, "--json")
     assert r.exit_code == 0 and "step" not in r.stderr and calls[1]["quiet"] is True
     assert json.loads(r.stdout)["segment"]["iou_with_ground_truth"] == 0.75
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_devices_lists_the_profiles():
+    from slimsam_edge.devices import list_profiles
+
+    r = run("devices", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["name"] for x in rows] == list_profiles()
+    nx = next(x for x in rows if x["name"] == "jetson-orin-nx")
+    assert nx["kind"] == "jetson" and nx["dla_cores"] == 1 and nx["backends"] == ["tensorrt", "onnxruntime"]
+    table = run("devices")
+    assert table.exit_code == 0 and "x86-gpu" in table.stdout and "intel-gpu" in table.stdout
+
+
+def test_devices_detect_describes_this_machine():
+    r = run("devices", "--detect", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    m = rep["machine"]
+    assert m["cores_logical"] >= 1 and "avx2" in m["cpu_flags"] and m["runtimes"]["onnxruntime"]
+    assert m["runtime_devices"]["openvino"][0]["device"] == "CPU"
+    assert rep["profile_that_fits"] == rep["profile"] == "cpu"  # no Jetson, no NVIDIA GPU here
+    assert "fp32" in rep["precisions"] and ("bf16" in rep["precisions"]) == m["supports_bf16"]
+    text = run("devices", "--detect")
+    assert text.exit_code == 0 and "profile that fits" in text.stdout and "openvino device" in text.stdout
+
+
+def test_devices_target_a_new_board_file(tmp_path):
+    board = tmp_path / "my-board.toml"
+    board.write_text('name = "my-board"\nkind = "jetson"\ndescription = "a board of mine"\n'
+                     'backends = ["tensorrt"]\ndefault_precision = "fp16"\ndla_cores = 1\n'
+                     '[precisions]\ntensorrt = ["fp32", "fp16"]\n[graphs]\ntensorrt = ["image_encoder"]\n'
+                     '[tensorrt]\nworkspace_gb = 1\noptimization_level = 2\ndecoder_points = [1, 2, 4]\n'
+                     'fp32_layers = []\n')
+    r = run("devices", "--target", board, "--json")
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.stdout)
+    assert row["name"] == "my-board" and row["tensorrt"]["decoder_points"] == [1, 2, 4] and row["source"] == str(board)
+    r = run("devices", "--target", board, "--detect", "--json")
+    assert json.loads(r.stdout)["profile"] == "my-board" and json.loads(r.stdout)["precisions"] == ["fp32", "fp16"]
+    board.write_text(board.read_text().replace("optimization_level = 2", "optimisation_level = 2"))
+    assert_one_line_error(run("devices", "--target", board), str(board), "'tensorrt.optimisation_level' is not a tensorrt key")
+    board.write_text(board.read_text().replace('kind = "jetson"\n', ""))
+    assert_one_line_error(run("devices", "--target", board), str(board), "missing key 'kind'")
+    assert_one_line_error(run("devices", "--target", "toaster"), "unknown target 'toaster'", "x86-gpu")
+
+
+def test_bench_runs_the_pair_picked_for_this_machine(tiny_bundle, image_file, tmp_path, monkeypatch):
+    from slimsam_edge.devices import profile
+
+    r = run("bench", tiny_bundle, "--runs", "1", "--warmup", "0", "--prompts", "1", "--image-size", "60x90", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert [(x["config"]["backend"], x["config"]["precision"]) for x in rep["results"]] == [("onnxruntime", "fp32")]
+    monkeypatch.setattr(profile, "_DETECTED", [{"supports_bf16": False, "cpu_model": "Fake CPU", "is_jetson": False}])
+    assert_one_line_error(run("bench", tiny_bundle, "--precision", "bf16"), "bf16 needs a CPU with AVX512_BF16",
+                          "Fake CPU has none")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--out", tmp_path / "m.png",
+                              "--point", "1,1", "--precision", "bf16"), "bf16 needs a CPU")

@@ -141,3 +141,99 @@ def test_runtime_path_never_imports_torch(tiny_bundle, backend):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"torch": False, "shape": [3, 120, 160]}
+
+
+# -- backend and precision picked for this machine (the detected profile) ---------------------------
+
+NO_BF16 = {"supports_bf16": False, "cpu_model": "Fake CPU without BF16", "is_jetson": False}
+
+
+def _machine(monkeypatch, info: dict, profile_toml=None) -> None:
+    """Pretend this machine is ``info`` (cached detection) whose fitting profile is ``profile_toml``."""
+    import slimsam_edge.devices as devices
+    from slimsam_edge.devices import profile
+
+    monkeypatch.setattr(profile, "_DETECTED", [info])
+    if profile_toml is not None:
+        monkeypatch.setattr(devices, "default_profile", lambda info=None: str(profile_toml))
+
+
+def _with_precision(bundle_dir, tmp_path, backend: str, precision: str):
+    """A copy of ``bundle_dir`` that also lists ``backend``'s fp32 files as ``precision`` artifacts."""
+    import dataclasses
+    import shutil
+
+    from slimsam_edge.bundle import Artifact, load_bundle, write_manifest
+
+    root = tmp_path / f"b-{backend}-{precision}"
+    shutil.copytree(bundle_dir, root)
+    m = load_bundle(root).manifest
+    extra = [Artifact.from_files(root, a.graph, a.backend, precision, a.path, [f for f in a.files if f != a.path],
+                                 extra=dict(a.extra))
+             for a in m.artifacts if a.backend == backend and a.precision == "fp32"]
+    write_manifest(root, dataclasses.replace(m, artifacts=[*m.artifacts, *extra]))
+    return root
+
+
+def _profile(tmp_path, backends: list[str], default_precision: str):
+    path = tmp_path / f"fake-{'-'.join(backends)}-{default_precision}.toml"
+    precisions = "\n".join(f'{b} = ["fp32", "fp16", "bf16", "int8"]' for b in backends)
+    graphs = "\n".join(f'{b} = ["image_encoder", "mask_decoder_lowres"]' for b in backends)
+    path.write_text(f'name = "fake"\nkind = "cpu"\ndescription = "d"\nbackends = {backends!r}\n'.replace("'", '"')
+                    + f'default_precision = "{default_precision}"\n[precisions]\n{precisions}\n[graphs]\n{graphs}\n')
+    return path
+
+
+def test_a_precision_the_machine_lacks_is_refused_and_never_picked(tiny_bundle, tmp_path, monkeypatch):
+    from slimsam_edge.apps.segment import segment_file
+    from slimsam_edge.bench.run import bench_bundle
+    from slimsam_edge.errors import UnsupportedOnThisMachineError
+
+    import cv2
+
+    bf16 = _with_precision(tiny_bundle, tmp_path, "openvino", "bf16")
+    cv2.imwrite(str(tmp_path / "x.png"), photo((40, 60), seed=1))
+    _machine(monkeypatch, NO_BF16, _profile(tmp_path, ["openvino", "onnxruntime"], "bf16"))
+    for call in (lambda: EdgePredictor.from_bundle(bf16, precision="bf16"),
+                 lambda: segment_file(tmp_path / "x.png", bf16, tmp_path / "m.png", points=[(1, 1)], precision="bf16"),
+                 lambda: bench_bundle(bf16, precisions=["bf16"])):
+        with pytest.raises(UnsupportedOnThisMachineError) as err:
+            call()
+        assert "bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Fake CPU without BF16 has none" in str(err.value)
+        assert "use --precision fp32" in str(err.value) and "\n" not in str(err.value)
+    p = EdgePredictor.from_bundle(bf16)  # the profile's default is bf16, the bundle has it: still fp32
+    assert (p.backend, p.precision) == ("openvino", "fp32")
+    assert p.encoder.options.precision == "fp32"
+
+
+def test_the_detected_profile_picks_backend_and_precision(tiny_bundle, tmp_path, monkeypatch):
+    from slimsam_edge.predictor import auto_pick
+
+    fp16 = _with_precision(tiny_bundle, tmp_path, "onnxruntime", "fp16")
+    with_bf16 = dict(NO_BF16, supports_bf16=True)
+    _machine(monkeypatch, with_bf16, _profile(tmp_path, ["onnxruntime", "openvino"], "fp16"))
+    p = EdgePredictor.from_bundle(fp16)
+    assert (p.backend, p.precision) == ("onnxruntime", "fp16")
+    assert p.encoder.artifact.name.endswith(".onnx") and p.encoder.options.extra["graph"] == "image_encoder"
+    # the profile prefers openvino, which holds no fp16 artifact: fp32 there
+    _machine(monkeypatch, with_bf16, _profile(tmp_path, ["openvino", "onnxruntime"], "fp16"))
+    assert (EdgePredictor.from_bundle(fp16).backend, EdgePredictor.from_bundle(fp16).precision) == ("openvino", "fp32")
+    # told the backend: the profile's precision where the bundle has it for that backend
+    assert EdgePredictor.from_bundle(fp16, backend="onnxruntime").precision == "fp16"
+    # a profile whose backends the bundle lacks: the bundle's own preference, fp32
+    _machine(monkeypatch, with_bf16, "jetson-orin-nano")  # tensorrt first: not in the bundle
+    from slimsam_edge.bundle import load_bundle
+
+    assert auto_pick(load_bundle(fp16), None, None) == (load_bundle(fp16).backends()[0], "fp16")
+    assert auto_pick(load_bundle(tiny_bundle), None, None) == (load_bundle(tiny_bundle).backends()[0], "fp32")
+    assert auto_pick(load_bundle(fp16), "openvino", "int8") == ("openvino", "int8")  # told: kept
+
+
+def test_a_backend_that_is_not_installed_is_never_picked(tiny_bundle, tmp_path, monkeypatch):
+    from slimsam_edge.bundle import load_bundle
+    from slimsam_edge.predictor import auto_pick
+    from slimsam_edge.runtimes import get_backend
+
+    _machine(monkeypatch, NO_BF16, _profile(tmp_path, ["openvino", "onnxruntime"], "fp32"))
+    monkeypatch.setattr(get_backend("openvino").runner, "available", classmethod(lambda cls: False))
+    assert auto_pick(load_bundle(tiny_bundle), None, None) == ("onnxruntime", "fp32")
