@@ -66,9 +66,14 @@ GOOD = ('name = "mine"\nkind = "cpu"\ndescription = "d"\nbackends = ["onnxruntim
     (('kind = "cpu"', 'kind = 3'), "'kind' must be a str"),
 ])
 def test_profile_file_errors_name_file_and_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    _assert_refused(tmp_path, GOOD, change, message)
+
+
+def _assert_refused(tmp_path: Path, good: str, change: tuple[str, str], message: str) -> None:
+    """``good`` with ``change`` applied is refused in one line naming the file and ``message``."""
     bad = tmp_path / "board.toml"
-    assert change[0] in GOOD
-    bad.write_text(GOOD.replace(*change))
+    assert change[0] in good
+    bad.write_text(good.replace(*change, 1))
     with pytest.raises(UsageError) as err:
         load_profile(str(bad))
     assert str(err.value).startswith(f"device profile {bad}: ") and message in str(err.value)
@@ -181,13 +186,7 @@ def test_tensorrt_table_read_from_a_file(tmp_path: Path) -> None:
     (("[runtime]", "[runtime.cuda]"), "'runtime.cuda' is not a runtime key"),
 ])
 def test_tensorrt_and_runtime_errors_name_file_and_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
-    bad = tmp_path / "board.toml"
-    assert change[0] in GOOD_TRT
-    bad.write_text(GOOD_TRT.replace(*change, 1))
-    with pytest.raises(UsageError) as err:
-        load_profile(str(bad))
-    text = str(err.value)
-    assert text.startswith(f"device profile {bad}: ") and message in text and "\n" not in text
+    _assert_refused(tmp_path, GOOD_TRT, change, message)
 
 
 def test_tensorrt_table_required_with_tensorrt(tmp_path: Path) -> None:
