@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -48,11 +48,6 @@ RUNTIME_GRAPHS = (ENCODER, DECODER_LOWRES)
 
 DEFAULT_OPSET = 17
 _POINTS = {1: "num_points"}
-_OFFICIAL_INPUTS: dict[str, dict[int, str]] = {
-    "image_embeddings": {}, "point_coords": _POINTS, "point_labels": _POINTS,
-    "mask_input": {}, "has_mask_input": {}, "orig_im_size": {},
-}
-_OFFICIAL_ATOL = {"masks": 2e-2, "iou_predictions": 2e-3, "low_res_masks": 2e-2}
 
 
 @dataclass(frozen=True)
@@ -85,6 +80,22 @@ class OnnxSpec:
         object.__setattr__(self, "dynamic_axes", axes)
 
 
+#: segment-anything's official decoder I/O; the single-mask graph differs only in its wrapper
+_OFFICIAL = OnnxSpec(
+    name=DECODER,
+    wrapper="OfficialDecoder",
+    inputs={
+        "image_embeddings": {}, "point_coords": _POINTS, "point_labels": _POINTS,
+        "mask_input": {}, "has_mask_input": {}, "orig_im_size": {},
+    },
+    outputs={"masks": {2: "height", 3: "width"}, "iou_predictions": {}, "low_res_masks": {}},
+    atol={"masks": 2e-2, "iou_predictions": 2e-3, "low_res_masks": 2e-2},
+    mask_outputs=("masks", "low_res_masks"),
+    description="segment-anything's ONNX decoder contract (in-graph upsample to orig_im_size), "
+    "every mask token returned",
+)
+
+
 ONNX_SPECS: dict[str, OnnxSpec] = {
     ENCODER: OnnxSpec(
         name=ENCODER,
@@ -103,23 +114,9 @@ ONNX_SPECS: dict[str, OnnxSpec] = {
         description="RGB pixels HxWx3 float32 (0..255, resized so the longest side is S, not "
         "normalised, not padded) -> image embedding; samexporter's --use-preprocess encoder",
     ),
-    DECODER: OnnxSpec(
-        name=DECODER,
-        wrapper="OfficialDecoder",
-        inputs=_OFFICIAL_INPUTS,
-        outputs={"masks": {2: "height", 3: "width"}, "iou_predictions": {}, "low_res_masks": {}},
-        atol=_OFFICIAL_ATOL,
-        mask_outputs=("masks", "low_res_masks"),
-        description="segment-anything's ONNX decoder contract (in-graph upsample to orig_im_size), "
-        "every mask token returned",
-    ),
-    DECODER_SINGLE: OnnxSpec(
-        name=DECODER_SINGLE,
-        wrapper="SingleMaskDecoder",
-        inputs=_OFFICIAL_INPUTS,
-        outputs={"masks": {2: "height", 3: "width"}, "iou_predictions": {}, "low_res_masks": {}},
-        atol=_OFFICIAL_ATOL,
-        mask_outputs=("masks", "low_res_masks"),
+    DECODER: _OFFICIAL,
+    DECODER_SINGLE: replace(
+        _OFFICIAL, name=DECODER_SINGLE, wrapper="SingleMaskDecoder",
         description="segment-anything's ONNX decoder exported with return_single_mask=True: one mask "
         "(1x1xHxW at orig_im_size, low_res_masks 1x1x(S/4)x(S/4)) fit to feed back as mask_input",
     ),
