@@ -24,7 +24,8 @@ def test_shipped_profiles_load() -> None:
 def test_cpu_and_onnx_targets_as_exported() -> None:
     """The export behaviour of the former exporters/targets.py, now read from the profiles."""
     cpu, onnx = load_profile("cpu"), load_profile("onnx")
-    all_graphs = ("image_encoder", "mask_decoder", "mask_decoder_lowres")
+    all_graphs = ("image_encoder", "image_encoder_pixels", "mask_decoder", "mask_decoder_single",
+                  "mask_decoder_lowres")
     assert cpu.backends == ("onnxruntime", "openvino") and cpu.default_backend == "onnxruntime"
     assert cpu.graphs == {"onnxruntime": all_graphs, "openvino": ("image_encoder", "mask_decoder_lowres")}
     assert {p: cpu.backends_for(p) for p in cpu.all_precisions()} == {

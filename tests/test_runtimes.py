@@ -79,6 +79,12 @@ def _two_feed(n: int = 3) -> dict[str, np.ndarray]:
     return {"x": np.arange(n * 4, dtype=np.float32).reshape(n, 4), "idx": np.arange(n, dtype=np.int64)}
 
 
+def _cuda_listed() -> bool:
+    from slimsam_edge.runtimes.onnxruntime_cuda.runner import cuda_provider_listed
+
+    return cuda_provider_listed()
+
+
 # -- registry ----------------------------------------------------------------------------------
 
 def test_registry_lists_builtin_backends() -> None:
@@ -159,6 +165,100 @@ def test_onnxruntime_unavailable_provider_and_bad_options(affine_onnx: Path) -> 
     r = open_runner(affine_onnx, options=RunnerOptions(extra={"providers": ["CPUExecutionProvider"]}))
     with r:
         assert "CPUExecutionProvider" in r.notes[0]
+
+
+# -- onnxruntime-cuda ------------------------------------------------------------------------------
+
+def _fake_ort_with_cuda(active: list[str]):
+    """An onnxruntime module that lists the CUDA provider and whose sessions run on ``active``."""
+    import types
+
+    class Session:
+        calls: list = []
+
+        def __init__(self, source, sess_options=None, providers=None, provider_options=None):
+            Session.calls.append((list(providers), [dict(o) for o in provider_options]))
+
+        def get_providers(self):
+            return list(active)
+
+    return types.SimpleNamespace(
+        get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        SessionOptions=type("SessionOptions", (), {}), GraphOptimizationLevel=types.SimpleNamespace(ORT_ENABLE_ALL=99),
+        InferenceSession=Session)
+
+
+def test_onnxruntime_cuda_refuses_a_session_that_fell_back_to_cpu(affine_onnx: Path, monkeypatch) -> None:
+    from slimsam_edge.runtimes.onnxruntime_cuda.runner import OnnxRuntimeCudaRunner as Runner
+
+    fake = _fake_ort_with_cuda(active=["CPUExecutionProvider"])  # CUDA libraries missing: ORT falls back
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    runner = Runner(affine_onnx, RunnerOptions(device="cuda:1"))
+    with pytest.raises(BackendUnavailableError) as err:
+        runner.activate()
+    msg = str(err.value)
+    assert "could not start CUDAExecutionProvider (running CPUExecutionProvider)" in msg and "\n" not in msg
+    providers, options = fake.InferenceSession.calls[-1]
+    assert providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert options == [{"device_id": 1, "use_tf32": "0"}, {}]  # device_id from cuda:N; fp32 stays fp32
+    # the unset device (RunnerOptions' "cpu") is the first GPU; a non-CUDA device is refused
+    assert Runner(affine_onnx).options.device == "cuda:0"
+    with pytest.raises(UsageError, match="'cuda' or 'cuda:N', not 'GPU'"):
+        Runner(affine_onnx, RunnerOptions(device="GPU"))
+    with pytest.raises(UsageError, match="chooses its providers"):
+        Runner(affine_onnx, RunnerOptions(extra={"providers": ["CPUExecutionProvider"]}))
+
+
+def test_onnxruntime_cuda_available_only_with_the_gpu_build(monkeypatch) -> None:
+    from importlib import metadata
+
+    from slimsam_edge.runtimes.onnxruntime_cuda import runner as cuda_runner
+
+    def installed(name):
+        if name == "onnxruntime-gpu":
+            return object()
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", _fake_ort_with_cuda(active=[]))
+    monkeypatch.setattr(cuda_runner.metadata, "distribution", installed)
+    assert cuda_runner.OnnxRuntimeCudaRunner.available() is True
+    sys.modules["onnxruntime"].get_available_providers = lambda: ["CPUExecutionProvider"]  # the CPU build won
+    assert cuda_runner.OnnxRuntimeCudaRunner.available() is False
+    monkeypatch.setattr(cuda_runner.metadata, "distribution", lambda name: installed("onnxruntime"))
+    assert cuda_runner.OnnxRuntimeCudaRunner.available() is False
+
+
+def test_onnxruntime_cuda_recipe_is_its_own_class() -> None:
+    from slimsam_edge.runtimes import get_backend
+
+    cuda, cpu = get_backend("onnxruntime-cuda").recipe("fp16"), get_backend("onnxruntime").recipe("fp16")
+    assert (cuda.backend, cpu.backend) == ("onnxruntime-cuda", "onnxruntime")
+    assert isinstance(cuda, type(cpu)) and cuda.file_tag != cpu.file_tag  # never the same fp16 file
+
+
+@pytest.mark.skipif(_cuda_listed(), reason="onnxruntime-gpu with the CUDA provider is installed here")
+def test_onnxruntime_cuda_not_installed_gives_the_install_hint(tiny_model, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from helpers import assert_one_line_error, photo
+    from slimsam_edge.cli.app import app
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    with pytest.raises(BackendUnavailableError) as err:
+        runner_class("onnxruntime-cuda")
+    assert str(err.value) == "backend 'onnxruntime-cuda' is not installed; pip install 'slimsam-edge[gpu]'"
+    # a bundle for a GPU target, exported on this CPU-only host (unvalidated: no CUDA here)
+    toml = tmp_path / "gpu.toml"
+    toml.write_text('name = "gpu"\nkind = "x86-gpu"\ndescription = "d"\nbackends = ["onnxruntime-cuda"]\n'
+                    'default_precision = "fp32"\n[precisions]\n"onnxruntime-cuda" = ["fp32"]\n[graphs]\n'
+                    '"onnxruntime-cuda" = ["image_encoder", "mask_decoder_lowres"]\n')
+    export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target=str(toml), validate=False, simplify=False)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "x.png"), photo((64, 96)))
+    result = CliRunner().invoke(app, ["segment", str(tmp_path / "x.png"), "--bundle", str(tmp_path / "b"),
+                                      "--point", "10,10", "--out", str(tmp_path / "m.png")])
+    assert_one_line_error(result, "onnxruntime-cuda", "pip install 'slimsam-edge[gpu]'")
 
 
 # -- openvino ------------------------------------------------------------------------------------
@@ -687,12 +787,21 @@ def _tensorrt_case(request: pytest.FixtureRequest, tmp_path: Path):
     return engine, RunnerOptions(), onnx_path
 
 
+def _onnxruntime_cuda_case(request: pytest.FixtureRequest, tmp_path: Path):
+    """The bundle's ONNX decoder on the CUDA provider, compared with ONNX Runtime on the CPU."""
+    artifact, _, reference = _bundle_case("onnxruntime")(request, tmp_path)
+    return artifact, RunnerOptions(threads=1, device="cuda:0"), reference
+
+
 CONTRACT = {
     "onnxruntime": _bundle_case("onnxruntime"),
     "openvino": _bundle_case("openvino"),
     "torch": _bundle_case("torch"),
     "tensorrt": _tensorrt_case,
+    "onnxruntime-cuda": _onnxruntime_cuda_case,
 }
+#: contract cases that need real hardware (deselected by default: -m gpu runs them)
+CONTRACT_MARKS = {"onnxruntime-cuda": pytest.mark.gpu}
 
 
 def _feed(specs: dict, seed: int = 0) -> dict[str, np.ndarray]:
@@ -731,7 +840,7 @@ def _check_contract(backend: str, artifact, options: RunnerOptions, reference: P
         np.testing.assert_allclose(again[name], value, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", sorted(CONTRACT))
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=CONTRACT_MARKS.get(b, ())) for b in sorted(CONTRACT)])
 def test_backend_contract(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     from slimsam_edge.runtimes import get_backend
 

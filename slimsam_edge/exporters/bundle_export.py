@@ -31,7 +31,7 @@ from ..bundle import Artifact, Manifest, write_manifest
 from ..devices import PRECISIONS, DeviceProfile, list_profiles, load_profile
 from ..errors import UsageError
 from ..fsutil import atomic_dir
-from ..models.graph_spec import ALL_GRAPHS, DECODER, DECODER_LOWRES, ENCODER, RUNTIME_GRAPHS
+from ..models.graph_spec import ALL_GRAPHS, DECODER, DECODER_LOWRES, ENCODER, RUNTIME_GRAPHS, prompt_frame
 from ..models.io import save_model
 from ..models.spec import ModelSpec
 from ..runtimes import RunnerOptions, backends, get_backend, open_runner, runtime_distributions
@@ -66,7 +66,7 @@ def resolve_target(target: "str | Path | DeviceProfile") -> DeviceProfile:
 
     Example:
         >>> resolve_target("onnx").graphs["onnxruntime"]
-        ('image_encoder', 'mask_decoder', 'mask_decoder_lowres')
+        ('image_encoder', 'image_encoder_pixels', 'mask_decoder', 'mask_decoder_single', 'mask_decoder_lowres')
         >>> resolve_target("x86-gpu")
         Traceback (most recent call last):
         ...
@@ -161,7 +161,8 @@ def export_bundle(
     with atomic_dir(out) as root:
         say("weights")
         save_model(sam, spec, root / "model.safetensors")
-        onnx_files, graph_notes = _export_graphs(sam, exported, root, profile, simplify, say)
+        onnx_files, graph_notes = _export_graphs(sam, exported, root, profile, simplify, say,
+                                                 model_id or spec.model_type)
         artifacts, validation = _convert(sam, root, profile, onnx_files, validate, say)
         artifacts += _reference_artifacts(root)
         accuracy: dict = {}
@@ -182,6 +183,7 @@ def export_bundle(
             pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std), mask_threshold=0.0,
             tool_versions=tool_versions(), validation=validation, accuracy=accuracy,
             notes=notes + graph_notes + extra_notes, backend_preference=list(profile.backends),
+            prompt_frame=_prompt_frame(spec, profile),
         )
         say("manifest")
         write_manifest(root, manifest)
@@ -189,7 +191,7 @@ def export_bundle(
 
 
 def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, profile: DeviceProfile,
-                   simplify: bool, say: Progress) -> tuple[dict[str, list[Path]], list[str]]:
+                   simplify: bool, say: Progress, model_id: str | None = None) -> tuple[dict[str, list[Path]], list[str]]:
     """Phase 1: every graph some backend of the target gets, to ONNX (the converters' source)."""
     wanted = {g for graphs in profile.graphs.values() for g in graphs}
     files: dict[str, list[Path]] = {}
@@ -197,7 +199,8 @@ def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, 
     for graph in (g for g in ALL_GRAPHS if g in wanted):
         say(f"export {graph} to ONNX")
         source = exported if graph == ENCODER else sam
-        path, graph_notes = export_onnx(source, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify)
+        path, graph_notes = export_onnx(source, graph, root / "onnx" / f"{graph}.onnx", simplify=simplify,
+                                        model_id=model_id)
         notes += graph_notes
         files[graph] = external_files(path)
     return files, notes
@@ -222,6 +225,19 @@ def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_file
             rel = [p.relative_to(root).as_posix() for p in files]
             artifacts.append(Artifact.from_files(root, graph, name, "fp32", rel[0], rel[1:]))
     return artifacts, validation
+
+
+def _prompt_frame(spec: ModelSpec, profile: DeviceProfile) -> dict:
+    """The manifest's ``prompt_frame``: the coordinate frame and ``mask_input`` size of the graphs
+    the target holds (the same facts every exported ONNX file carries in its metadata).
+
+    Example:
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> _prompt_frame(PRESETS["sam_mini"], resolve_target("onnx"))["mask_input_size"]
+        [64, 64]
+    """
+    held = [g for graphs in profile.graphs.values() for g in graphs]
+    return prompt_frame(spec.image_size, 4 * spec.embed_grid, held)
 
 
 def _reference_artifacts(root: Path) -> list[Artifact]:

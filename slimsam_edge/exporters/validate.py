@@ -88,8 +88,8 @@ def decoder_cases(module: torch.nn.Module, official: bool) -> list[tuple[str, tu
 
 
 def _cases(module: torch.nn.Module, spec: OnnxSpec) -> list[tuple[str, tuple]]:
-    if spec.name == "image_encoder":
-        return [(f"random image seed {s}", module.example_inputs(seed=s)) for s in (1, 2)]
+    if "point_coords" not in spec.inputs:  # an encoder: its wrapper names its cases
+        return module.example_cases()
     return decoder_cases(module, official="orig_im_size" in spec.inputs)
 
 

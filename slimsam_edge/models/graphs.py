@@ -1,8 +1,13 @@
-"""Torch modules that define the exported graphs (encoder, official decoder, low-res decoder).
+"""Torch modules that define the exported graphs (encoders, official decoders, low-res decoder).
 
 - :class:`EncoderGraph`: preprocessed ``image`` 1x3xSxS → ``image_embeddings`` 1xCx(S/16)x(S/16).
+- :class:`PixelEncoder`: raw RGB ``input_image`` HxWx3 float32 (already resized so the longest
+  side is S) → the same embedding; normalisation, HWC→CHW and the bottom/right zero padding to
+  SxS happen in the graph (samexporter's ``--use-preprocess`` encoder contract).
 - :class:`OfficialDecoder`: segment-anything's ONNX decoder I/O (with ``orig_im_size`` and the
   in-graph upsample), all mask tokens returned so one graph serves single and multi-mask output.
+- :class:`SingleMaskDecoder`: the same I/O exported as segment-anything's ``SamOnnxModel(...,
+  return_single_mask=True)``: one mask (its ``low_res_masks`` feed back as ``mask_input``).
 - :class:`LowResDecoder`: the same without ``orig_im_size`` and without upsampling (outputs
   ``iou_predictions, low_res_masks``): no shape tensors, so TensorRT builds it; the predictor
   resizes only the chosen masks outside the graph.
@@ -42,6 +47,49 @@ class EncoderGraph(nn.Module):
     def example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
         return (torch.randn(1, 3, self.img_size, self.img_size, generator=g),)
+
+    def example_cases(self) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
+        """Named inputs the export is validated on."""
+        return [(f"random image seed {s}", self.example_inputs(seed=s)) for s in (1, 2)]
+
+
+class PixelEncoder(EncoderGraph):
+    """Image encoder on raw pixels: ``input_image`` HxWx3 float32 RGB in 0..255, resized so its
+    longest side is the model's image size (H, W dynamic, at most S); the graph normalises with
+    the model's pixel mean / std, moves channels first and zero-pads to SxS.
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> enc = PixelEncoder(build_sam(PRESETS["sam_mini"]))
+        >>> (x,) = enc.example_inputs()
+        >>> tuple(x.shape), tuple(enc(x).shape)
+        ((192, 256, 3), (1, 128, 16, 16))
+    """
+
+    input_names = ("input_image",)
+
+    def __init__(self, sam: nn.Module):
+        super().__init__(sam)
+        self.register_buffer("pixel_mean", sam.pixel_mean.detach().reshape(1, 1, 3).clone(), persistent=False)
+        self.register_buffer("pixel_std", sam.pixel_std.detach().reshape(1, 1, 3).clone(), persistent=False)
+
+    def forward(self, input_image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = ((input_image - self.pixel_mean) / self.pixel_std).permute(2, 0, 1).unsqueeze(0)
+        h, w = x.shape[-2:]  # traced as shape ops: the padding follows the input at run time
+        x = F.pad(x, (0, self.img_size - w, 0, self.img_size - h))
+        return self.image_encoder(x)
+
+    def example_inputs(self, seed: int = 0, hw: tuple[int, int] | None = None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        """Random pixels 0..255 of a resized image (landscape 3:4 by default, so padding is traced)."""
+        g = torch.Generator().manual_seed(seed)
+        h, w = hw or (self.img_size * 3 // 4, self.img_size)
+        return (torch.rand(h, w, 3, generator=g) * 255,)
+
+    def example_cases(self) -> list[tuple[str, tuple[torch.Tensor, ...]]]:
+        s = self.img_size
+        sizes = [(s * 3 // 4, s), (s, s // 2 + 7), (s, s)]
+        return [(f"pixels {h}x{w}", self.example_inputs(seed=i, hw=(h, w))) for i, (h, w) in enumerate(sizes, 1)]
 
 
 class _DecoderBase(nn.Module):
@@ -127,6 +175,29 @@ class OfficialDecoder(_DecoderBase):
     def example_inputs(self, points: int = 1, **kw) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
         kw.setdefault("orig_hw", (self.img_size * 3 // 4, self.img_size))
         return super().example_inputs(points, **kw)
+
+
+class SingleMaskDecoder(OfficialDecoder):
+    """segment-anything's ``SamOnnxModel(..., return_single_mask=True)``: one mask per call.
+
+    With more than one real point or a box (``num_points`` > 2 counting the pad point) the
+    single-output token's mask is returned, else the multimask token with the highest predicted
+    IoU (segment-anything's ``select_masks``). Outputs: ``masks`` 1x1xHxW at ``orig_im_size``,
+    ``iou_predictions`` 1x1, ``low_res_masks`` 1x1x(S/4)x(S/4), fit to feed back as
+    ``mask_input``.
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> dec = SingleMaskDecoder(build_sam(PRESETS["sam_mini"]))
+        >>> [tuple(t.shape) for t in dec(*dec.example_inputs(1))]
+        [(1, 1, 192, 256), (1, 1), (1, 1, 64, 64)]
+    """
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input, orig_im_size):
+        masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        masks, scores = self.core.select_masks(masks, scores, point_coords.shape[1])
+        return self.upscale(masks, orig_im_size), scores, masks
 
 
 def make_wrapper(sam: nn.Module, spec: "OnnxSpec | str") -> nn.Module:

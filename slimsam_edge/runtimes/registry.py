@@ -6,7 +6,7 @@ line in :data:`BUILTIN_BACKENDS` (see docs/backends.md). A plugin outside the pa
 
 Example:
     >>> registered_backends()
-    ['onnxruntime', 'openvino', 'tensorrt', 'torch']
+    ['onnxruntime', 'onnxruntime-cuda', 'openvino', 'tensorrt', 'torch']
     >>> get_backend("openvino").recipe("bf16").runner_precision
     'bf16'
 """
@@ -27,6 +27,7 @@ BUILTIN_BACKENDS: list[str] = [
     "openvino",
     "tensorrt",
     "torch",
+    "onnxruntime_cuda",
 ]
 
 _REGISTRY: dict[str, Backend] = {}

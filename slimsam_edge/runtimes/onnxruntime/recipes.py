@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ...bundle import Artifact
 from ..plugin import BuildContext, Recipe
@@ -29,12 +30,14 @@ class OrtPrecisionOptions:
 
 class OrtFp16(Recipe):
     precision = "fp16"
+    #: the written file is ``onnx/<graph>.<file_tag>.onnx`` (a subclass of another backend sets its own)
+    file_tag: ClassVar[str] = "fp16"
 
     def build(self, ctx: BuildContext) -> Artifact:
         from .quantize import to_fp16
 
         keep = ctx.options.fp16_keep_fp32
-        files = to_fp16(ctx.onnx, ctx.root / "onnx" / f"{ctx.graph}.fp16.onnx", keep_fp32_ops=keep)
+        files = to_fp16(ctx.onnx, ctx.root / "onnx" / f"{ctx.graph}.{self.file_tag}.onnx", keep_fp32_ops=keep)
         return self._artifact(ctx, files, {"method": "float16 weights+compute, fp32 I/O", "kept_fp32": list(keep)})
 
 
