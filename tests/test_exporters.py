@@ -130,7 +130,7 @@ def test_unknown_target_lists_known_ones_and_how_to_add_one(tmp_path, tiny_model
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("target", ["x86", "jetson-orin-nano", "jetson-agx-orin"])
+@pytest.mark.parametrize("target", ["x86-gpu", "jetson-orin-nano", "jetson-agx-orin"])
 def test_targets_without_a_converter_here_are_refused(tmp_path, tiny_model, target):
     from slimsam_edge.exporters.bundle_export import export_bundle
 

@@ -18,11 +18,11 @@ import importlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 from ..errors import BackendUnavailableError, UsageError
 
-KINDS = ("cpu", "jetson", "x86-gpu", "any")
+KINDS = ("cpu", "jetson", "x86-gpu", "intel-gpu", "any")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
@@ -38,7 +38,153 @@ def _toml() -> Any:
 
 #: every key a profile file may hold; anything else is a typo and is refused
 _KEYS = ("name", "kind", "description", "backends", "precisions", "graphs", "default_backend",
-         "default_precision", "notes", "dla_cores")
+         "default_precision", "notes", "dla_cores", "tensorrt", "runtime")
+
+
+class _Table:
+    """Typed, one-line-error access to one TOML table: every message names ``where`` and the key.
+
+    Example:
+        >>> t = _Table({"a": 1}, "device profile x.toml", "runtime", ("a", "b"))
+        >>> t.get("a", int), t.get("b", str, "cpu")
+        (1, 'cpu')
+        >>> t.get("a", str)
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: device profile x.toml: 'runtime.a' must be a str
+    """
+
+    def __init__(self, data: Any, where: str, table: str, keys: Sequence[str], what: str = ""):
+        self.where, self.table = where, table
+        if not isinstance(data, dict):
+            raise UsageError(f"{where}: {table or what!r} must be a table")
+        self.data = data
+        unknown = [k for k in data if k not in keys]
+        if unknown:
+            raise self.fail(unknown[0], f"is not a {what or table or 'profile'} key; use {', '.join(keys)}")
+
+    def key(self, key: str) -> str:
+        return f"{self.table}.{key}" if self.table else key
+
+    def fail(self, key: str, why: str) -> UsageError:
+        return UsageError(f"{self.where}: {self.key(key)!r} {why}")
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = None) -> Any:
+        if key not in self.data:
+            if default is not None:
+                return default
+            raise UsageError(f"{self.where}: missing key {self.key(key)!r}")
+        value = self.data[key]
+        types = typ if isinstance(typ, tuple) else (typ,)
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            names = " or ".join("table" if t is dict else t.__name__ for t in types)
+            raise self.fail(key, f"must be a {names}")
+        return value
+
+    def strings(self, key: str, default: Any = None) -> tuple[str, ...]:
+        value = self.get(key, list, default)
+        if not all(isinstance(v, str) for v in value):
+            raise self.fail(key, "must be a list of strings")
+        return tuple(value)
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """How TensorRT engines of a target are built (the profile's ``[tensorrt]`` table).
+
+    Arguments:
+        workspace_gb: builder workspace memory pool limit in GiB (> 0; shared memory on Jetson).
+        optimization_level: TensorRT ``builder_optimization_level`` (0..5; 3 = TensorRT's default).
+        decoder_points: min / opt / max point count of the low-res decoder's optimisation profile
+            (the pad point included; each >= 1, min <= opt <= max).
+        fp32_layers: ONNX op types pinned to FP32 in TensorRT 10 fp16/int8 builds (TensorRT 11
+            builds are strongly typed: the ONNX graph decides).
+
+    Example:
+        >>> s = TensorRTSettings.from_dict({"workspace_gb": 1, "optimization_level": 3,
+        ...     "decoder_points": [1, 4, 16], "fp32_layers": ["Softmax"]}, "bundle b/ settings")
+        >>> s.decoder_points, s.to_dict()["workspace_gb"]
+        ((1, 4, 16), 1.0)
+        >>> TensorRTSettings.from_dict({**s.to_dict(), "decoder_points": [4, 2, 16]}, "bundle b/ settings")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: bundle b/ settings: 'decoder_points' must be [min, opt, max] with 1 <= min <= opt <= max, got [4, 2, 16]
+    """
+
+    workspace_gb: float
+    optimization_level: int
+    decoder_points: tuple[int, int, int]
+    fp32_layers: tuple[str, ...]
+
+    KEYS: ClassVar[tuple[str, ...]] = ("workspace_gb", "optimization_level", "decoder_points", "fp32_layers")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, table: str = "") -> "TensorRTSettings":
+        """Validate every key (all required); errors are one line naming ``where`` and the key
+        (``table.key`` when ``table`` is given, as in a profile file)."""
+        t = _Table(data, where, table, cls.KEYS, "tensorrt")
+        workspace = float(t.get("workspace_gb", (float, int)))
+        if not workspace > 0:
+            raise t.fail("workspace_gb", f"must be > 0 (GiB), got {workspace:g}")
+        level = t.get("optimization_level", int)
+        if not 0 <= level <= 5:
+            raise t.fail("optimization_level", f"must be 0..5 (TensorRT builder_optimization_level), got {level}")
+        points = t.get("decoder_points", list)
+        if (len(points) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) for p in points)
+                or not 1 <= points[0] <= points[1] <= points[2]):
+            raise t.fail("decoder_points", f"must be [min, opt, max] with 1 <= min <= opt <= max, got {points}")
+        layers = t.strings("fp32_layers")
+        if not all(layers):
+            raise t.fail("fp32_layers", "must not hold empty names")
+        return cls(workspace, level, (points[0], points[1], points[2]), layers)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain TOML/JSON values; :meth:`from_dict` reads them back.
+
+        Example:
+            >>> load_profile("jetson-orin-nano").tensorrt.to_dict()
+            {'workspace_gb': 1.0, 'optimization_level': 3, 'decoder_points': [1, 4, 16], 'fp32_layers': ['LayerNormalization', 'Softmax']}
+        """
+        return {"workspace_gb": self.workspace_gb, "optimization_level": self.optimization_level,
+                "decoder_points": list(self.decoder_points), "fp32_layers": list(self.fp32_layers)}
+
+
+@dataclass(frozen=True)
+class RuntimeDefaults:
+    """Run-time defaults of a target (the profile's optional ``[runtime]`` table).
+
+    Arguments:
+        threads: intra-op threads, 0 = the runtime's default.
+        device: the runner device string ("cpu", "cuda:0", "GPU", "NPU", ...).
+
+    Example:
+        >>> RuntimeDefaults.from_dict({"device": "GPU"}, "device profile x.toml", "runtime")
+        RuntimeDefaults(threads=0, device='GPU')
+        >>> RuntimeDefaults.from_dict({"threads": -1}, "device profile x.toml", "runtime")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: device profile x.toml: 'runtime.threads' must be >= 0 (0 = the runtime's default), got -1
+    """
+
+    threads: int = 0
+    device: str = "cpu"
+
+    KEYS: ClassVar[tuple[str, ...]] = ("threads", "device")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, table: str = "") -> "RuntimeDefaults":
+        """Validate the table (both keys optional); one-line errors name ``where`` and the key."""
+        t = _Table(data, where, table, cls.KEYS, "runtime")
+        threads = t.get("threads", int, 0)
+        if threads < 0:
+            raise t.fail("threads", f"must be >= 0 (0 = the runtime's default), got {threads}")
+        device = t.get("device", str, "cpu")
+        if not device.strip():
+            raise t.fail("device", "must not be empty")
+        return cls(threads, device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threads": self.threads, "device": self.device}
 
 
 @dataclass(frozen=True)
@@ -46,8 +192,8 @@ class DeviceProfile:
     """What a target runs and what an export for it writes: the one description of a target.
 
     Arguments:
-        name: profile id ("cpu", "onnx", "x86", "jetson-orin-nano", ...).
-        kind: "cpu", "jetson" or "x86-gpu".
+        name: profile id ("cpu", "onnx", "x86-gpu", "jetson-orin-nano", ...).
+        kind: one of :data:`KINDS` ("cpu", "jetson", "x86-gpu", "intel-gpu", "any").
         description: one line for humans (``--target`` help).
         backends: runtime backends in order of preference (a bundle's ``find`` follows it).
         precisions: per backend, the precisions an export makes for it (fp32 always: it is the
@@ -56,6 +202,8 @@ class DeviceProfile:
         default_backend / default_precision: what runs unless told (default: the first backend).
         notes: facts worth knowing when deploying there.
         dla_cores: number of Jetson DLA cores (0 where there is none).
+        tensorrt: TensorRT build settings (``[tensorrt]``; required when "tensorrt" is a backend).
+        runtime: run-time defaults (``[runtime]``; threads 0 and device "cpu" when absent).
         source: the file it was read from.
     """
 
@@ -69,6 +217,8 @@ class DeviceProfile:
     default_precision: str
     notes: tuple[str, ...] = ()
     dla_cores: int = 0
+    tensorrt: TensorRTSettings | None = None
+    runtime: RuntimeDefaults = RuntimeDefaults()
     source: str = "<dict>"
 
     def all_precisions(self) -> tuple[str, ...]:
@@ -117,65 +267,50 @@ class DeviceProfile:
             't'
         """
         where = f"device profile {source}"
-
-        def fail(key: str, why: str) -> UsageError:
-            return UsageError(f"{where}: {key!r} {why}")
-
-        unknown = [k for k in data if k not in _KEYS]
-        if unknown:
-            raise fail(unknown[0], f"is not a profile key; use {', '.join(_KEYS)}")
-
-        def get(key: str, typ: type, default: Any = None) -> Any:
-            if key not in data:
-                if default is not None:
-                    return default
-                raise UsageError(f"{where}: missing key {key!r}")
-            value = data[key]
-            if not isinstance(value, typ) or isinstance(value, bool) and typ is int:
-                raise fail(key, f"must be a {'table' if typ is dict else typ.__name__}")
-            return value
-
-        def strings(value: Any, key: str) -> tuple[str, ...]:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise fail(key, "must be a list of strings")
-            return tuple(value)
-
-        backends = strings(get("backends", list), "backends")
+        top = _Table(data, where, "", _KEYS)
+        backends = top.strings("backends")
         if not backends or len(set(backends)) != len(backends):
-            raise fail("backends", "must list each backend once, at least one")
+            raise top.fail("backends", "must list each backend once, at least one")
         per: dict[str, dict[str, tuple[str, ...]]] = {}
         for table in ("precisions", "graphs"):
-            raw = get(table, dict)
+            raw = top.get(table, dict)
             extra = [k for k in raw if k not in backends]
             if extra:
-                raise fail(f"{table}.{extra[0]}", "names a backend missing from 'backends'")
-            per[table] = {}
+                raise top.fail(f"{table}.{extra[0]}", "names a backend missing from 'backends'")
+            sub = _Table(raw, where, table, backends)
+            per[table] = {b: sub.strings(b) for b in backends}
             for b in backends:
-                if b not in raw:
-                    raise UsageError(f"{where}: missing key '{table}.{b}'")
-                per[table][b] = strings(raw[b], f"{table}.{b}")
                 if not per[table][b]:
-                    raise fail(f"{table}.{b}", "must not be empty")
+                    raise sub.fail(b, "must not be empty")
         for b, ps in per["precisions"].items():
             bad = [p for p in ps if p not in PRECISIONS]
             if bad:
-                raise fail(f"precisions.{b}", f"has unknown precisions {bad}; use {', '.join(PRECISIONS)}")
+                raise top.fail(f"precisions.{b}", f"has unknown precisions {bad}; use {', '.join(PRECISIONS)}")
             if "fp32" not in ps:
-                raise fail(f"precisions.{b}", "must include fp32 (the reference of every reduced precision)")
+                raise top.fail(f"precisions.{b}", "must include fp32 (the reference of every reduced precision)")
+        if "tensorrt" in backends and "tensorrt" not in data:
+            raise UsageError(f"{where}: missing key 'tensorrt' (the [tensorrt] build settings table: "
+                             f"{', '.join(TensorRTSettings.KEYS)}), required when 'backends' has tensorrt")
+        dla_cores = top.get("dla_cores", int, 0)
+        if dla_cores < 0:
+            raise top.fail("dla_cores", f"must be >= 0, got {dla_cores}")
         profile = cls(
-            name=get("name", str), kind=get("kind", str), description=get("description", str),
+            name=top.get("name", str), kind=top.get("kind", str), description=top.get("description", str),
             backends=backends, precisions=per["precisions"], graphs=per["graphs"],
-            default_backend=get("default_backend", str, backends[0]),
-            default_precision=get("default_precision", str),
-            notes=strings(get("notes", list, []), "notes"), dla_cores=get("dla_cores", int, 0),
+            default_backend=top.get("default_backend", str, backends[0]),
+            default_precision=top.get("default_precision", str),
+            notes=top.strings("notes", []), dla_cores=dla_cores,
+            tensorrt=(TensorRTSettings.from_dict(data["tensorrt"], where, "tensorrt")
+                      if "tensorrt" in data else None),
+            runtime=RuntimeDefaults.from_dict(data.get("runtime", {}), where, "runtime"),
             source=source,
         )
         if profile.kind not in KINDS:
-            raise fail("kind", f"is {profile.kind!r}, not one of {', '.join(KINDS)}")
+            raise top.fail("kind", f"is {profile.kind!r}, not one of {', '.join(KINDS)}")
         if profile.default_backend not in profile.backends:
-            raise fail("default_backend", "must be one of its backends")
+            raise top.fail("default_backend", "must be one of its backends")
         if profile.default_precision not in profile.all_precisions():
-            raise fail("default_precision", "must be one of its precisions")
+            raise top.fail("default_precision", "must be one of its precisions")
         return profile
 
 
