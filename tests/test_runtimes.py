@@ -414,7 +414,7 @@ def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> No
     assert not (tmp_path / "a.engine").exists()
     foreign = tmp_path / "foreign.engine"
     foreign.write_bytes(b"FAKE-ENGINE 8.6.1")
-    with pytest.raises(BundleError, match="another TensorRT version or GPU.*rebuild it on this device"):
+    with pytest.raises(BundleError, match="another TensorRT version or GPU.*rebuild it here with `slimsam-edge build"):
         open_runner(foreign).activate()
     with pytest.raises(BundleError, match="built by TensorRT 8.6.1"):
         open_runner(foreign, options=RunnerOptions(extra={"tensorrt_version": "8.6.1"})).activate()
