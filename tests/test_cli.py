@@ -39,7 +39,7 @@ def test_help_does_not_import_torch():
             app(["--help"])
         except SystemExit:
             pass
-        for cmd in ("info", "export", "segment", "bench", "devices", "eval", "data", "compress", "demo", "train-reference"):
+        for cmd in ("info", "export", "build", "segment", "bench", "devices", "eval", "data", "compress", "demo", "train-reference"):
             try:
                 app([cmd, "--help"])
             except SystemExit:
@@ -332,3 +332,48 @@ def test_bench_runs_the_pair_picked_for_this_machine(tiny_bundle, image_file, tm
                           "Fake CPU has none")
     assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--out", tmp_path / "m.png",
                               "--point", "1,1", "--precision", "bf16"), "bf16 needs a CPU")
+
+
+# -- slimsam-edge build (TensorRT stand-in of tests/fake_tensorrt.py) ---------------------------
+
+@pytest.fixture(scope="module")
+def jetson_cli_bundle(tmp_path_factory, tiny_checkpoint):
+    out = tmp_path_factory.mktemp("jetson") / "b"
+    r = run("export", tiny_checkpoint, "--target", "jetson-orin-nano", "--out", out, "--no-simplify",
+            "--calib-images", "16", "--gate-images", "2")
+    assert r.exit_code == 0, r.output
+    assert "tensorrt engines are built on the device" in r.output
+    return out
+
+
+def test_build_command_json_and_text(jetson_cli_bundle, tmp_path, monkeypatch):
+    import fake_tensorrt
+    import slimsam_edge.devices as devices
+
+    copy = tmp_path / "b"
+    shutil.copytree(jetson_cli_bundle, copy)
+    monkeypatch.setattr(devices, "detect", lambda *a, **k: {"is_jetson": False, "jetson_release": None})
+    fake_tensorrt.install(monkeypatch, "10.3.0", devices=(("NVIDIA RTX A2000", 8, 6),))
+    r = run("build", copy, "--precision", "fp16", "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["precision"] == "fp16" and report["verification"]["passed"]
+    assert report["fingerprint"]["gpu"] == "NVIDIA RTX A2000" and len(report["engines"]) == 2
+    assert all((copy / e["path"]).is_file() for e in report["engines"])
+    r = run("build", copy, "--precision", "fp32")
+    assert r.exit_code == 0, r.output
+    assert "built 2 fp32 engine(s)" in r.output and "NVIDIA RTX A2000 (sm 8.6), TensorRT 10.3.0" in r.output
+
+
+def test_build_command_bad_input(jetson_cli_bundle, tiny_bundle, tmp_path, monkeypatch):
+    import slimsam_edge.devices as devices
+
+    monkeypatch.setattr(devices, "detect", lambda *a, **k: {"is_jetson": False, "jetson_release": None})
+    assert_one_line_error(run("build", tiny_bundle), "has no TensorRT build plan", "export --target")
+    assert_one_line_error(run("build", jetson_cli_bundle, "--precision", "bf16"), "TensorRT engines are fp32, fp16 or int8")
+    assert_one_line_error(run("build", jetson_cli_bundle, "--precision", "fp16", "--dla", "0"),
+                          "target jetson-orin-nano has no DLA cores")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert_one_line_error(run("build", jetson_cli_bundle, "--precision", "fp16"),
+                          "needs TensorRT, which is not installed", "slimsam-edge[tensorrt]")
+    assert not (jetson_cli_bundle / "engines").exists() or not list((jetson_cli_bundle / "engines").glob("*.engine"))

@@ -130,15 +130,6 @@ def test_unknown_target_lists_known_ones_and_how_to_add_one(tmp_path, tiny_model
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("target", ["x86-gpu", "jetson-orin-nano", "jetson-agx-orin"])
-def test_targets_without_a_converter_here_are_refused(tmp_path, tiny_model, target):
-    from slimsam_edge.exporters.bundle_export import export_bundle
-
-    with pytest.raises(UsageError, match=f"target {target} cannot be exported here: backend tensorrt has no "
-                                         "converter .TensorRT engines are built on the device"):
-        export_bundle(tiny_model, tiny_model.spec, tmp_path / "b", target=target)
-
-
 BOARD = """# a target written by a user, in a folder of its own
 name = "board"
 kind = "cpu"
@@ -227,3 +218,83 @@ def test_bundle_holds_only_listed_files(tiny_bundle) -> None:
     listed = {f for a in manifest["artifacts"] for f in a["files"]}
     present = {p.relative_to(tiny_bundle).as_posix() for p in tiny_bundle.rglob("*") if p.is_file()}
     assert present - {"manifest.json"} == listed
+
+
+# -- a bundle for every shipped profile; on-device backends get a build plan -------------------
+
+def _plan_options():
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    return PrecisionOptions(calib_images=4, gate_images=2)
+
+
+@pytest.mark.parametrize("target", __import__("slimsam_edge.devices", fromlist=["x"]).list_profiles())
+def test_every_shipped_profile_exports_here(tmp_path, tiny_model, target):
+    """Written from the tiny model; every ONNX part validated here (fp32 against PyTorch, reduced
+    sources through the accuracy gate); a plan's files hashed and runnable with ONNX Runtime."""
+    import onnxruntime as ort
+
+    from slimsam_edge.devices import load_profile
+    from slimsam_edge.runtimes import get_backend
+    from slimsam_edge.runtimes.tensorrt.precision import onnx_facts
+
+    profile = load_profile(target)
+    m = export_bundle_quick(tiny_model, tmp_path / "b", target)
+    b = load_bundle(tmp_path / "b")  # every hash checked, plan files included
+    hashed = b.hashed_files()
+    present = {p.relative_to(tmp_path / "b").as_posix() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert present - {"manifest.json"} == set(hashed)  # nothing unlisted
+    for name in profile.backends:
+        for graph in profile.graphs[name]:
+            assert m.validation[f"{graph}/{name}/fp32"]["ok"], (name, graph)
+        if not get_backend(name).converter.on_device:
+            assert {a.graph for a in m.artifacts if a.backend == name} == set(profile.graphs[name])
+            continue
+        plan = m.build_plan[name]
+        assert not [a for a in m.artifacts if a.backend == name]  # built on the device, not here
+        assert plan["settings"] == profile.tensorrt.to_dict()
+        assert set(plan["graphs"]) == set(profile.graphs[name])
+        for graph, sources in plan["graphs"].items():
+            assert set(sources) == set(profile.precisions[name]), graph
+            for precision, rel in sources.items():
+                assert rel in hashed
+                facts = onnx_facts(tmp_path / "b" / rel)
+                assert facts["fp16"] == (precision == "fp16")
+                assert facts["qdq"] == (precision == "int8" and graph == "image_encoder")
+                ort.InferenceSession(str(tmp_path / "b" / rel))  # loads on this machine
+        decoder = __import__("onnx").load(str(tmp_path / "b" / plan["graphs"]["mask_decoder_lowres"]["fp32"]))
+        dynamic = {i.name for i in decoder.graph.input
+                   if any(not d.HasField("dim_value") for d in i.type.tensor_type.shape.dim)}
+        assert dynamic == {"point_coords", "point_labels"}  # the point count is the only dynamic axis
+        for precision in set(profile.precisions[name]) - {"fp32"}:
+            gate = m.accuracy[f"onnxruntime/{precision} (on-device source)"]
+            assert gate["measured"] and gate["passed"]
+        if "int8" in profile.precisions[name]:
+            calib = np.load(tmp_path / "b" / plan["calibration"]["image_encoder"])
+            assert calib["image"].shape == (4, 1, 3, 256, 256) and calib["image"].dtype == np.float32
+            assert plan["calibration"]["image_encoder"] in hashed
+
+
+def export_bundle_quick(tiny_model, out, target, **kw):
+    from slimsam_edge.exporters.bundle_export import export_bundle
+
+    return export_bundle(tiny_model, tiny_model.spec, out, target=target, simplify=False,
+                         precision_options=_plan_options(), **kw)
+
+
+def test_int8_export_for_a_tensorrt_target_shares_the_qdq_graph(tmp_path, tiny_model):
+    """--precision int8: ONNX Runtime's gated int8 artifacts are the plan's int8 sources (made once)."""
+    m = export_bundle_quick(tiny_model, tmp_path / "b", "jetson-orin-nano", precision="int8")
+    ort_int8 = {a.graph: a.path for a in m.artifacts if a.backend == "onnxruntime" and a.precision == "int8"}
+    assert m.build_plan["tensorrt"]["graphs"]["image_encoder"]["int8"] == ort_int8["image_encoder"]
+    assert "onnxruntime/int8" in m.accuracy and "onnxruntime/int8 (on-device source)" not in m.accuracy
+    assert ort_int8["image_encoder"] not in m.files  # hashed once, as the artifact's file
+
+
+def test_tensorrt_target_without_its_settings_is_refused(tmp_path, tiny_model):
+    toml = tmp_path / "gpu.toml"
+    toml.write_text(BOARD.replace('backends = ["onnxruntime"]', 'backends = ["tensorrt"]')
+                    .replace("onnxruntime = [", "tensorrt = ["))
+    with pytest.raises(UsageError, match=r"tensorrt"):
+        export_bundle_quick(tiny_model, tmp_path / "b", str(toml))
+    assert not (tmp_path / "b").exists()

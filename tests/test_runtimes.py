@@ -432,261 +432,58 @@ def test_tensorrt_builder_module_does_not_import_torch() -> None:
 
 
 # -- TensorRT code paths against a fake `tensorrt` + `cuda.bindings.runtime` (CPU only) ---------
-# The fakes follow the TRT 10 Python API closely enough to exercise the runner's buffer handling
-# and build_engine's flag / profile / pinning / timing-cache logic on a machine without a GPU.
-
-def _fake_cudart() -> object:
-    import ctypes
-    import enum
-    import types
-
-    class Err(enum.Enum):
-        cudaSuccess = 0
-        cudaErrorInvalidValue = 1
-
-    kinds = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
-    memory: dict[int, ctypes.Array] = {}
-
-    def malloc(n: int):
-        buf = ctypes.create_string_buffer(n)
-        memory[ctypes.addressof(buf)] = buf
-        return Err.cudaSuccess, ctypes.addressof(buf)
-
-    def free(ptr: int):
-        return (Err.cudaSuccess,) if memory.pop(ptr, None) is not None else (Err.cudaErrorInvalidValue,)
-
-    def memcpy(dst: int, src: int, n: int, kind: int, stream: object = None):
-        ctypes.memmove(dst, src, n)
-        return (Err.cudaSuccess,)
-
-    mod = types.ModuleType("cuda.bindings.runtime")
-    mod.__dict__.update(
-        cudaError_t=Err, cudaMemcpyKind=kinds, memory=memory,
-        cudaGetErrorString=lambda e: (Err.cudaSuccess, b"invalid value"),
-        cudaSetDevice=lambda i: (Err.cudaSuccess,), cudaMalloc=malloc, cudaFree=free,
-        cudaStreamCreate=lambda: (Err.cudaSuccess, 7), cudaStreamDestroy=lambda s: (Err.cudaSuccess,),
-        cudaStreamSynchronize=lambda s: (Err.cudaSuccess,), cudaMemcpyAsync=memcpy, cudaMemcpy=memcpy,
-    )
-    return mod
-
-
-def _fake_tensorrt(version: str = "10.3.0") -> object:
-    """A TRT-like module whose 'engine' computes y = x * 2 + 1 for x: float32 [-1, 3]."""
-    import ctypes
-    import enum
-    import types
-
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.float32, trt.float16, trt.int64 = "float32", "float16", "int64"
-    trt.nptype = lambda t: {"float32": np.float32, "float16": np.float16, "int64": np.int64}[t]
-    trt.TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
-    trt.LayerType = enum.Enum("LayerType", "NORMALIZATION SOFTMAX MATRIX_MULTIPLY ELEMENTWISE QUANTIZE")
-    flags = "OBEY_PRECISION_CONSTRAINTS GPU_FALLBACK" + (" FP16 INT8" if version.startswith("10") else "")
-    trt.BuilderFlag = enum.Enum("BuilderFlag", flags)
-    trt.NetworkDefinitionCreationFlag = enum.IntEnum("NDCF", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-    trt.DeviceType = types.SimpleNamespace(DLA="dla", GPU="gpu")
-
-    class ILogger:
-        Severity = enum.IntEnum("Severity", {"INTERNAL_ERROR": 0, "ERROR": 1, "WARNING": 2, "INFO": 3})
-
-        def __init__(self) -> None:
-            pass
-
-    class Logger(ILogger):
-        WARNING = 2
-
-        def __init__(self, level: int = 2) -> None:
-            pass
-
-    class Context:
-        def __init__(self) -> None:
-            self.shapes: dict[str, tuple] = {"x": (-1, 3), "y": (-1, 3)}
-            self.addr: dict[str, int] = {}
-
-        def set_input_shape(self, name: str, shape: tuple) -> bool:
-            if len(shape) != 2 or not 1 <= shape[0] <= 8:
-                return False
-            self.shapes["x"] = self.shapes["y"] = tuple(shape)
-            return True
-
-        def get_tensor_shape(self, name: str) -> tuple:
-            return self.shapes[name]
-
-        def set_tensor_address(self, name: str, ptr: int) -> bool:
-            self.addr[name] = ptr
-            return True
-
-        def execute_async_v3(self, stream: int) -> bool:
-            n = int(np.prod(self.shapes["x"]))
-            x = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["x"]))
-            y = np.ctypeslib.as_array((ctypes.c_float * n).from_address(self.addr["y"]))
-            y[:] = x * 2 + 1
-            return True
-
-    class Engine:
-        num_io_tensors = 2
-
-        def get_tensor_name(self, i: int) -> str:
-            return ["x", "y"][i]
-
-        def get_tensor_mode(self, name: str):
-            return trt.TensorIOMode.INPUT if name == "x" else trt.TensorIOMode.OUTPUT
-
-        def get_tensor_dtype(self, name: str) -> str:
-            return "float32"
-
-        def get_tensor_shape(self, name: str) -> tuple:
-            return (-1, 3)
-
-        def create_execution_context(self) -> Context:
-            return Context()
-
-    class Runtime:
-        def __init__(self, logger: object) -> None:
-            self.DLA_core = -1
-
-        def deserialize_cuda_engine(self, data: bytes):
-            return Engine() if data == b"FAKE-ENGINE " + version.encode() else None
-
-    class Tensor:
-        def __init__(self, name: str, shape: tuple, dtype: str = "float32") -> None:
-            self.name, self.shape, self.dtype = name, shape, dtype
-
-    class Layer:
-        def __init__(self, type_: object, dtype: str = "float32") -> None:
-            self.type, self.num_outputs, self.precision = type_, 1, None
-            self.outputs = [Tensor("o", (1,), dtype)]
-            self.output_types: dict[int, str] = {}
-
-        def get_output(self, j: int) -> Tensor:
-            return self.outputs[j]
-
-        def set_output_type(self, j: int, t: str) -> None:
-            self.output_types[j] = t
-
-    class Network:
-        def __init__(self, flags: int) -> None:
-            self.flags, self.inputs, self.layers = flags, [], []
-
-        num_inputs = property(lambda self: len(self.inputs))
-        num_layers = property(lambda self: len(self.layers))
-        get_input = lambda self, i: self.inputs[i]  # noqa: E731
-        get_layer = lambda self, i: self.layers[i]  # noqa: E731
-
-    class OnnxParser:
-        num_errors = 0
-
-        def __init__(self, network: Network, logger: object) -> None:
-            self.network = network
-
-        def parse_from_file(self, path: str) -> bool:
-            self.network.inputs = [Tensor("x", (-1, 3))]
-            self.network.layers = [Layer(trt.LayerType.NORMALIZATION), Layer(trt.LayerType.SOFTMAX),
-                                   Layer(trt.LayerType.SOFTMAX, "int64"), Layer(trt.LayerType.ELEMENTWISE)]
-            return True
-
-    class Profile:
-        def __init__(self) -> None:
-            self.shapes: dict[str, tuple] = {}
-
-        def set_shape(self, name: str, mn: tuple, opt: tuple, mx: tuple) -> None:
-            self.shapes[name] = (mn, opt, mx)
-
-    class Cache:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def serialize(self) -> bytes:
-            return self.data + b"+"
-
-    class Config:
-        def __init__(self) -> None:
-            self.flags, self.profiles, self.cache, self.pool = set(), [], None, {}
-
-        def set_memory_pool_limit(self, pool: str, n: int) -> None:
-            self.pool[pool] = n
-
-        def set_flag(self, flag: object) -> None:
-            self.flags.add(flag)
-
-        def add_optimization_profile(self, p: Profile) -> int:
-            self.profiles.append(p)
-            return 0
-
-        def create_timing_cache(self, data: bytes) -> Cache:
-            return Cache(data)
-
-        def set_timing_cache(self, cache: Cache, ignore_mismatch: bool) -> bool:
-            self.cache = cache
-            return True
-
-        def get_timing_cache(self) -> Cache:
-            return self.cache
-
-    class Builder:
-        last: "Builder | None" = None
-
-        def __init__(self, logger: object) -> None:
-            Builder.last = self
-
-        def create_network(self, flags: int) -> Network:
-            self.network = Network(flags)
-            return self.network
-
-        def create_builder_config(self) -> Config:
-            self.config = Config()
-            return self.config
-
-        def create_optimization_profile(self) -> Profile:
-            return Profile()
-
-        def build_serialized_network(self, network: Network, config: Config) -> bytes:
-            return b"FAKE-ENGINE " + version.encode()
-
-    class IInt8EntropyCalibrator2:
-        def __init__(self) -> None:
-            pass
-
-    trt.__dict__.update(ILogger=ILogger, Logger=Logger, Runtime=Runtime, Builder=Builder,
-                        OnnxParser=OnnxParser)
-    if version.startswith("10"):
-        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
-    return trt
-
+# The fakes (tests/fake_tensorrt.py) follow the TRT 10/11 Python API closely enough to exercise the
+# runner's buffer handling and build_engine's flag / profile / pinning / timing-cache logic on a
+# machine without a GPU; their engines run the parsed ONNX with ONNX Runtime.
 
 @pytest.fixture()
 def fake_trt(monkeypatch: pytest.MonkeyPatch):
-    from importlib.machinery import ModuleSpec
+    """``install(version, **kw)``: the TensorRT stand-in of tests/fake_tensorrt.py in sys.modules."""
+    import fake_tensorrt
 
-    def install(version: str = "10.3.0"):
-        trt, cudart = _fake_tensorrt(version), _fake_cudart()
-        trt.__spec__ = ModuleSpec("tensorrt", None)
-        cudart.__spec__ = ModuleSpec("cuda.bindings.runtime", None)
-        monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", cudart)
-        return trt, cudart
-
-    return install
+    return lambda version="10.3.0", **kw: fake_tensorrt.install(monkeypatch, version, **kw)
 
 
-def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def norm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """y = softmax(layernorm(x)) * 2, i = int64(x) with x: float32 [batch, 3] (layers to pin, one integer)."""
+    graph = helper.make_graph(
+        [helper.make_node("LayerNormalization", ["x", "g", "b"], ["n"], axis=-1),
+         helper.make_node("Softmax", ["n"], ["s"], axis=-1), helper.make_node("Mul", ["s", "two"], ["y"]),
+         helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64)],
+        "norm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, ["batch", 3])],
+        initializer=[helper.make_tensor("g", TensorProto.FLOAT, [3], [1.0] * 3),
+                     helper.make_tensor("b", TensorProto.FLOAT, [3], [0.0] * 3),
+                     helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+    )
+    return _save(graph, tmp_path_factory.mktemp("norm") / "norm.onnx")
+
+
+def test_fake_tensorrt_build_and_run(fake_trt, affine_onnx: Path, norm_onnx: Path, tmp_path: Path) -> None:
     from slimsam_edge.runtimes.tensorrt.build import build_engine
 
     trt, cudart = fake_trt("10.3.0")
     cache = tmp_path / "timing.cache"
     engine = build_engine(affine_onnx, tmp_path / "a.engine", fp16=True, timing_cache=cache,
-                          min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))}, workspace_gb=0.5)
+                          min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))}, workspace_gb=0.5,
+                          optimization_level=5)
     builder = trt.Builder.last
     assert builder.network.flags == 1  # EXPLICIT_BATCH bit only
     assert {f.name for f in builder.config.flags} == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
     assert builder.config.profiles[0].shapes == {"x": ((1, 3), (2, 3), (8, 3))}
     assert builder.config.pool == {"workspace": 1 << 29}
-    pinned = [layer.precision for layer in builder.network.layers]
-    assert pinned == ["float32", "float32", None, None]  # LayerNorm + float Softmax only
+    assert builder.config.builder_optimization_level == 5
+    assert [layer.precision for layer in builder.network.layers] == [None, None]  # Mul, Add: nothing to pin
     assert cache.read_bytes() == b"+"
-    assert engine.read_bytes() == b"FAKE-ENGINE 10.3.0"
+    assert engine.read_bytes().startswith(b"FAKE-ENGINE {") and trt.builds[-1]["flags"] == [
+        "FP16", "OBEY_PRECISION_CONSTRAINTS"]
+    build_engine(norm_onnx, tmp_path / "n.engine", fp16=True, dynamic_range=(1, 2, 8))
+    assert trt.Builder.last.config.profiles[0].shapes == {"x": ((1, 3), (2, 3), (8, 3))}
+    pinned = [layer.precision for layer in trt.Builder.last.network.layers]
+    assert pinned == ["float32", "float32", None, None]  # LayerNorm + float Softmax; not Mul, not the int Cast
 
     with open_runner(engine) as r:
         assert r.input_specs()["x"].shape == ("?", 3)
@@ -717,7 +514,7 @@ def test_fake_tensorrt_errors(fake_trt, affine_onnx: Path, tmp_path: Path) -> No
     assert not (tmp_path / "a.engine").exists()
     foreign = tmp_path / "foreign.engine"
     foreign.write_bytes(b"FAKE-ENGINE 8.6.1")
-    with pytest.raises(BundleError, match="another TensorRT version or GPU.*rebuild it on this device"):
+    with pytest.raises(BundleError, match="another TensorRT version or GPU.*rebuild it here with `slimsam-edge build"):
         open_runner(foreign).activate()
     with pytest.raises(BundleError, match="built by TensorRT 8.6.1"):
         open_runner(foreign, options=RunnerOptions(extra={"tensorrt_version": "8.6.1"})).activate()

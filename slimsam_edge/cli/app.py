@@ -13,6 +13,7 @@ import typer
 from .. import __version__
 from .common import DEBUG_ENV
 from .bench import bench
+from .build import build
 from .compress import compress
 from .data import app as data_app
 from .demo import demo
@@ -53,6 +54,7 @@ def _root(
 app.command()(info)
 app.command()(compress)
 app.command()(export)
+app.command()(build)
 app.command()(segment)
 app.command()(bench)
 app.command()(devices)

@@ -4,7 +4,10 @@ manifest.json.
 The target is a device profile (:mod:`slimsam_edge.devices`): its backends, in preference order,
 each get the graphs it lists, made by the backend's converter
 (:class:`~slimsam_edge.runtimes.Converter`). Every graph is validated against PyTorch on each
-backend before it is listed; a reduced
+backend before it is listed. A backend whose artifacts are built on the device
+(:class:`~slimsam_edge.runtimes.plugin.OnDeviceBuild`, e.g. TensorRT) gets a ``build_plan`` entry
+instead: its ONNX sources per graph and precision (validated here with ONNX Runtime; reduced ones
+through the accuracy gate), calibration inputs and build settings, every file hashed. A reduced
 precision (fp16 / bf16 / int8) adds its artifacts next to the fp32 ones and passes the accuracy
 gate (:mod:`slimsam_edge.exporters.gate`) first. The bundle is built in a temporary directory and
 moved into place only when complete, so a refused export leaves nothing behind.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -30,16 +34,19 @@ import torch
 from ..bundle import Artifact, Manifest, write_manifest
 from ..devices import PRECISIONS, DeviceProfile, list_profiles, load_profile
 from ..errors import UsageError
-from ..fsutil import atomic_dir
+from ..fsutil import atomic_dir, sha256_file, write_bytes_atomic
 from ..models.graph_spec import ALL_GRAPHS, DECODER, DECODER_LOWRES, ENCODER, RUNTIME_GRAPHS, prompt_frame
 from ..models.io import save_model
 from ..models.spec import ModelSpec
 from ..runtimes import RunnerOptions, backends, get_backend, open_runner, runtime_distributions
+from ..runtimes.plugin import OnDeviceBuild
 from ..runtimes.onnxruntime.onnx_files import external_files
 from .onnx_export import export_onnx
 from .validate import validate_onnx
 
 Progress = Callable[[str], None]
+#: where a build plan's calibration inputs go inside the bundle
+CALIBRATION_DIR = "calibration"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .precision import PrecisionOptions
@@ -61,16 +68,14 @@ def resolve_target(target: "str | Path | DeviceProfile") -> DeviceProfile:
 
     Raises:
         UsageError: an unknown target (the message lists the known ones and how to add one), a
-            backend or graph the registry does not know (naming the file and key), or a backend
-            without a converter here (e.g. TensorRT, built on the device).
+            backend or graph the registry does not know (naming the file and key), a backend
+            without a converter, or an on-device backend without its build settings.
 
     Example:
         >>> resolve_target("onnx").graphs["onnxruntime"]
         ('image_encoder', 'image_encoder_pixels', 'mask_decoder', 'mask_decoder_single', 'mask_decoder_lowres')
-        >>> resolve_target("x86-gpu")
-        Traceback (most recent call last):
-        ...
-        slimsam_edge.errors.UsageError: target x86-gpu cannot be exported here: backend tensorrt has no converter (TensorRT engines are built on the device that runs them, which export does not do yet); export --target onnx for the ONNX graphs
+        >>> resolve_target("jetson-orin-nano").backends
+        ('tensorrt', 'onnxruntime')
     """
     profile = target if isinstance(target, DeviceProfile) else load_profile(target)
     where = f"device profile {profile.source}"
@@ -84,10 +89,21 @@ def resolve_target(target: "str | Path | DeviceProfile") -> DeviceProfile:
         if bad:
             raise UsageError(f"{where}: 'graphs.{name}' names {bad[0]!r}, not a graph ({', '.join(ALL_GRAPHS)})")
     for name in profile.backends:
-        if known[name].converter is None:
+        converter = known[name].converter
+        if converter is None:
             raise UsageError(f"target {profile.name} cannot be exported here: backend {name} has no converter "
                              f"({known[name].no_converter}); export --target onnx for the ONNX graphs")
+        if isinstance(converter, OnDeviceBuild):
+            converter.settings(profile)  # a missing [tensorrt]-like table: refused before any work
+            lacking = [g for g in RUNTIME_GRAPHS if g not in profile.graphs[name]]
+            if lacking and set(profile.precisions[name]) - {"fp32"}:
+                raise UsageError(f"{where}: 'graphs.{name}' lacks {lacking[0]}, which its reduced-precision "
+                                 f"builds need; add it or list only fp32 in 'precisions.{name}'")
     return profile
+
+
+def _on_device(name: str) -> bool:
+    return bool(getattr(get_backend(name).converter, "on_device", False))
 
 
 def precision_backends(profile: DeviceProfile, precision: str) -> tuple[str, ...]:
@@ -99,13 +115,15 @@ def precision_backends(profile: DeviceProfile, precision: str) -> tuple[str, ...
         ...
         slimsam_edge.errors.UsageError: precision bf16 is not available for target onnx (supported: fp32, fp16, int8); use --target cpu
     """
-    chosen = profile.backends_for(precision)
-    if not chosen:
+    listed = profile.backends_for(precision)
+    if not listed:
         others = [n for n in list_profiles() if n != profile.name and precision in load_profile(n).all_precisions()]
         hint = f"; use --target {' or --target '.join(others)}" if others else ""
         raise UsageError(f"precision {precision} is not available for target {profile.name} (supported: "
                          f"{', '.join(profile.all_precisions())}){hint}")
-    if precision != "fp32":
+    # on-device backends get every precision they list through their build plan
+    chosen = tuple(b for b in listed if not _on_device(b))
+    if precision != "fp32" and chosen:
         for name in chosen:
             lacking = [g for g in RUNTIME_GRAPHS if g not in profile.graphs[name]]
             if lacking:
@@ -177,6 +195,9 @@ def export_bundle(
                 options=precision_options, progress=say,
             )
             artifacts += extra_arts
+        plan = _plan(root, profile, onnx_files, artifacts, spec, precision_options, say)
+        accuracy.update(plan.accuracy)
+        extra_notes += plan.notes
         manifest = Manifest(
             model={"id": model_id or spec.model_type, "type": spec.model_type, "spec": spec.to_dict()},
             target=profile.name, artifacts=artifacts, image_size=spec.image_size,
@@ -184,6 +205,7 @@ def export_bundle(
             tool_versions=tool_versions(), validation=validation, accuracy=accuracy,
             notes=notes + graph_notes + extra_notes, backend_preference=list(profile.backends),
             prompt_frame=_prompt_frame(spec, profile),
+            files=plan.files, build_plan=plan.entries,
         )
         say("manifest")
         write_manifest(root, manifest)
@@ -209,19 +231,33 @@ def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, 
 def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
              validate: bool, say: Progress) -> tuple[list[Artifact], dict[str, dict]]:
     """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed."""
+    """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed.
+
+    An on-device backend's converter gives the ONNX it ships instead: validated here with its
+    ``source_backend``'s runner, listed later in the build plan (:func:`_plan`)."""
     artifacts: list[Artifact] = []
     validation: dict[str, dict] = {}
+    done: dict[tuple[Path, str], dict] = {}  # (file, runner backend) -> its validation summary
     for name in profile.backends:
         converter = get_backend(name).converter
         assert converter is not None  # resolve_target refused the target otherwise
+        on_device = isinstance(converter, OnDeviceBuild)
+        run_with = converter.source_backend if on_device else name
         for graph in profile.graphs[name]:
             say(f"{converter.describe}: {graph} ({name})")
             files = converter.convert(onnx_files[graph], root, graph)
             if validate:
-                say(f"validate {graph} ({name})")
-                with open_runner(files[0], backend=name, options=RunnerOptions()) as runner:
-                    report = validate_onnx(sam, graph, files[0], run=runner.infer, backend=name)
-                validation[f"{graph}/{name}/fp32"] = report.summary()
+                if (files[0], run_with) not in done:
+                    say(f"validate {graph} ({run_with})")
+                    with open_runner(files[0], backend=run_with, options=RunnerOptions()) as runner:
+                        report = validate_onnx(sam, graph, files[0], run=runner.infer, backend=run_with)
+                    done[(files[0], run_with)] = report.summary()
+                summary = dict(done[(files[0], run_with)])
+                if on_device:
+                    summary["validated_with"] = f"{run_with} (the ONNX source the device builds from)"
+                validation[f"{graph}/{name}/fp32"] = summary
+            if on_device:
+                continue
             rel = [p.relative_to(root).as_posix() for p in files]
             artifacts.append(Artifact.from_files(root, graph, name, "fp32", rel[0], rel[1:]))
     return artifacts, validation
@@ -238,6 +274,104 @@ def _prompt_frame(spec: ModelSpec, profile: DeviceProfile) -> dict:
     """
     held = [g for graphs in profile.graphs.values() for g in graphs]
     return prompt_frame(spec.image_size, 4 * spec.embed_grid, held)
+
+
+@dataclass
+class _Plan:
+    """What the plan phase adds to the manifest."""
+
+    entries: dict[str, dict] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    accuracy: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _plan(root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]], artifacts: list[Artifact],
+          spec: ModelSpec, options: "PrecisionOptions | None", say: Progress) -> _Plan:
+    """Phase 3: each on-device backend's build plan: ONNX source per graph and precision (reduced
+    ones made by the source backend's recipes and gated, unless an artifact already holds them),
+    calibration inputs, settings. Every file it names is hashed (``files`` when no artifact lists it)."""
+    plan = _Plan()
+    hashed = {f for a in artifacts for f in a.files}
+    made: dict[tuple[str, str], dict[str, Artifact]] = {}
+
+    def ship(paths: list[Path] | list[str]) -> str:
+        rels = [Path(p).relative_to(root).as_posix() if Path(p).is_absolute() else str(p) for p in paths]
+        for rel in rels:
+            if rel not in hashed:
+                plan.files[rel] = sha256_file(root / rel)
+                hashed.add(rel)
+        return rels[0]
+
+    for name in profile.backends:
+        converter = get_backend(name).converter
+        if not isinstance(converter, OnDeviceBuild):
+            continue
+        graphs = {g: {"fp32": ship(converter.convert(onnx_files[g], root, g))} for g in profile.graphs[name]}
+        for precision in (p for p in profile.precisions[name] if p != "fp32"):
+            key = (converter.source_backend, precision)
+            if key not in made:
+                made[key] = _reduced_sources(root, *key, onnx_files, artifacts, spec, options, plan, say)
+            for graph, art in made[key].items():
+                if graph in graphs:
+                    ship(list(art.files))
+                    graphs[graph][precision] = art.path
+        calibration = {}
+        if set(converter.calibrated) & set(profile.precisions[name]):
+            say(f"calibration inputs ({name})")
+            calibration[ENCODER] = ship([_write_calibration(root, spec, options)])
+        plan.entries[name] = {"settings": converter.settings(profile), "graphs": graphs, "calibration": calibration}
+        plan.notes.append(f"{name} engines are built on the device: run `slimsam-edge build BUNDLE` there "
+                          f"(sources for {', '.join(profile.precisions[name])})")
+    return plan
+
+
+def _reduced_sources(root: Path, backend: str, precision: str, onnx_files: dict[str, list[Path]],
+                     artifacts: list[Artifact], spec: ModelSpec, options: "PrecisionOptions | None",
+                     plan: _Plan, say: Progress) -> dict[str, Artifact]:
+    """``backend``'s ``precision`` artifacts per graph: those of the export, else made and gated now."""
+    have = {a.graph: a for a in artifacts if a.backend == backend and a.precision == precision}
+    if have:
+        return have
+    from dataclasses import replace
+
+    from .precision import PrecisionOptions, add_precision
+
+    opts = options or PrecisionOptions()
+    if opts.threshold is not None:  # a --accuracy-threshold is meant for the --precision asked for
+        opts = replace(opts, threshold=None)
+    fp32 = {}
+    for g, files in onnx_files.items():
+        rels = [f.relative_to(root).as_posix() for f in files]
+        fp32[(g, backend)] = Artifact.from_files(root, g, backend, "fp32", rels[0], rels[1:])
+    say(f"{precision} ONNX source ({backend}) for on-device builds")
+    made, accuracy, notes = add_precision(
+        root, precision, (backend,), fp32, {g: files[0] for g, files in onnx_files.items()},
+        image_size=spec.image_size, pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std),
+        options=opts, progress=say)
+    for k, v in accuracy.items():
+        plan.accuracy[f"{k} (on-device source)"] = v
+    plan.notes += notes
+    return {a.graph: a for a in made}
+
+
+def _write_calibration(root: Path, spec: ModelSpec, options: "PrecisionOptions | None") -> Path:
+    """The encoder's calibration inputs (the images the Q/DQ graph was calibrated on) as one npz:
+    each input stacked over a new first axis (``image``: N x 1 x 3 x S x S)."""
+    import io
+
+    import numpy as np
+
+    from ..calibration import calibration_images, encoder_feeds
+    from .precision import PrecisionOptions
+
+    opts = options or PrecisionOptions()
+    images = calibration_images(opts.calib_data, opts.calib_images)
+    feeds = list(encoder_feeds(images, image_size=spec.image_size, pixel_mean=list(spec.pixel_mean),
+                               pixel_std=list(spec.pixel_std)))
+    buf = io.BytesIO()
+    np.savez(buf, **{n: np.stack([f[n] for f in feeds]) for n in feeds[0]})
+    return write_bytes_atomic(root / CALIBRATION_DIR / f"{ENCODER}.npz", buf.getvalue())
 
 
 def _reference_artifacts(root: Path) -> list[Artifact]:

@@ -33,6 +33,9 @@ class Converter:
 
     #: one line for progress messages ("convert image_encoder to OpenVINO IR")
     describe: ClassVar[str] = "convert"
+    #: True where the artifacts are built on the device that runs them (``slimsam-edge build``):
+    #: export then records a build plan (:class:`OnDeviceBuild`) instead of an artifact
+    on_device: ClassVar[bool] = False
 
     def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
         raise NotImplementedError
@@ -50,6 +53,33 @@ class OnnxAsIs(Converter):
 
     def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
         return list(onnx_files)
+
+
+class OnDeviceBuild(Converter):
+    """The backend builds its artifacts on the device (engines tied to GPU and runtime version).
+
+    ``convert`` returns the ONNX files shipped as the fp32 source (validated here with
+    ``source_backend``'s runner); the reduced-precision sources are made by ``source_backend``'s
+    recipes, and ``calibrated`` precisions also ship the encoder's calibration inputs.
+
+    Example:
+        >>> OnDeviceBuild.on_device, OnDeviceBuild().convert([Path("onnx/x.onnx")], Path("."), "x")
+        (True, [PosixPath('onnx/x.onnx')])
+    """
+
+    on_device = True
+    describe = "ship the ONNX source for the on-device build"
+    #: the backend whose runner validates the shipped ONNX and whose recipes make reduced sources
+    source_backend: ClassVar[str] = ""
+    #: precisions whose builds may need an implicit calibrator (their plan ships calibration inputs)
+    calibrated: ClassVar[tuple[str, ...]] = ()
+
+    def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
+        return list(onnx_files)
+
+    def settings(self, profile: Any) -> dict[str, Any]:
+        """The build settings of ``profile`` (a DeviceProfile) copied into the manifest's plan."""
+        return {}
 
 
 @dataclass

@@ -160,6 +160,8 @@ def build_engine(
     workspace_gb: float = 2,
     strongly_typed: bool = False,
     dla_core: int | None = None,
+    optimization_level: int | None = None,
+    dynamic_range: tuple[int, int, int] | None = None,
 ) -> Path:
     """Parse ``onnx_path``, build a serialized engine and write it atomically to ``engine_path``.
 
@@ -173,7 +175,11 @@ def build_engine(
             LayerNorm and Softmax in FP32, or FP16 engines give garbage masks).
         workspace_gb: builder workspace memory limit.
         strongly_typed: build a strongly typed network (precision exactly as in the ONNX).
-        dla_core: build for this Jetson DLA core, with GPU fallback (needs fp16 or int8).
+        dla_core: build for this Jetson DLA core, with GPU fallback (needs fp16 or int8, or a
+            strongly typed reduced graph).
+        optimization_level: ``builder_optimization_level`` (0..5; None = TensorRT's default, 3).
+        dynamic_range: (min, opt, max) for every dynamic axis of an input that
+            ``min_opt_max_shapes`` leaves out (the low-res decoder's point count).
 
     Raises:
         BackendUnavailableError: TensorRT / cuda-python is not installed.
@@ -194,7 +200,10 @@ def build_engine(
     network = _parse(trt, builder, logger, onnx_path, strongly_typed)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    profile = _add_profile(trt, builder, network, config, min_opt_max_shapes or {})
+    if optimization_level is not None:
+        config.builder_optimization_level = int(optimization_level)
+    shapes = {**_dynamic_shapes(network, dynamic_range), **(min_opt_max_shapes or {})}
+    profile = _add_profile(trt, builder, network, config, shapes)
     _set_precision(trt, network, config, profile, onnx_path, fp16=fp16, int8=int8, calibrator=calibrator,
                    fp32_layer_types=fp32_layer_types)
     if dla_core is not None:
@@ -224,8 +233,22 @@ def _check_request(onnx_path: Path, *, fp16: bool, int8: bool, calibrator: Any, 
         raise UsageError("strongly typed builds take precision from the ONNX; drop fp16/int8")
     if calibrator is not None and not int8:
         raise UsageError("a calibrator is only used for int8 builds; pass int8=True or drop the calibrator")
-    if dla_core is not None and not (fp16 or int8):
+    if dla_core is not None and not (fp16 or int8 or strongly_typed):
         raise UsageError("DLA runs only fp16 or int8 layers; pass fp16=True or int8=True with dla_core")
+
+
+def _dynamic_shapes(network: Any, dynamic_range: tuple[int, int, int] | None) -> dict[str, ShapeRange]:
+    """(min, opt, max) shapes of every input with a dynamic axis, each such axis set from ``dynamic_range``."""
+    if dynamic_range is None:
+        return {}
+    out: dict[str, ShapeRange] = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = tuple(tensor.shape)
+        if any(d < 0 for d in dims):
+            out[tensor.name] = tuple(tuple(int(v) if d < 0 else int(d) for d in dims)  # type: ignore[assignment]
+                                     for v in dynamic_range)
+    return out
 
 
 def _parse(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool) -> Any:

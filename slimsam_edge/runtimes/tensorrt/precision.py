@@ -54,6 +54,11 @@ class EnginePrecision:
     def plan(self, major: int, facts: dict[str, bool], calibrator: Any) -> tuple[dict[str, Any], str]:
         raise NotImplementedError
 
+    def source(self, major: int, sources: dict[str, str], dla: bool) -> tuple[str, bool]:
+        """Which ONNX of a build plan's ``{precision: path}`` this TensorRT builds the precision from,
+        and whether the build takes an implicit calibrator (the plan's calibration inputs)."""
+        return sources["fp32"], False
+
 
 ENGINE_PRECISIONS: dict[str, EnginePrecision] = {}
 
@@ -77,6 +82,10 @@ class Fp32(EnginePrecision):
 class Fp16(EnginePrecision):
     precision = "fp16"
 
+    def source(self, major, sources, dla):
+        # TensorRT 10: the fp16 flag on the fp32 graph; 11: the fp16 graph (plan() refuses the fp32 one)
+        return (sources.get("fp16", sources["fp32"]) if major >= 11 else sources["fp32"]), False
+
     def plan(self, major, facts, calibrator):
         if major >= 11:
             if not facts["fp16"]:
@@ -91,6 +100,11 @@ class Fp16(EnginePrecision):
 @_register
 class Int8(EnginePrecision):
     precision = "int8"
+
+    def source(self, major, sources, dla):
+        if dla and major < 11:  # DLA on TensorRT 10: implicit int8 from the fp32 graph + calibrator
+            return sources["fp32"], True
+        return sources.get("int8", sources["fp32"]), False
 
     def plan(self, major, facts, calibrator):
         if facts["qdq"]:
@@ -113,7 +127,8 @@ class Int8(EnginePrecision):
 
 
 def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: str, *,
-                     calibrator: Any = None, **build_kw: Any) -> tuple[Path, dict[str, Any]]:
+                     calibrator: Any = None, fp32_layers: tuple[str, ...] = FP32_LAYERS,
+                     **build_kw: Any) -> tuple[Path, dict[str, Any]]:
     """Build an engine of ``precision`` the way this TensorRT version supports it.
 
     Arguments:
@@ -121,6 +136,8 @@ def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: 
         precision: "fp32", "fp16" or "int8" (refused, never swapped, when the ONNX or this
             TensorRT cannot give it).
         calibrator: TensorRT 10 only, for int8 from an fp32 ONNX.
+        fp32_layers: the layers a TensorRT 10 fp16 / implicit-int8 build pins to FP32 (the
+            profile's ``[tensorrt] fp32_layers``).
         build_kw: passed to :func:`~slimsam_edge.runtimes.tensorrt.build.build_engine`
             (timing_cache, min_opt_max_shapes, workspace_gb, dla_core).
 
@@ -142,5 +159,8 @@ def build_engine_for(onnx_path: Path | str, engine_path: Path | str, precision: 
         raise UsageError(f"{onnx_path}: ONNX file not found; export the graph first")
     major = int(str(trt.__version__).split(".")[0])
     kwargs, how = ENGINE_PRECISIONS[precision].plan(major, onnx_facts(onnx_path), calibrator)
+    if kwargs.get("fp32_layer_types"):
+        kwargs["fp32_layer_types"] = tuple(fp32_layers)
+        how = how.replace(", ".join(FP32_LAYERS), ", ".join(fp32_layers))
     engine = build_engine(onnx_path, engine_path, **{**build_kw, **kwargs})
     return engine, {"tensorrt_version": str(trt.__version__), "build": how}

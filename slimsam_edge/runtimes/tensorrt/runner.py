@@ -24,7 +24,7 @@ from ..base import FeedDict, Runner, TensorSpec
 
 from .cuda import DeviceBuffer, cuda_check, cuda_runtime_available, has_module, import_cudart, import_tensorrt
 
-REBUILD_HINT = "rebuild it on this device with `slimsam-edge export ... --target ...`"
+REBUILD_HINT = "rebuild it here with `slimsam-edge build BUNDLE`"
 
 
 def _parse_device(device: str) -> tuple[str, int]:
@@ -76,6 +76,18 @@ class TensorRTRunner(Runner):
                 + REBUILD_HINT
             )
 
+    def _check_fingerprint(self, trt: Any, cudart: Any, path: Path, index: int) -> None:
+        """An engine recorded by ``slimsam-edge build`` runs only where its fingerprint matches."""
+        built = self.options.extra.get("fingerprint")
+        if not built:
+            return
+        from .fingerprint import machine_fingerprint, mismatch
+
+        diff = mismatch(built, machine_fingerprint(trt, cudart, index))
+        if diff:
+            bundle = path.parent.parent if path.parent.name == "engines" else "BUNDLE"
+            raise BundleError(f"{path.name}: {diff}; run `slimsam-edge build {bundle}` here")
+
     def _activate(self) -> None:
         self.notes.clear()
         trt = self._trt = import_tensorrt()
@@ -85,6 +97,7 @@ class TensorRTRunner(Runner):
             raise BundleError(f"{path}: engine file not found; {REBUILD_HINT}")
         self._check_version(trt, path)
         kind, index = _parse_device(self.options.device)
+        self._check_fingerprint(trt, cudart, path, index if kind == "cuda" else 0)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if kind == "cuda":
             cuda_check(cudart, cudart.cudaSetDevice(index), "cudaSetDevice")

@@ -1,0 +1,243 @@
+"""``slimsam-edge build`` against the TensorRT stand-in (tests/fake_tensorrt.py), whose engines run
+the ONNX they were built from: builds, fingerprints, the accuracy gate and every refusal."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_tensorrt
+from slimsam_edge.bundle import load_bundle
+from slimsam_edge.deploy.build import build_bundle
+from slimsam_edge.errors import (
+    AccuracyGateError,
+    BackendUnavailableError,
+    BundleError,
+    UnsupportedOnThisMachineError,
+    UsageError,
+)
+
+ORIN = ("Orin (nvgpu)", 8, 7)
+NANO = {"is_jetson": True, "jetson_model": "NVIDIA Jetson Orin Nano Developer Kit", "jetson_release": "# R36 (release), REVISION: 4.0"}
+AGX = {**NANO, "jetson_model": "NVIDIA Jetson AGX Orin Developer Kit"}
+X86 = {"is_jetson": False, "jetson_model": None, "jetson_release": None}
+
+
+@pytest.fixture(scope="module")
+def jetson_bundle(tmp_path_factory, tiny_model) -> Path:
+    from slimsam_edge.exporters.bundle_export import export_bundle
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    out = tmp_path_factory.mktemp("jetson") / "b"
+    export_bundle(tiny_model, tiny_model.spec, out, target="jetson-orin-nano", simplify=False, model_id="tiny",
+                  precision_options=PrecisionOptions(calib_images=16, gate_images=2))
+    return out
+
+
+@pytest.fixture()
+def bundle(jetson_bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "b"
+    shutil.copytree(jetson_bundle, copy)
+    return copy
+
+
+@pytest.fixture()
+def machine(monkeypatch: pytest.MonkeyPatch):
+    """``machine(info, version=..., **fake)``: this machine as detect() sees it, with a fake TensorRT."""
+    import slimsam_edge.devices as devices
+
+    def setup(info: dict = NANO, version: str | None = "10.3.0", **kw):
+        monkeypatch.setattr(devices, "detect", lambda *a, **k: dict(info))
+        if version is None:
+            return None, None
+        return fake_tensorrt.install(monkeypatch, version, devices=kw.pop("devices", (ORIN,)), **kw)
+
+    return setup
+
+
+def _engines(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "engines").glob("*.engine")) if (root / "engines").is_dir() else []
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "engines").iterdir() if p.name != "timing.cache") \
+        if (root / "engines").is_dir() else []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_on_tensorrt_10(bundle: Path, machine, precision: str) -> None:
+    trt, cudart = machine(NANO)
+    report = build_bundle(bundle, precision=precision)
+    b = load_bundle(bundle)  # every hash, the new engines' included
+    engines = [a for a in b.manifest.artifacts if a.backend == "tensorrt"]
+    assert sorted(a.graph for a in engines) == ["image_encoder", "mask_decoder_lowres"]
+    assert all(a.precision == precision and a.path.startswith("engines/") for a in engines)
+    fp = engines[0].extra["fingerprint"]
+    assert fp["gpu"] == "Orin (nvgpu)" and fp["compute_capability"] == "8.7" and fp["tensorrt"] == "10.3.0"
+    assert fp["l4t"] == NANO["jetson_release"] and fp["builder"]["optimization_level"] == 3
+    assert report.verification["passed"] and b.manifest.backend_preference[0] == "tensorrt"
+    assert (bundle / "engines" / "timing.cache").is_file() and len(_engines(bundle)) == 2
+    headers = {bool(h["profiles"]): h for h in trt.builds[-2:]}  # the decoder alone has a dynamic axis
+    decoder, encoder = headers[True], headers[False]
+    assert decoder["profiles"][0]["point_coords"] == [[1, 1, 2], [1, 4, 2], [1, 16, 2]]
+    assert decoder["workspace"] == 1 << 30 and not decoder["strongly_typed"]
+    flags = {"fp32": [], "fp16": ["FP16", "OBEY_PRECISION_CONSTRAINTS"], "int8": ["INT8"]}[precision]
+    assert encoder["flags"] == flags and cudart.memory == {}
+    if precision == "int8":  # the Q/DQ encoder; the decoder has no int8 form and runs fp32
+        assert engines[0].extra["source"].endswith(".int8.onnx") or engines[1].extra["source"].endswith(".int8.onnx")
+        assert any("int8 engine runs fp32" in n for n in report.notes)
+    # the predictor runs the engines (the fake computes with ONNX Runtime)
+    from slimsam_edge.predictor import EdgePredictor
+
+    with EdgePredictor.from_bundle(bundle, backend="tensorrt", precision=precision) as pred:
+        pred.set_image(np.full((64, 80, 3), 128, np.uint8))
+        masks, scores, _ = pred.predict(point_coords=np.array([[30.0, 20.0]]), point_labels=np.array([1]))
+    assert masks.shape[-2:] == (64, 80) and np.isfinite(scores).all()
+
+
+def test_rebuild_replaces_the_engines_it_supersedes(bundle: Path, machine) -> None:
+    machine(NANO)
+    build_bundle(bundle, precision="fp16")
+    first = _engines(bundle)
+    machine(NANO, "10.3.1")
+    build_bundle(bundle, precision="fp16")
+    b = load_bundle(bundle)
+    assert len([a for a in b.manifest.artifacts if a.backend == "tensorrt"]) == 2
+    assert len(_engines(bundle)) == 2 and _engines(bundle) != first  # old ones deleted, no strays
+    assert _leftovers(bundle) == _engines(bundle)
+
+
+def test_build_on_tensorrt_11(bundle: Path, machine) -> None:
+    trt, _ = machine(X86, "11.0.0", devices=(("NVIDIA GeForce RTX 4090", 8, 9),))
+    build_bundle(bundle, precision="int8")
+    assert all(h["strongly_typed"] and h["flags"] == [] for h in trt.builds)
+    build_bundle(bundle, precision="fp16")  # the plan's fp16 ONNX, strongly typed
+    sources = {a.extra["source"] for a in load_bundle(bundle).manifest.artifacts
+               if a.backend == "tensorrt" and a.precision == "fp16"}
+    assert sources == {"onnx/image_encoder.fp16.onnx", "onnx/mask_decoder_lowres.fp16.onnx"}
+
+
+def test_tensorrt_11_fp16_needs_the_fp16_onnx(bundle: Path, machine) -> None:
+    machine(X86, "11.0.0")
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text())
+    for graph, sources in data["build_plan"]["tensorrt"]["graphs"].items():
+        sources["fp16"] = sources["fp32"]  # a plan without the fp16 graphs
+    path.write_text(json.dumps(data))
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match=r"TensorRT 11 builds strongly typed networks only.*export --precision fp16"):
+        build_bundle(bundle, precision="fp16")
+    assert path.read_bytes() == before and _leftovers(bundle) == []
+
+
+def test_dla_builds(bundle: Path, machine) -> None:
+    trt, _ = machine(AGX)
+    report = build_bundle(bundle, precision="int8", dla_core=1)
+    encoder, decoder = trt.builds[-2:]
+    assert encoder["dla_core"] == 1 and encoder["calibration_batches"] == 16  # implicit int8 + calibrator
+    assert decoder["dla_core"] is None and any("fp32 layers do not run on DLA" in n for n in report.notes)
+    build_bundle(bundle, precision="fp16", dla_core=0)
+    assert [h["dla_core"] for h in trt.builds[-2:]] == [0, 0]
+
+
+@pytest.mark.parametrize("info, args, message", [
+    (NANO, {"precision": "fp16", "dla_core": 0}, "this board (NVIDIA Jetson Orin Nano Developer Kit) has no DLA cores"),
+    (AGX, {"precision": "fp16", "dla_core": 2}, "has 2 DLA cores; use --dla 0..1"),
+    (AGX, {"precision": "fp32", "dla_core": 0}, "--dla needs --precision fp16 or int8"),
+    (X86, {"precision": "fp16", "dla_core": 0}, "target jetson-orin-nano has no DLA cores"),
+    (NANO, {"precision": "bf16"}, "precision bf16 is not in the build plan"),
+])
+def test_bad_dla_and_precision(bundle: Path, machine, info: dict, args: dict, message: str) -> None:
+    machine(info)
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(UsageError) as err:
+        build_bundle(bundle, **args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert (bundle / "manifest.json").read_bytes() == before and _engines(bundle) == []
+
+
+def test_fp16_collapse_is_refused(bundle: Path, machine) -> None:
+    machine(NANO, fp16_collapse=True)
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(AccuracyGateError, match="disagree with the bundle's reference outputs") as err:
+        build_bundle(bundle, precision="fp16")
+    assert "\n" not in str(err.value)
+    assert (bundle / "manifest.json").read_bytes() == before and _leftovers(bundle) == []
+    build_bundle(bundle, precision="fp32")  # fp32 engines are not touched by the collapse
+    assert len(_engines(bundle)) == 2
+
+
+def test_engine_of_another_machine_is_refused(bundle: Path, machine) -> None:
+    from slimsam_edge.deploy.verify import artifact_runner
+
+    machine(NANO)
+    build_bundle(bundle, precision="fp16")
+    art = load_bundle(bundle).find("image_encoder", backend="tensorrt")
+    machine(X86, "10.3.0", devices=(("NVIDIA GeForce RTX 4090", 8, 9),))
+    with pytest.raises(BundleError) as err:
+        artifact_runner(bundle, art).activate()
+    msg = str(err.value)
+    assert "engine built on Orin (nvgpu) (sm 8.7) / TensorRT 10.3.0 / L4T # R36" in msg
+    assert "this machine is NVIDIA GeForce RTX 4090 (sm 8.9) / TensorRT 10.3.0 / not a Jetson" in msg
+    assert f"run `slimsam-edge build {bundle}` here" in msg and "\n" not in msg
+    machine(NANO, "10.4.0")  # same GPU, another TensorRT
+    with pytest.raises(BundleError, match="built by TensorRT 10.3.0, this device has 10.4.0"):
+        artifact_runner(bundle, art).activate()
+
+
+@pytest.mark.parametrize("info, kw, error, message", [
+    (X86, None, BackendUnavailableError, "pip install 'slimsam-edge[tensorrt]'"),
+    (NANO, None, BackendUnavailableError, "sudo apt install python3-libnvinfer"),
+    (X86, {"devices": ()}, UnsupportedOnThisMachineError, "no NVIDIA GPU usable here (no CUDA-capable device"),
+    (X86, {"driver": False}, UnsupportedOnThisMachineError, "CUDA driver version is insufficient"),
+])
+def test_missing_tensorrt_or_gpu(bundle: Path, machine, monkeypatch, info, kw, error, message) -> None:
+    import sys
+
+    if kw is None:
+        machine(info, version=None)
+        monkeypatch.setitem(sys.modules, "tensorrt", None)  # not installed (even where it is)
+    else:
+        machine(info, **kw)
+    before = (bundle / "manifest.json").read_bytes()
+    with pytest.raises(error) as err:
+        build_bundle(bundle, precision="fp16")
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert (bundle / "manifest.json").read_bytes() == before and _engines(bundle) == []
+
+
+def test_bundle_without_a_plan(tiny_bundle: Path, machine) -> None:
+    machine(NANO)
+    with pytest.raises(UsageError, match=r"target cpu\) has no TensorRT build plan; export it for a TensorRT "
+                                         r"target first: slimsam-edge export --target .*jetson-orin-nano"):
+        build_bundle(tiny_bundle)
+
+
+def test_tampered_plan_settings_are_refused(bundle: Path, machine) -> None:
+    machine(NANO)
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text())
+    data["build_plan"]["tensorrt"]["settings"]["optimization_level"] = 9
+    path.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match="build_plan.tensorrt.settings.*optimization_level"):
+        build_bundle(bundle)
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+def test_real_tensorrt_build(bundle: Path) -> None:
+    """On a machine with TensorRT and an NVIDIA GPU: build, verify and run fp32 and fp16 engines."""
+    from slimsam_edge.runtimes.tensorrt.runner import TensorRTRunner
+
+    if not TensorRTRunner.available():
+        pytest.skip("needs TensorRT and cuda-python")
+    for precision in ("fp32", "fp16"):
+        report = build_bundle(bundle, precision=precision)
+        assert report.verification["passed"], report.verification
+    from slimsam_edge.deploy.verify import verify_bundle
+
+    assert verify_bundle(bundle, backend="tensorrt", precision="fp16").passed
