@@ -230,11 +230,12 @@ def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, 
 
 def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
              validate: bool, say: Progress) -> tuple[list[Artifact], dict[str, dict]]:
-    """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed."""
     """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed.
 
     An on-device backend's converter gives the ONNX it ships instead: validated here with its
-    ``source_backend``'s runner, listed later in the build plan (:func:`_plan`)."""
+    ``source_backend``'s runner, listed later in the build plan (:func:`_plan`). A backend whose
+    runtime is not installed here (onnxruntime-cuda on a CPU host) is validated with its converter's
+    ``validate_with`` backend, which reads the same files."""
     artifacts: list[Artifact] = []
     validation: dict[str, dict] = {}
     done: dict[tuple[Path, str], dict] = {}  # (file, runner backend) -> its validation summary
@@ -243,6 +244,9 @@ def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_file
         assert converter is not None  # resolve_target refused the target otherwise
         on_device = isinstance(converter, OnDeviceBuild)
         run_with = converter.source_backend if on_device else name
+        stand_in = not on_device and converter.validate_with and not get_backend(name).runner.available()
+        if stand_in:
+            run_with = converter.validate_with
         for graph in profile.graphs[name]:
             say(f"{converter.describe}: {graph} ({name})")
             files = converter.convert(onnx_files[graph], root, graph)
@@ -255,6 +259,8 @@ def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_file
                 summary = dict(done[(files[0], run_with)])
                 if on_device:
                     summary["validated_with"] = f"{run_with} (the ONNX source the device builds from)"
+                elif stand_in:
+                    summary["validated_with"] = f"{run_with} (the same files; {name} is not installed here)"
                 validation[f"{graph}/{name}/fp32"] = summary
             if on_device:
                 continue

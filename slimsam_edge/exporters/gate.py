@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..bundle import Artifact
-from ..errors import AccuracyGateError, UnsupportedOnThisMachineError
+from ..errors import AccuracyGateError, BackendUnavailableError, UnsupportedOnThisMachineError
 from ..models.graph_spec import DECODER_LOWRES as DECODER
 from ..models.graph_spec import ENCODER
 
@@ -65,10 +65,12 @@ def run_gate(root: Path, precision: str, recipes: list[Any], artifacts: list[Art
         ref = {g: fp32[(g, recipe.backend)] for g in (ENCODER, DECODER)}
         try:
             candidate = _predictor(root, cand, image_size, pixel_mean, pixel_std)
-        except UnsupportedOnThisMachineError as err:  # e.g. bf16 on a CPU without BF16
+        except (UnsupportedOnThisMachineError, BackendUnavailableError) as err:
+            # bf16 on a CPU without BF16; a GPU backend (onnxruntime-cuda) on a host without one
             accuracy[key] = {"measured": False, "reason": str(err), "threshold": threshold}
-            skipped = (f"{key} not measured on this machine ({err}); the accuracy gate was skipped for it "
-                       "and it is refused at run time where unsupported")
+            skipped = (f"{key} not measured on this machine ({err}); the accuracy gate was skipped for it: "
+                       f"run `slimsam-edge verify BUNDLE --backend {recipe.backend} --precision {precision}` "
+                       "where it runs (it is refused at run time where unsupported)")
             say(f"accuracy gate skipped: {skipped}")
             notes.append(skipped)
             continue

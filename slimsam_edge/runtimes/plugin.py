@@ -36,6 +36,9 @@ class Converter:
     #: True where the artifacts are built on the device that runs them (``slimsam-edge build``):
     #: export then records a build plan (:class:`OnDeviceBuild`) instead of an artifact
     on_device: ClassVar[bool] = False
+    #: where this backend's runtime is not installed (a GPU build on a CPU host), the backend whose
+    #: runner validates the same files instead (None: the export needs this backend's runtime)
+    validate_with: str | None = None
 
     def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
         raise NotImplementedError
@@ -47,9 +50,14 @@ class OnnxAsIs(Converter):
     Example:
         >>> OnnxAsIs().convert([Path("onnx/x.onnx")], Path("."), "x")
         [PosixPath('onnx/x.onnx')]
+        >>> OnnxAsIs(validate_with="onnxruntime").validate_with
+        'onnxruntime'
     """
 
     describe = "use the ONNX graph as is"
+
+    def __init__(self, validate_with: str | None = None) -> None:
+        self.validate_with = validate_with
 
     def convert(self, onnx_files: list[Path], root: Path, graph: str) -> list[Path]:
         return list(onnx_files)

@@ -17,7 +17,8 @@ from .runner import GPU_DISTRIBUTION, OnnxRuntimeCudaRunner
 BACKEND = Backend(
     "onnxruntime-cuda",
     runner=OnnxRuntimeCudaRunner,
-    converter=OnnxAsIs(),  # its artifact is the exported ONNX graph itself
+    # its artifact is the exported ONNX graph itself: validated with the CPU build where no GPU is
+    converter=OnnxAsIs(validate_with="onnxruntime"),
     recipes=(OrtCudaFp16,),
     options=OrtPrecisionOptions,
     extra="gpu",
