@@ -40,7 +40,8 @@ def test_profile_facts() -> None:
     assert nano.kind == agx.kind == "jetson" and x86.kind == "x86-gpu"
     assert nano.dla_cores == 0 and agx.dla_cores == 2
     assert any("DLA" in n for n in nano.notes) and any("DLA" in n for n in agx.notes)
-    assert x86.backends == ("tensorrt", "onnxruntime")
+    assert x86.backends == ("tensorrt", "onnxruntime-cuda", "onnxruntime")
+    assert x86.pick_backend(["onnxruntime", "onnxruntime-cuda"]) == "onnxruntime-cuda"
     assert {"fp16", "int8"} <= set(agx.all_precisions()) and agx.backends_for("fp16") == ("tensorrt", "onnxruntime")
     with pytest.raises(AttributeError):
         nano.name = "other"  # type: ignore[misc]
