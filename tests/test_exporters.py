@@ -271,7 +271,8 @@ def test_every_shipped_profile_exports_here(tmp_path, tiny_model, target):
             assert gate["measured"] and gate["passed"]
         if "int8" in profile.precisions[name]:
             calib = np.load(tmp_path / "b" / plan["calibration"]["image_encoder"])
-            assert calib["image"].shape == (4, 1, 3, 256, 256) and calib["image"].dtype == np.float32
+            assert calib["pixels"].shape == (4, 256, 256, 3) and calib["pixels"].dtype == np.uint8
+            assert calib["input_hw"].shape == (4, 2) and calib["input_hw"].max() == 256
             assert plan["calibration"]["image_encoder"] in hashed
 
 

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -135,16 +135,25 @@ def import_tensorrt_here(info: dict[str, Any]) -> Any:
         raise BackendUnavailableError(f"slimsam-edge build needs TensorRT, which is not installed; {how}") from None
 
 
-def _calibration_feeds(root: Path, rel: str) -> list[dict[str, np.ndarray]]:
+def _calibration_feeds(bundle: Bundle, rel: str) -> Iterator[dict[str, np.ndarray]]:
+    """The encoder's calibration feeds from the bundle's npz (see :func:`calibration_arrays`),
+    normalised and padded with the manifest's pixel mean / std, one at a time (bounded memory)."""
+    from ..transforms import normalize_and_pad
+
+    m = bundle.manifest
+    where = f"bundle {bundle.root}: calibration file {rel}"
     try:
-        with np.load(root / rel) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as err:
-        raise BundleError(f"bundle {root}: calibration file {rel} cannot be read ({err}); re-export the bundle") from None
-    counts = {len(a) for a in arrays.values()}
-    if not arrays or len(counts) != 1:
-        raise BundleError(f"bundle {root}: calibration file {rel} holds no batches; re-export the bundle")
-    return [{k: a[i] for k, a in arrays.items()} for i in range(counts.pop())]
+        with np.load(bundle.root / rel, allow_pickle=False) as data:
+            pixels, input_hw = data["pixels"], data["input_hw"]
+    except (OSError, ValueError, KeyError) as err:
+        raise BundleError(f"{where} cannot be read ({err}); re-export the bundle") from None
+    size = m.image_size
+    if (pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3) or not len(pixels)
+            or input_hw.shape != (len(pixels), 2) or not ((input_hw >= 1) & (input_hw <= size)).all()):
+        raise BundleError(f"{where} does not hold N x {size} x {size} x 3 uint8 images with their sizes; "
+                          "re-export the bundle")
+    for image, (h, w) in zip(pixels, input_hw):
+        yield {"image": normalize_and_pad(image[:h, :w], size, tuple(m.pixel_mean), tuple(m.pixel_std))}
 
 
 def build_bundle(path: Path | str, *, precision: str | None = None, dla_core: int | None = None,
@@ -181,7 +190,7 @@ def build_bundle(path: Path | str, *, precision: str | None = None, dla_core: in
     engines_dir.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=engines_dir))
     try:
-        built = [_build_graph(root, tmp, graph, sources, plan, settings, precision, dla_core, trt, fingerprint,
+        built = [_build_graph(bundle, tmp, graph, sources, plan, settings, precision, dla_core, trt, fingerprint,
                               report, say) for graph, sources in plan["graphs"].items()]
         say(f"verify the {precision} engines against the reference I/O")
         verification = _verify(bundle, built, say)
@@ -197,19 +206,20 @@ def build_bundle(path: Path | str, *, precision: str | None = None, dla_core: in
     return report
 
 
-def _build_graph(root: Path, tmp: Path, graph: str, sources: dict[str, str], plan: dict[str, Any],
+def _build_graph(bundle: Bundle, tmp: Path, graph: str, sources: dict[str, str], plan: dict[str, Any],
                  settings: Any, precision: str, dla_core: int | None, trt: Any, fingerprint: dict[str, Any],
                  report: BuildReport, say: Progress) -> Artifact:
     """One engine in ``tmp``, described as an artifact (path relative to the bundle)."""
     from ..runtimes.tensorrt.build import entropy_calibrator_class
     from ..runtimes.tensorrt.precision import ENGINE_PRECISIONS, build_engine_for, onnx_facts
 
+    root = bundle.root
     major = int(str(trt.__version__).split(".")[0])
     rel, implicit = ENGINE_PRECISIONS[precision].source(major, sources, dla_core is not None)
     calibration = plan.get("calibration", {}).get(graph)
     calibrator = None
     if implicit and calibration:
-        calibrator = entropy_calibrator_class()(_calibration_feeds(root, calibration), tmp / f"{graph}.calib")
+        calibrator = entropy_calibrator_class()(_calibration_feeds(bundle, calibration), tmp / f"{graph}.calib")
     elif implicit:
         rel = sources[precision]
     build_as = precision

@@ -362,21 +362,29 @@ def _reduced_sources(root: Path, backend: str, precision: str, onnx_files: dict[
 
 
 def _write_calibration(root: Path, spec: ModelSpec, options: "PrecisionOptions | None") -> Path:
-    """The encoder's calibration inputs (the images the Q/DQ graph was calibrated on) as one npz:
-    each input stacked over a new first axis (``image``: N x 1 x 3 x S x S)."""
+    """The encoder's calibration inputs (the images the Q/DQ graph was calibrated on) as one
+    compressed npz: ``pixels`` (N x S x S x 3 uint8, each image resized as the runtime resizes it,
+    zero beyond ``input_hw``) and ``input_hw`` (N x 2). The device normalises them with the
+    manifest's pixel mean / std: a quarter of float32's size, before compression."""
     import io
 
     import numpy as np
 
-    from ..calibration import calibration_images, encoder_feeds
+    from ..calibration import calibration_images
+    from ..transforms import ResizeLongestSide
     from .precision import PrecisionOptions
 
     opts = options or PrecisionOptions()
     images = calibration_images(opts.calib_data, opts.calib_images)
-    feeds = list(encoder_feeds(images, image_size=spec.image_size, pixel_mean=list(spec.pixel_mean),
-                               pixel_std=list(spec.pixel_std)))
+    size = spec.image_size
+    pixels = np.zeros((len(images), size, size, 3), np.uint8)
+    input_hw = np.zeros((len(images), 2), np.int32)
+    for i, image in enumerate(images):
+        resized = ResizeLongestSide(size).apply_image(np.ascontiguousarray(image))
+        h, w = resized.shape[:2]
+        pixels[i, :h, :w], input_hw[i] = resized, (h, w)
     buf = io.BytesIO()
-    np.savez(buf, **{n: np.stack([f[n] for f in feeds]) for n in feeds[0]})
+    np.savez_compressed(buf, pixels=pixels, input_hw=input_hw)
     return write_bytes_atomic(root / CALIBRATION_DIR / f"{ENCODER}.npz", buf.getvalue())
 
 
