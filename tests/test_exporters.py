@@ -224,6 +224,7 @@ def test_bundle_holds_only_listed_files(tiny_bundle) -> None:
     import json
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    listed = {f for a in manifest["artifacts"] for f in a["files"]}
+    listed = {f for a in manifest["artifacts"] for f in a["files"]} | set(manifest["files"])
+    assert "reference/io.npz" in manifest["files"]  # every bundle carries its reference I/O
     present = {p.relative_to(tiny_bundle).as_posix() for p in tiny_bundle.rglob("*") if p.is_file()}
     assert present - {"manifest.json"} == listed
