@@ -289,7 +289,7 @@ def test_verify_fails_when_a_reference_output_is_doctored(tmp_path, tiny_bundle)
 
     copy = tmp_path / "b"
     shutil.copytree(tiny_bundle, copy)
-    doctor_reference(copy, "mask_decoder_lowres/point/out/low_res_masks", lambda a: -a)
+    doctor_reference(copy, "mask_decoder_lowres/1-point/out/low_res_masks", lambda a: -a)
     r = run("verify", copy, "--backend", "onnxruntime")
     line = assert_one_line_error(r, "below the gate", "mask_decoder_lowres/onnxruntime/fp32 mask_iou", "re-export")
     assert "FAILED" in r.stdout and "image_encoder/onnxruntime" not in line

@@ -170,6 +170,13 @@ def test_a_target_from_a_toml_file_alone(tmp_path, tiny_model):
     toml.unlink()  # the bundle describes itself: its manifest holds the preference order
     b = load_bundle(tmp_path / "b")
     assert b.find("image_encoder").backend == "onnxruntime" and b.backends() == ["onnxruntime", "torch"]
+    # its reference I/O covers every graph it holds (the torch reference runs all three) and verifies
+    from slimsam_edge.deploy.verify import verify_bundle
+
+    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
+    report = verify_bundle(b)
+    assert report.passed and {c.backend for c in report.checks} == {"onnxruntime"}
+    assert [c.name for c in report.checks][-1] == "end_to_end/mask_decoder_lowres/onnxruntime/fp32"
 
 
 @pytest.mark.parametrize("change, message", [

@@ -47,7 +47,8 @@ def verify(
 
 #: short labels of the numbers a check reports besides the judged one
 _LABELS = {"mask_iou_min": "min IoU", "iou_predictions_max_diff": "score diff", "rel_error_max": "rel err",
-           "cosine_min": "cosine", "mask_iou": "mask IoU"}
+           "cosine_min": "cosine", "mask_iou": "mask IoU",
+           "mask_iou_all_tokens": "all tokens"}
 
 
 def _print(report: Any) -> None:

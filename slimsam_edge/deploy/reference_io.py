@@ -9,7 +9,7 @@ The cases:
 
 - encoder graphs (a single ``image`` input): preprocessed images, exactly the normalised, padded
   1x3xSxS tensor the encoder takes (two procedural photos of different aspect ratios);
-- decoder graphs (an ``image_embeddings`` input): prompts on the reference embedding of the first
+- decoder graphs (an ``image_embeddings`` input): prompts on the reference embedding of each
   image -- one foreground point with SAM's pad point, a foreground and a background point with
   the pad point, a box -- in the model's coordinate frame. The embedding is stored once, with the
   encoder case (``embedding_from``), which is also what the end-to-end check feeds a candidate
@@ -343,8 +343,8 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
     """The reference cases of ``graphs`` with outputs from ``run``; returns ``(cases, notes)``.
 
     Encoder-like graphs (inputs: ``image`` only) get ``images`` preprocessed images; decoder-like
-    graphs (an ``image_embeddings`` input) get :func:`prompts_for` on the first image's reference
-    embedding. A graph of another kind is skipped, with a note.
+    graphs (an ``image_embeddings`` input) get :func:`prompts_for` on each image, fed its reference
+    embedding (case ``"<image>-<prompt>"``). A graph of another kind is skipped, with a note.
 
     Example:
         >>> def run(graph, feed):  # a stand-in for the PyTorch model
@@ -353,8 +353,8 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
         ...     return {"low_res_masks": np.zeros((1, 4, 16, 16), np.float32)}
         >>> cases, notes = reference_cases(["image_encoder", "mask_decoder_lowres"], run, image_size=64,
         ...                                pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
-        >>> [c.key for c in cases], notes
-        (['image_encoder/0', 'image_encoder/1', 'mask_decoder_lowres/point', 'mask_decoder_lowres/points', 'mask_decoder_lowres/box'], [])
+        >>> [c.key for c in cases][1:4], len(cases), notes
+        (['image_encoder/1', 'mask_decoder_lowres/0-point', 'mask_decoder_lowres/0-points'], 8, [])
     """
     from ..models.graph_spec import ENCODER, ONNX_SPECS
     from ..transforms import preprocess
@@ -376,14 +376,21 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
         if EMBEDDING not in names or source is None:
             notes.append(f"reference I/O: no cases for graph {graph} (inputs {', '.join(names)})")
             continue
-        first = next(c for c in cases if c.graph == source)
-        image_id, image, masks = shots[0]
-        for name, description, coords, labels in prompts_for(masks, image.shape[:2]):
-            try:
-                feed = decoder_feed(names, first.outputs[EMBEDDING], coords, labels, image.shape[:2], image_size)
-            except KeyError as err:
-                notes.append(f"reference I/O: no cases for graph {graph} (input {err} unknown)")
-                break
-            cases.append(ReferenceCase(graph, feed, run(graph, feed), name, f"{description} on {image_id}",
-                                       embedding_from=first.key))
+        try:
+            cases += _prompt_cases(graph, names, [c for c in cases if c.graph == source], shots, image_size, run)
+        except KeyError as err:
+            notes.append(f"reference I/O: no cases for graph {graph} (input {err} unknown)")
     return cases, notes
+
+
+def _prompt_cases(graph: str, names: list[str], encoded: list[ReferenceCase], shots: list, image_size: int,
+                  run: RunGraph) -> list[ReferenceCase]:
+    """:func:`prompts_for` on each reference image, fed its reference embedding."""
+    out = []
+    for enc, (image_id, image, masks) in zip(encoded, shots):
+        hw = image.shape[:2]
+        for name, description, coords, labels in prompts_for(masks, hw):
+            feed = decoder_feed(names, enc.outputs[EMBEDDING], coords, labels, hw, image_size)
+            out.append(ReferenceCase(graph, feed, run(graph, feed), f"{enc.name}-{name}",
+                                     f"{description} on {image_id}", embedding_from=enc.key))
+    return out

@@ -138,7 +138,7 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     b = load_bundle(tiny_bundle)
     m = b.manifest
     assert m.reference["path"] == REFERENCE_FILE and REFERENCE_FILE in m.files
-    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 3, "mask_decoder_lowres": 3}
+    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
     cases = load_reference(b)
     graphs = {a.graph for a in m.artifacts}
     assert graphs == {c.graph for c in cases}
@@ -148,18 +148,18 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     assert not np.array_equal(enc[0].inputs["image"], enc[1].inputs["image"])
     assert enc[0].description.startswith("procedural seed")
     dec = {c.name: c for c in cases if c.graph == "mask_decoder_lowres"}
-    assert set(dec) == {"point", "points", "box"}
-    assert dec["point"].inputs["point_labels"].tolist() == [[1, -1]]  # SAM's pad point
-    assert dec["points"].inputs["point_labels"].tolist() == [[1, 0, -1]]
-    assert dec["box"].inputs["point_labels"].tolist() == [[2, 3]]
-    assert dec["box"].embedding_from == "image_encoder/0"
-    assert dec["box"].inputs["image_embeddings"] is enc[0].outputs["image_embeddings"]
-    assert dec["point"].outputs["low_res_masks"].shape == (1, 4, 64, 64)
-    masks = dec["point"].outputs["low_res_masks"] > 0
+    assert set(dec) == {f"{i}-{p}" for i in (0, 1) for p in ("point", "points", "box")}
+    assert dec["0-point"].inputs["point_labels"].tolist() == [[1, -1]]  # SAM's pad point
+    assert dec["0-points"].inputs["point_labels"].tolist() == [[1, 0, -1]]
+    assert dec["1-box"].inputs["point_labels"].tolist() == [[2, 3]]
+    assert dec["1-box"].embedding_from == "image_encoder/1"
+    assert dec["1-box"].inputs["image_embeddings"] is enc[1].outputs["image_embeddings"]
+    assert dec["0-point"].outputs["low_res_masks"].shape == (1, 4, 64, 64)
+    masks = dec["0-point"].outputs["low_res_masks"] > 0
     assert 0 < masks.mean() < 1  # a real mask, neither empty nor full
     official = {c.name: c for c in cases if c.graph == "mask_decoder"}
-    assert official["box"].inputs["orig_im_size"].tolist() == [192, 256]
-    assert official["box"].outputs["masks"].shape == (1, 4, 192, 256)
+    assert official["0-box"].inputs["orig_im_size"].tolist() == [192, 256]
+    assert official["1-box"].outputs["masks"].shape == (1, 4, 256, 160)
 
 
 def test_bundle_without_reference_io_says_to_re_export(tmp_path, tiny_bundle):
