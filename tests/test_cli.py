@@ -39,7 +39,7 @@ def test_help_does_not_import_torch():
             app(["--help"])
         except SystemExit:
             pass
-        for cmd in ("info", "export", "build", "segment", "bench", "devices", "eval", "data", "compress", "demo", "train-reference"):
+        for cmd in ("info", "export", "build", "segment", "bench", "devices", "eval", "data", "compress", "demo", "train-reference", "verify"):
             try:
                 app([cmd, "--help"])
             except SystemExit:
@@ -377,3 +377,68 @@ def test_build_command_bad_input(jetson_cli_bundle, tiny_bundle, tmp_path, monke
     assert_one_line_error(run("build", jetson_cli_bundle, "--precision", "fp16"),
                           "needs TensorRT, which is not installed", "slimsam-edge[tensorrt]")
     assert not (jetson_cli_bundle / "engines").exists() or not list((jetson_cli_bundle / "engines").glob("*.engine"))
+
+
+def test_verify_passes_on_a_fresh_bundle(tiny_bundle):
+    r = run("verify", tiny_bundle, "--backend", "onnxruntime")
+    assert r.exit_code == 0, r.output
+    assert "verified: onnxruntime/fp32" in r.stdout and "end to end" in r.stdout and "FAILED" not in r.stdout
+    assert r.stdout.count(" ok ") == 5  # 3 graphs + 2 end to end
+    j = run("verify", tiny_bundle, "--json")
+    assert j.exit_code == 0, j.output
+    data = json.loads(j.stdout)
+    assert data["passed"] and {c["precision"] for c in data["checks"]} == {"fp32"}
+    assert all(c["value"] >= 0.99 for c in data["checks"])
+
+
+def test_verify_fails_when_a_reference_output_is_doctored(tmp_path, tiny_bundle):
+    """The npz rewritten with one output changed and rehashed: only the agreement check catches it."""
+    from helpers import doctor_reference
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    doctor_reference(copy, "mask_decoder_lowres/1-point/out/low_res_masks", lambda a: -a)
+    r = run("verify", copy, "--backend", "onnxruntime")
+    line = assert_one_line_error(r, "below the gate", "mask_decoder_lowres/onnxruntime/fp32 mask_iou", "re-export")
+    assert "FAILED" in r.stdout and "image_encoder/onnxruntime" not in line
+    j = run("verify", copy, "--backend", "onnxruntime", "--json")
+    assert j.exit_code == 2 and json.loads(j.stdout)["passed"] is False
+
+
+def test_verify_refuses_a_tampered_reference_file(tmp_path, tiny_bundle):
+    from helpers import doctor_reference
+
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    doctor_reference(copy, "image_encoder/0/in/image", lambda a: a + 1, rehash=False)
+    assert_one_line_error(run("verify", copy), "reference/io.npz was modified", "re-export")
+
+
+def test_verify_bad_input_is_one_line(tmp_path, tiny_bundle, monkeypatch):
+    from slimsam_edge.runtimes import get_backend
+
+    assert_one_line_error(run("verify", tiny_bundle, "--precision", "int8"),
+                          "/int8 artifacts", "it holds", "onnxruntime/fp32")
+    copy = tmp_path / "old"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["reference"], manifest["files"] = {}, {}  # as written before bundles carried reference I/O
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_line_error(run("verify", copy), "no reference I/O", "re-export the bundle")
+    monkeypatch.setattr(get_backend("openvino").runner, "available", classmethod(lambda cls: False))
+    assert_one_line_error(run("verify", tiny_bundle, "--backend", "openvino"), "not installed", "slimsam-edge[openvino]")
+
+
+def test_verify_command_does_not_import_torch(tiny_bundle):
+    code = textwrap.dedent(f"""
+        import sys
+        from slimsam_edge.cli.app import app
+        try:
+            app(["verify", {str(tiny_bundle)!r}, "--backend", "onnxruntime", "--json"])
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+        print("TORCH" if "torch" in sys.modules else "NO-TORCH", file=sys.stderr)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["passed"] is True
+    assert out.stderr.strip().splitlines()[-1] == "NO-TORCH"

@@ -161,6 +161,13 @@ def test_a_target_from_a_toml_file_alone(tmp_path, tiny_model):
     toml.unlink()  # the bundle describes itself: its manifest holds the preference order
     b = load_bundle(tmp_path / "b")
     assert b.find("image_encoder").backend == "onnxruntime" and b.backends() == ["onnxruntime", "torch"]
+    # its reference I/O covers every graph it holds (the torch reference runs all three) and verifies
+    from slimsam_edge.deploy.verify import verify_bundle
+
+    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
+    report = verify_bundle(b)
+    assert report.passed and {c.backend for c in report.checks} == {"onnxruntime"}
+    assert [c.name for c in report.checks][-1] == "end_to_end/mask_decoder_lowres/onnxruntime/fp32"
 
 
 @pytest.mark.parametrize("change, message", [
@@ -215,7 +222,8 @@ def test_bundle_holds_only_listed_files(tiny_bundle) -> None:
     import json
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    listed = {f for a in manifest["artifacts"] for f in a["files"]}
+    listed = {f for a in manifest["artifacts"] for f in a["files"]} | set(manifest["files"])
+    assert "reference/io.npz" in manifest["files"]  # every bundle carries its reference I/O
     present = {p.relative_to(tiny_bundle).as_posix() for p in tiny_bundle.rglob("*") if p.is_file()}
     assert present - {"manifest.json"} == listed
 

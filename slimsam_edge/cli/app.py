@@ -23,6 +23,7 @@ from .export import export
 from .info import info
 from .segment import segment
 from .train_reference import train_reference
+from .verify import verify
 
 app = typer.Typer(
     name="slimsam-edge",
@@ -61,6 +62,7 @@ app.command()(devices)
 app.command("eval")(eval_cmd)
 app.command()(demo)
 app.command("train-reference")(train_reference)
+app.command()(verify)
 app.add_typer(data_app, name="data")
 
 

@@ -183,6 +183,8 @@ def export_bundle(
                                                  model_id or spec.model_type)
         artifacts, validation = _convert(sam, root, profile, onnx_files, validate, say)
         artifacts += _reference_artifacts(root)
+        graphs = [g for g in ALL_GRAPHS if g in onnx_files or any(a.graph == g for a in artifacts)]
+        reference, reference_files, reference_notes = _reference_io(sam, spec, root, graphs, say)
         accuracy: dict = {}
         extra_notes: list[str] = []
         if reduced:
@@ -203,9 +205,9 @@ def export_bundle(
             target=profile.name, artifacts=artifacts, image_size=spec.image_size,
             pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std), mask_threshold=0.0,
             tool_versions=tool_versions(), validation=validation, accuracy=accuracy,
-            notes=notes + graph_notes + extra_notes, backend_preference=list(profile.backends),
-            prompt_frame=_prompt_frame(spec, profile),
-            files=plan.files, build_plan=plan.entries,
+            notes=notes + graph_notes + reference_notes + extra_notes, backend_preference=list(profile.backends),
+            prompt_frame=_prompt_frame(spec, profile), reference=reference,
+            files={**reference_files, **plan.files}, build_plan=plan.entries,
         )
         say("manifest")
         write_manifest(root, manifest)
@@ -386,6 +388,33 @@ def _write_calibration(root: Path, spec: ModelSpec, options: "PrecisionOptions |
     buf = io.BytesIO()
     np.savez_compressed(buf, pixels=pixels, input_hw=input_hw)
     return write_bytes_atomic(root / CALIBRATION_DIR / f"{ENCODER}.npz", buf.getvalue())
+
+
+def _reference_io(sam: torch.nn.Module, spec: ModelSpec, root: Path, graphs: list[str],
+                  say: Progress) -> tuple[dict, dict[str, str], list[str]]:
+    """Phase 4: the reference I/O of ``graphs`` (every graph the bundle has), computed by the PyTorch
+    model (the fp32 truth) and written to ``reference/io.npz``: ``(reference entry, hashed files, notes)``."""
+    from ..deploy.reference_io import reference_cases, write_reference
+    from ..models.graph_spec import ONNX_SPECS
+    from ..models.graphs import make_wrapper
+
+    say("reference I/O")
+    device = next(sam.parameters()).device
+    wrappers: dict[str, torch.nn.Module] = {}
+
+    def run(graph: str, feed: dict) -> dict:
+        if graph not in wrappers:
+            wrappers[graph] = make_wrapper(sam, graph)
+        module = wrappers[graph]
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(feed[n]).to(device) for n in ONNX_SPECS[graph].inputs))
+        out = (out,) if isinstance(out, torch.Tensor) else out
+        return {n: t.detach().float().cpu().numpy() for n, t in zip(ONNX_SPECS[graph].outputs, out)}
+
+    cases, notes = reference_cases(graphs, run, image_size=spec.image_size,
+                                   pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std)
+    entry, files = write_reference(root, cases)
+    return entry, files, notes
 
 
 def _reference_artifacts(root: Path) -> list[Artifact]:

@@ -20,23 +20,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..bundle import Artifact
+from ..deploy.verify import DEFAULT_THRESHOLDS, artifact_runner
 from ..errors import AccuracyGateError, BackendUnavailableError, UnsupportedOnThisMachineError
 from ..models.graph_spec import DECODER_LOWRES as DECODER
 from ..models.graph_spec import ENCODER
 
-#: minimum mask-IoU agreement with fp32, per precision
-DEFAULT_THRESHOLDS: dict[str, float] = {"fp16": 0.99, "bf16": 0.99, "int8": 0.95}
+__all__ = ["DEFAULT_THRESHOLDS", "run_gate"]  # the thresholds live in deploy/verify.py
 
 
 def _predictor(root: Path, arts: dict[str, Artifact], image_size: int, mean: list[float], std: list[float]) -> Any:
     from ..predictor import EdgePredictor
-    from ..runtimes import RunnerOptions, open_runner
 
-    runners = [
-        open_runner(root / arts[g].path, backend=arts[g].backend, options=RunnerOptions(
-            precision=arts[g].extra.get("precision_hint") or "fp32", extra={"graph": g}))
-        for g in (ENCODER, DECODER)
-    ]
+    runners = [artifact_runner(root, arts[g]) for g in (ENCODER, DECODER)]
     return EdgePredictor(runners[0], runners[1], image_size=image_size, pixel_mean=tuple(mean),
                          pixel_std=tuple(std)).activate()
 

@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping
 
 from ..bundle import Artifact
 from ..calibration import DEFAULT_CALIB_IMAGES, CalibrationFeeds
+from ..deploy.verify import DEFAULT_THRESHOLDS
 from ..errors import BackendUnavailableError, UsageError
 from ..models.graph_spec import DECODER_LOWRES, RUNTIME_GRAPHS
 from ..runtimes import BuildContext, Recipe, get_backend
-from .gate import DEFAULT_THRESHOLDS
 
 
 @dataclass(frozen=True)
