@@ -332,7 +332,8 @@ def auto_pick(bundle: Any, backend: str | None, precision: str | None,
 
     backend: the first backend of the detected profile's preference that ``bundle`` holds and that
     is installed, else the first installed one of the bundle's own preference (``None`` when none
-    is: opening then says what to install). precision: the profile's default precision when the
+    is: opening then says what to install). Backends marked ``auto=False`` (torch, the reference)
+    run only when asked for. precision: the profile's default precision when the
     bundle has it for that backend and the machine can run it, else fp32 (``None`` where the
     bundle has no fp32 either: the first listed). Detection is cached per process.
 
@@ -357,7 +358,7 @@ def auto_pick(bundle: Any, backend: str | None, precision: str | None,
         return backend, precision
     profile = load_profile(default_profile(info))
     known = registered()
-    installed = [b for b in bundle.backends() if b in known and known[b].runner.available()]
+    installed = [b for b in bundle.backends() if b in known and known[b].auto and known[b].runner.available()]
     if backend is None:
         ranked = [b for b in profile.backends if b in installed] + installed
         backend = ranked[0] if ranked else None

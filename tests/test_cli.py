@@ -383,7 +383,7 @@ def test_verify_passes_on_a_fresh_bundle(tiny_bundle):
     r = run("verify", tiny_bundle, "--backend", "onnxruntime")
     assert r.exit_code == 0, r.output
     assert "verified: onnxruntime/fp32" in r.stdout and "end to end" in r.stdout and "FAILED" not in r.stdout
-    assert r.stdout.count(" ok ") == 5  # 3 graphs + 2 end to end
+    assert r.stdout.count(" ok ") == 8  # 5 graphs + 3 decoders end to end
     j = run("verify", tiny_bundle, "--json")
     assert j.exit_code == 0, j.output
     data = json.loads(j.stdout)

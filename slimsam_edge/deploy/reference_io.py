@@ -64,6 +64,8 @@ MAX_REFERENCE_BYTES = 512 * 2**20
 INDEX_KEY = "__index__"
 #: the input of an encoder graph that takes a preprocessed image; the embedding decoders take
 IMAGE_INPUT, EMBEDDING = "image", "image_embeddings"
+#: the input of an encoder with preprocessing in the graph: HxWx3 float pixels, long side resized
+PIXELS_INPUT = "input_image"
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _RE_EXPORT = "re-export the bundle"
@@ -342,7 +344,8 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
                     pixel_std: Sequence[float], images: int = 2) -> tuple[list[ReferenceCase], list[str]]:
     """The reference cases of ``graphs`` with outputs from ``run``; returns ``(cases, notes)``.
 
-    Encoder-like graphs (inputs: ``image`` only) get ``images`` preprocessed images; decoder-like
+    Encoder-like graphs (inputs: ``image`` only) get ``images`` preprocessed images (an
+    ``input_image``-only graph, preprocessing in the graph, gets the same images resized); decoder-like
     graphs (an ``image_embeddings`` input) get :func:`prompts_for` on each image, fed its reference
     embedding (case ``"<image>-<prompt>"``). A graph of another kind is skipped, with a note.
 
@@ -357,18 +360,24 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
         (['image_encoder/1', 'mask_decoder_lowres/0-point', 'mask_decoder_lowres/0-points'], 8, [])
     """
     from ..models.graph_spec import ENCODER, ONNX_SPECS
-    from ..transforms import preprocess
+    from ..transforms import ResizeLongestSide, normalize_and_pad
 
     graphs = list(graphs)
     shots = reference_images(images)
-    encoders = [g for g in graphs if list(ONNX_SPECS[g].inputs) == [IMAGE_INPUT]]
-    source = ENCODER if ENCODER in encoders else (encoders[0] if encoders else None)
+    inputs = {  # what each kind of encoder input is made of, from the runtime's resized image
+        IMAGE_INPUT: lambda resized: normalize_and_pad(resized, image_size, tuple(pixel_mean), tuple(pixel_std)),
+        PIXELS_INPUT: lambda resized: resized.astype(np.float32),
+    }
+    encoders = [g for g in graphs if len(ONNX_SPECS[g].inputs) == 1 and next(iter(ONNX_SPECS[g].inputs)) in inputs]
+    plain = [g for g in encoders if list(ONNX_SPECS[g].inputs) == [IMAGE_INPUT]]
+    source = ENCODER if ENCODER in plain else (plain[0] if plain else None)
     cases: list[ReferenceCase] = []
     notes: list[str] = []
     for graph in encoders:
+        name = next(iter(ONNX_SPECS[graph].inputs))
         for i, (image_id, image, _masks) in enumerate(shots):
-            x, _size = preprocess(image, image_size, tuple(pixel_mean), tuple(pixel_std))
-            cases.append(ReferenceCase(graph, {IMAGE_INPUT: x}, run(graph, {IMAGE_INPUT: x}), str(i), image_id))
+            feed = {name: inputs[name](ResizeLongestSide(image_size).apply_image(np.ascontiguousarray(image)))}
+            cases.append(ReferenceCase(graph, feed, run(graph, feed), str(i), image_id))
     for graph in graphs:
         names = list(ONNX_SPECS[graph].inputs)
         if graph in encoders:

@@ -50,8 +50,6 @@ DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "bf16": 0.99
 #: ``progress(message)``: one line per step
 Progress = Callable[[str], None]
 
-#: the backend verify never picks by itself (it imports torch); ask for it with ``backend="torch"``
-_NOT_BY_DEFAULT = ("torch",)
 
 
 @dataclass
@@ -258,9 +256,9 @@ def verify_artifacts(bundle: "Bundle", artifacts: Iterable["Artifact"], *, progr
 
 
 def pick_artifacts(bundle: "Bundle", backend: str | None = None, precision: str | None = None) -> list["Artifact"]:
-    """The artifacts ``verify`` runs: every graph of ``backend`` (default: the first backend of the
-    bundle's preference whose package is installed, torch only when asked) in ``precision``
-    (default fp32).
+    """The artifacts ``verify`` runs: every graph of ``backend`` (default: the one
+    :func:`~slimsam_edge.predictor.auto_pick` picks for this machine; torch only when asked) in
+    ``precision`` (default fp32).
 
     Raises:
         BundleError: the bundle holds no artifact of that backend / precision (the message lists
@@ -272,16 +270,14 @@ def pick_artifacts(bundle: "Bundle", backend: str | None = None, precision: str 
 
     precision = precision or "fp32"
     held = sorted({f"{a.backend}/{a.precision}" for a in bundle.manifest.artifacts})
-    if backend is None:
-        candidates = [b for b in bundle.backends() if b not in _NOT_BY_DEFAULT]
-        installed = [b for b in candidates if get_backend(b).runner.available()]
-        if not installed:
+    if backend is None:  # the one rule: predictor.auto_pick (torch only when asked for)
+        from ..predictor import auto_pick
+
+        backend, _ = auto_pick(bundle, None, precision)
+        if backend is None:
             raise BackendUnavailableError(
-                f"bundle {bundle.root}: none of its backends ({', '.join(candidates) or 'none'}) is installed "
-                "here; install one (pip install 'slimsam-edge[onnxruntime]') or pass --backend")
-        with_precision = [b for b in installed if any(a.backend == b and a.precision == precision
-                                                      for a in bundle.manifest.artifacts)]
-        backend = (with_precision or installed)[0]
+                f"bundle {bundle.root}: none of its backends ({', '.join(bundle.backends()) or 'none'}) that run "
+                "without being asked for is installed here; install one (e.g. pip install onnxruntime) or pass --backend")
     else:
         runner_class(backend)  # not installed: the registry's one-line error
     arts = [a for a in bundle.manifest.artifacts if a.backend == backend and a.precision == precision]

@@ -147,6 +147,8 @@ class Backend:
         extra: the pip extra that installs it ("" = a core dependency).
         distributions: pip distributions that provide its runtime, for version detection.
         no_converter: why there is no converter (shown when an export is refused).
+        auto: picked when no backend is asked for (``predictor.auto_pick``, ``verify``); False for
+            a backend only run on request (torch: the reference, it imports torch).
         describe_devices: optional; lists the devices the runtime sees (``[{"device": ..., ...}]``,
             importing the runtime inside), for ``slimsam-edge devices --detect``.
     """
@@ -160,6 +162,7 @@ class Backend:
     extra: str = ""
     distributions: tuple[str, ...] = ()
     no_converter: str = ""
+    auto: bool = True
     describe_devices: Callable[[], list[dict[str, Any]]] | None = None
     _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False, compare=False)
 

@@ -138,7 +138,8 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     b = load_bundle(tiny_bundle)
     m = b.manifest
     assert m.reference["path"] == REFERENCE_FILE and REFERENCE_FILE in m.files
-    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
+    assert m.reference["cases"] == {"image_encoder": 2, "image_encoder_pixels": 2, "mask_decoder": 6,
+                                    "mask_decoder_single": 6, "mask_decoder_lowres": 6}
     cases = load_reference(b)
     graphs = {a.graph for a in m.artifacts}
     assert graphs == {c.graph for c in cases}

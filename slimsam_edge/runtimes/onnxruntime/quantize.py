@@ -15,8 +15,11 @@ Illustration (not run as a doctest: it needs files or a model)::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -111,6 +114,24 @@ def _nodes_to_exclude(model: Any, opts: OrtInt8Options) -> list[str]:
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _working_dir(folder: str) -> Any:
+    """Run a block in ``folder``: ONNX Runtime's symbolic shape inference writes
+    ``sym_shape_infer_temp.onnx`` (+ its data) into the current directory when it gives up; this
+    keeps that litter in our temporary folder, not in the user's. The working directory is
+    process-wide, so quantizations take turns."""
+    with _CWD_LOCK:
+        before = os.getcwd()
+        os.chdir(folder)
+        try:
+            yield
+        finally:
+            os.chdir(before)
+
+
 def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict], *,
                          options: OrtInt8Options | None = None) -> list[Path]:
     """QDQ INT8 (S8S8, symmetric, per-channel weights) calibrated on ``feeds``.
@@ -135,10 +156,12 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
     if opts.calibrate_method not in _METHODS:
         raise UsageError(f"calibrate_method {opts.calibrate_method!r}: choose one of {', '.join(_METHODS)}")
     src, out = Path(src), Path(out)
+    src, out = src.resolve(), out.resolve()  # absolute: the first attempt runs in the temporary folder
     with tempfile.TemporaryDirectory(prefix=".quant.", dir=out.parent) as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            with _working_dir(tmp):
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
         except Exception as err:  # symbolic shape inference fails on some graphs; ORT's own optimizer still runs
             try:
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)

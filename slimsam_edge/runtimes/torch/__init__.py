@@ -1,8 +1,8 @@
 """The PyTorch reference backend (eager; needs the ``export`` extra, never used by edge apps).
 
 Example:
-    >>> BACKEND.name, BACKEND.extra
-    ('torch', 'export')
+    >>> BACKEND.name, BACKEND.extra, BACKEND.auto
+    ('torch', 'export', False)
 """
 
 from ..plugin import Backend
@@ -14,4 +14,5 @@ BACKEND = Backend(
     suffixes=(".pth", ".pt", ".safetensors"),
     extra="export",
     no_converter="the torch backend runs the bundle's model.safetensors (written by every export)",
+    auto=False,  # the reference: run on request only (it imports torch)
 )
