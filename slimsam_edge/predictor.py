@@ -92,13 +92,16 @@ class EdgePredictor:
             backend: "onnxruntime", "openvino", "tensorrt", "torch"; ``None`` = picked for this
                 machine (:func:`auto_pick`: the detected profile's preference among the backends
                 the bundle holds and that are installed).
-            device: backend device ("cpu", "GPU", "AUTO", "cuda", ...).
+            device: backend device ("cpu", "GPU", "AUTO", "cuda", ...); ``None`` = the detected
+                profile's ``[runtime]`` device when ``backend`` is that profile's default backend
+                (:func:`runtime_defaults`), else "cpu".
             precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = picked
                 for this machine (the detected profile's default precision where the bundle has it,
                 else fp32); "bf16" without a bf16 artifact loads the fp32 one with the bf16 hint.
                 A precision the bundle does not hold is refused (BundleError), one this machine
                 cannot run (bf16 on a CPU without BF16) too (UnsupportedOnThisMachineError).
-            threads: intra-op threads.
+            threads: intra-op threads; ``None`` = the profile's ``[runtime]`` threads in the same
+                case (0 there = the runtime's own default).
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
         """
         from .bundle import Bundle, load_bundle
@@ -106,6 +109,9 @@ class EdgePredictor:
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         backend, precision = auto_pick(bundle, backend, precision)
+        default_device, default_threads = runtime_defaults(backend)
+        device = device or default_device
+        threads = threads if threads is not None else default_threads
         runners = []
         for graph in (ENCODER, DECODER):
             art = find_artifact(bundle, graph, backend, precision)
@@ -324,6 +330,25 @@ def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str |
         if precision != "bf16":  # bf16 is also a run-time hint on fp32 artifacts (OpenVINO, torch)
             raise
         return bundle.find(graph, backend=backend, precision="fp32")
+
+
+def runtime_defaults(backend: str | None, info: dict[str, Any] | None = None) -> tuple[str | None, int | None]:
+    """``(device, threads)`` of the detected profile's ``[runtime]`` table when ``backend`` is that
+    profile's default backend, else ``(None, None)``: a device string ("GPU", "cuda:0") belongs to
+    the backend the profile runs, not to its fallbacks. Threads 0 (the runtime's default) -> None.
+
+    Example:
+        >>> runtime_defaults("onnxruntime", {"is_jetson": False})  # the cpu profile: device "cpu"
+        ('cpu', None)
+        >>> runtime_defaults("openvino", {"is_jetson": False})     # not cpu's default backend
+        (None, None)
+    """
+    from .devices import default_profile, detected, load_profile
+
+    profile = load_profile(default_profile(detected() if info is None else info))
+    if backend is None or backend != profile.default_backend:
+        return None, None
+    return profile.runtime.device, profile.runtime.threads or None
 
 
 def auto_pick(bundle: Any, backend: str | None, precision: str | None,

@@ -237,3 +237,15 @@ def test_a_backend_that_is_not_installed_is_never_picked(tiny_bundle, tmp_path, 
     _machine(monkeypatch, NO_BF16, _profile(tmp_path, ["openvino", "onnxruntime"], "fp32"))
     monkeypatch.setattr(get_backend("openvino").runner, "available", classmethod(lambda cls: False))
     assert auto_pick(load_bundle(tiny_bundle), None, None) == ("onnxruntime", "fp32")
+
+
+def test_the_detected_profile_gives_its_runtime_defaults(tiny_bundle, tmp_path, monkeypatch):
+    """[runtime] device / threads apply to the profile's default backend, never to its fallbacks."""
+    toml = _profile(tmp_path, ["onnxruntime", "openvino"], "fp32")
+    toml.write_text(toml.read_text() + '[runtime]\nthreads = 1\ndevice = "cpu"\n')
+    _machine(monkeypatch, NO_BF16, toml)
+    p = EdgePredictor.from_bundle(tiny_bundle)
+    assert p.backend == "onnxruntime" and p.encoder.options.threads == 1 and p.encoder.options.device == "cpu"
+    assert EdgePredictor.from_bundle(tiny_bundle, threads=2).encoder.options.threads == 2  # told: kept
+    ov = EdgePredictor.from_bundle(tiny_bundle, backend="openvino")
+    assert ov.encoder.options.threads is None  # a fallback backend: the runtime's own defaults
