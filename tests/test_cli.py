@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -338,9 +339,15 @@ def test_bench_runs_the_pair_picked_for_this_machine(tiny_bundle, image_file, tm
 
 @pytest.fixture(scope="module")
 def jetson_cli_bundle(tmp_path_factory, tiny_checkpoint):
-    out = tmp_path_factory.mktemp("jetson") / "b"
-    r = run("export", tiny_checkpoint, "--target", "jetson-orin-nano", "--out", out, "--no-simplify",
-            "--calib-images", "16", "--gate-images", "2")
+    folder = tmp_path_factory.mktemp("jetson")
+    here = os.getcwd()
+    os.chdir(folder)  # a relative --out, as users type it
+    try:
+        r = run("export", tiny_checkpoint, "--target", "jetson-orin-nano", "--out", "b", "--no-simplify",
+                "--calib-images", "16", "--gate-images", "2")
+    finally:
+        os.chdir(here)
+    out = folder / "b"
     assert r.exit_code == 0, r.output
     assert "tensorrt engines are built on the device" in r.output
     return out

@@ -281,6 +281,9 @@ def pick_artifacts(bundle: "Bundle", backend: str | None = None, precision: str 
     else:
         runner_class(backend)  # not installed: the registry's one-line error
     arts = [a for a in bundle.manifest.artifacts if a.backend == backend and a.precision == precision]
+    if not arts and backend in bundle.manifest.build_plan:
+        raise BundleError(f"bundle {bundle.root}: no {backend}/{precision} engines yet: they are built on the "
+                          f"device; run `slimsam-edge build {bundle.root} --precision {precision}` there first")
     if not arts:
         raise BundleError(f"bundle {bundle.root}: no {backend}/{precision} artifacts; it holds "
                           f"{', '.join(held) or 'nothing'}; pass one of those as --backend/--precision")

@@ -304,7 +304,9 @@ def _plan(root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
     made: dict[tuple[str, str], dict[str, Artifact]] = {}
 
     def ship(paths: list[Path] | list[str]) -> str:
-        rels = [Path(p).relative_to(root).as_posix() if Path(p).is_absolute() else str(p) for p in paths]
+        # files under root (a converter's output; root may be relative) or bundle-relative names
+        rels = [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).as_posix()
+                for p in paths]
         for rel in rels:
             if rel not in hashed:
                 plan.files[rel] = sha256_file(root / rel)

@@ -160,3 +160,20 @@ def test_verify_does_not_import_torch(tiny_bundle):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_engines_not_built_yet_say_to_run_build(bundle_copy, monkeypatch):
+    """A device bundle before `build`: verify --backend tensorrt says to build, not 'pick another'."""
+    import json
+
+    import fake_tensorrt
+
+    fake_tensorrt.install(monkeypatch, "10.3.0")
+    data = json.loads((bundle_copy / "manifest.json").read_text())
+    onnx = next(a["path"] for a in data["artifacts"] if a["graph"] == "image_encoder" and a["backend"] == "onnxruntime")
+    data["build_plan"] = {"tensorrt": {"settings": {}, "graphs": {"image_encoder": {"fp16": onnx}}}}
+    (bundle_copy / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError) as err:
+        verify_bundle(bundle_copy, backend="tensorrt", precision="fp16")
+    assert "no tensorrt/fp16 engines yet" in str(err.value) and "slimsam-edge build" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -156,12 +156,12 @@ def quantize_int8_static(src: Path | str, out: Path | str, feeds: Iterable[dict]
     if opts.calibrate_method not in _METHODS:
         raise UsageError(f"calibrate_method {opts.calibrate_method!r}: choose one of {', '.join(_METHODS)}")
     src, out = Path(src), Path(out)
-    src, out = src.resolve(), out.resolve()  # absolute: the first attempt runs in the temporary folder
     with tempfile.TemporaryDirectory(prefix=".quant.", dir=out.parent) as tmp:
         pre, q = Path(tmp) / "pre.onnx", Path(tmp) / "q.onnx"
+        src_abs, pre_abs = str(src.resolve()), str(pre.resolve())  # resolved before the chdir below
         try:
             with _working_dir(tmp):
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+                quant_pre_process(src_abs, pre_abs, skip_symbolic_shape=False)
         except Exception as err:  # symbolic shape inference fails on some graphs; ORT's own optimizer still runs
             try:
                 quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
