@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from .devices.profile import PRECISIONS
 from .errors import BundleError
 from .fsutil import sha256_file, write_text_atomic
 
@@ -33,6 +34,8 @@ MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RE_EXPORT = "re-export the bundle"
+#: the fingerprint keys that tie a TensorRT engine to a machine (runtimes/tensorrt/fingerprint.TIED_TO)
+_FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "l4t")
 
 
 def _utc_now() -> str:
@@ -113,6 +116,54 @@ class Artifact:
         if path not in files:
             raise BundleError(f"{where}: its path {path!r} is not listed in its files; {_RE_EXPORT}")
         return cls(data["graph"], data["backend"], data["precision"], path, dict(files), dict(extra))
+
+    def runner_extra(self, where: str = "") -> dict[str, Any]:
+        """What a runner of this artifact gets as ``RunnerOptions.extra``: its graph and, of
+        ``extra``, only the facts a runner checks before loading (``tensorrt_version``; the
+        ``fingerprint`` keys that tie an engine to a machine), validated. Runtime settings a
+        manifest might carry (ONNX Runtime providers, OpenVINO config, ...) never reach a runtime.
+
+        Raises:
+            BundleError: one of those facts has the wrong type (one line naming the key).
+
+        Example:
+            >>> art = Artifact("image_encoder", "onnxruntime", "fp32", "e.onnx",
+            ...                extra={"providers": ["X"], "tensorrt_version": "10.3.0", "build": "fp32"})
+            >>> art.runner_extra()
+            {'graph': 'image_encoder', 'tensorrt_version': '10.3.0'}
+            >>> Artifact("e", "tensorrt", "fp16", "e.engine", extra={"fingerprint": "Orin"}).runner_extra("b")
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.BundleError: b: artifact e/tensorrt/fp16: extra.fingerprint must be an object of strings; re-export the bundle (or rebuild its engines with slimsam-edge build)
+        """
+        out: dict[str, Any] = {"graph": self.graph}
+        bad = (f"{where + ': ' if where else ''}artifact {self.graph}/{self.backend}/{self.precision}: extra.{{}} "
+               f"must be {{}}; {_RE_EXPORT} (or rebuild its engines with slimsam-edge build)")
+        version = self.extra.get("tensorrt_version")
+        if version is not None:
+            if not isinstance(version, str):
+                raise BundleError(bad.format("tensorrt_version", "a string"))
+            out["tensorrt_version"] = version
+        fingerprint = self.extra.get("fingerprint")
+        if fingerprint is not None:
+            tied = {k: fingerprint.get(k) for k in _FINGERPRINT_KEYS} if isinstance(fingerprint, dict) else None
+            if tied is None or not all(v is None or isinstance(v, str) for v in tied.values()):
+                raise BundleError(bad.format("fingerprint", "an object of strings"))
+            out["fingerprint"] = tied
+        return out
+
+    def precision_hint(self, where: str = "") -> str | None:
+        """``extra["precision_hint"]`` (the precision a runner computes an fp32 file in), validated.
+
+        Example:
+            >>> Artifact("e", "openvino", "bf16", "e.xml", extra={"precision_hint": "bf16"}).precision_hint()
+            'bf16'
+        """
+        hint = self.extra.get("precision_hint")
+        if hint is not None and hint not in PRECISIONS:
+            raise BundleError(f"{where + ': ' if where else ''}artifact {self.graph}/{self.backend}/{self.precision}: "
+                              f"extra.precision_hint {hint!r} is not one of {', '.join(PRECISIONS)}; {_RE_EXPORT}")
+        return hint
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}

@@ -115,11 +115,11 @@ class EdgePredictor:
         runners = []
         for graph in (ENCODER, DECODER):
             art = find_artifact(bundle, graph, backend, precision)
-            hint = art.extra.get("precision_hint") or (
+            hint = art.precision_hint(f"bundle {bundle.root}") or (
                 precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32")
             opts = RunnerOptions(
                 threads=threads, device=device or "cpu", precision=hint,
-                extra={"graph": graph, **art.extra},
+                extra=art.runner_extra(f"bundle {bundle.root}"),  # validated facts, no runtime settings
             )
             runners.append(open_runner(bundle.path_of(art), backend=art.backend, options=opts))
         predictor = cls(

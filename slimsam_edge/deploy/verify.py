@@ -117,10 +117,12 @@ class VerifyReport:
 def artifact_runner(root: Path | str, art: "Artifact", *, device: str | None = None,
                     threads: int | None = None) -> "Runner":
     """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
-    artifact's precision hint and its backend facts (``extra``), as the predictor opens it.
+    artifact's precision hint and the facts its runner checks (:meth:`Artifact.runner_extra`), as
+    the predictor opens it.
 
     Raises:
         BackendUnavailableError: the backend's package is not installed (one line naming the extra).
+        BundleError: the hint or those facts are malformed in the manifest.
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -129,9 +131,9 @@ def artifact_runner(root: Path | str, art: "Artifact", *, device: str | None = N
     """
     from ..runtimes import RunnerOptions, open_runner
 
-    opts = RunnerOptions(threads=threads, device=device or "cpu",
-                         precision=art.extra.get("precision_hint") or "fp32",
-                         extra={"graph": art.graph, **art.extra})
+    where = f"bundle {root}"
+    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=art.precision_hint(where) or "fp32",
+                         extra=art.runner_extra(where))
     return open_runner(Path(root) / art.path, backend=art.backend, options=opts)
 
 
@@ -222,6 +224,10 @@ def verify_artifacts(bundle: "Bundle", artifacts: Iterable["Artifact"], *, progr
     say = progress or (lambda _msg: None)
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     arts = list(artifacts)
+    unknown = sorted({a.precision for a in arts} - set(limits))
+    if unknown:
+        raise BundleError(f"bundle {bundle.root}: artifacts of precision {', '.join(unknown)}, which has no "
+                          f"accuracy gate (known: {', '.join(limits)}); re-export the bundle")
     cases = load_reference(bundle)
     by_graph: dict[str, list[ReferenceCase]] = {}
     for case in cases:

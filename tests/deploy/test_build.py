@@ -241,3 +241,86 @@ def test_real_tensorrt_build(bundle: Path) -> None:
     from slimsam_edge.deploy.verify import verify_bundle
 
     assert verify_bundle(bundle, backend="tensorrt", precision="fp16").passed
+
+
+def _doctor(root: Path, change) -> None:
+    path = root / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_tampered_fingerprint_is_one_line(bundle: Path, machine) -> None:
+    """A manifest's fingerprint that is not an object of strings: a BundleError, not a traceback."""
+    from slimsam_edge.deploy.verify import artifact_runner
+
+    machine(NANO)
+    build_bundle(bundle, precision="fp16")
+
+    def change(data):
+        for a in data["artifacts"]:
+            if a["backend"] == "tensorrt":
+                a["extra"]["fingerprint"] = "Orin"
+    _doctor(bundle, change)
+    art = load_bundle(bundle).find("image_encoder", backend="tensorrt")
+    with pytest.raises(BundleError) as err:
+        artifact_runner(bundle, art).activate()
+    assert "fingerprint" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("graph", ["../../escaped", "sub/dir", "not_a_graph"])
+def test_plan_graph_names_are_graphs_not_paths(bundle: Path, machine, graph: str) -> None:
+    """A build plan names graphs; a name that is a path (or no graph at all) is refused before
+    anything is built, so no engine is written outside ``engines/``."""
+    trt, _ = machine(NANO)
+
+    def change(data):
+        graphs = data["build_plan"]["tensorrt"]["graphs"]
+        graphs[graph] = graphs.pop("image_encoder")
+    _doctor(bundle, change)
+    before = sorted(p.relative_to(bundle.parent).as_posix() for p in bundle.parent.rglob("*"))
+    with pytest.raises(BundleError) as err:
+        build_bundle(bundle, precision="fp32")
+    assert graph in str(err.value) and "\n" not in str(err.value)
+    assert trt.builds == [] and _engines(bundle) == []
+    after = sorted(p.relative_to(bundle.parent).as_posix() for p in bundle.parent.rglob("*"))
+    assert [p for p in after if p not in before and not p.startswith("b/engines")] == []
+
+
+@pytest.mark.parametrize("what", ["bad shape", "not a zip", "float sizes"])
+def test_a_bad_calibration_file_is_refused_before_building(bundle: Path, machine, what: str) -> None:
+    """The calibration npz is checked when the build starts, not inside TensorRT's calibrator
+    callback (where TensorRT would swallow the error and fail the build without the reason)."""
+    from slimsam_edge.fsutil import sha256_file
+
+    trt, _ = machine(AGX)
+    data = json.loads((bundle / "manifest.json").read_text())
+    rel = data["build_plan"]["tensorrt"]["calibration"]["image_encoder"]
+    path = bundle / rel
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if what == "not a zip":
+        path.write_bytes(b"PK\x03\x04 not really a zip")
+    else:
+        if what == "bad shape":
+            arrays["pixels"] = arrays["pixels"][:, :, :, :2]
+        else:
+            arrays["input_hw"] = arrays["input_hw"].astype(np.float64) - 0.5
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    _doctor(bundle, lambda d: d["files"].__setitem__(rel, sha256_file(path)))
+    with pytest.raises(BundleError) as err:
+        build_bundle(bundle, precision="int8", dla_core=0)
+    assert rel in str(err.value) and "re-export" in str(err.value) and "\n" not in str(err.value)
+    assert trt.builds == [] and _leftovers(bundle) == []
+
+
+def test_calibration_file_memory_is_bounded(bundle: Path, machine, monkeypatch) -> None:
+    """Declared array sizes are checked before the calibration npz is loaded."""
+    import slimsam_edge.deploy.reference_io as reference_io
+
+    trt, _ = machine(AGX)
+    monkeypatch.setattr(reference_io, "MAX_REFERENCE_BYTES", 1000)
+    with pytest.raises(BundleError, match="refused") as err:
+        build_bundle(bundle, precision="int8", dla_core=0)
+    assert "\n" not in str(err.value) and trt.builds == []

@@ -180,3 +180,19 @@ def test_tampered_reference_is_refused_by_its_hash(tmp_path, tiny_bundle):
     doctor_reference(copy, "image_encoder/0/out/image_embeddings", lambda a: a * 2, rehash=False)
     with pytest.raises(BundleError, match="reference/io.npz was modified"):
         load_reference(copy)
+
+
+def test_zip_features_numpy_cannot_read_are_one_line(tmp_path):
+    """A member compressed with a method zipfile lacks (NotImplementedError) or encrypted (RuntimeError)."""
+    write_reference(tmp_path, _cases())
+    path = tmp_path / REFERENCE_FILE
+    raw = bytearray(path.read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local and central headers: method
+        at = raw.find(sig)
+        while at >= 0:
+            raw[at + offset:at + offset + 2] = (99).to_bytes(2, "little")
+            at = raw.find(sig, at + 4)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(BundleError) as err:
+        read_reference(path)
+    _one_line(err, "not a readable npz")

@@ -177,3 +177,51 @@ def test_engines_not_built_yet_say_to_run_build(bundle_copy, monkeypatch):
         verify_bundle(bundle_copy, backend="tensorrt", precision="fp16")
     assert "no tensorrt/fp16 engines yet" in str(err.value) and "slimsam-edge build" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def _doctor_manifest(root, change) -> None:
+    import json
+
+    path = root / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_manifest_extra_never_reaches_the_runtime(bundle_copy):
+    """Runtime settings (ONNX Runtime providers, OpenVINO config) written into an artifact's
+    ``extra`` are not passed on: a manifest describes files, it does not configure runtimes."""
+    from slimsam_edge.deploy.verify import artifact_runner
+
+    def change(data):
+        for a in data["artifacts"]:
+            a["extra"].update(providers=["NoSuchExecutionProvider"], provider_options=[{"x": "y"}],
+                              config={"INFERENCE_PRECISION_HINT": "f16"}, log_severity_level=0)
+    _doctor_manifest(bundle_copy, change)
+    b = load_bundle(bundle_copy)
+    for art in b.manifest.artifacts:
+        if art.backend in ("onnxruntime", "openvino"):
+            runner = artifact_runner(b.root, art)
+            assert runner.options.extra == {"graph": art.graph}
+    assert verify_bundle(bundle_copy, backend="onnxruntime").passed
+
+
+def test_a_bad_precision_hint_in_the_manifest_is_one_line(bundle_copy):
+    def change(data):
+        for a in data["artifacts"]:
+            a["extra"]["precision_hint"] = "fp64"
+    _doctor_manifest(bundle_copy, change)
+    with pytest.raises(BundleError) as err:
+        verify_bundle(bundle_copy, backend="onnxruntime")
+    assert "precision_hint" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_artifact_of_an_unknown_precision_is_one_line(bundle_copy):
+    def change(data):
+        for a in data["artifacts"]:
+            if a["backend"] == "onnxruntime" and a["precision"] == "fp32":
+                a["precision"] = "int4"
+    _doctor_manifest(bundle_copy, change)
+    with pytest.raises(BundleError) as err:
+        verify_bundle(bundle_copy, backend="onnxruntime", precision="int4")
+    assert "int4" in str(err.value) and "\n" not in str(err.value)
