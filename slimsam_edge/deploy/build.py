@@ -62,8 +62,22 @@ class BuildReport:
 
 
 def build_plan(bundle: Bundle) -> dict[str, Any]:
-    """The bundle's TensorRT build plan, or a one-line UsageError saying which export writes one."""
+    """The bundle's TensorRT build plan, or a one-line UsageError saying which export writes one.
+
+    Raises:
+        UsageError: the bundle has no TensorRT plan.
+        BundleError: the plan names something that is not a graph (graph names become file
+            names: a path there would put an engine outside ``engines/``).
+    """
     plan = bundle.manifest.build_plan.get(BACKEND)
+    if plan:
+        from ..models.graph_spec import ONNX_SPECS
+
+        named = [*plan.get("graphs", {}), *plan.get("calibration", {})]
+        stray = [g for g in named if g not in ONNX_SPECS]
+        if stray:
+            raise BundleError(f"bundle {bundle.root}: build_plan.{BACKEND} names {stray[0]!r}, which is not a "
+                              f"graph ({', '.join(ONNX_SPECS)}); re-export the bundle")
     if not plan:
         from ..devices import list_profiles, load_profile
 
@@ -137,23 +151,24 @@ def import_tensorrt_here(info: dict[str, Any]) -> Any:
 
 def _calibration_feeds(bundle: Bundle, rel: str) -> Iterator[dict[str, np.ndarray]]:
     """The encoder's calibration feeds from the bundle's npz (see :func:`calibration_arrays`),
-    normalised and padded with the manifest's pixel mean / std, one at a time (bounded memory)."""
+    normalised and padded with the manifest's pixel mean / std one at a time. The file is read
+    and checked here, before the build (declared size bounded: :func:`~.reference_io.load_npz`),
+    not inside TensorRT's calibrator callback, where an error would be swallowed."""
     from ..transforms import normalize_and_pad
+    from .reference_io import load_npz
 
     m = bundle.manifest
     where = f"bundle {bundle.root}: calibration file {rel}"
-    try:
-        with np.load(bundle.root / rel, allow_pickle=False) as data:
-            pixels, input_hw = data["pixels"], data["input_hw"]
-    except (OSError, ValueError, KeyError) as err:
-        raise BundleError(f"{where} cannot be read ({err}); re-export the bundle") from None
+    data = load_npz(bundle.root / rel, where)
+    pixels, input_hw = data.get("pixels"), data.get("input_hw")
     size = m.image_size
-    if (pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3) or not len(pixels)
+    if (pixels is None or input_hw is None or pixels.dtype != np.uint8 or pixels.ndim != 4
+            or pixels.shape[1:] != (size, size, 3) or not len(pixels) or input_hw.dtype.kind not in "iu"
             or input_hw.shape != (len(pixels), 2) or not ((input_hw >= 1) & (input_hw <= size)).all()):
-        raise BundleError(f"{where} does not hold N x {size} x {size} x 3 uint8 images with their sizes; "
-                          "re-export the bundle")
-    for image, (h, w) in zip(pixels, input_hw):
-        yield {"image": normalize_and_pad(image[:h, :w], size, tuple(m.pixel_mean), tuple(m.pixel_std))}
+        raise BundleError(f"{where} does not hold N x {size} x {size} x 3 uint8 images with their sizes "
+                          "(integers); re-export the bundle")
+    mean, std = tuple(m.pixel_mean), tuple(m.pixel_std)
+    return ({"image": normalize_and_pad(image[:h, :w], size, mean, std)} for image, (h, w) in zip(pixels, input_hw))
 
 
 def build_bundle(path: Path | str, *, precision: str | None = None, dla_core: int | None = None,

@@ -194,6 +194,29 @@ def load_reference(bundle: "Bundle | Path | str") -> list[ReferenceCase]:
 def read_reference(path: Path | str, *, where: str | None = None) -> list[ReferenceCase]:
     """Read a reference npz written by :func:`write_reference` (see :func:`load_reference`)."""
     where = where or f"reference file {path}"
+    return _cases_from(load_npz(path, where), where)
+
+
+#: what reading a hostile or damaged npz raises (zip features zipfile lacks: NotImplementedError,
+#: encrypted members: RuntimeError)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError)
+
+
+def load_npz(path: Path | str, where: str) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path``, read with ``allow_pickle=False`` after its headers
+    declared at most :data:`MAX_REFERENCE_BYTES` in all (bounded memory).
+
+    Raises:
+        BundleError: missing, too large or unreadable; one line starting with ``where`` and
+            saying to re-export.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.npz"
+        >>> np.savez(path, x=np.arange(3))
+        >>> load_npz(path, "calibration file a.npz")["x"].tolist()
+        [0, 1, 2]
+    """
     if not Path(path).is_file():
         raise BundleError(f"{where} is missing; {_RE_EXPORT}")
     total = _declared_bytes(Path(path), where)
@@ -202,10 +225,9 @@ def read_reference(path: Path | str, *, where: str | None = None) -> list[Refere
                           f"{MAX_REFERENCE_BYTES // 2**20} MiB); refused; {_RE_EXPORT}")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+            return {k: npz[k] for k in npz.files}
+    except _NPZ_ERRORS as err:
         raise BundleError(f"{where} is not a readable npz ({_short(err)}); {_RE_EXPORT}") from None
-    return _cases_from(data, where)
 
 
 def _short(err: BaseException) -> str:
@@ -227,7 +249,7 @@ def _declared_bytes(path: Path, where: str) -> int:
                     else:
                         raise ValueError(f"npy format {version} of {info.filename}")
                 total += int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except _NPZ_ERRORS as err:
         raise BundleError(f"{where} is not a readable npz ({_short(err)}); {_RE_EXPORT}") from None
     return total
 
