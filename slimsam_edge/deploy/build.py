@@ -271,19 +271,26 @@ def _install(bundle: Bundle, tmp: Path, built: list[Artifact], report: BuildRepo
     """Rename the verified engines into ``engines/`` (names carry their hash, so the old manifest
     stays true until the new one replaces it atomically), then drop the engines it replaced."""
     root, manifest = bundle.root, bundle.manifest
+    named = set(bundle.hashed_files())  # what the manifest on disk names: never removed on failure
     final: list[Artifact] = []
-    for art in built:
-        digest = art.files[art.path]
-        name = f"{ENGINES_DIR}/{art.graph}.{art.precision}.{digest[:12]}.engine"
-        (root / art.path).replace(root / name)
-        final.append(Artifact(art.graph, art.backend, art.precision, name, {name: digest}, art.extra))
-    replaced = {(a.graph, a.precision) for a in final}
-    old = [a for a in manifest.artifacts if a.backend == BACKEND and (a.graph, a.precision) in replaced]
-    manifest.artifacts = [a for a in manifest.artifacts if a not in old] + final
-    if BACKEND not in manifest.backend_preference:
-        manifest.backend_preference.insert(0, BACKEND)
-    manifest.accuracy[f"{BACKEND}/{report.precision} (build)"] = report.verification
-    write_manifest(root, manifest)
+    try:
+        for art in built:
+            digest = art.files[art.path]
+            name = f"{ENGINES_DIR}/{art.graph}.{art.precision}.{digest[:12]}.engine"
+            final.append(Artifact(art.graph, art.backend, art.precision, name, {name: digest}, art.extra))
+            (root / art.path).replace(root / name)
+        replaced = {(a.graph, a.precision) for a in final}
+        old = [a for a in manifest.artifacts if a.backend == BACKEND and (a.graph, a.precision) in replaced]
+        manifest.artifacts = [a for a in manifest.artifacts if a not in old] + final
+        if BACKEND not in manifest.backend_preference:
+            manifest.backend_preference.insert(0, BACKEND)
+        manifest.accuracy[f"{BACKEND}/{report.precision} (build)"] = report.verification
+        write_manifest(root, manifest)
+    except BaseException:  # the old manifest stays; the engines renamed for the new one go
+        for art in final:
+            if art.path not in named:
+                (root / art.path).unlink(missing_ok=True)
+        raise
     keep = {f for a in manifest.artifacts for f in a.files}
     for art in old:
         for rel in art.files:

@@ -324,3 +324,24 @@ def test_calibration_file_memory_is_bounded(bundle: Path, machine, monkeypatch) 
     with pytest.raises(BundleError, match="refused") as err:
         build_bundle(bundle, precision="int8", dla_core=0)
     assert "\n" not in str(err.value) and trt.builds == []
+
+
+def test_a_failed_manifest_write_leaves_no_stray_engines(bundle: Path, machine, monkeypatch) -> None:
+    """Disk full while the manifest is rewritten: the old manifest stays, and the engines already
+    renamed into ``engines/`` (which it does not name) are removed again."""
+    import errno
+
+    import slimsam_edge.deploy.build as build_mod
+
+    machine(NANO)
+    build_bundle(bundle, precision="fp32")
+    kept = _leftovers(bundle)
+    before = (bundle / "manifest.json").read_bytes()
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(build_mod, "write_manifest", full)
+    with pytest.raises(OSError):
+        build_bundle(bundle, precision="fp16")
+    assert (bundle / "manifest.json").read_bytes() == before and _leftovers(bundle) == kept
+    load_bundle(bundle)  # every file it names is there
