@@ -350,3 +350,34 @@ def test_a_new_board_is_one_toml_file(tmp_path: Path, monkeypatch: pytest.Monkey
     assert default_profile({"is_jetson": True, "jetson_model": "NVIDIA Jetson AGX Orin"}) == "jetson-agx-orin"
     assert load_profile(str(board)) == load_profile("jetson-thor-mini").__class__(
         **{**thor.__dict__, "source": str(board)})  # the same board by path
+
+
+def test_detected_runs_detect_once_across_threads(monkeypatch):
+    """Predictors opened from several threads at once share one detection (the cache is locked)."""
+    import threading
+    import time
+
+    from slimsam_edge.devices import profile
+
+    calls: list[int] = []
+
+    def slow_detect():
+        calls.append(1)
+        time.sleep(0.05)  # wide window for a second thread to start its own detection
+        return {"is_jetson": False, "n": len(calls)}
+
+    monkeypatch.setattr(profile, "_DETECTED", [])
+    monkeypatch.setattr(profile, "detect", slow_detect)
+    start = threading.Barrier(4)
+    results: list[dict] = []
+
+    def worker():
+        start.wait()
+        results.append(profile.detected())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and all(r is results[0] for r in results)

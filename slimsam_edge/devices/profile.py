@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -532,6 +533,7 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
 
 
 _DETECTED: list[dict[str, Any]] = []
+_DETECT_LOCK = threading.Lock()
 
 
 def detected() -> dict[str, Any]:
@@ -542,7 +544,9 @@ def detected() -> dict[str, Any]:
         True
     """
     if not _DETECTED:
-        _DETECTED.append(detect())
+        with _DETECT_LOCK:  # predictors opened from several threads share one detection
+            if not _DETECTED:
+                _DETECTED.append(detect())
     return _DETECTED[0]
 
 
