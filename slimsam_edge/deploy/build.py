@@ -67,7 +67,8 @@ def build_plan(bundle: Bundle) -> dict[str, Any]:
     Raises:
         UsageError: the bundle has no TensorRT plan.
         BundleError: the plan names something that is not a graph (graph names become file
-            names: a path there would put an engine outside ``engines/``).
+            names: a path there would put an engine outside ``engines/``), or a graph without
+            its fp32 ONNX source.
     """
     plan = bundle.manifest.build_plan.get(BACKEND)
     if plan:
@@ -78,6 +79,10 @@ def build_plan(bundle: Bundle) -> dict[str, Any]:
         if stray:
             raise BundleError(f"bundle {bundle.root}: build_plan.{BACKEND} names {stray[0]!r}, which is not a "
                               f"graph ({', '.join(ONNX_SPECS)}); re-export the bundle")
+        no_fp32 = [g for g, sources in plan.get("graphs", {}).items() if "fp32" not in sources]
+        if no_fp32:  # every engine precision may be built from it (TensorRT 10 fp16, DLA int8)
+            raise BundleError(f"bundle {bundle.root}: build_plan.{BACKEND}.graphs.{no_fp32[0]} has no fp32 "
+                              "ONNX source; re-export the bundle")
     if not plan:
         from ..devices import list_profiles, load_profile
 

@@ -345,3 +345,22 @@ def test_a_failed_manifest_write_leaves_no_stray_engines(bundle: Path, machine, 
         build_bundle(bundle, precision="fp16")
     assert (bundle / "manifest.json").read_bytes() == before and _leftovers(bundle) == kept
     load_bundle(bundle)  # every file it names is there
+
+
+def test_a_plan_graph_without_its_fp32_source_is_one_line(bundle: Path, machine) -> None:
+    """TensorRT 10 builds fp16 from the fp32 ONNX: a plan that lacks it is refused up front."""
+    trt, _ = machine(NANO)
+    _doctor(bundle, lambda d: d["build_plan"]["tensorrt"]["graphs"]["image_encoder"].pop("fp32"))
+    with pytest.raises(BundleError) as err:
+        build_bundle(bundle, precision="fp16")
+    assert "fp32" in str(err.value) and "image_encoder" in str(err.value) and "\n" not in str(err.value)
+    assert trt.builds == []
+
+
+def test_build_with_a_relative_bundle_path(bundle: Path, machine, monkeypatch) -> None:
+    machine(NANO)
+    monkeypatch.chdir(bundle.parent)
+    report = build_bundle("b", precision="fp32")
+    assert all(e["path"].startswith("engines/") for e in report.engines)
+    assert len(_engines(bundle)) == 2 and _leftovers(bundle) == _engines(bundle)
+    load_bundle(bundle)
