@@ -449,3 +449,17 @@ def test_verify_command_does_not_import_torch(tiny_bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["passed"] is True
     assert out.stderr.strip().splitlines()[-1] == "NO-TORCH"
+
+
+def test_verify_failure_says_rebuild_only_for_on_device_backends():
+    """The hint after a failed verify follows the failing backend's converter (built on the device:
+    `slimsam-edge build`; exported: re-export), not a backend name written into the command."""
+    from slimsam_edge.cli.verify import remedy
+    from slimsam_edge.deploy.verify import Check, VerifyReport
+
+    def check(backend: str, value: float) -> Check:
+        return Check(f"image_encoder/{backend}/fp16", "graph", "image_encoder", backend, "fp16", "cosine",
+                     value, 0.99, 2)
+
+    assert "slimsam-edge build" in remedy(VerifyReport("b", [check("tensorrt", 0.5)]))
+    assert "re-export" in remedy(VerifyReport("b", [check("onnxruntime", 0.5), check("tensorrt", 1.0)]))

@@ -37,12 +37,25 @@ def verify(
     else:
         _print(report)
     if not report.passed:
-        failed = report.failures()
-        engines = any(c.backend == "tensorrt" for c in report.checks)
-        todo = ("run `slimsam-edge build` on this device to rebuild the engines" if engines
-                else "re-export the bundle (or verify another --backend / --precision)")
-        raise AccuracyGateError(f"verify {bundle}: below the gate: {'; '.join(failed)}; {todo}",
+        raise AccuracyGateError(f"verify {bundle}: below the gate: {'; '.join(report.failures())}; {remedy(report)}",
                                 report.to_dict())
+
+
+def remedy(report: Any) -> str:
+    """What to do about a failed verification: rebuild where a failing backend builds its
+    artifacts on the device (its converter is an on-device build), else re-export.
+
+    Example:
+        >>> from slimsam_edge.deploy.verify import VerifyReport
+        >>> remedy(VerifyReport("b"))
+        're-export the bundle (or verify another --backend / --precision)'
+    """
+    from ..runtimes import get_backend
+
+    failing = {c.backend for c in report.checks if not c.passed}
+    if any(getattr(get_backend(b).converter, "on_device", False) for b in failing):
+        return "run `slimsam-edge build` on this device to rebuild the engines"
+    return "re-export the bundle (or verify another --backend / --precision)"
 
 
 #: short labels of the numbers a check reports besides the judged one
