@@ -381,3 +381,15 @@ def test_detected_runs_detect_once_across_threads(monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and all(r is results[0] for r in results)
+
+
+@pytest.mark.parametrize("value", [float("inf"), 1e12])
+def test_tensorrt_workspace_must_be_a_real_size(value):
+    """A manifest may hold Infinity (json.loads accepts it): refused in one line, not an OverflowError
+    when the builder computes the byte limit."""
+    from slimsam_edge.devices.profile import TensorRTSettings
+
+    data = {"workspace_gb": value, "optimization_level": 3, "decoder_points": [1, 4, 16], "fp32_layers": []}
+    with pytest.raises(UsageError, match="workspace_gb") as err:
+        TensorRTSettings.from_dict(data, "bundle b: build_plan.tensorrt.settings")
+    assert "\n" not in str(err.value)

@@ -89,12 +89,16 @@ class _Table:
         return tuple(value)
 
 
+#: the largest TensorRT workspace a profile or manifest may ask for, in GiB
+MAX_WORKSPACE_GB = 1024
+
+
 @dataclass(frozen=True)
 class TensorRTSettings:
     """How TensorRT engines of a target are built (the profile's ``[tensorrt]`` table).
 
     Arguments:
-        workspace_gb: builder workspace memory pool limit in GiB (> 0; shared memory on Jetson).
+        workspace_gb: builder workspace memory pool limit in GiB (> 0, <= MAX_WORKSPACE_GB; shared memory on Jetson).
         optimization_level: TensorRT ``builder_optimization_level`` (0..5; 3 = TensorRT's default).
         decoder_points: min / opt / max point count of the low-res decoder's optimisation profile
             (the pad point included; each >= 1, min <= opt <= max).
@@ -127,6 +131,8 @@ class TensorRTSettings:
         workspace = float(t.get("workspace_gb", (float, int)))
         if not workspace > 0:
             raise t.fail("workspace_gb", f"must be > 0 (GiB), got {workspace:g}")
+        if not workspace <= MAX_WORKSPACE_GB:  # Infinity too (a JSON manifest may hold it)
+            raise t.fail("workspace_gb", f"must be <= {MAX_WORKSPACE_GB} (GiB), got {workspace:g}")
         level = t.get("optimization_level", int)
         if not 0 <= level <= 5:
             raise t.fail("optimization_level", f"must be 0..5 (TensorRT builder_optimization_level), got {level}")
