@@ -335,10 +335,14 @@ class EdgePredictor:
                 masks = np.empty((b, c, h, w), np.float32 if return_logits else bool)
                 scores, low_res = np.empty((b, c), np.float32), np.empty((b, c, side, side), np.float32)
             scores[lo:hi], low_res[lo:hi] = s, low  # type: ignore[index]
-            flat = low.reshape(-1, *low.shape[2:])  # every prompt's masks resized in one cv2 call
-            up = postprocess_masks(flat, self.input_size, self.original_size, self.image_size)
-            up = up.reshape(hi - lo, -1, h, w)
-            masks[lo:hi] = up if return_logits else up > self.mask_threshold
+            # one cv2 resize per prompt (its C masks as channels): resizing a whole chunk as one
+            # image of B*C channels measured 5-10x slower (the channel-last transpose of B*C planes)
+            for i, prompt in enumerate(low, lo):
+                up = postprocess_masks(prompt, self.input_size, self.original_size, self.image_size)
+                if return_logits:
+                    masks[i] = up
+                else:
+                    np.greater(up, self.mask_threshold, out=masks[i])
             t_dec += t1 - t0
             t_post += time.perf_counter() - t1
         self.timings["decoder"] = t_dec
