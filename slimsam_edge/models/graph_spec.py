@@ -176,6 +176,8 @@ def prompt_frame(image_size: int, mask_input_side: int, graphs: Iterable[str] = 
         >>> f = prompt_frame(256, 64, ["image_encoder", "mask_decoder_single"])
         >>> f["long_side"], f["mask_input_size"], f["single_mask_graph"], f["multimask_graph"]
         (256, [64, 64], 'mask_decoder_single', None)
+        >>> f["prompt_batch"] is None, prompt_frame(256, 64)["prompt_batch"].split(":")[0]
+        (True, 'mask_decoder_lowres only')
     """
     held = set(graphs)
     size, side = int(image_size), int(mask_input_side)
@@ -193,6 +195,9 @@ def prompt_frame(image_size: int, mask_input_side: int, graphs: Iterable[str] = 
         "mask_input": f"1x1x{side}x{side} float32 logits (low_res_masks of a previous call) with "
         "has_mask_input 1, else zeros with has_mask_input 0",
         "orig_im_size": "(h, w) of the original image, float32",
+        "prompt_batch": f"{DECODER_LOWRES} only: B prompts in one call along axis 0 (point_coords BxNx2, "
+        "point_labels BxN, mask_input Bx1xLxL, has_mask_input B; outputs B-leading); image_embeddings stays 1"
+        if DECODER_LOWRES in held else None,
         "multimask_graph": graph(DECODER),
         "single_mask_graph": graph(DECODER_SINGLE),
         "lowres_graph": graph(DECODER_LOWRES),
@@ -222,6 +227,6 @@ def onnx_metadata(
         "pixel_std": json.dumps([float(v) for v in pixel_std]),
     }
     for key, value in frame.items():
-        if not key.endswith("_graph"):
+        if not key.endswith("_graph") and value is not None:
             meta[key] = value if isinstance(value, str) else json.dumps(value)
     return meta
