@@ -69,7 +69,7 @@ def test_validation_lists_every_mismatch(tmp_path, tiny_model):
     assert len(err.failures) >= 7  # one per case at least
     assert "max |diff|" in str(err) or "mask IoU" in str(err)
     report = validate_onnx(other, "mask_decoder_lowres", path, raise_on_failure=False)
-    assert not report.ok and report.summary()["cases"] == 7
+    assert not report.ok and report.summary()["cases"] == 11  # 7 one-prompt cases + 4 batched (2, 3 prompts)
 
 
 def test_validation_closes_its_runner(tiny_bundle, tiny_model, monkeypatch):
@@ -164,7 +164,7 @@ def test_a_target_from_a_toml_file_alone(tmp_path, tiny_model):
     # its reference I/O covers every graph it holds (the torch reference runs all three) and verifies
     from slimsam_edge.deploy.verify import verify_bundle
 
-    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
+    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 7}
     report = verify_bundle(b)
     assert report.passed and {c.backend for c in report.checks} == {"onnxruntime"}
     assert [c.name for c in report.checks][-1] == "end_to_end/mask_decoder_lowres/onnxruntime/fp32"
