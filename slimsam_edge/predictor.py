@@ -29,6 +29,8 @@ from .transforms import ResizeLongestSide, postprocess_masks, preprocess
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
 
+#: default prompts per decoder call of :meth:`EdgePredictor.predict_batch` (its ``prompt_chunk``)
+PROMPT_CHUNK = 32
 
 
 class EdgePredictor:
@@ -66,6 +68,9 @@ class EdgePredictor:
         self.mask_threshold = float(mask_threshold)
         self.transform = ResizeLongestSide(self.image_size)
         self.timings: dict[str, float] = {}
+        #: most prompts per decoder call in :meth:`predict_batch` (bounded memory; a decoder with a
+        #: lower limit, such as a TensorRT engine built for fewer, lowers it)
+        self.prompt_chunk = PROMPT_CHUNK
         #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
         self.backend: str | None = None
         self.precision: str | None = None
@@ -232,22 +237,117 @@ class EdgePredictor:
 
         Returns:
             masks (CxHxW bool, or float logits), scores (C,), low-res logits (CxLxL).
+
+        Runs on any bundle, also one whose decoder predates the prompt axis (one prompt per call).
         """
         if not self.is_image_set:
             raise UsageError("no image set; call set_image(image) before predict()")
         feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
-        t0 = time.perf_counter()
-        out = self.decoder.infer(feed)
-        t1 = time.perf_counter()
-        scores, low_res = out["iou_predictions"][0], out["low_res_masks"][0]
+        masks, scores, low_res = self._decode(feed, multimask_output, return_logits)
+        return masks[0], scores[0], low_res[0]
+
+    def predict_batch(
+        self,
+        points: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+        mask_inputs: Any = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predict masks for B prompts against the image of :meth:`set_image`, one decoder call
+        per chunk of at most :attr:`prompt_chunk` prompts (SamPredictor.predict_torch's batch).
+
+        Arguments:
+            points: BxNx2 points (x, y) in original-image pixels, with ``labels``.
+            labels: BxN labels, 1 foreground, 0 background, -1 padding (rows of prompts with
+                fewer points; a pad point takes part in the decoder's attention as SAM's own pad
+                point does, so a padded prompt is close to, not identical with, the unpadded one).
+            boxes: Bx4 boxes x0, y0, x1, y1; with ``points`` each prompt is its points + its box.
+            mask_inputs: Bx1xLxL (or BxLxL) low-res logits of previous calls (L = 4 x grid), or a
+                list of B entries each 1xLxL, LxL or ``None`` (that prompt has no mask input).
+            multimask_output, return_logits: as in :meth:`predict`.
+
+        Returns:
+            masks BxCxHxW (bool, or float32 logits), scores BxC, low-res logits BxCxLxL, with
+            C = 3 when ``multimask_output`` else 1, the same masks as B :meth:`predict` calls.
+
+        Memory: the decoder runs on chunks of :attr:`prompt_chunk` prompts (at most the
+        decoder's own limit, e.g. a TensorRT engine's ``decoder_batch`` max); each chunk's masks
+        are resized into the preallocated output, which itself holds B x C x H x W masks.
+
+        Raises:
+            PromptError: mismatched B, wrong shapes, prompts outside the image (one line).
+            BundleError: the bundle's decoder has no prompt axis (exported before it; re-export).
+        """
+        if not self.is_image_set:
+            raise UsageError("no image set; call set_image(image) before predict_batch()")
+        self.check_prompt_axis()
+        feed = self.batch_feed(points, labels, boxes, mask_inputs)
+        return self._decode(feed, multimask_output, return_logits)
+
+    def check_prompt_axis(self) -> None:
+        """Refuse (one-line BundleError) a decoder without the prompt axis: a bundle exported
+        before batched prompts, whose decoder takes one prompt per call."""
+        from .errors import BundleError
+        from .models.graph_spec import has_prompt_axis
+
+        specs = self.decoder.input_specs()
+        if not has_prompt_axis(specs):
+            shape = tuple(specs["point_coords"].shape) if "point_coords" in specs else None
+            raise BundleError(
+                f"this bundle's {DECODER} takes one prompt per call (point_coords {shape}, exported before "
+                "batched prompts); re-export it with `slimsam-edge export` to use predict_batch, or call "
+                "predict() once per prompt")
+
+    def chunk_size(self) -> int:
+        """Prompts per decoder call: :attr:`prompt_chunk`, at most the decoder's own limit.
+
+        Example:
+            >>> class R:  # a runner without a prompt limit (ONNX Runtime, OpenVINO, torch)
+            ...     def max_prompts(self): return None
+            >>> p = EdgePredictor(R(), R(), image_size=256, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
+            >>> p.chunk_size()
+            32
+        """
+        limit = self.decoder.max_prompts()
+        return max(1, min(self.prompt_chunk, limit) if limit else self.prompt_chunk)
+
+    def _decode(self, feed: dict[str, np.ndarray], multimask_output: bool,
+                return_logits: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the decoder on ``feed``'s B prompts in chunks; select the masks (token 0 alone, or
+        tokens 1..3) and resize them to the original image. Returns B-leading arrays."""
+        b = feed["point_coords"].shape[0]
         sel = slice(1, None) if multimask_output else slice(0, 1)
-        scores, low_res = scores[sel], low_res[sel]
-        masks = postprocess_masks(low_res, self.input_size, self.original_size, self.image_size)
-        if not return_logits:
-            masks = masks > self.mask_threshold
-        self.timings["decoder"] = t1 - t0
-        self.timings["postprocess"] = time.perf_counter() - t1
-        return masks, scores.astype(np.float32), low_res.astype(np.float32)
+        h, w = self.original_size  # type: ignore[misc]
+        chunk = self.chunk_size()
+        masks = scores = low_res = None
+        t_dec = t_post = 0.0
+        for lo in range(0, b, chunk):
+            hi = min(b, lo + chunk)
+            part = {k: v if k == "image_embeddings" else v[lo:hi] for k, v in feed.items()}
+            t0 = time.perf_counter()
+            out = self.decoder.infer(part)
+            t1 = time.perf_counter()
+            s, low = out["iou_predictions"][:, sel], out["low_res_masks"][:, sel]
+            if masks is None:
+                c, side = low.shape[1], low.shape[-1]
+                masks = np.empty((b, c, h, w), np.float32 if return_logits else bool)
+                scores, low_res = np.empty((b, c), np.float32), np.empty((b, c, side, side), np.float32)
+            scores[lo:hi], low_res[lo:hi] = s, low  # type: ignore[index]
+            # one cv2 resize per prompt (its C masks as channels): resizing a whole chunk as one
+            # image of B*C channels measured 5-10x slower (the channel-last transpose of B*C planes)
+            for i, prompt in enumerate(low, lo):
+                up = postprocess_masks(prompt, self.input_size, self.original_size, self.image_size)
+                if return_logits:
+                    masks[i] = up
+                else:
+                    np.greater(up, self.mask_threshold, out=masks[i])
+            t_dec += t1 - t0
+            t_post += time.perf_counter() - t1
+        self.timings["decoder"] = t_dec
+        self.timings["postprocess"] = t_post
+        return masks, scores, low_res  # type: ignore[return-value]
 
     def prompt_feed(
         self,
@@ -256,11 +356,10 @@ class EdgePredictor:
         box: Any = None,
         mask_input: Any = None,
     ) -> dict[str, np.ndarray]:
-        """Validate prompts and build the decoder feed (coordinates in the model's frame)."""
-        h, w = self.original_size  # type: ignore[misc]
-        coords_list, labels_list = [], []
+        """Validate one prompt and build the decoder feed (coordinates in the model's frame)."""
         if (point_coords is None) != (point_labels is None):
             raise PromptError("point_coords and point_labels must be given together")
+        pts = lab = b = mask = None
         if point_coords is not None:
             pts = np.asarray(point_coords, dtype=np.float64)
             lab = np.asarray(point_labels, dtype=np.float64).reshape(-1)
@@ -270,40 +369,123 @@ class EdgePredictor:
                 raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
             if not np.all(np.isin(lab, (0, 1))):
                 raise PromptError("point labels must be 1 (foreground) or 0 (background)")
-            _inside(pts, h, w, "point")
-            coords_list.append(pts)
-            labels_list.append(lab)
+            pts, lab = pts[None], lab[None]
         if box is not None:
             b = np.asarray(box, dtype=np.float64).reshape(-1)
             if b.shape[0] != 4:
                 raise PromptError(f"box must have 4 numbers x0,y0,x1,y1, got {b.shape[0]}")
-            if not (b[2] > b[0] and b[3] > b[1]):
-                raise PromptError(f"box {b.tolist()} must have x1 > x0 and y1 > y0")
-            _inside(b.reshape(2, 2), h, w, "box corner")
-            coords_list.append(b.reshape(2, 2))
-            labels_list.append(np.array([2.0, 3.0]))
-        low = 4 * (self.features.shape[-1])  # type: ignore[union-attr]
+            b = b[None]
+        low = self._mask_side()
         if mask_input is not None:
             m = np.asarray(mask_input, dtype=np.float32)
             if m.shape not in ((1, low, low), (1, 1, low, low)):
                 raise PromptError(f"mask_input must have shape (1, {low}, {low}), got {m.shape}")
             mask = m.reshape(1, 1, low, low)
-            has = np.ones(1, np.float32)
-        else:
-            if not coords_list:
-                raise PromptError("no prompt given: pass point_coords + point_labels, a box, or mask_input")
-            mask = np.zeros((1, 1, low, low), np.float32)
-            has = np.zeros(1, np.float32)
-        if box is None:  # SAM adds a padding point when there is no box
-            coords_list.append(np.zeros((1, 2)))
-            labels_list.append(np.array([-1.0]))
-        coords = self.transform.apply_coords(np.concatenate(coords_list), (h, w))
+        elif pts is None and b is None:
+            raise PromptError("no prompt given: pass point_coords + point_labels, a box, or mask_input")
+        has = None if mask is None else np.ones(1, np.float32)
+        return self._feed(pts, lab, b, mask, has, batched=False)
+
+    def batch_feed(self, points: Any = None, labels: Any = None, boxes: Any = None,
+                   mask_inputs: Any = None) -> dict[str, np.ndarray]:
+        """Validate B prompts (:meth:`predict_batch`'s arguments) and build the decoder feed."""
+        if (points is None) != (labels is None):
+            raise PromptError("points and labels must be given together (points BxNx2, labels BxN)")
+        sizes: dict[str, int] = {}
+        pts = lab = b = mask = has = None
+        if points is not None:
+            pts = np.asarray(points, dtype=np.float64)
+            lab = np.asarray(labels, dtype=np.float64)
+            if pts.ndim != 3 or pts.shape[2] != 2 or 0 in pts.shape:
+                raise PromptError(f"points must have shape (B, N, 2) with B, N >= 1, got {pts.shape}; "
+                                  "for one prompt pass points[None]")
+            if lab.shape != pts.shape[:2]:
+                raise PromptError(f"labels must have shape (B, N) = {pts.shape[:2]} like points, got {lab.shape}")
+            if not np.all(np.isin(lab, (-1, 0, 1))):
+                raise PromptError("labels must be 1 (foreground), 0 (background) or -1 (padding)")
+            sizes["points"] = pts.shape[0]
+        if boxes is not None:
+            b = np.asarray(boxes, dtype=np.float64)
+            if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
+                raise PromptError(f"boxes must have shape (B, 4) (x0, y0, x1, y1 per prompt), got {b.shape}")
+            sizes["boxes"] = b.shape[0]
+        if mask_inputs is not None:
+            mask, has = self._batch_masks(mask_inputs)
+            sizes["mask_inputs"] = mask.shape[0]
+        if not sizes:
+            raise PromptError("no prompt given: pass points + labels, boxes, or mask_inputs")
+        if len(set(sizes.values())) > 1:
+            raise PromptError("prompt counts differ: " + ", ".join(f"{k} {v}" for k, v in sizes.items())
+                              + "; pass the same B (one entry per prompt) to each")
+        if b is None and (mask is None or not has.all()):  # type: ignore[union-attr]
+            empty = np.ones(next(iter(sizes.values())), bool) if lab is None else (lab == -1).all(1)
+            if mask is not None:
+                empty &= has == 0  # type: ignore[operator]
+            if empty.any():
+                raise PromptError(f"prompt {int(np.argmax(empty))} has no point (all labels -1), box or "
+                                  "mask input; give every prompt at least one of them")
+        return self._feed(pts, lab, b, mask, has, batched=True)
+
+    def _batch_masks(self, mask_inputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``mask_inputs`` (array or list with ``None`` entries) as Bx1xLxL logits + ``has`` (B,)."""
+        low = self._mask_side()
+        want = f"(B, 1, {low}, {low})"
+        if isinstance(mask_inputs, (list, tuple)):
+            if not mask_inputs:
+                raise PromptError(f"mask_inputs is empty; pass an array {want} or one entry per prompt")
+            mask = np.zeros((len(mask_inputs), 1, low, low), np.float32)
+            has = np.zeros(len(mask_inputs), np.float32)
+            for i, m in enumerate(mask_inputs):
+                if m is None:
+                    continue
+                m = np.asarray(m, dtype=np.float32)
+                if m.shape not in ((low, low), (1, low, low)):
+                    raise PromptError(f"mask_inputs[{i}] must have shape (1, {low}, {low}) or None, got {m.shape}")
+                mask[i, 0], has[i] = m.reshape(low, low), 1.0
+            return mask, has
+        m = np.asarray(mask_inputs, dtype=np.float32)
+        if m.ndim == 3:
+            m = m[:, None]
+        if m.ndim != 4 or m.shape[1:] != (1, low, low) or m.shape[0] == 0:
+            raise PromptError(f"mask_inputs must have shape {want}, got {np.shape(mask_inputs)}")
+        return m, np.ones(m.shape[0], np.float32)
+
+    def _mask_side(self) -> int:
+        return 4 * int(self.features.shape[-1])  # type: ignore[union-attr]
+
+    def _feed(self, pts: np.ndarray | None, lab: np.ndarray | None, boxes: np.ndarray | None,
+              mask: np.ndarray | None, has: np.ndarray | None, *, batched: bool) -> dict[str, np.ndarray]:
+        """The decoder feed of B validated prompts: points BxNx2 + labels BxN, boxes Bx4, mask Bx1xLxL
+        + has B (each ``None`` when absent); checks they lie in the image, appends the box corners
+        (labels 2, 3) or SAM's pad point, maps coordinates to the model's frame."""
+        h, w = self.original_size  # type: ignore[misc]
+        n = next(a.shape[0] for a in (pts, boxes, mask) if a is not None)
+        coords_list, labels_list = [], []
+        if pts is not None:
+            real = lab != -1
+            for i in range(n):
+                _inside(pts[i][real[i]], h, w, f"points[{i}]" if batched else "point")
+            coords_list.append(np.where(real[..., None], pts, 0.0))  # pad points' coordinates are unused
+            labels_list.append(lab)
+        if boxes is not None:
+            for i in range(n):
+                name = f"boxes[{i}]" if batched else "box"
+                if not (boxes[i, 2] > boxes[i, 0] and boxes[i, 3] > boxes[i, 1]):
+                    raise PromptError(f"{name} {boxes[i].tolist()} must have x1 > x0 and y1 > y0")
+                _inside(boxes[i].reshape(2, 2), h, w, f"{name} corner")
+            coords_list.append(boxes.reshape(n, 2, 2))
+            labels_list.append(np.tile([2.0, 3.0], (n, 1)))
+        else:  # SAM adds a padding point when there is no box
+            coords_list.append(np.zeros((n, 1, 2)))
+            labels_list.append(-np.ones((n, 1)))
+        low = self._mask_side()
+        coords = self.transform.apply_coords(np.concatenate(coords_list, axis=1), (h, w))
         return {
             "image_embeddings": self.features,  # type: ignore[dict-item]
-            "point_coords": coords[None].astype(np.float32),
-            "point_labels": np.concatenate(labels_list)[None].astype(np.float32),
-            "mask_input": mask,
-            "has_mask_input": has,
+            "point_coords": coords.astype(np.float32),
+            "point_labels": np.concatenate(labels_list, axis=1).astype(np.float32),
+            "mask_input": mask if mask is not None else np.zeros((n, 1, low, low), np.float32),
+            "has_mask_input": has if has is not None else np.zeros(n, np.float32),
         }
 
 

@@ -290,6 +290,9 @@ def make_tensorrt(version: str = "10.3.0", *, fp16_collapse: bool = False) -> ty
         def get_tensor_shape(self, name: str) -> tuple:
             return self.io[name][2]
 
+        def get_tensor_profile_shape(self, name: str, profile: int) -> list:
+            return [tuple(s) for s in self.header["profiles"][profile][name]]
+
         def create_execution_context(self) -> "Context":
             return Context(self)
 

@@ -148,7 +148,8 @@ def test_shipped_tensorrt_and_runtime_tables() -> None:
         if "tensorrt" not in p.backends:
             assert p.tensorrt is None
             continue
-        assert p.tensorrt == TensorRTSettings(workspace[name], 3, (1, 4, 16), ("LayerNormalization", "Softmax"))
+        assert p.tensorrt == TensorRTSettings(workspace[name], 3, (1, 4, 16), ("LayerNormalization", "Softmax"),
+                                              (1, 16, 64))
         assert p.runtime.device == "cuda:0"
         # what an export copies into a manifest reads back to the same settings
         assert TensorRTSettings.from_dict(p.tensorrt.to_dict(), "manifest") == p.tensorrt
@@ -168,6 +169,9 @@ def test_tensorrt_table_read_from_a_file(tmp_path: Path) -> None:
     p = load_profile(str(board))
     assert p.tensorrt is not None and p.tensorrt.workspace_gb == 1.5 and p.tensorrt.decoder_points == (1, 4, 16)
     assert (p.runtime.threads, p.runtime.device) == (2, "cuda:0")
+    assert p.tensorrt.decoder_batch == (1, 1, 16)  # optional: tables and manifests written before it load
+    board.write_text(GOOD_TRT.replace("fp32_layers", "decoder_batch = [2, 8, 32]\nfp32_layers"))
+    assert load_profile(str(board)).tensorrt.decoder_batch == (2, 8, 32)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -180,6 +184,8 @@ def test_tensorrt_table_read_from_a_file(tmp_path: Path) -> None:
     (("[1, 4, 16]", "[4, 1, 16]"), "'tensorrt.decoder_points' must be [min, opt, max] with 1 <= min <= opt <= max"),
     (("[1, 4, 16]", "[0, 4, 16]"), "'tensorrt.decoder_points' must be [min, opt, max]"),
     (("[1, 4, 16]", "[1, 16]"), "'tensorrt.decoder_points' must be [min, opt, max]"),
+    (("fp32_layers", "decoder_batch = [1, 64, 16]\nfp32_layers"), "'tensorrt.decoder_batch' must be [min, opt, max] with"),
+    (("fp32_layers", "decoder_batch = 16\nfp32_layers"), "'tensorrt.decoder_batch' must be a list"),
     (('fp32_layers = ["LayerNormalization", "Softmax"]', "fp32_layers = [1]"), "'tensorrt.fp32_layers' must be a list of strings"),
     (("fp32_layers", "fp16_layers"), "'tensorrt.fp16_layers' is not a tensorrt key; use workspace_gb"),
     (("threads = 2", "threads = -1"), "'runtime.threads' must be >= 0"),

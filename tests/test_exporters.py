@@ -69,7 +69,7 @@ def test_validation_lists_every_mismatch(tmp_path, tiny_model):
     assert len(err.failures) >= 7  # one per case at least
     assert "max |diff|" in str(err) or "mask IoU" in str(err)
     report = validate_onnx(other, "mask_decoder_lowres", path, raise_on_failure=False)
-    assert not report.ok and report.summary()["cases"] == 7
+    assert not report.ok and report.summary()["cases"] == 11  # 7 one-prompt cases + 4 batched (2, 3 prompts)
 
 
 def test_validation_closes_its_runner(tiny_bundle, tiny_model, monkeypatch):
@@ -164,7 +164,7 @@ def test_a_target_from_a_toml_file_alone(tmp_path, tiny_model):
     # its reference I/O covers every graph it holds (the torch reference runs all three) and verifies
     from slimsam_edge.deploy.verify import verify_bundle
 
-    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 6}
+    assert m.reference["cases"] == {"image_encoder": 2, "mask_decoder": 6, "mask_decoder_lowres": 7}
     report = verify_bundle(b)
     assert report.passed and {c.backend for c in report.checks} == {"onnxruntime"}
     assert [c.name for c in report.checks][-1] == "end_to_end/mask_decoder_lowres/onnxruntime/fp32"
@@ -273,7 +273,7 @@ def test_every_shipped_profile_exports_here(tmp_path, tiny_model, target):
         decoder = __import__("onnx").load(str(tmp_path / "b" / plan["graphs"]["mask_decoder_lowres"]["fp32"]))
         dynamic = {i.name for i in decoder.graph.input
                    if any(not d.HasField("dim_value") for d in i.type.tensor_type.shape.dim)}
-        assert dynamic == {"point_coords", "point_labels"}  # the point count is the only dynamic axis
+        assert dynamic == {"point_coords", "point_labels", "mask_input", "has_mask_input"}  # prompts, points
         for precision in set(profile.precisions[name]) - {"fp32"}:
             gate = m.accuracy[f"onnxruntime/{precision} (on-device source)"]
             assert gate["measured"] and gate["passed"]
@@ -307,3 +307,32 @@ def test_tensorrt_target_without_its_settings_is_refused(tmp_path, tiny_model):
     with pytest.raises(UsageError, match=r"tensorrt"):
         export_bundle_quick(tiny_model, tmp_path / "b", str(toml))
     assert not (tmp_path / "b").exists()
+
+
+def test_lowres_decoder_has_a_prompt_axis_on_every_runtime(tiny_bundle, tiny_model):
+    """ONNX and the OpenVINO IR converted from it keep axis 0 (num_prompts) dynamic; both run 3
+    prompts like PyTorch; validation ran the batched cases (shapes other than the export's)."""
+    import torch
+
+    from slimsam_edge.models.graph_spec import has_prompt_axis
+    from slimsam_edge.models.graphs import LowResDecoder
+    from slimsam_edge.runtimes import RunnerOptions, open_runner
+
+    b = load_bundle(tiny_bundle)
+    dec = LowResDecoder(tiny_model)
+    feed = dec.example_inputs(2, box=True, with_mask=True, seed=8, batch=3)
+    with torch.no_grad():
+        want = [t.numpy() for t in dec(*feed)]
+    for backend in ("onnxruntime", "openvino", "torch"):
+        art = b.find("mask_decoder_lowres", backend=backend)
+        with open_runner(b.path_of(art), backend=backend, options=RunnerOptions(extra={"graph": art.graph})) as r:
+            specs = r.input_specs()
+            assert has_prompt_axis(specs), (backend, specs["point_coords"])
+            assert not isinstance(specs["has_mask_input"].shape[0], int)
+            assert specs["image_embeddings"].shape[0] == 1  # the embedding keeps batch 1
+            out = r.infer({n: t.numpy() for n, t in zip(dec.input_names, feed)})
+        assert out["low_res_masks"].shape == (3, 4, 64, 64), backend
+        np.testing.assert_allclose(out["iou_predictions"], want[0], atol=2e-3)
+        assert ((out["low_res_masks"] > 0) == (want[1] > 0)).mean() > 0.99
+    summary = b.manifest.validation["mask_decoder_lowres/openvino/fp32"]
+    assert summary["ok"] and summary["cases"] == 11  # 7 one-prompt cases + 4 batched

@@ -249,3 +249,139 @@ def test_the_detected_profile_gives_its_runtime_defaults(tiny_bundle, tmp_path, 
     assert EdgePredictor.from_bundle(tiny_bundle, threads=2).encoder.options.threads == 2  # told: kept
     ov = EdgePredictor.from_bundle(tiny_bundle, backend="openvino")
     assert ov.encoder.options.threads is None  # a fallback backend: the runtime's own defaults
+
+
+# -- batched prompts: predict_batch ------------------------------------------------------------------
+
+def _batch_prompts(h: int, w: int, b: int, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    pts = np.stack([rng.uniform(0, w, (b, 2)), rng.uniform(0, h, (b, 2))], -1)
+    labels = np.tile([1, 0], (b, 1))
+    x0, y0 = rng.uniform(0, w * 0.5, b), rng.uniform(0, h * 0.5, b)
+    boxes = np.stack([x0, y0, x0 + rng.uniform(10, w * 0.5, b), y0 + rng.uniform(10, h * 0.5, b)], 1)
+    return pts, labels, boxes
+
+
+@pytest.fixture(scope="module")
+def batch_predictor(tiny_bundle):
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    p.set_image(photo((300, 400), seed=3))
+    return p
+
+
+def _separate(p: EdgePredictor, kw: dict, b: int, multimask: bool, return_logits: bool = False):
+    singles = [p.predict(kw["points"][i] if "points" in kw else None, kw["labels"][i] if "labels" in kw else None,
+                         kw["boxes"][i] if "boxes" in kw else None,
+                         kw["mask_inputs"][i] if "mask_inputs" in kw else None,
+                         multimask_output=multimask, return_logits=return_logits) for i in range(b)]
+    return [np.stack(parts) for parts in zip(*singles)]
+
+
+@pytest.mark.parametrize("kind", ["points", "boxes", "both", "mask_inputs"])
+@pytest.mark.parametrize("multimask", [True, False])
+def test_predict_batch_is_b_predict_calls(batch_predictor, kind: str, multimask: bool) -> None:
+    p, b = batch_predictor, 5
+    pts, labels, boxes = _batch_prompts(300, 400, b)
+    kw = {"points": dict(points=pts, labels=labels), "boxes": dict(boxes=boxes),
+          "both": dict(points=pts[:, :1], labels=labels[:, :1], boxes=boxes),
+          "mask_inputs": dict(points=pts, labels=labels)}[kind]
+    if kind == "mask_inputs":  # each prompt's own previous low-res logits fed back
+        _, _, low = p.predict_batch(**kw, multimask_output=False)
+        kw["mask_inputs"] = low
+    masks, scores, low_res = p.predict_batch(**kw, multimask_output=multimask)
+    c = 3 if multimask else 1
+    assert masks.shape == (b, c, 300, 400) and masks.dtype == bool
+    assert scores.shape == (b, c) and low_res.shape == (b, c, 64, 64)
+    m1, s1, l1 = _separate(p, kw, b, multimask)
+    np.testing.assert_allclose(scores, s1, atol=1e-4)
+    np.testing.assert_allclose(low_res, l1, atol=1e-3)
+    assert (masks != m1).mean() < 1e-4
+    assert 0.02 < masks.mean() < 0.98  # neither empty nor full: the comparison means something
+
+
+def test_predict_batch_chunks_and_logits(batch_predictor) -> None:
+    """More prompts than one decoder call takes: chunks of prompt_chunk give the same masks."""
+    p, b = batch_predictor, 7
+    pts, labels, boxes = _batch_prompts(300, 400, b, seed=9)
+    whole = p.predict_batch(pts, labels, boxes, return_logits=True)
+    p.prompt_chunk = 3
+    calls = []
+    infer = p.decoder.infer
+    p.decoder.infer = lambda feed: calls.append(feed["point_coords"].shape[0]) or infer(feed)
+    try:
+        chunked = p.predict_batch(pts, labels, boxes, return_logits=True)
+    finally:
+        p.prompt_chunk = 32
+        del p.decoder.infer
+    assert calls == [3, 3, 1] and chunked[0].dtype == np.float32
+    for a, c in zip(whole, chunked):
+        np.testing.assert_allclose(a, c, atol=1e-4)
+    np.testing.assert_allclose(whole[0], _separate(p, dict(points=pts, labels=labels, boxes=boxes), b, True, True)[0],
+                               atol=2e-3)
+
+
+def test_predict_batch_padding_and_partial_mask_inputs(batch_predictor) -> None:
+    """Labels -1 pad shorter prompts; a list of mask inputs with None gives a mask to some only."""
+    p = batch_predictor
+    pts = np.array([[[100.0, 100.0], [0.0, 0.0]], [[200.0, 150.0], [250.0, 160.0]]])
+    labels = np.array([[1, -1], [1, 0]])
+    _, _, low = p.predict_batch(pts, labels, multimask_output=False)
+    masks, scores, _ = p.predict_batch(pts, labels, mask_inputs=[None, low[1]], multimask_output=False)
+    m1, s1, _ = p.predict(pts[1], labels[1], mask_input=low[1], multimask_output=False)
+    np.testing.assert_allclose(scores[1], s1, atol=1e-4)
+    # the padded first prompt: one real point, mask input none; the pad is SAM's own pad point
+    m0, s0, _ = p.predict(pts[0, :1], labels[0, :1], multimask_output=False)
+    assert _iou(masks[0, 0], m0[0]) > 0.9
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(), "no prompt given"),
+    (dict(points=np.zeros((2, 1, 2))), "points and labels must be given together"),
+    (dict(points=np.zeros((1, 2)), labels=np.ones((1,))), r"points must have shape \(B, N, 2\)"),
+    (dict(points=np.ones((2, 1, 2)), labels=np.ones((2, 2))), r"labels must have shape \(B, N\) = \(2, 1\)"),
+    (dict(points=np.ones((2, 1, 2)), labels=np.full((2, 1), 3)), "labels must be 1"),
+    (dict(points=np.ones((2, 1, 2)), labels=np.ones((2, 1)), boxes=np.tile([1, 1, 9, 9], (3, 1))),
+     "prompt counts differ: points 2, boxes 3"),
+    (dict(boxes=np.tile([1, 1, 9, 9], (2, 1)), mask_inputs=np.zeros((1, 1, 64, 64))),
+     "prompt counts differ: boxes 2, mask_inputs 1"),
+    (dict(boxes=[1, 1, 9, 9]), r"boxes must have shape \(B, 4\)"),
+    (dict(boxes=np.array([[1, 1, 9, 9], [10, 10, 5, 50]])), r"boxes\[1\] \[10.0, 10.0, 5.0, 50.0\] must have x1 > x0"),
+    (dict(boxes=np.array([[1, 1, 9, 9], [0, 0, 50, 900]])), r"boxes\[1\] corner \(50, 900\) is outside the 300x200"),
+    (dict(points=np.array([[[5.0, 5.0]], [[500.0, 5.0]]]), labels=np.ones((2, 1))), r"points\[1\] \(500, 5\) is outside"),
+    (dict(points=np.array([[[5.0, 5.0]], [[9.0, 5.0]]]), labels=np.array([[1], [-1]])), "prompt 1 has no point"),
+    (dict(mask_inputs=np.zeros((2, 1, 10, 10))), r"mask_inputs must have shape \(B, 1, 64, 64\)"),
+    (dict(mask_inputs=[np.zeros((1, 64, 64)), np.zeros(3)]), r"mask_inputs\[1\] must have shape"),
+])
+def test_bad_batch_prompts(tiny_bundle, kwargs, match) -> None:
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    p.set_image(photo((200, 300)))
+    with pytest.raises(PromptError, match=match) as err:
+        p.predict_batch(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_bundle_without_prompt_axis(tiny_bundle, tiny_model, tmp_path) -> None:
+    """A decoder exported before the prompt axis: predict works, predict_batch says to re-export."""
+    import dataclasses
+
+    from slimsam_edge.errors import BundleError
+    from slimsam_edge.exporters.onnx_export import export_onnx
+    from slimsam_edge.models.graph_spec import ONNX_SPECS
+    from slimsam_edge.runtimes import open_runner
+
+    new = ONNX_SPECS["mask_decoder_lowres"]
+    points = {1: "num_points"}
+    old = dataclasses.replace(new, inputs={**{k: {} for k in new.inputs}, "point_coords": points,
+                                           "point_labels": points}, outputs={k: {} for k in new.outputs})
+    path, _ = export_onnx(tiny_model, old, tmp_path / "old_decoder.onnx", simplify=False)
+    fresh = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    p = EdgePredictor(fresh.encoder, open_runner(path, backend="onnxruntime"), image_size=fresh.image_size,
+                      pixel_mean=fresh.pixel_mean, pixel_std=fresh.pixel_std)
+    img = photo((200, 300), seed=4)
+    p.set_image(img)
+    fresh.set_image(img)
+    pt, lab = np.array([[120.0, 90.0]]), np.array([1])
+    np.testing.assert_allclose(p.predict(pt, lab)[1], fresh.predict(pt, lab)[1], atol=1e-4)
+    with pytest.raises(BundleError, match="re-export") as err:
+        p.predict_batch(pt[None], lab[None])
+    assert "\n" not in str(err.value) and "(1, 'num_points', 2)" in str(err.value)

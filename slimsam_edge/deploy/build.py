@@ -256,7 +256,7 @@ def _build_graph(bundle: Bundle, tmp: Path, graph: str, sources: dict[str, str],
         _, extra = build_engine_for(
             root / rel, engine, build_as, calibrator=calibrator, timing_cache=root / TIMING_CACHE,
             workspace_gb=settings.workspace_gb, optimization_level=settings.optimization_level,
-            dynamic_range=tuple(settings.decoder_points), dla_core=dla, fp32_layers=tuple(settings.fp32_layers))
+            dynamic_range=decoder_ranges(settings), dla_core=dla, fp32_layers=tuple(settings.fp32_layers))
     finally:
         if calibrator is not None:
             calibrator.free()
@@ -264,6 +264,20 @@ def _build_graph(bundle: Bundle, tmp: Path, graph: str, sources: dict[str, str],
     extra.update(fingerprint={**fingerprint, "builder": builder}, source=rel)
     report.engines.append({"graph": graph, "precision": precision, "build": extra["build"], "source": rel})
     return Artifact.from_files(root, graph, BACKEND, precision, engine.relative_to(root).as_posix(), extra=extra)
+
+
+def decoder_ranges(settings: Any) -> dict[int, tuple[int, int, int]]:
+    """The optimisation-profile ranges of the low-res decoder's dynamic axes from the ``[tensorrt]``
+    settings: axis 0 = prompts per call (``decoder_batch``), axis 1 = points per prompt
+    (``decoder_points``). A decoder exported before the prompt axis existed has a static axis 0,
+    which keeps its size.
+
+    Example:
+        >>> from slimsam_edge.devices import load_profile
+        >>> decoder_ranges(load_profile("jetson-orin-nano").tensorrt)
+        {0: (1, 16, 64), 1: (1, 4, 16)}
+    """
+    return {0: tuple(settings.decoder_batch), 1: tuple(settings.decoder_points)}
 
 
 def _verify(bundle: Bundle, artifacts: list[Artifact], say: Progress) -> Any:

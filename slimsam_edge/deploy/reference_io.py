@@ -379,7 +379,7 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
         >>> cases, notes = reference_cases(["image_encoder", "mask_decoder_lowres"], run, image_size=64,
         ...                                pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
         >>> [c.key for c in cases][1:4], len(cases), notes
-        (['image_encoder/1', 'mask_decoder_lowres/0-point', 'mask_decoder_lowres/0-points'], 8, [])
+        (['image_encoder/1', 'mask_decoder_lowres/0-point', 'mask_decoder_lowres/0-points'], 9, [])
     """
     from ..models.graph_spec import ENCODER, ONNX_SPECS
     from ..transforms import ResizeLongestSide, normalize_and_pad
@@ -416,12 +416,54 @@ def reference_cases(graphs: Iterable[str], run: RunGraph, *, image_size: int, pi
 
 def _prompt_cases(graph: str, names: list[str], encoded: list[ReferenceCase], shots: list, image_size: int,
                   run: RunGraph) -> list[ReferenceCase]:
-    """:func:`prompts_for` on each reference image, fed its reference embedding."""
+    """:func:`prompts_for` on each reference image, fed its reference embedding; a decoder with a
+    prompt axis also gets them as one batch on the first image (:func:`batch_case`)."""
+    from ..models.graph_spec import has_prompt_axis
+
     out = []
-    for enc, (image_id, image, masks) in zip(encoded, shots):
+    for k, (enc, (image_id, image, masks)) in enumerate(zip(encoded, shots)):
         hw = image.shape[:2]
-        for name, description, coords, labels in prompts_for(masks, hw):
+        prompts = prompts_for(masks, hw)
+        for name, description, coords, labels in prompts:
             feed = decoder_feed(names, enc.outputs[EMBEDDING], coords, labels, hw, image_size)
             out.append(ReferenceCase(graph, feed, run(graph, feed), f"{enc.name}-{name}",
                                      f"{description} on {image_id}", embedding_from=enc.key))
+        if k == 0 and has_prompt_axis(graph):
+            first = out[-len(prompts)]  # its single-mask logits are the mask input of the last prompt
+            feed = batch_feed(names, enc.outputs[EMBEDDING], prompts, hw, image_size,
+                              first.outputs["low_res_masks"][0, :1])
+            out.append(ReferenceCase(graph, feed, run(graph, feed), f"{enc.name}-batch",
+                                     f"{len(prompts)} prompts in one call ({', '.join(p[0] for p in prompts)}; "
+                                     f"labels -1 pad the shorter ones; mask_input on the last) on {image_id}",
+                                     embedding_from=enc.key))
     return out
+
+
+def batch_feed(input_names: Iterable[str], embedding: np.ndarray, prompts: list[tuple[str, str, np.ndarray, np.ndarray]],
+               hw: tuple[int, int], image_size: int, last_mask: np.ndarray) -> FeedDict:
+    """A batched decoder's feed of B = ``len(prompts)`` prompts (:func:`prompts_for`) against one
+    embedding: points padded with label -1 to the longest prompt; the last prompt also gets
+    ``last_mask`` (1xLxL logits) as its mask input (``has_mask_input`` 0, ..., 0, 1), so the
+    per-prompt mask flag is checked too.
+
+    Example:
+        >>> m = np.zeros((8, 10), bool); m[2:6, 3:9] = True
+        >>> f = batch_feed(["point_coords", "point_labels", "has_mask_input"], np.zeros((1, 8, 4, 4), np.float32),
+        ...                prompts_for([m], (8, 10)), (8, 10), 64, np.zeros((1, 16, 16), np.float32))
+        >>> f["point_coords"].shape, f["point_labels"].tolist(), f["has_mask_input"].tolist()
+        ((3, 3, 2), [[1.0, -1.0, -1.0], [1.0, 0.0, -1.0], [2.0, 3.0, -1.0]], [0.0, 0.0, 1.0])
+    """
+    n = max(len(labels) for _, _, _, labels in prompts)
+    coords = np.zeros((len(prompts), n, 2))
+    labels = -np.ones((len(prompts), n))
+    for i, (_, _, c, lab) in enumerate(prompts):
+        coords[i, : len(lab)], labels[i, : len(lab)] = c, lab
+    single = decoder_feed(input_names, embedding, coords.reshape(-1, 2), labels.reshape(-1), hw, image_size)
+    b = len(prompts)
+    low = 4 * embedding.shape[-1]
+    mask = np.zeros((b, 1, low, low), np.float32)
+    mask[-1] = last_mask
+    batched = {"point_coords": lambda: single["point_coords"].reshape(b, n, 2),
+               "point_labels": lambda: single["point_labels"].reshape(b, n),
+               "mask_input": lambda: mask, "has_mask_input": lambda: (np.arange(b) == b - 1).astype(np.float32)}
+    return {name: batched[name]() if name in batched else single[name] for name in input_names}

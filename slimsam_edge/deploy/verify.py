@@ -145,6 +145,9 @@ def compare(graph: str, reference: Sequence[FeedDict], got: Sequence[FeedDict]) 
         >>> g = {"low_res_masks": np.array([[[[1.0, 1.0], [1.0, -1.0]]]]), "iou_predictions": np.array([[0.8]])}
         >>> {k: round(v, 4) for k, v in compare("mask_decoder_lowres", [r], [g]).items()}
         {'iou_predictions_max_diff': 0.1, 'mask_iou': 0.6667, 'mask_iou_min': 0.6667, 'mask_iou_all_tokens': 0.6667}
+        >>> two = {k: np.concatenate([v, r[k]]) for k, v in g.items()}  # 2 prompts: the second exact
+        >>> round(compare("mask_decoder_lowres", [{k: np.concatenate([v, v]) for k, v in r.items()}], [two])["mask_iou"], 4)
+        0.8333
     """
     from ..eval.metrics import batch_iou
 
@@ -161,11 +164,12 @@ def compare(graph: str, reference: Sequence[FeedDict], got: Sequence[FeedDict]) 
             if g is None or np.shape(g) != np.shape(r):
                 raise BundleError(f"{graph}: output {name} has shape {None if g is None else np.shape(g)}, the "
                                   f"reference {np.shape(r)}; re-export the bundle")
-            if name in mask_outputs:  # (1, tokens, H, W): token 0 is the single-mask output
+            if name in mask_outputs:  # (prompts, tokens, H, W): token 0 is the single-mask output
                 h, w = r.shape[-2:]
-                per_token = batch_iou(g.reshape(-1, h, w) > 0, r.reshape(-1, h, w) > 0)
-                single.append(float(per_token[0]))
-                ious += per_token.tolist()
+                tokens = r.shape[-3] if r.ndim >= 3 else 1
+                per_token = batch_iou(g.reshape(-1, h, w) > 0, r.reshape(-1, h, w) > 0).reshape(-1, tokens)
+                single += per_token[:, 0].tolist()  # one per prompt (a batched case has several)
+                ious += per_token.ravel().tolist()
             elif name == "iou_predictions":
                 score_diff.append(float(np.max(np.abs(g.astype(np.float64) - r))))
             else:

@@ -92,6 +92,9 @@ class _Table:
 #: the largest TensorRT workspace a profile or manifest may ask for, in GiB
 MAX_WORKSPACE_GB = 1024
 
+#: the low-res decoder's prompt-axis range when a ``[tensorrt]`` table does not give ``decoder_batch``
+DEFAULT_DECODER_BATCH = (1, 1, 16)
+
 
 @dataclass(frozen=True)
 class TensorRTSettings:
@@ -104,12 +107,16 @@ class TensorRTSettings:
             (the pad point included; each >= 1, min <= opt <= max).
         fp32_layers: ONNX op types pinned to FP32 in TensorRT 10 fp16/int8 builds (TensorRT 11
             builds are strongly typed: the ONNX graph decides).
+        decoder_batch: min / opt / max prompt count (axis 0, ``num_prompts``) of the low-res
+            decoder's optimisation profile: ``EdgePredictor.predict_batch`` sends at most ``max``
+            prompts per call. Optional (default ``[1, 1, 16]``), so settings written before the
+            prompt axis existed still load.
 
     Example:
         >>> s = TensorRTSettings.from_dict({"workspace_gb": 1, "optimization_level": 3,
         ...     "decoder_points": [1, 4, 16], "fp32_layers": ["Softmax"]}, "bundle b/ settings")
-        >>> s.decoder_points, s.to_dict()["workspace_gb"]
-        ((1, 4, 16), 1.0)
+        >>> s.decoder_points, s.to_dict()["workspace_gb"], s.decoder_batch
+        ((1, 4, 16), 1.0, (1, 1, 16))
         >>> TensorRTSettings.from_dict({**s.to_dict(), "decoder_points": [4, 2, 16]}, "bundle b/ settings")
         Traceback (most recent call last):
         ...
@@ -120,8 +127,10 @@ class TensorRTSettings:
     optimization_level: int
     decoder_points: tuple[int, int, int]
     fp32_layers: tuple[str, ...]
+    decoder_batch: tuple[int, int, int] = DEFAULT_DECODER_BATCH
 
-    KEYS: ClassVar[tuple[str, ...]] = ("workspace_gb", "optimization_level", "decoder_points", "fp32_layers")
+    KEYS: ClassVar[tuple[str, ...]] = ("workspace_gb", "optimization_level", "decoder_points", "fp32_layers",
+                                       "decoder_batch")
 
     @classmethod
     def from_dict(cls, data: Any, where: str, table: str = "") -> "TensorRTSettings":
@@ -136,24 +145,31 @@ class TensorRTSettings:
         level = t.get("optimization_level", int)
         if not 0 <= level <= 5:
             raise t.fail("optimization_level", f"must be 0..5 (TensorRT builder_optimization_level), got {level}")
-        points = t.get("decoder_points", list)
-        if (len(points) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) for p in points)
-                or not 1 <= points[0] <= points[1] <= points[2]):
-            raise t.fail("decoder_points", f"must be [min, opt, max] with 1 <= min <= opt <= max, got {points}")
+        points = _min_opt_max(t, "decoder_points", t.get("decoder_points", list))
         layers = t.strings("fp32_layers")
         if not all(layers):
             raise t.fail("fp32_layers", "must not hold empty names")
-        return cls(workspace, level, (points[0], points[1], points[2]), layers)
+        batch = _min_opt_max(t, "decoder_batch", t.get("decoder_batch", list, list(DEFAULT_DECODER_BATCH)))
+        return cls(workspace, level, points, layers, batch)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain TOML/JSON values; :meth:`from_dict` reads them back.
 
         Example:
             >>> load_profile("jetson-orin-nano").tensorrt.to_dict()
-            {'workspace_gb': 1.0, 'optimization_level': 3, 'decoder_points': [1, 4, 16], 'fp32_layers': ['LayerNormalization', 'Softmax']}
+            {'workspace_gb': 1.0, 'optimization_level': 3, 'decoder_points': [1, 4, 16], 'fp32_layers': ['LayerNormalization', 'Softmax'], 'decoder_batch': [1, 16, 64]}
         """
         return {"workspace_gb": self.workspace_gb, "optimization_level": self.optimization_level,
-                "decoder_points": list(self.decoder_points), "fp32_layers": list(self.fp32_layers)}
+                "decoder_points": list(self.decoder_points), "fp32_layers": list(self.fp32_layers),
+                "decoder_batch": list(self.decoder_batch)}
+
+
+def _min_opt_max(t: _Table, key: str, values: list) -> tuple[int, int, int]:
+    """``values`` as a ``(min, opt, max)`` range of ints with 1 <= min <= opt <= max, else a one-line error."""
+    if (len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+            or not 1 <= values[0] <= values[1] <= values[2]):
+        raise t.fail(key, f"must be [min, opt, max] with 1 <= min <= opt <= max, got {values}")
+    return values[0], values[1], values[2]
 
 
 @dataclass(frozen=True)

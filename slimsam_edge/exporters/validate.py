@@ -2,7 +2,8 @@
 
 Every mismatch is collected; one :class:`~slimsam_edge.errors.ValidationError` lists them all with
 their max differences (optimum's pattern). Decoder cases cover 1, 3 and 5 points, a box, box +
-points, with and without ``mask_input``, and non-square original sizes; mask outputs must also
+points, with and without ``mask_input``, and non-square original sizes, and for the batched low-res
+decoder 2 and 3 prompts per call (points, boxes, mask_input on some prompts only); mask outputs must also
 agree by IoU (threshold 0) with the reference.
 
 Illustration (not run as a doctest: it needs files or a model)::
@@ -23,7 +24,7 @@ import torch
 
 from ..errors import ValidationError
 from ..eval.metrics import mask_iou
-from ..models.graph_spec import ONNX_SPECS, OnnxSpec
+from ..models.graph_spec import ONNX_SPECS, OnnxSpec, has_prompt_axis
 from ..models.graphs import make_wrapper
 
 
@@ -66,8 +67,18 @@ class ValidationReport:
         return {"summary": self.summary(), "cases": [asdict(c) for c in self.cases]}
 
 
-def decoder_cases(module: torch.nn.Module, official: bool) -> list[tuple[str, tuple]]:
-    """Named decoder input cases (torch tensors)."""
+def decoder_cases(module: torch.nn.Module, official: bool, batched: bool = False) -> list[tuple[str, tuple]]:
+    """Named decoder input cases (torch tensors); ``batched`` (a graph with a prompt axis) adds
+    cases of 3 and 2 prompts per call, none of them the export's shape (1 prompt, 3 points + pad).
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.graphs import LowResDecoder
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> cases = decoder_cases(LowResDecoder(build_sam(PRESETS["sam_mini"])), False, batched=True)
+        >>> [(name, tuple(x[1].shape)) for name, x in cases][-2:]
+        [('3 prompts: box + 1 point, mask_input on prompts 1 and 3', (3, 3, 2)), ('2 prompts: 4 points', (2, 5, 2))]
+    """
     s = module.img_size
     sizes = [(s * 3 // 4, s), (s, s // 2 + 7), (s, s)]
     specs = [
@@ -84,13 +95,25 @@ def decoder_cases(module: torch.nn.Module, official: bool) -> list[tuple[str, tu
         extra = {"orig_hw": sizes[i % len(sizes)]} if official else {}
         label = name + (f" @ {extra['orig_hw'][0]}x{extra['orig_hw'][1]}" if official else "")
         cases.append((label, module.example_inputs(seed=100 + i, **kw, **extra)))
+    if batched:
+        for i, (name, kw) in enumerate(_BATCHED, len(specs)):
+            cases.append((name, module.example_inputs(seed=100 + i, **kw)))
     return cases
+
+
+#: prompt-axis cases of a batched decoder (B prompts against one embedding)
+_BATCHED = [
+    ("3 prompts: 2 points", dict(points=2, batch=3)),
+    ("3 prompts: box", dict(points=0, box=True, batch=3)),
+    ("3 prompts: box + 1 point, mask_input on prompts 1 and 3", dict(points=1, box=True, with_mask=True, batch=3)),
+    ("2 prompts: 4 points", dict(points=4, batch=2)),
+]
 
 
 def _cases(module: torch.nn.Module, spec: OnnxSpec) -> list[tuple[str, tuple]]:
     if "point_coords" not in spec.inputs:  # an encoder: its wrapper names its cases
         return module.example_cases()
-    return decoder_cases(module, official="orig_im_size" in spec.inputs)
+    return decoder_cases(module, official="orig_im_size" in spec.inputs, batched=has_prompt_axis(spec))
 
 
 def compare_outputs(

@@ -12,7 +12,9 @@ their prompts are given; the manifest and every exported ONNX file record it.
 
 Example:
     >>> ONNX_SPECS[DECODER_LOWRES].outputs
-    {'iou_predictions': {}, 'low_res_masks': {}}
+    {'iou_predictions': {0: 'num_prompts'}, 'low_res_masks': {0: 'num_prompts'}}
+    >>> ONNX_SPECS[DECODER].outputs["iou_predictions"]
+    {}
     >>> RUNTIME_GRAPHS
     ('image_encoder', 'mask_decoder_lowres')
     >>> ONNX_SPECS[ENCODER_PIXELS].inputs
@@ -48,6 +50,9 @@ RUNTIME_GRAPHS = (ENCODER, DECODER_LOWRES)
 
 DEFAULT_OPSET = 17
 _POINTS = {1: "num_points"}
+#: name of the low-res decoder's dynamic prompt axis (axis 0 of its prompt inputs and outputs)
+PROMPT_AXIS = "num_prompts"
+_PROMPTS = {0: PROMPT_AXIS}
 
 
 @dataclass(frozen=True)
@@ -124,16 +129,38 @@ ONNX_SPECS: dict[str, OnnxSpec] = {
         name=DECODER_LOWRES,
         wrapper="LowResDecoder",
         inputs={
-            "image_embeddings": {}, "point_coords": _POINTS, "point_labels": _POINTS,
-            "mask_input": {}, "has_mask_input": {},
+            "image_embeddings": {}, "point_coords": {**_PROMPTS, **_POINTS},
+            "point_labels": {**_PROMPTS, **_POINTS}, "mask_input": _PROMPTS, "has_mask_input": _PROMPTS,
         },
-        outputs={"iou_predictions": {}, "low_res_masks": {}},
+        outputs={"iou_predictions": _PROMPTS, "low_res_masks": _PROMPTS},
         atol={"iou_predictions": 2e-3, "low_res_masks": 2e-2},
         mask_outputs=("low_res_masks",),
         description="decoder without orig_im_size or upsampling (TensorRT-friendly); "
-        "the runtime resizes the chosen mask",
+        "the runtime resizes the chosen mask. B prompts against one image in one call: axis 0 "
+        "(num_prompts) of point_coords BxNx2, point_labels BxN, mask_input Bx1xLxL, "
+        "has_mask_input B and of the outputs; image_embeddings stays 1xCxGxG",
     ),
 }
+
+
+def has_prompt_axis(spec: "OnnxSpec | str | dict[str, Any]") -> bool:
+    """Whether a decoder takes B prompts per call: its ``point_coords`` axis 0 is dynamic.
+
+    ``spec`` is a graph name, an :class:`OnnxSpec`, or a runner's input specs (name →
+    :class:`~slimsam_edge.runtimes.base.TensorSpec`, whose ``str`` dims are dynamic): a graph
+    exported before the prompt axis existed has ``point_coords`` 1xNx2 and says no.
+
+    Example:
+        >>> has_prompt_axis("mask_decoder_lowres"), has_prompt_axis("mask_decoder")
+        (True, False)
+    """
+    if isinstance(spec, str):
+        spec = ONNX_SPECS[spec]
+    if isinstance(spec, OnnxSpec):
+        return 0 in spec.inputs.get("point_coords", {})
+    coords = spec.get("point_coords")
+    shape = getattr(coords, "shape", None)
+    return bool(shape) and not isinstance(shape[0], int)
 
 
 def prompt_frame(image_size: int, mask_input_side: int, graphs: Iterable[str] = ALL_GRAPHS) -> dict[str, Any]:
@@ -149,6 +176,8 @@ def prompt_frame(image_size: int, mask_input_side: int, graphs: Iterable[str] = 
         >>> f = prompt_frame(256, 64, ["image_encoder", "mask_decoder_single"])
         >>> f["long_side"], f["mask_input_size"], f["single_mask_graph"], f["multimask_graph"]
         (256, [64, 64], 'mask_decoder_single', None)
+        >>> f["prompt_batch"] is None, prompt_frame(256, 64)["prompt_batch"].split(":")[0]
+        (True, 'mask_decoder_lowres only')
     """
     held = set(graphs)
     size, side = int(image_size), int(mask_input_side)
@@ -166,6 +195,9 @@ def prompt_frame(image_size: int, mask_input_side: int, graphs: Iterable[str] = 
         "mask_input": f"1x1x{side}x{side} float32 logits (low_res_masks of a previous call) with "
         "has_mask_input 1, else zeros with has_mask_input 0",
         "orig_im_size": "(h, w) of the original image, float32",
+        "prompt_batch": f"{DECODER_LOWRES} only: B prompts in one call along axis 0 (point_coords BxNx2, "
+        "point_labels BxN, mask_input Bx1xLxL, has_mask_input B; outputs B-leading); image_embeddings stays 1"
+        if DECODER_LOWRES in held else None,
         "multimask_graph": graph(DECODER),
         "single_mask_graph": graph(DECODER_SINGLE),
         "lowres_graph": graph(DECODER_LOWRES),
@@ -195,6 +227,6 @@ def onnx_metadata(
         "pixel_std": json.dumps([float(v) for v in pixel_std]),
     }
     for key, value in frame.items():
-        if not key.endswith("_graph"):
+        if not key.endswith("_graph") and value is not None:
             meta[key] = value if isinstance(value, str) else json.dumps(value)
     return meta

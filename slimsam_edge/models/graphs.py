@@ -114,23 +114,26 @@ class _DecoderBase(nn.Module):
 
     def example_inputs(
         self, points: int = 1, *, box: bool = False, with_mask: bool = False, seed: int = 0,
-        orig_hw: tuple[int, int] | None = None,
+        orig_hw: tuple[int, int] | None = None, batch: int = 1,
     ) -> tuple[torch.Tensor, ...]:
-        """Random but valid decoder inputs: ``points`` points (+ box corners or a pad point)."""
+        """Random but valid decoder inputs: ``points`` points (+ box corners or a pad point) for
+        each of ``batch`` prompts (``batch`` > 1 only for graphs with a prompt axis). With
+        ``with_mask`` and ``batch`` > 1 every other prompt has a mask input (``has_mask_input``
+        1, 0, 1, ...) so both branches run in one call."""
         g = torch.Generator().manual_seed(seed)
         emb = torch.randn(1, self.embed_dim, self.grid, self.grid, generator=g)
-        coords = torch.rand(1, points, 2, generator=g) * self.img_size
-        labels = torch.randint(0, 2, (1, points), generator=g).float()
+        coords = torch.rand(batch, points, 2, generator=g) * self.img_size
+        labels = torch.randint(0, 2, (batch, points), generator=g).float()
         if box:
-            xy = torch.sort(torch.rand(2, 2, generator=g) * self.img_size, dim=0).values
-            coords = torch.cat([coords, xy[None]], dim=1)
-            labels = torch.cat([labels, torch.tensor([[2.0, 3.0]])], dim=1)
+            xy = torch.sort(torch.rand(batch, 2, 2, generator=g) * self.img_size, dim=1).values
+            coords = torch.cat([coords, xy], dim=1)
+            labels = torch.cat([labels, torch.tensor([[2.0, 3.0]]).expand(batch, 2)], dim=1)
         else:
-            coords = torch.cat([coords, torch.zeros(1, 1, 2)], dim=1)
-            labels = torch.cat([labels, -torch.ones(1, 1)], dim=1)
+            coords = torch.cat([coords, torch.zeros(batch, 1, 2)], dim=1)
+            labels = torch.cat([labels, -torch.ones(batch, 1)], dim=1)
         low = 4 * self.grid
-        mask = torch.randn(1, 1, low, low, generator=g) * 5 if with_mask else torch.zeros(1, 1, low, low)
-        has = torch.tensor([1.0 if with_mask else 0.0])
+        mask = torch.randn(batch, 1, low, low, generator=g) * 5 if with_mask else torch.zeros(batch, 1, low, low)
+        has = (torch.arange(batch) % 2 == 0).float() if with_mask else torch.zeros(batch)
         feed = (emb, coords, labels, mask, has)
         if orig_hw is not None:
             feed = feed + (torch.tensor(orig_hw, dtype=torch.float32),)
@@ -138,13 +141,26 @@ class _DecoderBase(nn.Module):
 
 
 class LowResDecoder(_DecoderBase):
-    """Prompt encoder + mask decoder → ``iou_predictions`` (1xK), ``low_res_masks`` (1xKx4gx4g)."""
+    """Prompt encoder + mask decoder for B prompts against one image embedding (1xCxGxG):
+    ``point_coords`` BxNx2, ``point_labels`` BxN, ``mask_input`` Bx1x4Gx4G, ``has_mask_input`` B
+    → ``iou_predictions`` (BxK), ``low_res_masks`` (BxKx4Gx4G). The embedding is repeated per
+    prompt inside the graph (segment-anything's ``MaskDecoder.predict_masks``).
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> dec = LowResDecoder(build_sam(PRESETS["sam_mini"]))
+        >>> [tuple(t.shape) for t in dec(*dec.example_inputs(2, batch=3, with_mask=True))]
+        [(3, 4), (3, 4, 64, 64)]
+    """
 
     input_names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
     output_names = ("iou_predictions", "low_res_masks")
 
     def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-        masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
+        # one has_mask_input per prompt: Bx1x1x1 scales that prompt's dense embedding only
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        masks, scores = self._decode(image_embeddings, point_coords, point_labels, mask_input, has)
         return scores, masks
 
 

@@ -117,6 +117,11 @@ class Runner(abc.ABC):
         assert self._outputs is not None
         return dict(self._outputs)
 
+    def max_prompts(self) -> int | None:
+        """The most prompts (axis 0 of a batched decoder's inputs) one call takes, ``None`` = no
+        limit of the backend's own (a TensorRT engine's optimisation profile has one)."""
+        return None
+
     # -- inference -----------------------------------------------------------------------------
     def infer(self, feed: FeedDict) -> FeedDict:
         """Check ``feed`` against the inputs, run the graph, return every output by name.

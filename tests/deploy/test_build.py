@@ -83,7 +83,9 @@ def test_build_on_tensorrt_10(bundle: Path, machine, precision: str) -> None:
     assert (bundle / "engines" / "timing.cache").is_file() and len(_engines(bundle)) == 2
     headers = {bool(h["profiles"]): h for h in trt.builds[-2:]}  # the decoder alone has a dynamic axis
     decoder, encoder = headers[True], headers[False]
-    assert decoder["profiles"][0]["point_coords"] == [[1, 1, 2], [1, 4, 2], [1, 16, 2]]
+    # prompts per call from [tensorrt] decoder_batch, points per prompt from decoder_points
+    assert decoder["profiles"][0]["point_coords"] == [[1, 1, 2], [16, 4, 2], [64, 16, 2]]
+    assert decoder["profiles"][0]["has_mask_input"] == [[1], [16], [64]]
     assert decoder["workspace"] == 1 << 30 and not decoder["strongly_typed"]
     flags = {"fp32": [], "fp16": ["FP16", "OBEY_PRECISION_CONSTRAINTS"], "int8": ["INT8"]}[precision]
     assert encoder["flags"] == flags and cudart.memory == {}
@@ -97,6 +99,40 @@ def test_build_on_tensorrt_10(bundle: Path, machine, precision: str) -> None:
         pred.set_image(np.full((64, 80, 3), 128, np.uint8))
         masks, scores, _ = pred.predict(point_coords=np.array([[30.0, 20.0]]), point_labels=np.array([1]))
     assert masks.shape[-2:] == (64, 80) and np.isfinite(scores).all()
+
+
+def test_built_decoder_engine_takes_a_batch_of_prompts(bundle: Path, machine) -> None:
+    """B=3 prompts in one engine call; more than the profile's max are sent in chunks of its max."""
+    import json as _json
+
+    from slimsam_edge.predictor import EdgePredictor
+
+    manifest = _json.loads((bundle / "manifest.json").read_text())  # a plan with a smaller prompt range
+    manifest["build_plan"]["tensorrt"]["settings"]["decoder_batch"] = [1, 2, 4]
+    (bundle / "manifest.json").write_text(_json.dumps(manifest))
+    trt, _ = machine(NANO)
+    build_bundle(bundle, precision="fp32")
+    assert [h["profiles"][0]["point_coords"] for h in trt.builds if h["profiles"]] == [[[1, 1, 2], [2, 4, 2], [4, 16, 2]]]
+    img = np.full((64, 80, 3), 128, np.uint8)
+    img[10:40, 20:60] = 30
+    boxes = np.array([[15, 5, 65, 45], [0, 0, 40, 40], [30, 20, 79, 63]], float)
+    with EdgePredictor.from_bundle(bundle, backend="tensorrt") as pred, \
+            EdgePredictor.from_bundle(bundle, backend="onnxruntime") as ref:
+        for p in (pred, ref):
+            p.set_image(img)
+        assert pred.decoder.max_prompts() == 4 and pred.chunk_size() == 4 and ref.chunk_size() == 32
+        calls: list[int] = []
+        infer = pred.decoder._infer
+        pred.decoder._infer = lambda feed: calls.append(feed["point_coords"].shape[0]) or infer(feed)
+        masks, scores, low = pred.predict_batch(boxes=boxes)
+        assert calls == [3] and masks.shape == (3, 3, 64, 80)
+        want = ref.predict_batch(boxes=boxes)
+        np.testing.assert_allclose(scores, want[1], atol=1e-4)
+        np.testing.assert_allclose(low, want[2], atol=1e-3)
+        many = np.tile(boxes, (3, 1))  # 9 prompts: chunks of the engine's max, 4
+        calls.clear()
+        np.testing.assert_allclose(pred.predict_batch(boxes=many)[1], np.tile(want[1], (3, 1)), atol=1e-4)
+        assert calls == [4, 4, 1]
 
 
 def test_rebuild_replaces_the_engines_it_supersedes(bundle: Path, machine) -> None:

@@ -139,7 +139,7 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     m = b.manifest
     assert m.reference["path"] == REFERENCE_FILE and REFERENCE_FILE in m.files
     assert m.reference["cases"] == {"image_encoder": 2, "image_encoder_pixels": 2, "mask_decoder": 6,
-                                    "mask_decoder_single": 6, "mask_decoder_lowres": 6}
+                                    "mask_decoder_single": 6, "mask_decoder_lowres": 7}
     cases = load_reference(b)
     graphs = {a.graph for a in m.artifacts}
     assert graphs == {c.graph for c in cases}
@@ -149,7 +149,7 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     assert not np.array_equal(enc[0].inputs["image"], enc[1].inputs["image"])
     assert enc[0].description.startswith("procedural seed")
     dec = {c.name: c for c in cases if c.graph == "mask_decoder_lowres"}
-    assert set(dec) == {f"{i}-{p}" for i in (0, 1) for p in ("point", "points", "box")}
+    assert set(dec) == {f"{i}-{p}" for i in (0, 1) for p in ("point", "points", "box")} | {"0-batch"}
     assert dec["0-point"].inputs["point_labels"].tolist() == [[1, -1]]  # SAM's pad point
     assert dec["0-points"].inputs["point_labels"].tolist() == [[1, 0, -1]]
     assert dec["1-box"].inputs["point_labels"].tolist() == [[2, 3]]
@@ -158,6 +158,19 @@ def test_export_writes_reference_io_for_every_graph(tiny_bundle):
     assert dec["0-point"].outputs["low_res_masks"].shape == (1, 4, 64, 64)
     masks = dec["0-point"].outputs["low_res_masks"] > 0
     assert 0 < masks.mean() < 1  # a real mask, neither empty nor full
+    # the batched case: the three prompts of image 0 in one call (prompt axis), padded with -1
+    batch = dec["0-batch"]
+    assert batch.inputs["point_labels"].tolist() == [[1, -1, -1], [1, 0, -1], [2, 3, -1]]
+    for i, name in enumerate(("point", "points", "box")):
+        n = dec[f"0-{name}"].inputs["point_coords"].shape[1]
+        np.testing.assert_array_equal(batch.inputs["point_coords"][i, :n], dec[f"0-{name}"].inputs["point_coords"][0])
+    assert batch.inputs["has_mask_input"].tolist() == [0, 0, 1]
+    np.testing.assert_array_equal(batch.inputs["mask_input"][2, 0], dec["0-point"].outputs["low_res_masks"][0, 0])
+    assert batch.outputs["low_res_masks"].shape == (3, 4, 64, 64) and batch.outputs["iou_predictions"].shape == (3, 4)
+    # the first prompt alone (its extra pad point aside) is the single "point" case
+    same = (batch.outputs["low_res_masks"][0, 0] > 0) == (dec["0-point"].outputs["low_res_masks"][0, 0] > 0)
+    assert same.mean() > 0.95
+    assert batch.embedding_from == "image_encoder/0" and "3 prompts in one call" in batch.description
     official = {c.name: c for c in cases if c.graph == "mask_decoder"}
     assert official["0-box"].inputs["orig_im_size"].tolist() == [192, 256]
     assert official["1-box"].outputs["masks"].shape == (1, 4, 256, 160)

@@ -43,8 +43,8 @@ def test_fresh_bundle_agrees_with_its_reference(tiny_bundle, backend):
         if c.graph in ("image_encoder", "image_encoder_pixels"):  # plain, and preprocessing in the graph
             assert c.metric == "cosine" and c.cases == 2
             assert c.numbers["cosine_min"] > 0.99999 and c.numbers["rel_error_max"] < 1e-4
-        else:
-            assert c.metric == "mask_iou" and c.cases == 6
+        else:  # the low-res decoder also has the batched case (3 prompts in one call)
+            assert c.metric == "mask_iou" and c.cases == (7 if c.graph == "mask_decoder_lowres" else 6)
             assert c.numbers["mask_iou_min"] >= 0.99 and c.numbers["mask_iou_all_tokens"] >= 0.99
             assert c.numbers["iou_predictions_max_diff"] < 1e-3
     assert len(steps) == len(report.checks)
@@ -67,7 +67,7 @@ def test_a_doctored_reference_output_fails_the_agreement(bundle_copy):
     failed = {c.name for c in report.checks if not c.passed}
     assert failed == {"mask_decoder_lowres/onnxruntime/fp32", "end_to_end/mask_decoder_lowres/onnxruntime/fp32"}
     bad = next(c for c in report.checks if c.name == "mask_decoder_lowres/onnxruntime/fp32")
-    assert bad.numbers["mask_iou_min"] < 0.5 < bad.value < 0.99  # one case of six flipped
+    assert bad.numbers["mask_iou_min"] < 0.5 < bad.value < 0.99  # one prompt of nine flipped
     assert report.failures()[0].startswith("mask_decoder_lowres/onnxruntime/fp32 mask_iou 0.")
 
 
@@ -225,3 +225,17 @@ def test_an_artifact_of_an_unknown_precision_is_one_line(bundle_copy):
     with pytest.raises(BundleError) as err:
         verify_bundle(bundle_copy, backend="onnxruntime", precision="int4")
     assert "int4" in str(err.value) and "\n" not in str(err.value)
+
+def test_batched_case_is_judged_per_prompt(bundle_copy):
+    """One prompt of the batched reference case doctored: verify sees it (mask IoU per prompt)."""
+    def flip_second(a):
+        a = a.copy()
+        a[1] = -a[1]
+        return a
+
+    doctor_reference(bundle_copy, "mask_decoder_lowres/0-batch/out/low_res_masks", flip_second)
+    report = verify_bundle(bundle_copy, backend="openvino")
+    bad = next(c for c in report.checks if c.name == "mask_decoder_lowres/openvino/fp32")
+    assert not bad.passed and bad.cases == 7
+    assert bad.numbers["mask_iou_min"] < 0.5 < bad.value  # 1 of 9 prompts (6 single + 3 batched)
+    assert all(c.passed for c in report.checks if c.graph != "mask_decoder_lowres")

@@ -204,7 +204,9 @@ def test_manifest_and_onnx_metadata_state_the_256_frame(tiny_bundle: Path) -> No
         assert meta["mask_input_size"] == "[64, 64]" and "ResizeLongestSide(256)" in meta["point_coords"], rel
         assert meta["model_id"] == "tiny" and meta["slimsam_edge_version"], rel
         assert meta["pixel_mean"] == "[123.675, 116.28, 103.53]" and meta["pixel_std"] == "[58.395, 57.12, 57.375]"
+        assert ("prompt_batch" in meta) == (meta["graph"] == "mask_decoder_lowres"), rel  # B prompts per call
         graphs.add(meta["graph"])
+    assert frame["prompt_batch"].startswith("mask_decoder_lowres only: B prompts in one call")
     assert graphs == {"image_encoder", "image_encoder_pixels", "mask_decoder", "mask_decoder_single",
                       "mask_decoder_lowres"}
 

@@ -190,6 +190,26 @@ def test_int8_paths_measured(bundle, int8) -> None:
     assert p.predict(box=np.array([5, 5, 50, 40]))[0].shape == (3, 64, 64)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_int8_decoders_keep_the_prompt_axis(bundle, int8, backend) -> None:
+    """The quantized low-res decoder (ORT Q/DQ, OpenVINO NNCF IR) still takes B prompts per call."""
+    from slimsam_edge.models.graph_spec import has_prompt_axis
+    from slimsam_edge.predictor import EdgePredictor
+
+    dec = next(a for a in int8[0] if a.backend == backend and a.graph == "mask_decoder_lowres")
+    assert "int8" in dec.path  # a quantized file, not the fp32 one with a hint
+    p = EdgePredictor.from_bundle(bundle, backend=backend, precision="int8")
+    assert has_prompt_axis(p.decoder.input_specs())
+    p.set_image(photo((64, 80), seed=3))
+    boxes = np.array([[5, 5, 50, 40], [20, 10, 70, 60], [0, 30, 40, 64]], float)
+    masks, scores, low = p.predict_batch(boxes=boxes)
+    assert masks.shape == (3, 3, 64, 80) and scores.shape == (3, 3)
+    for i, box in enumerate(boxes):
+        _, s1, l1 = p.predict(box=box)
+        np.testing.assert_allclose(scores[i], s1, atol=1e-3)
+        assert ((low[i] > 0) == (l1 > 0)).mean() > 0.99
+
+
 def test_int8_keeps_the_decoder_fp32_by_default(tmp_path, tiny_bundle) -> None:
     root = tmp_path / "b"
     shutil.copytree(tiny_bundle, root)

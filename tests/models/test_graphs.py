@@ -45,3 +45,35 @@ def test_pixel_encoder_is_the_encoder_on_the_runtimes_preprocessing(tiny_model) 
         x = normalize_and_pad(pixels, spec.image_size, spec.pixel_mean, spec.pixel_std)
         want = EncoderGraph(tiny_model)(torch.from_numpy(x))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [dict(points=2), dict(points=1, box=True, with_mask=True), dict(points=0, box=True)])
+def test_lowres_decoder_batch_is_each_prompt_alone(tiny_model, kw) -> None:
+    """B prompts against one embedding = B one-prompt calls (the embedding repeated in the graph);
+    has_mask_input is per prompt (1, 0, 1 here with a mask)."""
+    from slimsam_edge.models.graph_spec import has_prompt_axis
+    from slimsam_edge.models.graphs import LowResDecoder
+
+    dec = LowResDecoder(tiny_model)
+    feed = dec.example_inputs(seed=4, batch=3, **kw)
+    assert feed[0].shape[0] == 1 and feed[1].shape[0] == 3 and feed[4].shape == (3,)
+    with torch.no_grad():
+        scores, masks = dec(*feed)
+        for i in range(3):
+            one = (feed[0],) + tuple(t[i:i + 1] for t in feed[1:])
+            s1, m1 = dec(*one)
+            torch.testing.assert_close(scores[i:i + 1], s1, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(masks[i:i + 1], m1, atol=1e-4, rtol=1e-4)
+    if kw.get("with_mask"):
+        assert feed[4].tolist() == [1.0, 0.0, 1.0]
+    assert has_prompt_axis("mask_decoder_lowres") and not has_prompt_axis("mask_decoder_single")
+
+
+def test_example_inputs_of_one_prompt_are_unchanged_by_the_batch_argument(tiny_model) -> None:
+    """batch=1 draws the same tensors as before the prompt axis (the export and its cases)."""
+    from slimsam_edge.models.graphs import LowResDecoder
+
+    dec = LowResDecoder(tiny_model)
+    a, b = dec.example_inputs(3, box=True, seed=2), dec.example_inputs(3, box=True, seed=2, batch=1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert tuple(a[1].shape) == (1, 5, 2) and tuple(a[4].shape) == (1,)

@@ -31,6 +31,8 @@ log = logging.getLogger("slimsam_edge.tensorrt")
 
 Shape = Sequence[int]
 ShapeRange = tuple[Shape, Shape, Shape]
+#: one (min, opt, max) for every dynamic axis, or one per axis index
+AxisRanges = "tuple[int, int, int] | dict[int, tuple[int, int, int]]"
 
 #: ONNX op types (as users name them) -> TensorRT LayerType member names
 ONNX_TO_TRT_LAYER: dict[str, str] = {
@@ -161,7 +163,7 @@ def build_engine(
     strongly_typed: bool = False,
     dla_core: int | None = None,
     optimization_level: int | None = None,
-    dynamic_range: tuple[int, int, int] | None = None,
+    dynamic_range: "AxisRanges | None" = None,
 ) -> Path:
     """Parse ``onnx_path``, build a serialized engine and write it atomically to ``engine_path``.
 
@@ -179,7 +181,8 @@ def build_engine(
             strongly typed reduced graph).
         optimization_level: ``builder_optimization_level`` (0..5; None = TensorRT's default, 3).
         dynamic_range: (min, opt, max) for every dynamic axis of an input that
-            ``min_opt_max_shapes`` leaves out (the low-res decoder's point count).
+            ``min_opt_max_shapes`` leaves out, or ``{axis index: (min, opt, max)}`` (the low-res
+            decoder: ``{0: prompt count, 1: point count}``).
 
     Raises:
         BackendUnavailableError: TensorRT / cuda-python is not installed.
@@ -237,17 +240,37 @@ def _check_request(onnx_path: Path, *, fp16: bool, int8: bool, calibrator: Any, 
         raise UsageError("DLA runs only fp16 or int8 layers; pass fp16=True or int8=True with dla_core")
 
 
-def _dynamic_shapes(network: Any, dynamic_range: tuple[int, int, int] | None) -> dict[str, ShapeRange]:
-    """(min, opt, max) shapes of every input with a dynamic axis, each such axis set from ``dynamic_range``."""
+def _dynamic_shapes(network: Any, dynamic_range: "AxisRanges | None") -> dict[str, ShapeRange]:
+    """(min, opt, max) shapes of every input with a dynamic axis, each such axis set from
+    ``dynamic_range``: one (min, opt, max) for every dynamic axis, or ``{axis: (min, opt, max)}``
+    per axis index (the low-res decoder: axis 0 prompts, axis 1 points); a dynamic axis the dict
+    leaves out is refused.
+
+    Example:
+        >>> class T:  # a parsed network input: point_coords with dynamic prompt and point axes
+        ...     name, shape = "point_coords", (-1, -1, 2)
+        >>> class N:
+        ...     num_inputs = 1
+        ...     get_input = staticmethod(lambda i: T)
+        >>> _dynamic_shapes(N, {0: (1, 16, 64), 1: (1, 4, 16)})
+        {'point_coords': ((1, 1, 2), (16, 4, 2), (64, 16, 2))}
+    """
     if dynamic_range is None:
         return {}
     out: dict[str, ShapeRange] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dims = tuple(tensor.shape)
-        if any(d < 0 for d in dims):
-            out[tensor.name] = tuple(tuple(int(v) if d < 0 else int(d) for d in dims)  # type: ignore[assignment]
-                                     for v in dynamic_range)
+        if not any(d < 0 for d in dims):
+            continue
+        ranges = {a: dynamic_range for a, d in enumerate(dims) if d < 0} if not isinstance(dynamic_range, dict) \
+            else {a: dynamic_range.get(a) for a, d in enumerate(dims) if d < 0}
+        missing = [a for a, r in ranges.items() if r is None]
+        if missing:
+            raise UsageError(f"{tensor.name}: no (min, opt, max) range for its dynamic axis {missing[0]}; "
+                             "pass min_opt_max_shapes for it")
+        out[tensor.name] = tuple(tuple(int(ranges[a][k]) if a in ranges else int(d)  # type: ignore[index]
+                                       for a, d in enumerate(dims)) for k in range(3))  # type: ignore[assignment]
     return out
 
 

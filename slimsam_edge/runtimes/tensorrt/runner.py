@@ -151,6 +151,13 @@ class TensorRTRunner(Runner):
 
         return ({n: spec(n) for n in self._input_names}, {n: spec(n) for n in self._output_names})
 
+    def max_prompts(self) -> int | None:
+        """The engine profile's max of the decoder's prompt axis (``[tensorrt] decoder_batch``)."""
+        self.activate()
+        if "point_coords" not in self._input_names or not hasattr(self._engine, "get_tensor_profile_shape"):
+            return None
+        return int(self._engine.get_tensor_profile_shape("point_coords", 0)[2][0])
+
     def _infer(self, feed: FeedDict) -> FeedDict:
         cudart, ctx, stream = self._cudart, self._context, self._stream
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice

@@ -72,8 +72,15 @@ class TorchRunner(Runner):
             "low_res_masks": (1, "masks", 4 * grid, 4 * grid),
         }
         f32 = np.dtype(np.float32)
-        ins = {n: TensorSpec(n, f32, shapes[n]) for n in self._spec.inputs}
-        outs = {n: TensorSpec(n, f32, shapes[n]) for n in self._spec.outputs}
+
+        def spec(name: str, axes: dict[int, str]) -> TensorSpec:
+            dims = list(shapes[name])
+            for axis, label in axes.items():  # the graph's dynamic axes (the decoder's prompt axis)
+                dims[axis] = label
+            return TensorSpec(name, f32, tuple(dims))
+
+        ins = {n: spec(n, axes) for n, axes in self._spec.inputs.items()}
+        outs = {n: spec(n, axes) for n, axes in self._spec.outputs.items()}
         return ins, outs
 
     def _infer(self, feed: FeedDict) -> FeedDict:
