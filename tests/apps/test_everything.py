@@ -61,6 +61,15 @@ def test_coco_rle_string_equals_pycocotools() -> None:
     assert counts_from_string(ev.counts_to_string(big)).tolist() == big
 
 
+def test_coco_rle_without_pycocotools(monkeypatch) -> None:
+    import sys
+
+    rle = ev.masks_to_rle(_random_masks(3, 21, 17, seed=5)[2][None])[0]
+    with_lib = ev.coco_rle(rle)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    assert ev.coco_rle(rle) == with_lib
+
+
 def test_box_nms_equals_torchvision() -> None:
     tv = pytest.importorskip("torchvision.ops")
     rng = np.random.default_rng(2)
