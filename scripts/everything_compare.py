@@ -5,6 +5,7 @@ Runs are interleaved (ours, SAM's, ours, ...) so machine load hits both alike; t
 repeats is reported. Not a test: a measurement.
 
     PYTHONPATH=. python scripts/everything_compare.py BUNDLE [--size 480x640] [--pps 16 32] [--repeats 3]
+        [--pred-iou-thresh 0.88] [--stability-thresh 0.95] [--threads N]
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
     ap.add_argument("--pps", type=int, nargs="+", default=[16, 32])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    ap.add_argument("--stability-thresh", type=float, default=0.95)
     args = ap.parse_args()
 
     import torch
@@ -64,8 +67,10 @@ def main() -> None:
     report = {"image": [h, w], "torch_threads": torch.get_num_threads(),
               "predict_batch": hasattr(predictor, "predict_batch"), "runs": []}
     for pps in args.pps:
-        ours_gen = MaskGenerator(predictor, points_per_side=pps, output_mode="binary_mask")
-        sam_gen = SamAutomaticMaskGenerator(sam, points_per_side=pps, output_mode="binary_mask")
+        settings = dict(points_per_side=pps, pred_iou_thresh=args.pred_iou_thresh,
+                        stability_score_thresh=args.stability_thresh, output_mode="binary_mask")
+        ours_gen = MaskGenerator(predictor, **settings)
+        sam_gen = SamAutomaticMaskGenerator(sam, **settings)
         t_ours, t_sam = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter(); ours = ours_gen.generate(image); t_ours.append(time.perf_counter() - t0)
