@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -51,3 +51,43 @@ def write_png(path: Path | str, array: np.ndarray) -> Path:
     if not ok:
         raise ImageError(f"cannot encode PNG for {path}")
     return write_bytes_atomic(path, buf.tobytes())
+
+
+def mask_colors(n: int) -> np.ndarray:
+    """``n`` distinct, bright RGB colours (hues spaced by the golden ratio), ``n x 3`` uint8.
+
+    Example:
+        >>> c = mask_colors(3)
+        >>> c.shape, len({tuple(v) for v in c.tolist()})
+        ((3, 3), 3)
+    """
+    hues = (np.arange(n) * 0.618033988749895 % 1.0 * 180).astype(np.uint8)
+    hsv = np.stack([hues, np.full(n, 200, np.uint8), np.full(n, 235, np.uint8)], axis=1)
+    return cv2.cvtColor(hsv[None], cv2.COLOR_HSV2RGB)[0]
+
+
+def overlay_masks(image_rgb: np.ndarray, masks: Sequence[np.ndarray] | Iterable[np.ndarray], *,
+                  alpha: float = 0.5, count: int | None = None) -> np.ndarray:
+    """Blend many masks over an RGB image, each in its own colour (:func:`mask_colors`) with a
+    white outline, in the order given (later masks on top). ``masks`` may be a generator (one
+    decoded mask in memory at a time); ``count`` sizes the palette when it is one.
+
+    Example:
+        >>> img = np.zeros((20, 20, 3), np.uint8)
+        >>> a = np.zeros((20, 20), bool); a[2:9, 2:9] = True
+        >>> out = overlay_masks(img, [a, a[::-1, ::-1]])
+        >>> out.shape, bool((out[5, 5] != out[14, 14]).any()), out[5, 5].tolist() != [0, 0, 0]
+        ((20, 20, 3), True, True)
+    """
+    if count is None:
+        masks = list(masks)
+        count = len(masks)
+    colors = mask_colors(max(count, 1))
+    out = image_rgb.copy()
+    thick = max(1, round(max(out.shape[:2]) / 600))
+    for k, mask in enumerate(masks):
+        m = np.asarray(mask, dtype=bool)
+        out[m] = (out[m] * (1 - alpha) + colors[k % len(colors)] * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (255, 255, 255), thick)
+    return out

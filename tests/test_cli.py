@@ -463,3 +463,44 @@ def test_verify_failure_says_rebuild_only_for_on_device_backends():
 
     assert "slimsam-edge build" in remedy(VerifyReport("b", [check("tensorrt", 0.5)]))
     assert "re-export" in remedy(VerifyReport("b", [check("onnxruntime", 0.5), check("tensorrt", 1.0)]))
+
+
+def test_segment_everything_writes_coco_rle_and_overlay(tmp_path, tiny_bundle):
+    """`segment --everything`: a JSON list of SAM-style records with COCO RLE (pycocotools decodes
+    them), an overlay PNG beside it, nothing left half-written."""
+    from pycocotools import mask as mask_utils
+
+    image = tmp_path / "small.png"
+    cv2.imwrite(str(image), photo((60, 80), seed=4)[..., ::-1])
+    out = tmp_path / "res" / "masks.json"
+    r = run("segment", image, "--bundle", tiny_bundle, "--everything", "--out", out, "--points-per-side", "3",
+            "--pred-iou-thresh", "0", "--stability-thresh", "0", "--min-area", "5", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    records = json.loads(out.read_text())
+    assert res["count"] == len(records) > 0 and res["points_per_side"] == 3
+    overlay = cv2.imread(res["overlay"])
+    assert res["overlay"] == str(out.with_name("masks_overlay.png")) and overlay.shape == (60, 80, 3)
+    for rec in records:
+        assert set(rec) == {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+        seg = {"size": rec["segmentation"]["size"], "counts": rec["segmentation"]["counts"].encode()}
+        assert rec["segmentation"]["size"] == [60, 80] and int(mask_utils.area(seg)) == rec["area"] > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["masks.json", "masks_overlay.png"]
+
+
+def test_segment_everything_bad_inputs(tmp_path, tiny_bundle, image_file):
+    out = tmp_path / "masks.json"
+    not_image = tmp_path / "x.png"
+    not_image.write_bytes(b"definitely not a png")
+    base = ("segment", image_file, "--bundle", tiny_bundle, "--out", out)
+    assert_one_line_error(run("segment", not_image, "--bundle", tiny_bundle, "--everything", "--out", out), "decode")
+    assert_one_line_error(run("segment", tmp_path / "nope.jpg", "--bundle", tiny_bundle, "--everything", "--out", out), "not found")
+    assert_one_line_error(run(*base, "--everything", "--point", "10,10"), "--everything", "drop --point/--box")
+    assert_one_line_error(run(*base, "--everything", "--box", "1,1,20,20"), "drop --point/--box")
+    assert_one_line_error(run(*base, "--everything", "--pred-iou-thresh", "1.5"), "--pred-iou-thresh must be in [0, 1]")
+    assert_one_line_error(run(*base, "--everything", "--stability-thresh", "-0.2"), "--stability-thresh must be in [0, 1]")
+    assert_one_line_error(run(*base, "--everything", "--points-per-side", "0"), "--points-per-side must be a whole number >= 1")
+    assert_one_line_error(run(*base, "--everything", "--min-area", "-3"), "--min-area must be a number of pixels >= 0")
+    assert_one_line_error(run(*base, "--point", "10,10", "--points-per-side", "8"), "apply only with --everything")
+    assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--everything", "--out", tmp_path / "m.png"), "must end in .json")
+    assert not out.exists()

@@ -91,3 +91,74 @@ def segment_file(
         "backend": predictor.backend, "precision": predictor.precision,
         "timings_ms": {k: round(v * 1e3, 2) for k, v in predictor.timings.items()},
     }
+
+
+def segment_everything_file(
+    image: Path | str,
+    bundle: Path | str,
+    out: Path | str,
+    *,
+    backend: str | None = None,
+    precision: str | None = None,
+    threads: int | None = None,
+    progress: Any = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Segment everything in ``image`` with a bundle; write the masks as a JSON list of COCO-RLE
+    records (segment-anything's keys) and an overlay PNG beside it (``<name>_overlay.png``).
+
+    Arguments:
+        image, bundle, backend, precision, threads: as :func:`segment_file`.
+        out: JSON file to write (must end in ``.json``).
+        progress: optional ``callback(done_points, total_points)``.
+        settings: :class:`~slimsam_edge.apps.everything.MaskGenerator` settings
+            (``points_per_side``, ``pred_iou_thresh``, ``stability_score_thresh``,
+            ``min_mask_region_area``, ...); checked before the bundle is opened.
+
+    Returns:
+        ``{"image", "masks", "overlay", "count", "image_size", "backend", "precision",
+        "points_per_side", "seconds"}``.
+
+    Raises:
+        UsageError: ``out`` not a .json, or a setting out of range.
+
+    Example:
+        >>> segment_everything_file("photo.jpg", "bundle/", "masks.png")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: --out masks.png: must end in .json (the masks are written as a COCO-RLE list)
+    """
+    import json
+    import time
+
+    import numpy as np
+
+    from ..data.images import read_image
+    from ..fsutil import write_text_atomic
+    from ..predictor import EdgePredictor
+    from ..visualize import overlay_masks, write_png
+    from .everything import MaskGenerator, coco_rle, rle_to_mask
+
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise UsageError(f"--out {out}: must end in .json (the masks are written as a COCO-RLE list)")
+    generator = MaskGenerator(None, output_mode="uncompressed_rle", progress=progress, **settings)
+    rgb = read_image(image)
+    generator.predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+    t0 = time.perf_counter()
+    records = generator.generate(rgb)
+    seconds = time.perf_counter() - t0
+    raw = [r["segmentation"] for r in records]
+    for r in records:
+        r["segmentation"] = coco_rle(r["segmentation"])
+    write_text_atomic(out, json.dumps(records))
+    overlay_path = out.with_name(out.stem + "_overlay.png")
+    order = np.argsort([-r["area"] for r in records], kind="stable")  # small masks drawn on top
+    overlay = overlay_masks(rgb, (rle_to_mask(raw[i]) for i in order), count=len(records))
+    write_png(overlay_path, overlay[..., ::-1])
+    predictor = generator.predictor
+    return {
+        "image": str(image), "masks": str(out), "overlay": str(overlay_path), "count": len(records),
+        "image_size": list(rgb.shape[:2]), "backend": predictor.backend, "precision": predictor.precision,
+        "points_per_side": int(np.sqrt(len(generator.grids[0]))), "seconds": round(seconds, 3),
+    }
