@@ -120,13 +120,7 @@ class EdgePredictor:
         runners = []
         for graph in (ENCODER, DECODER):
             art = find_artifact(bundle, graph, backend, precision)
-            hint = art.precision_hint(f"bundle {bundle.root}") or (
-                precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32")
-            opts = RunnerOptions(
-                threads=threads, device=device or "cpu", precision=hint,
-                extra=art.runner_extra(f"bundle {bundle.root}"),  # validated facts, no runtime settings
-            )
-            runners.append(open_runner(bundle.path_of(art), backend=art.backend, options=opts))
+            runners.append(open_artifact(bundle.root, art, precision=precision, device=device, threads=threads))
         predictor = cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
             pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
@@ -512,6 +506,30 @@ def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str |
         if precision != "bf16":  # bf16 is also a run-time hint on fp32 artifacts (OpenVINO, torch)
             raise
         return bundle.find(graph, backend=backend, precision="fp32")
+
+
+def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, device: str | None = None,
+                  threads: int | None = None) -> Runner:
+    """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
+    artifact's precision hint (else ``precision`` as a run-time hint on an fp32 artifact, for bf16 /
+    fp16, else fp32) and only the validated facts its runner checks (``Artifact.runner_extra``:
+    no runtime settings from the manifest). The one way a bundle's artifact is opened
+    (:meth:`EdgePredictor.from_bundle`, ``slimsam-edge verify``, the export's accuracy gate).
+
+    Raises:
+        BackendUnavailableError: the backend's package is not installed (one line naming the extra).
+        BundleError: the hint or those facts are malformed in the manifest.
+
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        with open_artifact(b.root, b.find("image_encoder", "onnxruntime")) as r:
+            r.infer({"image": x})
+    """
+    where = f"bundle {root}"
+    hint = art.precision_hint(where) or (
+        precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32")
+    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=art.runner_extra(where))
+    return open_runner(Path(root) / art.path, backend=art.backend, options=opts)
 
 
 def runtime_defaults(backend: str | None, info: dict[str, Any] | None = None) -> tuple[str | None, int | None]:

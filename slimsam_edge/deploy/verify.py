@@ -37,11 +37,11 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError
 from ..models.graph_spec import ENCODER, ONNX_SPECS, FeedDict
+from ..predictor import open_artifact
 from .reference_io import EMBEDDING, ReferenceCase, load_reference
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..bundle import Artifact, Bundle
-    from ..runtimes import Runner
 
 #: minimum agreement with the fp32 reference outputs, per precision (mask IoU; cosine for graphs
 #: without mask outputs)
@@ -112,29 +112,6 @@ class VerifyReport:
         checks = [{**asdict(c), "passed": c.passed} for c in self.checks]
         return {"passed": self.passed, "bundle": self.bundle, "checks": checks, "skipped": list(self.skipped),
                 "failures": [] if self.passed else self.failures()}
-
-
-def artifact_runner(root: Path | str, art: "Artifact", *, device: str | None = None,
-                    threads: int | None = None) -> "Runner":
-    """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
-    artifact's precision hint and the facts its runner checks (:meth:`Artifact.runner_extra`), as
-    the predictor opens it.
-
-    Raises:
-        BackendUnavailableError: the backend's package is not installed (one line naming the extra).
-        BundleError: the hint or those facts are malformed in the manifest.
-
-    Illustration (not run as a doctest: it needs files or a model)::
-
-        with artifact_runner(b.root, b.find("image_encoder", "onnxruntime")) as r:
-            r.infer({"image": x})
-    """
-    from ..runtimes import RunnerOptions, open_runner
-
-    where = f"bundle {root}"
-    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=art.precision_hint(where) or "fp32",
-                         extra=art.runner_extra(where))
-    return open_runner(Path(root) / art.path, backend=art.backend, options=opts)
 
 
 def compare(graph: str, reference: Sequence[FeedDict], got: Sequence[FeedDict]) -> dict[str, float]:
@@ -245,7 +222,7 @@ def verify_artifacts(bundle: "Bundle", artifacts: Iterable["Artifact"], *, progr
             report.skipped.append(f"{label}: no reference cases for graph {art.graph}")
             continue
         say(f"verify {label} ({len(mine)} cases)")
-        with artifact_runner(bundle.root, art, device=device, threads=threads) as runner:
+        with open_artifact(bundle.root, art, device=device, threads=threads) as runner:
             got = [runner.infer(c.inputs) for c in mine]
         report.checks.append(_check(label, "graph", art, limits[art.precision], [c.outputs for c in mine], got,
                                     art.graph))
@@ -258,7 +235,7 @@ def verify_artifacts(bundle: "Bundle", artifacts: Iterable["Artifact"], *, progr
             continue
         label = f"end_to_end/{art.graph}/{art.backend}/{art.precision}"
         say(f"verify {ENCODER} -> {art.graph} end to end ({art.backend}/{art.precision})")
-        with artifact_runner(bundle.root, art, device=device, threads=threads) as runner:
+        with open_artifact(bundle.root, art, device=device, threads=threads) as runner:
             got = [runner.infer({**c.inputs, EMBEDDING: candidate[str(c.embedding_from)]}) for c in linked]
         report.checks.append(_check(label, "end_to_end", art, limits[art.precision], [c.outputs for c in linked],
                                     got, art.graph))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..bundle import Artifact
-from ..deploy.verify import DEFAULT_THRESHOLDS, artifact_runner
+from ..deploy.verify import DEFAULT_THRESHOLDS
 from ..errors import AccuracyGateError, BackendUnavailableError, UnsupportedOnThisMachineError
 from ..models.graph_spec import DECODER_LOWRES as DECODER
 from ..models.graph_spec import ENCODER
@@ -29,9 +29,9 @@ __all__ = ["DEFAULT_THRESHOLDS", "run_gate"]  # the thresholds live in deploy/ve
 
 
 def _predictor(root: Path, arts: dict[str, Artifact], image_size: int, mean: list[float], std: list[float]) -> Any:
-    from ..predictor import EdgePredictor
+    from ..predictor import EdgePredictor, open_artifact
 
-    runners = [artifact_runner(root, arts[g]) for g in (ENCODER, DECODER)]
+    runners = [open_artifact(root, arts[g]) for g in (ENCODER, DECODER)]
     return EdgePredictor(runners[0], runners[1], image_size=image_size, pixel_mean=tuple(mean),
                          pixel_std=tuple(std)).activate()
 

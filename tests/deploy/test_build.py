@@ -208,21 +208,21 @@ def test_fp16_collapse_is_refused(bundle: Path, machine) -> None:
 
 
 def test_engine_of_another_machine_is_refused(bundle: Path, machine) -> None:
-    from slimsam_edge.deploy.verify import artifact_runner
+    from slimsam_edge.predictor import open_artifact
 
     machine(NANO)
     build_bundle(bundle, precision="fp16")
     art = load_bundle(bundle).find("image_encoder", backend="tensorrt")
     machine(X86, "10.3.0", devices=(("NVIDIA GeForce RTX 4090", 8, 9),))
     with pytest.raises(BundleError) as err:
-        artifact_runner(bundle, art).activate()
+        open_artifact(bundle, art).activate()
     msg = str(err.value)
     assert "engine built on Orin (nvgpu) (sm 8.7) / TensorRT 10.3.0 / L4T # R36" in msg
     assert "this machine is NVIDIA GeForce RTX 4090 (sm 8.9) / TensorRT 10.3.0 / not a Jetson" in msg
     assert f"run `slimsam-edge build {bundle}` here" in msg and "\n" not in msg
     machine(NANO, "10.4.0")  # same GPU, another TensorRT
     with pytest.raises(BundleError, match="built by TensorRT 10.3.0, this device has 10.4.0"):
-        artifact_runner(bundle, art).activate()
+        open_artifact(bundle, art).activate()
 
 
 @pytest.mark.parametrize("info, kw, error, message", [
@@ -288,7 +288,7 @@ def _doctor(root: Path, change) -> None:
 
 def test_a_tampered_fingerprint_is_one_line(bundle: Path, machine) -> None:
     """A manifest's fingerprint that is not an object of strings: a BundleError, not a traceback."""
-    from slimsam_edge.deploy.verify import artifact_runner
+    from slimsam_edge.predictor import open_artifact
 
     machine(NANO)
     build_bundle(bundle, precision="fp16")
@@ -300,7 +300,7 @@ def test_a_tampered_fingerprint_is_one_line(bundle: Path, machine) -> None:
     _doctor(bundle, change)
     art = load_bundle(bundle).find("image_encoder", backend="tensorrt")
     with pytest.raises(BundleError) as err:
-        artifact_runner(bundle, art).activate()
+        open_artifact(bundle, art).activate()
     assert "fingerprint" in str(err.value) and "\n" not in str(err.value)
 
 

@@ -191,7 +191,7 @@ def _doctor_manifest(root, change) -> None:
 def test_manifest_extra_never_reaches_the_runtime(bundle_copy):
     """Runtime settings (ONNX Runtime providers, OpenVINO config) written into an artifact's
     ``extra`` are not passed on: a manifest describes files, it does not configure runtimes."""
-    from slimsam_edge.deploy.verify import artifact_runner
+    from slimsam_edge.predictor import open_artifact
 
     def change(data):
         for a in data["artifacts"]:
@@ -201,7 +201,7 @@ def test_manifest_extra_never_reaches_the_runtime(bundle_copy):
     b = load_bundle(bundle_copy)
     for art in b.manifest.artifacts:
         if art.backend in ("onnxruntime", "openvino"):
-            runner = artifact_runner(b.root, art)
+            runner = open_artifact(b.root, art)
             assert runner.options.extra == {"graph": art.graph}
     assert verify_bundle(bundle_copy, backend="onnxruntime").passed
 
