@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..data.rle import coco_rle, masks_to_rle, rle_area, rle_to_mask
 from ..errors import UsageError
 
 OUTPUT_MODES = ("coco_rle", "binary_mask", "uncompressed_rle")
@@ -194,90 +195,6 @@ def remove_small_regions(mask: np.ndarray, min_area: float, mode: str) -> tuple[
     if big.size == 0:
         big = np.array([int(np.argmax(sizes)) + 1])
     return np.isin(labels, big), True
-
-
-# ---------------------------------------------------------------------------------- run lengths
-def masks_to_rle(masks: np.ndarray) -> list[dict[str, Any]]:
-    """Uncompressed COCO RLEs (column-major run lengths starting with a 0-run) of N x H x W masks.
-
-    Example:
-        >>> m = np.zeros((1, 2, 3), bool); m[0, 1, 1:] = True
-        >>> masks_to_rle(m)
-        [{'size': [2, 3], 'counts': [3, 1, 1, 1]}]
-    """
-    n, h, w = masks.shape
-    flat = masks.transpose(0, 2, 1).reshape(n, h * w)
-    out = []
-    for row in flat:
-        change = np.flatnonzero(row[1:] != row[:-1]) + 1
-        edges = np.concatenate(([0], change, [h * w]))
-        counts = np.diff(edges).tolist()
-        if row.size and row[0]:
-            counts.insert(0, 0)
-        out.append({"size": [h, w], "counts": counts})
-    return out
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode an uncompressed RLE into an ``H x W`` bool mask.
-
-    Example:
-        >>> rle_to_mask({"size": [2, 3], "counts": [3, 1, 1, 1]}).astype(int).tolist()
-        [[0, 0, 0], [0, 1, 1]]
-    """
-    h, w = rle["size"]
-    counts = np.asarray(rle["counts"], np.int64)
-    values = np.arange(counts.size) % 2 == 1
-    return np.repeat(values, counts).reshape(w, h).T
-
-
-def rle_area(rle: dict[str, Any]) -> int:
-    """Foreground pixels of an uncompressed RLE.
-
-    Example:
-        >>> rle_area({"size": [2, 3], "counts": [3, 1, 1, 1]})
-        2
-    """
-    return int(sum(rle["counts"][1::2]))
-
-
-def counts_to_string(counts: Sequence[int]) -> str:
-    """COCO's compressed counts string of run lengths (the inverse of
-    :func:`slimsam_edge.data.rle.counts_from_string`): runs from the fourth on are stored as the
-    difference to the run two before, each value in 5-bit groups with a continuation bit, offset 48.
-
-    Example:
-        >>> counts_to_string([6, 2, 3, 2, 7])
-        '62304'
-    """
-    out = []
-    for i, value in enumerate(counts):
-        x = int(value) - (int(counts[i - 2]) if i > 2 else 0)
-        while True:
-            c = x & 0x1F
-            x >>= 5
-            more = x != -1 if c & 0x10 else x != 0
-            out.append(chr(c + (0x20 if more else 0) + 48))
-            if not more:
-                break
-    return "".join(out)
-
-
-def coco_rle(rle: dict[str, Any]) -> dict[str, Any]:
-    """Compressed, JSON-ready COCO RLE (``counts`` a str) of an uncompressed one; pycocotools when
-    installed, else :func:`counts_to_string` (the same bytes).
-
-    Example:
-        >>> coco_rle({"size": [5, 4], "counts": [6, 2, 3, 2, 7]})
-        {'size': [5, 4], 'counts': '62304'}
-    """
-    h, w = rle["size"]
-    try:
-        from pycocotools import mask as mask_utils
-    except ImportError:
-        return {"size": [h, w], "counts": counts_to_string(rle["counts"])}
-    enc = mask_utils.frPyObjects({"size": [h, w], "counts": list(rle["counts"])}, h, w)
-    return {"size": [h, w], "counts": enc["counts"].decode("ascii")}
 
 
 # ---------------------------------------------------------------------------------- decoder calls

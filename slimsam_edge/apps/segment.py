@@ -137,7 +137,8 @@ def segment_everything_file(
     from ..fsutil import write_text_atomic
     from ..predictor import EdgePredictor
     from ..visualize import overlay_masks, write_png
-    from .everything import MaskGenerator, coco_rle, rle_to_mask
+    from ..data.rle import coco_rle, rle_to_mask
+    from .everything import MaskGenerator
 
     out = Path(out)
     if out.suffix.lower() != ".json":

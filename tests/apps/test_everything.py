@@ -8,6 +8,7 @@ import pytest
 
 from slimsam_edge.apps import everything as ev
 from slimsam_edge.apps.everything import MaskGenerator
+from slimsam_edge.data import rle as rle_mod
 from slimsam_edge.errors import ImageError, UsageError
 
 torch = pytest.importorskip("torch")
@@ -35,11 +36,11 @@ def test_crop_boxes_and_grids_equal_sams(size, layers, ratio) -> None:
 def test_boxes_stability_rle_equal_sams() -> None:
     masks = _random_masks(12, 23, 31)
     np.testing.assert_array_equal(ev.masks_to_boxes(masks), amg.batched_mask_to_box(torch.from_numpy(masks)).numpy())
-    rles = ev.masks_to_rle(masks)
+    rles = rle_mod.masks_to_rle(masks)
     assert rles == amg.mask_to_rle_pytorch(torch.from_numpy(masks))
     for m, rle in zip(masks, rles):
-        np.testing.assert_array_equal(ev.rle_to_mask(rle), m)
-        assert ev.rle_area(rle) == m.sum()
+        np.testing.assert_array_equal(rle_mod.rle_to_mask(rle), m)
+        assert rle_mod.rle_area(rle) == m.sum()
     logits = np.random.default_rng(1).normal(0, 2, (9, 17, 13)).astype(np.float32)
     logits[0] = -5.0  # empty at both thresholds: NaN, kept by no threshold
     ours = ev.stability_score(logits, 0.0, 1.0)
@@ -53,21 +54,21 @@ def test_coco_rle_string_equals_pycocotools() -> None:
     from slimsam_edge.data.rle import counts_from_string
 
     for m in _random_masks(8, 40, 29, seed=3):
-        rle = ev.masks_to_rle(m[None])[0]
+        rle = rle_mod.masks_to_rle(m[None])[0]
         ref = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))["counts"].decode()
-        assert ev.counts_to_string(rle["counts"]) == ref == ev.coco_rle(rle)["counts"]
+        assert rle_mod.counts_to_string(rle["counts"]) == ref == rle_mod.coco_rle(rle)["counts"]
         assert counts_from_string(ref).tolist() == rle["counts"]
     big = [70000, 3, 1, 120000, 5]  # multi-group values and negative deltas
-    assert counts_from_string(ev.counts_to_string(big)).tolist() == big
+    assert counts_from_string(rle_mod.counts_to_string(big)).tolist() == big
 
 
 def test_coco_rle_without_pycocotools(monkeypatch) -> None:
     import sys
 
-    rle = ev.masks_to_rle(_random_masks(3, 21, 17, seed=5)[2][None])[0]
-    with_lib = ev.coco_rle(rle)
+    rle = rle_mod.masks_to_rle(_random_masks(3, 21, 17, seed=5)[2][None])[0]
+    with_lib = rle_mod.coco_rle(rle)
     monkeypatch.setitem(sys.modules, "pycocotools", None)
-    assert ev.coco_rle(rle) == with_lib
+    assert rle_mod.coco_rle(rle) == with_lib
 
 
 def test_box_nms_equals_torchvision() -> None:
