@@ -33,6 +33,10 @@ class UnsupportedOnThisMachineError(UsageError):
     """
 
 
+class ConcurrentUseError(UsageError):
+    """An object that must not be shared between threads was used by two threads at once."""
+
+
 class CheckpointError(SlimSamEdgeError):
     """A checkpoint is missing, corrupt, of another model family, or unsafe to load."""
 

@@ -14,13 +14,16 @@ Illustration (not run as a doctest: it needs files or a model)::
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from .errors import ImageError, PromptError, UsageError
+from .errors import ConcurrentUseError, ImageError, PromptError, UsageError
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, open_runner
@@ -33,8 +36,56 @@ if TYPE_CHECKING:  # pragma: no cover
 PROMPT_CHUNK = 32
 
 
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One image's encoder output and the sizes its prompts and masks are mapped with.
+
+    Made by :meth:`EdgePredictor.encode`, used by :meth:`EdgePredictor.set_embedding`: a camera
+    pipeline encodes frame *n + 1* on one thread while another decodes frame *n*.
+
+    Attributes:
+        features: 1xCxGxG image embedding.
+        original_size: (h, w) of the image.
+        input_size: (h, w) of the image resized into the model's square input.
+    """
+
+    features: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+
+
+class _Exclusive:
+    """A guard that refuses, instead of waiting for, a second thread (one-line ConcurrentUseError).
+
+    Example:
+        >>> g = _Exclusive("the decoder of this EdgePredictor")
+        >>> with g:
+        ...     with g:  # the same thread again: allowed
+        ...         pass
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise ConcurrentUseError(
+                f"{self.what} is in use by another thread; give each thread its own EdgePredictor "
+                "(EdgePredictor.from_bundle per thread), or encode on one thread and decode on one other "
+                "(encode() / set_embedding(), as slimsam_edge.apps.pipeline does)")
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class EdgePredictor:
     """Compute an image embedding once, then predict masks for prompts (SamPredictor semantics).
+
+    Threads: one thread may run :meth:`encode` while one other runs :meth:`set_embedding` and the
+    ``predict`` calls (the encoder and the decoder are separate sessions); any other concurrent use
+    is refused with :class:`~slimsam_edge.errors.ConcurrentUseError` instead of racing on the
+    current image. Give each further thread its own predictor.
 
     Arguments:
         encoder: runner of the ``image_encoder`` graph.
@@ -74,6 +125,8 @@ class EdgePredictor:
         #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
         self.backend: str | None = None
         self.precision: str | None = None
+        self._encoding = _Exclusive("the encoder of this EdgePredictor")
+        self._decoding = _Exclusive("the current image and decoder of this EdgePredictor")
         self.reset_image()
 
     # ------------------------------------------------------------------ construction
@@ -171,7 +224,23 @@ class EdgePredictor:
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
-        """Compute the embedding of ``image`` (HxWx3 uint8, RGB or BGR)."""
+        """Compute the embedding of ``image`` (HxWx3 uint8, RGB or BGR) and make it current."""
+        self.set_embedding(self.encode(image, image_format))
+
+    def encode(self, image: np.ndarray, image_format: str = "RGB") -> ImageEmbedding:
+        """The embedding of ``image`` (HxWx3 uint8, RGB or BGR), without changing the current image.
+
+        Example:
+            >>> import numpy as np
+            >>> class Encoder:  # stands in for a runner of the image_encoder graph
+            ...     def infer(self, feed): return {"image_embeddings": np.zeros((1, 8, 4, 4), np.float32)}
+            >>> p = EdgePredictor(Encoder(), None, image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
+            >>> emb = p.encode(np.zeros((48, 64, 3), np.uint8))
+            >>> emb.original_size, emb.input_size, p.is_image_set
+            ((48, 64), (48, 64), False)
+            >>> p.set_embedding(emb); p.is_image_set
+            True
+        """
         if image_format not in ("RGB", "BGR"):
             raise UsageError(f"image_format must be 'RGB' or 'BGR', not {image_format!r}")
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
@@ -183,19 +252,39 @@ class EdgePredictor:
             image = image[..., ::-1]
         t0 = time.perf_counter()
         x, input_size = preprocess(image, self.image_size, self.pixel_mean, self.pixel_std, self.resize)
-        t1 = time.perf_counter()
-        self.set_preprocessed(x, original_size=image.shape[:2], input_size=input_size)
-        self.timings["preprocess"] = t1 - t0
+        self.timings["preprocess"] = time.perf_counter() - t0
+        return self.encode_preprocessed(x, original_size=image.shape[:2], input_size=input_size)
+
+    def encode_preprocessed(self, x: np.ndarray, *, original_size: tuple[int, int],
+                            input_size: tuple[int, int]) -> ImageEmbedding:
+        """Run the encoder on an already preprocessed 1x3xSxS float32 tensor."""
+        with self._encoding:
+            t0 = time.perf_counter()
+            out = self.encoder.infer({"image": x})
+            self.timings["encoder"] = time.perf_counter() - t0
+        return ImageEmbedding(out["image_embeddings"], (int(original_size[0]), int(original_size[1])),
+                              (int(input_size[0]), int(input_size[1])))
 
     def set_preprocessed(self, x: np.ndarray, *, original_size: tuple[int, int], input_size: tuple[int, int]) -> None:
-        """Run the encoder on an already preprocessed 1x3xSxS float32 tensor."""
-        t0 = time.perf_counter()
-        out = self.encoder.infer({"image": x})
-        self.timings["encoder"] = time.perf_counter() - t0
-        self.features = out["image_embeddings"]
-        self.original_size = (int(original_size[0]), int(original_size[1]))
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.is_image_set = True
+        """Run the encoder on an already preprocessed 1x3xSxS float32 tensor and make it current."""
+        self.set_embedding(self.encode_preprocessed(x, original_size=original_size, input_size=input_size))
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Make ``embedding`` (from :meth:`encode`, of this predictor's model) the current image."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise UsageError(f"set_embedding takes an ImageEmbedding from encode(), not {type(embedding).__name__}")
+        with self._decoding:
+            self.features = embedding.features
+            self.original_size = embedding.original_size
+            self.input_size = embedding.input_size
+            self.is_image_set = True
+
+    @property
+    def embedding(self) -> ImageEmbedding:
+        """The current image as an :class:`ImageEmbedding`."""
+        if not self.is_image_set:
+            raise UsageError("no image set; call set_image(image) first")
+        return ImageEmbedding(self.features, self.original_size, self.input_size)  # type: ignore[arg-type]
 
     def get_image_embedding(self) -> np.ndarray:
         """The current image's embedding, 1xCxGxG."""
@@ -204,10 +293,11 @@ class EdgePredictor:
         return self.features
 
     def reset_image(self) -> None:
-        self.is_image_set = False
-        self.features: np.ndarray | None = None
-        self.original_size: tuple[int, int] | None = None
-        self.input_size: tuple[int, int] | None = None
+        with self._decoding:
+            self.is_image_set = False
+            self.features: np.ndarray | None = None
+            self.original_size: tuple[int, int] | None = None
+            self.input_size: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ prompts
     def predict(
@@ -236,8 +326,9 @@ class EdgePredictor:
         """
         if not self.is_image_set:
             raise UsageError("no image set; call set_image(image) before predict()")
-        feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
-        masks, scores, low_res = self._decode(feed, multimask_output, return_logits)
+        with self._decoding:
+            feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
+            masks, scores, low_res = self._decode(feed, multimask_output, return_logits)
         return masks[0], scores[0], low_res[0]
 
     def predict_batch(
@@ -277,8 +368,9 @@ class EdgePredictor:
         if not self.is_image_set:
             raise UsageError("no image set; call set_image(image) before predict_batch()")
         self.check_prompt_axis()
-        feed = self.batch_feed(points, labels, boxes, mask_inputs)
-        return self._decode(feed, multimask_output, return_logits)
+        with self._decoding:
+            feed = self.batch_feed(points, labels, boxes, mask_inputs)
+            return self._decode(feed, multimask_output, return_logits)
 
     def check_prompt_axis(self) -> None:
         """Refuse (one-line BundleError) a decoder without the prompt axis: a bundle exported

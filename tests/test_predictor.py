@@ -385,3 +385,66 @@ def test_bundle_without_prompt_axis(tiny_bundle, tiny_model, tmp_path) -> None:
     with pytest.raises(BundleError, match="re-export") as err:
         p.predict_batch(pt[None], lab[None])
     assert "\n" not in str(err.value) and "(1, 'num_points', 2)" in str(err.value)
+
+
+def test_encode_then_set_embedding_matches_set_image(tiny_bundle):
+    """encode() leaves the current image alone; set_embedding() makes it current, same masks as set_image."""
+    from slimsam_edge.predictor import ImageEmbedding
+
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime")
+    img = np.random.default_rng(3).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    emb = p.encode(img)
+    assert isinstance(emb, ImageEmbedding) and not p.is_image_set
+    assert emb.original_size == (40, 56)
+    p.set_embedding(emb)
+    a = p.predict(point_coords=np.array([[20, 10]]), point_labels=np.array([1]))
+    p.set_image(img)
+    b = p.predict(point_coords=np.array([[20, 10]]), point_labels=np.array([1]))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    assert p.embedding.original_size == (40, 56)
+    with pytest.raises(UsageError, match="ImageEmbedding"):
+        p.set_embedding(np.zeros((1, 8, 4, 4)))
+
+
+def test_predictor_refuses_concurrent_decoder_use():
+    """A second thread entering the decoder while one is inside gets ConcurrentUseError, not a race."""
+    import threading
+
+    from slimsam_edge.errors import ConcurrentUseError
+
+    inside, release = threading.Event(), threading.Event()
+
+    class SlowDecoder:
+        def input_specs(self):
+            return {}
+
+        def max_prompts(self):
+            return None
+
+        def infer(self, feed):
+            inside.set()
+            release.wait(10)
+            n = feed["point_coords"].shape[0]
+            return {"iou_predictions": np.ones((n, 4), np.float32),
+                    "low_res_masks": np.zeros((n, 4, 16, 16), np.float32)}
+
+    class Encoder:
+        def infer(self, feed):
+            return {"image_embeddings": np.zeros((1, 8, 4, 4), np.float32)}
+
+    p = EdgePredictor(Encoder(), SlowDecoder(), image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
+    p.set_image(np.zeros((64, 64, 3), np.uint8))
+    t = threading.Thread(target=p.predict, kwargs={"point_coords": np.array([[5, 5]]), "point_labels": np.array([1])})
+    t.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(ConcurrentUseError, match="another thread"):
+            p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))
+        with pytest.raises(ConcurrentUseError):
+            p.set_embedding(p.encode(np.zeros((64, 64, 3), np.uint8)))  # encoding is allowed; swapping the image is not
+    finally:
+        release.set()
+        t.join(10)
+    assert not t.is_alive()
+    p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))  # free again
