@@ -32,3 +32,16 @@ def tiny_bundle(tmp_path_factory, tiny_model):
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     export_bundle(tiny_model, tiny_model.spec, out, target="cpu", model_id="tiny")
     return out
+
+
+@pytest.fixture(scope="session")
+def mini_bundle(tmp_path_factory):
+    """The shipped sam-mini exported for ONNX Runtime (model.safetensors is kept in the bundle)."""
+    from slimsam_edge.assets import reference_model_path
+    from slimsam_edge.exporters.bundle_export import export_bundle
+    from slimsam_edge.models.io import load_model
+
+    sam, spec = load_model(reference_model_path())
+    out = tmp_path_factory.mktemp("mini") / "sam_mini"
+    export_bundle(sam, spec, out, target="onnx", model_id="sam_mini", validate=False)
+    return out

@@ -189,19 +189,6 @@ def test_predict_batch_is_used_when_present(tiny_onnx) -> None:
     assert with_batch == MaskGenerator(tiny_onnx, **settings).generate(image)  # the per-prompt fallback
 
 
-@pytest.fixture(scope="module")
-def mini_bundle(tmp_path_factory):
-    """The shipped sam-mini exported for ONNX Runtime (model.safetensors is kept in the bundle)."""
-    from slimsam_edge.assets import reference_model_path
-    from slimsam_edge.exporters.bundle_export import export_bundle
-    from slimsam_edge.models.io import load_model
-
-    sam, spec = load_model(reference_model_path())
-    out = tmp_path_factory.mktemp("mini") / "sam_mini"
-    export_bundle(sam, spec, out, target="onnx", model_id="sam_mini", validate=False)
-    return out
-
-
 def test_sam_mini_agrees_with_segment_anything(mini_bundle) -> None:
     """The shipped sam-mini through ONNX Runtime vs segment-anything on the bundle's own weights.
 
