@@ -635,6 +635,23 @@ def _check_contract(backend: str, artifact, options: RunnerOptions, reference: P
         again = runner.infer(feed)
     for name, value in got.items():
         np.testing.assert_allclose(again[name], value, rtol=1e-5, atol=1e-5)
+    _check_threads(runner, inputs)
+
+
+def _check_threads(runner, inputs: dict) -> None:
+    """One runner shared by 4 threads, each with its own inputs: every answer is its own serial one
+    (issue 20: OpenVINO's single infer request answered with other threads' results)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    feeds = [_feed(inputs, seed) for seed in range(4)]
+    serial = [runner.infer(f) for f in feeds]
+    with ThreadPoolExecutor(4) as pool:
+        shared = list(pool.map(lambda i: [runner.infer(feeds[i]) for _ in range(5)], [0, 1, 2, 3] * 2))
+    runner.deactivate()
+    for i, answers in enumerate(shared):
+        for got in answers:
+            for name, value in serial[i % 4].items():
+                np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=f"thread {i} {name}")
 
 
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=CONTRACT_MARKS.get(b, ())) for b in sorted(CONTRACT)])

@@ -16,6 +16,7 @@ Illustration (not run as a doctest: it needs files or a model)::
 from __future__ import annotations
 
 import abc
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,18 @@ class RunnerOptions:
 
 
 class Runner(abc.ABC):
-    """Base class of every backend's runner; the registry sets ``backend`` when it registers it."""
+    """Base class of every backend's runner; the registry sets ``backend`` when it registers it.
+
+    Threads: a runner may be shared. :meth:`activate` / :meth:`deactivate` are serialised, and so is
+    :meth:`infer` unless the backend's session runs concurrent calls safely
+    (:attr:`concurrent_infer`, e.g. ONNX Runtime); a backend with one infer request or execution
+    context (OpenVINO, TensorRT) is therefore correct from many threads, one call at a time.
+    """
 
     backend: ClassVar[str] = ""
+    #: True when the backend's ``_infer`` may run on several threads at once (its session is
+    #: thread-safe); False serialises :meth:`infer` with a lock
+    concurrent_infer: ClassVar[bool] = False
 
     def __init__(self, artifact: Path | str | Any, options: RunnerOptions | None = None):
         self.artifact = artifact
@@ -79,22 +89,26 @@ class Runner(abc.ABC):
         self._outputs: dict[str, TensorSpec] | None = None
         self.activate_seconds: float | None = None
         self.notes: list[str] = []
+        self._life_lock = threading.RLock()
+        self._infer_lock = threading.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def activate(self) -> "Runner":
         """Create the session / load the engine (idempotent). Records ``activate_seconds``."""
-        if not self._active:
-            t0 = time.perf_counter()
-            self._activate()
-            self._inputs, self._outputs = self._specs()
-            self.activate_seconds = time.perf_counter() - t0
-            self._active = True
+        with self._life_lock:
+            if not self._active:
+                t0 = time.perf_counter()
+                self._activate()
+                self._inputs, self._outputs = self._specs()
+                self.activate_seconds = time.perf_counter() - t0
+                self._active = True
         return self
 
     def deactivate(self) -> None:
-        if self._active:
-            self._deactivate()
-            self._active = False
+        with self._life_lock, self._infer_lock:
+            if self._active:
+                self._deactivate()
+                self._active = False
 
     def __enter__(self) -> "Runner":
         return self.activate()
@@ -139,7 +153,10 @@ class Runner(abc.ABC):
                     problems.append(msg)
         if problems:
             raise RunnerError(f"{self.backend} runner for {self.artifact}: " + "; ".join(problems))
-        return self._infer(feed)
+        if self.concurrent_infer:
+            return self._infer(feed)
+        with self._infer_lock:
+            return self._infer(feed)
 
     # -- to implement --------------------------------------------------------------------------
     @abc.abstractmethod

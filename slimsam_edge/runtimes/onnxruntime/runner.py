@@ -105,6 +105,8 @@ class OnnxRuntimeRunner(Runner):
 
     #: ``onnxruntime.GraphOptimizationLevel`` member the session uses (a subclass may lower it)
     optimization_level: ClassVar[str] = "ORT_ENABLE_ALL"
+    #: ``InferenceSession.run`` is thread-safe: calls from several threads run at once
+    concurrent_infer: ClassVar[bool] = True
 
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
