@@ -123,6 +123,16 @@ def _draw(polys: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
     return canvas.view(bool)
 
 
+def _frame_index(index: int, frames: int) -> int:
+    """``index`` (negative counts from the end) checked against a clip of ``frames`` frames."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"frame index must be an integer, got {type(index).__name__}")
+    i = int(index) + (frames if index < 0 else 0)
+    if not 0 <= i < frames:
+        raise IndexError(f"frame {index} out of range for a clip of {frames} frames")
+    return i
+
+
 def _check_int(name: str, value: int, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         raise UsageError(f"{name} must be an integer from {low} to {high}, got {value!r}")
@@ -212,14 +222,6 @@ class ProceduralVideo:
         """Ids of the clip's objects, ``[1, ..., objects]``."""
         return [o.obj_id for o in self._objects]
 
-    def _index(self, index: int) -> int:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"frame index must be an integer, got {type(index).__name__}")
-        i = int(index) + (self.frames if index < 0 else 0)
-        if not 0 <= i < self.frames:
-            raise IndexError(f"frame {index} out of range for a clip of {self.frames} frames")
-        return i
-
     def _u(self, t: int) -> float:
         return t / (self.frames - 1) if self.frames > 1 else 0.0
 
@@ -233,7 +235,7 @@ class ProceduralVideo:
         return out
 
     def __getitem__(self, index: int) -> VideoFrame:
-        t = self._index(index)
+        t = _frame_index(index, self.frames)
         h, w = self.size
         image = self._background.copy()
         labels = np.zeros(self.size, np.uint8)
@@ -307,3 +309,144 @@ class ProceduralVideo:
             "visible": {str(k): runs for k, runs in visible.items()},
             "events": events,
         }
+
+
+def _frame_name(i: int) -> str:
+    return f"{i:05d}.png"
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:  # pragma: no cover - cv2 encodes any uint8 image as PNG
+        raise DataError(f"{path}: could not encode the PNG")
+    path.write_bytes(buf.tobytes())
+
+
+def write_video_dataset(video, out_dir: Path | str, *, mp4: bool = True,
+                        progress: Callable[[int, int], None] | None = None) -> dict:
+    """Write ``video`` (a :class:`ProceduralVideo` or anything with ``len``, iteration of
+    :class:`VideoFrame` and ``meta()``) to ``out_dir`` atomically.
+
+    Layout: ``frames/00000.png`` (RGB), ``masks/00000.png`` (uint8 label maps), ``meta.json``
+    (the clip's ``meta()``) and, with ``mp4``, ``video.mp4`` (``FPS`` frames a second; skipped,
+    with ``"mp4": null``, where OpenCV has no MPEG-4 encoder). An existing folder is replaced only
+    if it is a video dataset and only once the new one is complete. ``progress(done, total)`` is
+    called after each frame. Returns ``{"out", "frames", "size", "objects", "seed", "events",
+    "mp4"}``.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "clip"
+        >>> s = write_video_dataset(ProceduralVideo(frames=3, size=64, objects=1), out, mp4=False)
+        >>> s["frames"], sorted(p.name for p in out.iterdir())
+        (3, ['frames', 'masks', 'meta.json'])
+    """
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "meta.json").is_file())):
+        raise UsageError(f"{out} exists and is not a video dataset folder; pass a new folder")
+    meta = video.meta()
+    total = len(video)
+    h, w = meta["size"]
+    with atomic_dir(out) as tmp:
+        for sub in ("frames", "masks"):
+            (tmp / sub).mkdir()
+        writer = None
+        if mp4:
+            writer = cv2.VideoWriter(str(tmp / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
+                                     float(meta.get("fps", FPS)), (w, h))
+            if not writer.isOpened():
+                writer = None
+        try:
+            for i, frame in enumerate(video):
+                bgr = np.ascontiguousarray(frame.image[..., ::-1])
+                _write_png(tmp / "frames" / _frame_name(i), bgr)
+                _write_png(tmp / "masks" / _frame_name(i), frame.labels)
+                if writer is not None:
+                    writer.write(bgr)
+                if progress is not None:
+                    progress(i + 1, total)
+        finally:
+            if writer is not None:
+                writer.release()
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return {"out": str(out), "frames": total, "size": [h, w], "objects": meta["objects"],
+            "seed": meta.get("seed"), "events": len(meta.get("events", [])),
+            "mp4": str(out / "video.mp4") if writer is not None else None}
+
+
+class VideoDataset:
+    """A folder written by :func:`write_video_dataset`, read lazily (one frame's PNGs per access).
+
+    Same interface as :class:`ProceduralVideo`: ``len``, iteration, ``[i]``, ``object_ids``,
+    ``meta()``. A malformed folder (no or bad ``meta.json``, a missing or unreadable frame, a
+    frame of the wrong size) raises a one-line :class:`DataError` naming the file.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "clip"
+        >>> clip = ProceduralVideo(seed=4, frames=2, size=64, objects=2)
+        >>> _ = write_video_dataset(clip, out, mp4=False)
+        >>> ds = VideoDataset(out)
+        >>> len(ds), ds.object_ids, np.array_equal(ds[1].labels, clip[1].labels)
+        (2, [1, 2], True)
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not self.path.is_dir():
+            raise DataError(f"{self.path}: not a folder; pass a folder written by `slimsam-edge data video`")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{meta_path}: missing; this is not a video dataset "
+                            "(write one with `slimsam-edge data video`)") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{meta_path}: unreadable ({type(err).__name__}); rewrite the folder") from None
+        try:
+            self.frames = int(meta["frames"])
+            self.size = (int(meta["size"][0]), int(meta["size"][1]))
+            ids = [int(k) for k in meta["object_ids"]]
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise DataError(f"{meta_path}: malformed ({type(err).__name__}: {err}); "
+                            "expected frames, size and object_ids") from None
+        if self.frames < 1 or min(self.size) < 1 or any(not 0 < k < 256 for k in ids):
+            raise DataError(f"{meta_path}: malformed (frames {self.frames}, size {self.size}, "
+                            f"object ids {ids})")
+        self._meta, self._ids = meta, ids
+        for sub in ("frames", "masks"):
+            for i in range(self.frames):
+                if not (self.path / sub / _frame_name(i)).is_file():
+                    raise DataError(f"{self.path / sub / _frame_name(i)}: missing; meta.json lists "
+                                    f"{self.frames} frames")
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        return (self[i] for i in range(self.frames))
+
+    @property
+    def object_ids(self) -> list[int]:
+        """The object ids listed in ``meta.json``."""
+        return list(self._ids)
+
+    def meta(self) -> dict:
+        """The folder's ``meta.json`` (a copy)."""
+        return json.loads(json.dumps(self._meta))
+
+    def _read(self, path: Path, flags: int, channels: int) -> np.ndarray:
+        array = cv2.imread(str(path), flags)
+        if array is None:
+            raise DataError(f"{path}: missing or not a readable PNG; rewrite the folder")
+        want = (*self.size, 3) if channels == 3 else self.size
+        if array.shape != want or array.dtype != np.uint8:
+            raise DataError(f"{path}: {array.dtype} {'x'.join(map(str, array.shape))} image, expected "
+                            f"uint8 {'x'.join(map(str, want))} (meta.json)")
+        return array
+
+    def __getitem__(self, index: int) -> VideoFrame:
+        i = _frame_index(index, self.frames)
+        image = self._read(self.path / "frames" / _frame_name(i), cv2.IMREAD_COLOR, 3)
+        labels = self._read(self.path / "masks" / _frame_name(i), cv2.IMREAD_UNCHANGED, 1)
+        return VideoFrame(i, np.ascontiguousarray(image[..., ::-1]), labels)

@@ -114,3 +114,77 @@ def test_bad_arguments_are_usage_errors(kwargs):
     with pytest.raises(UsageError):
         ProceduralVideo(**kwargs)
 
+
+
+def test_write_and_read_back_a_dataset(tmp_path, clip):
+    import cv2
+
+    from slimsam_edge.data.synth_video import VideoDataset, write_video_dataset
+
+    short = ProceduralVideo(seed=0, frames=6, size=SIZE, objects=3)
+    calls = []
+    summary = write_video_dataset(short, tmp_path / "clip", progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (6, 6) and len(calls) == 6
+    assert summary["frames"] == 6 and summary["size"] == list(SIZE) and summary["objects"] == 3
+    out = tmp_path / "clip"
+    assert sorted(p.name for p in out.iterdir()) == ["frames", "masks", "meta.json", "video.mp4"]
+    assert summary["mp4"] == str(out / "video.mp4")
+    cap = cv2.VideoCapture(str(out / "video.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+    ds = VideoDataset(out)
+    assert len(ds) == 6 and ds.object_ids == [1, 2, 3] and ds.meta() == short.meta()
+    for original, back in zip(short, ds):  # PNG is lossless
+        assert back.index == original.index
+        assert np.array_equal(back.image, original.image) and np.array_equal(back.labels, original.labels)
+    assert np.array_equal(ds[-1].labels, short[5].labels)
+    # rewriting replaces the dataset (atomically); an unrelated folder is refused
+    write_video_dataset(ProceduralVideo(seed=1, frames=2, size=SIZE, objects=1), out, mp4=False)
+    assert len(VideoDataset(out)) == 2 and not (out / "video.mp4").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="not a video dataset"):
+        write_video_dataset(short, tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_malformed_dataset_folders_are_one_line_data_errors(tmp_path):
+    from slimsam_edge.data.synth_video import VideoDataset, write_video_dataset
+    from slimsam_edge.errors import DataError
+
+    out = tmp_path / "clip"
+    write_video_dataset(ProceduralVideo(seed=0, frames=3, size=64, objects=2), out, mp4=False)
+
+    def fails(fragment: str, read: int | None = None) -> None:
+        with pytest.raises(DataError) as err:
+            ds = VideoDataset(out)
+            if read is not None:
+                ds[read]
+        assert fragment in str(err.value) and "\n" not in str(err.value)
+
+    (out / "masks" / "00001.png").write_bytes(b"not a png")
+    fails("masks/00001.png", read=1)
+    (out / "masks" / "00001.png").unlink()
+    fails("masks/00001.png")
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "size": "big"}))
+    fails("meta.json")
+    (out / "meta.json").write_text("{")
+    fails("meta.json")
+    (out / "meta.json").unlink()
+    fails("meta.json")
+    with pytest.raises(DataError, match="not a folder"):
+        VideoDataset(tmp_path / "nowhere")
+
+
+def test_dataset_frame_of_the_wrong_size(tmp_path):
+    import cv2
+
+    from slimsam_edge.data.synth_video import VideoDataset, write_video_dataset
+    from slimsam_edge.errors import DataError
+
+    out = tmp_path / "clip"
+    write_video_dataset(ProceduralVideo(seed=0, frames=2, size=64, objects=1), out, mp4=False)
+    cv2.imwrite(str(out / "frames" / "00000.png"), np.zeros((32, 64, 3), np.uint8))
+    with pytest.raises(DataError, match=r"frames/00000.png: uint8 32x64x3 image, expected uint8 64x64x3"):
+        VideoDataset(out)[0]
