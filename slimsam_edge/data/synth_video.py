@@ -7,7 +7,7 @@ lower one and the label maps hold only the visible parts. The script of a clip:
 
 - object 1 wanders slowly;
 - object 2 (``objects >= 2``) leaves the frame through a side around a third of the clip and comes
-  back around two thirds;
+  back around two thirds (scripted over the clip's length: in a short clip it moves faster);
 - the top object (``objects >= 3``) sweeps across object 1's mid-clip position, occluding it;
 - any others drift on slow Lissajous paths.
 
@@ -63,8 +63,8 @@ class VideoFrame:
 
     Example:
         >>> f = VideoFrame(0, np.zeros((2, 3, 3), np.uint8), np.array([[0, 1, 1], [2, 0, 0]], np.uint8))
-        >>> f.mask(1).sum(), f.mask(5).any()
-        (np.int64(2), np.False_)
+        >>> int(f.mask(1).sum()), bool(f.mask(5).any())
+        (2, False)
     """
 
     index: int
@@ -191,7 +191,7 @@ class ProceduralVideo(_Clip):
             area = cv2.contourArea(polys[0]) - sum(cv2.contourArea(p) for p in polys[1:])
             if area >= MIN_OBJECT_FRACTION * h * w:
                 break
-        extent = max(float(np.abs(p).max()) for p in shape.outline())
+        extent = max(float(np.linalg.norm(p, axis=1).max()) for p in shape.outline())  # any rotation
         scale_amp = rng.uniform(0.05, 0.15)
         side = int(math.ceil(2 * extent * 1.1)) + 3
         grid = np.mgrid[0:side, 0:side].astype(np.float32)
