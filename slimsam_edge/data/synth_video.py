@@ -261,7 +261,7 @@ class ProceduralVideo(_Clip):
             labels[mask] = obj.obj_id
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, t]))
         image = cv2.GaussianBlur(image, (0, 0), 0.6)  # soft edges, like a camera
-        image += rng.normal(0, 2.0, image.shape).astype(np.float32)
+        image += 2.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor noise
         return VideoFrame(t, np.clip(np.rint(image), 0, 255).astype(np.uint8), labels)
 
     def meta(self) -> dict:
