@@ -59,6 +59,7 @@ class FrameSource:
         name: what the user passed, for messages.
         fps: frames per second the source declares, or ``None`` (a folder of images, a camera
             that does not say).
+        frame_count: how many frames it holds when known (a video file, images), else ``None``.
 
     Subclasses implement :meth:`_open`, :meth:`_frames` (RGB uint8 arrays, in order) and
     :meth:`_close`; this class numbers the frames and checks that their size does not change.
@@ -70,6 +71,7 @@ class FrameSource:
     def __init__(self, spec: str):
         self.name = spec
         self.fps: float | None = None
+        self.frame_count: int | None = None
         self._opened = False
 
     @classmethod
@@ -119,6 +121,9 @@ class FrameSource:
 class _CaptureSource(FrameSource):
     """A source read through ``cv2.VideoCapture`` (video file, camera, stream URL)."""
 
+    #: whether the source has a known number of frames (a file; not a camera or a stream)
+    finite = False
+
     def _target(self) -> Any:
         return self.name
 
@@ -129,6 +134,9 @@ class _CaptureSource(FrameSource):
             raise DataError(self._cannot_open())
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
+        if self.finite:
+            count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.frame_count = count if count > 0 else None
 
     def _cannot_open(self) -> str:  # pragma: no cover - each subclass words it
         raise NotImplementedError
@@ -186,6 +194,7 @@ class VideoFileSource(_CaptureSource):
     """A video file OpenCV decodes (mp4, avi, mkv, mov, ...)."""
 
     kind = "video file"
+    finite = True
 
     @classmethod
     def matches(cls, spec: str) -> bool:
@@ -224,6 +233,7 @@ class ImagesSource(FrameSource):
             if not self.files:
                 raise DataError(f"frames {self.name}: the pattern matches no image (jpg/png/bmp/webp); "
                                 "check it, and quote it so the shell does not expand it")
+        self.frame_count = len(self.files)
 
     def _frames(self) -> Iterator[np.ndarray]:
         from ..data.images import read_image
