@@ -504,3 +504,22 @@ def test_segment_everything_bad_inputs(tmp_path, tiny_bundle, image_file):
     assert_one_line_error(run(*base, "--point", "10,10", "--points-per-side", "8"), "apply only with --everything")
     assert_one_line_error(run("segment", image_file, "--bundle", tiny_bundle, "--everything", "--out", tmp_path / "m.png"), "must end in .json")
     assert not out.exists()
+
+
+def test_data_video_writes_a_clip_and_refuses_bad_flags(tmp_path):
+    from slimsam_edge.data.synth_video import VideoDataset
+
+    out = tmp_path / "clip"
+    result = run("data", "video", "--out", out, "--frames", "4", "--size", "64x96", "--objects", "2",
+                 "--no-mp4", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 4 and summary["size"] == [64, 96] and summary["mp4"] is None
+    ds = VideoDataset(out)
+    assert len(ds) == 4 and ds.object_ids == [1, 2] and ds[3].image.shape == (64, 96, 3)
+    (tmp_path / "file").write_text("x")
+    for args, fragment in ((["--size", "12x400"], "--size"), (["--size", "big"], "--size"),
+                           (["--frames", "0"], "--frames"), (["--objects", "99"], "--objects"),
+                           (["--out", tmp_path / "file"], "--out")):
+        flags = ["--out", tmp_path / "x", *args] if args[0] != "--out" else args
+        assert_one_line_error(run("data", "video", *flags), fragment)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import cv2
@@ -47,19 +48,35 @@ def _generator(rng_or_seed: RngOrSeed) -> np.random.Generator:
     return np.random.default_rng(rng_or_seed)
 
 
-def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+def image_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a side length or ``(h, w)``; under ``MIN_SIZE`` -> UsageError.
+
+    Example:
+        >>> image_hw(64), image_hw((48, 80))
+        ((64, 64), (48, 80))
+    """
     h, w = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
     if int(h) < MIN_SIZE or int(w) < MIN_SIZE:
         raise UsageError(f"image size {h}x{w} is too small; use at least {MIN_SIZE} pixels a side")
     return int(h), int(w)
 
 
-def _colour(rng: np.random.Generator, avoid: np.ndarray, min_dist: float = 70.0) -> np.ndarray:
-    """A random RGB colour at least ``min_dist`` away from ``avoid`` (best of a few tries)."""
+def pick_colour(rng: np.random.Generator, avoid: np.ndarray, min_dist: float = 70.0) -> np.ndarray:
+    """A random RGB colour (float, 0..255) at least ``min_dist`` from every row of ``avoid``.
+
+    ``avoid`` is one colour or an ``Nx3`` array of them; the best of a few tries is returned when
+    none is far enough.
+
+    Example:
+        >>> c = pick_colour(np.random.default_rng(0), np.array([0.0, 0.0, 0.0]), 100.0)
+        >>> bool(np.linalg.norm(c) >= 100)
+        True
+    """
+    avoid = np.atleast_2d(np.asarray(avoid, np.float64))
     best, best_d = None, -1.0
     for _ in range(12):
         c = rng.uniform(0, 255, 3)
-        d = float(np.linalg.norm(c - avoid))
+        d = float(np.linalg.norm(avoid - c, axis=1).min())
         if d >= min_dist:
             return c
         if d > best_d:
@@ -67,11 +84,21 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray, min_dist: float = 70.0)
     return best  # type: ignore[return-value]
 
 
-def _texture(
+def texture(
     rng: np.random.Generator, kind: str, base: np.ndarray, grid: tuple, centre: tuple,
     scale: float, contrast: float,
 ) -> np.ndarray:
-    """An ``HxWx3`` float32 fill of ``kind`` around ``base`` (pattern centred at ``centre``)."""
+    """An ``HxWx3`` float32 fill of ``kind`` (one of ``FILLS``) around colour ``base``.
+
+    ``grid`` is ``(yy, xx)`` pixel coordinates (e.g. ``np.mgrid``); the pattern is centred at
+    ``centre`` (x, y); ``scale`` sets the gradient length, ``contrast`` the second colour's spread.
+
+    Example:
+        >>> grid = np.mgrid[0:8, 0:10].astype(np.float32)
+        >>> t = texture(np.random.default_rng(0), "stripes", np.array([90.0, 40, 200]), grid, (5, 4), 5, 30)
+        >>> t.shape, t.dtype
+        ((8, 10, 3), dtype('float32'))
+    """
     yy, xx = grid
     h, w = yy.shape
     angle = rng.uniform(0, math.pi)
@@ -96,53 +123,127 @@ def _texture(
     return (base * (1 - t) + other * t).astype(np.float32)
 
 
-def _shape_mask(
-    rng: np.random.Generator, kind: str, hw: tuple[int, int], centre: tuple, r: float
-) -> np.ndarray:
-    """Draw one shape (no anti-aliasing) and return its ``HxW`` bool mask."""
-    canvas = np.zeros(hw, np.uint8)
-    cx, cy = centre
+@dataclass(frozen=True, eq=False)
+class ShapeSpec:
+    """The random parameters of one shape, apart from where it is drawn.
+
+    ``sample_shape`` draws them; ``ShapeSpec.draw`` renders the shape at a centre (still images);
+    ``ShapeSpec.outline`` gives its polygons in object coordinates at any scale and rotation
+    (moving objects). ``rot`` is in radians, ``angle`` (ellipses) in degrees.
+    """
+
+    kind: str
+    r: float
+    rot: float
+    radii: np.ndarray | None = None  # polygon kinds: vertex radii ...
+    angles: np.ndarray | None = None  # ... and their angles before ``rot``
+    axes: tuple[int, int] | None = None  # ellipse / ring
+    angle: float = 0.0
+    hole: float = 0.0  # ring: inner/outer axis ratio
+    length: float = 0.0  # bar
+    width: float = 0.0
+
+    def draw(self, hw: tuple[int, int], centre: tuple) -> np.ndarray:
+        """The ``HxW`` bool mask of the shape centred at ``centre`` (no anti-aliasing)."""
+        canvas = np.zeros(hw, np.uint8)
+        cx, cy = centre
+        if self.kind in ("ellipse", "ring"):
+            c, axes = (round(cx), round(cy)), self.axes
+            cv2.ellipse(canvas, c, axes, self.angle, 0, 360, 1, -1, cv2.LINE_8)
+            if self.kind == "ring":
+                inner = (max(1, round(axes[0] * self.hole)), max(1, round(axes[1] * self.hole)))
+                cv2.ellipse(canvas, c, inner, self.angle, 0, 360, 0, -1, cv2.LINE_8)
+            return canvas.astype(bool)
+        if self.kind == "bar":
+            box = cv2.boxPoints(((cx, cy), (self.length, self.width), float(np.degrees(self.rot))))
+            pts = np.round(box * 16).astype(np.int32)
+        else:
+            a = self.angles + self.rot
+            pts = np.stack([cx + self.radii * np.cos(a), cy + self.radii * np.sin(a)], 1)
+            pts = np.round(pts * 16).astype(np.int32)  # 4 fractional bits, drawn with shift=4
+            if self.kind == "convex_polygon":
+                pts = cv2.convexHull(pts)
+        cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], 1, cv2.LINE_8, shift=4)
+        return canvas.astype(bool)
+
+    def outline(self, scale: float = 1.0, rotation: float = 0.0) -> list[np.ndarray]:
+        """Polygons (``Nx2`` float, x/y around the origin): the outer one, then holes.
+
+        ``rotation`` (radians) is added to the shape's own; ellipses become 64-gons.
+
+        Example:
+            >>> spec = sample_shape(np.random.default_rng(0), "ring", 20.0)
+            >>> [p.shape[1] for p in spec.outline(1.5, 0.3)]
+            [2, 2]
+        """
+        if self.kind in ("ellipse", "ring"):
+            t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
+            a = math.radians(self.angle) + rotation
+            ring = np.stack([self.axes[0] * np.cos(t), self.axes[1] * np.sin(t)], 1) * scale
+            rotm = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]])
+            outer = ring @ rotm
+            return [outer, outer * self.hole] if self.kind == "ring" else [outer]
+        if self.kind == "bar":
+            box = cv2.boxPoints(((0.0, 0.0), (self.length * scale, self.width * scale),
+                                 float(np.degrees(self.rot + rotation))))
+            return [box.astype(np.float64)]
+        a = self.angles + self.rot + rotation
+        pts = np.stack([self.radii * np.cos(a), self.radii * np.sin(a)], 1) * scale
+        if self.kind == "convex_polygon":
+            pts = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+        return [pts]
+
+
+def sample_shape(rng: np.random.Generator, kind: str, r: float) -> ShapeSpec:
+    """Draw the parameters of a ``kind`` shape (one of ``SHAPES``) of radius about ``r``.
+
+    Example:
+        >>> spec = sample_shape(np.random.default_rng(0), "star", 10.0)
+        >>> spec.kind, int(spec.draw((32, 32), (16, 16)).sum()) > 0
+        ('star', True)
+    """
     rot = rng.uniform(0, 2 * math.pi)
-
-    def poly(radii: np.ndarray, angles: np.ndarray) -> np.ndarray:
-        pts = np.stack([cx + radii * np.cos(angles + rot), cy + radii * np.sin(angles + rot)], 1)
-        return np.round(pts * 16).astype(np.int32)  # 4 fractional bits, drawn with shift=4
-
     if kind in ("ellipse", "ring"):
         axes = (max(2, round(r)), max(2, round(r * rng.uniform(0.45, 1.0))))
         angle = float(rng.uniform(0, 180))
-        cv2.ellipse(canvas, (round(cx), round(cy)), axes, angle, 0, 360, 1, -1, cv2.LINE_8)
-        if kind == "ring":
-            k = rng.uniform(0.4, 0.7)
-            inner = (max(1, round(axes[0] * k)), max(1, round(axes[1] * k)))
-            cv2.ellipse(canvas, (round(cx), round(cy)), inner, angle, 0, 360, 0, -1, cv2.LINE_8)
-        return canvas.astype(bool)
+        hole = rng.uniform(0.4, 0.7) if kind == "ring" else 0.0
+        return ShapeSpec(kind, r, rot, axes=axes, angle=angle, hole=hole)
     if kind == "convex_polygon":
         n = int(rng.integers(3, 9))
-        pts = poly(r * rng.uniform(0.6, 1.0, n), np.sort(rng.uniform(0, 2 * math.pi, n)))
-        pts = cv2.convexHull(pts)
-    elif kind == "concave_polygon":
+        radii = r * rng.uniform(0.6, 1.0, n)
+        return ShapeSpec(kind, r, rot, radii, np.sort(rng.uniform(0, 2 * math.pi, n)))
+    if kind == "concave_polygon":
         n = int(rng.integers(5, 11))
         radii = r * rng.uniform(0.55, 1.0, n)
         radii[rng.integers(n)] = r * rng.uniform(0.2, 0.4)  # at least one deep notch
-        pts = poly(radii, np.sort(rng.uniform(0, 2 * math.pi, n)))
-    elif kind == "star":
+        return ShapeSpec(kind, r, rot, radii, np.sort(rng.uniform(0, 2 * math.pi, n)))
+    if kind == "star":
         spikes = int(rng.integers(5, 9))
         radii = np.tile([r, r * rng.uniform(0.35, 0.55)], spikes)
-        pts = poly(radii, np.arange(2 * spikes) * math.pi / spikes)
-    else:  # bar
-        length, width = 2 * r * rng.uniform(0.8, 1.5), max(3.0, r * rng.uniform(0.1, 0.22))
-        box = cv2.boxPoints(((cx, cy), (length, width), float(np.degrees(rot))))
-        pts = np.round(box * 16).astype(np.int32)
-    cv2.fillPoly(canvas, [pts.reshape(-1, 1, 2)], 1, cv2.LINE_8, shift=4)
-    return canvas.astype(bool)
+        return ShapeSpec(kind, r, rot, radii, np.arange(2 * spikes) * math.pi / spikes)
+    if kind != "bar":
+        raise UsageError(f"unknown shape {kind!r}; use one of {', '.join(SHAPES)}")
+    length, width = 2 * r * rng.uniform(0.8, 1.5), max(3.0, r * rng.uniform(0.1, 0.22))
+    return ShapeSpec(kind, r, rot, length=length, width=width)
 
 
-def _background(rng: np.random.Generator, grid: tuple, hw: tuple[int, int]) -> np.ndarray:
+BACKGROUNDS = ("flat", "gradient", "gradient", "stripes", "checker", "noise", "noise")
+
+
+def background(
+    rng: np.random.Generator, grid: tuple, hw: tuple[int, int], kinds: tuple[str, ...] = BACKGROUNDS
+) -> np.ndarray:
+    """A random ``HxWx3`` float32 background: a fill of one of ``kinds`` plus pixel noise.
+
+    Example:
+        >>> hw = (16, 24)
+        >>> background(np.random.default_rng(0), np.mgrid[0:16, 0:24].astype(np.float32), hw).shape
+        (16, 24, 3)
+    """
     base = rng.uniform(20, 235, 3)
-    kind = str(rng.choice(("flat", "gradient", "gradient", "stripes", "checker", "noise", "noise")))
+    kind = str(rng.choice(kinds))
     scale = 0.5 * max(hw)
-    bg = _texture(rng, kind, base, grid, (hw[1] / 2, hw[0] / 2), scale, contrast=28.0)
+    bg = texture(rng, kind, base, grid, (hw[1] / 2, hw[0] / 2), scale, contrast=28.0)
     return bg + rng.normal(0, rng.uniform(0, 10), (*hw, 3)).astype(np.float32)
 
 
@@ -164,11 +265,11 @@ def generate_sample(
         ((48, 64, 3), True, True)
     """
     rng = _generator(rng_or_seed)
-    hw = _hw(size)
+    hw = image_hw(size)
     h, w = hw
     grid = np.mgrid[0:h, 0:w].astype(np.float32)
-    background = _background(rng, grid, hw)
-    bg_mean = background.reshape(-1, 3).mean(0)
+    bg = background(rng, grid, hw)
+    bg_mean = bg.reshape(-1, 3).mean(0)
     min_area = MIN_VISIBLE_FRACTION_OF_IMAGE * h * w
     objects: list[tuple[str, np.ndarray, np.ndarray]] = []  # kind, full mask, fill values
     wanted = int(rng.integers(3, 9))
@@ -178,13 +279,13 @@ def generate_sample(
         kind = str(rng.choice(SHAPES))
         r = math.exp(rng.uniform(math.log(0.06), math.log(0.4))) * min(h, w)
         centre = (rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h)
-        mask = _shape_mask(rng, kind, hw, centre, r)
-        fill_kind, colour = str(rng.choice(FILLS)), _colour(rng, bg_mean)
+        mask = sample_shape(rng, kind, r).draw(hw, centre)
+        fill_kind, colour = str(rng.choice(FILLS)), pick_colour(rng, bg_mean)
         ys, xs = np.nonzero(mask)
         if ys.size < min_area:
             continue
         box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-        fill = _texture(rng, fill_kind, colour, (grid[0][box], grid[1][box]), centre, r, 45.0)
+        fill = texture(rng, fill_kind, colour, (grid[0][box], grid[1][box]), centre, r, 45.0)
         objects.append((kind, mask, fill[mask[box]]))  # fill only computed over the box
     if not objects:  # practically unreachable; keeps the "at least one instance" promise
         mask = np.zeros(hw, np.uint8)
@@ -201,7 +302,7 @@ def generate_sample(
         if np.count_nonzero(visible[i]) >= min_area
         and np.count_nonzero(visible[i]) >= MIN_VISIBLE_FRACTION_OF_OBJECT * np.count_nonzero(m)
     ]
-    image = background
+    image = bg
     masks = []
     for i in keep:  # removing hidden objects only enlarges the visible parts of the kept ones
         image[objects[i][1]] = objects[i][2]
@@ -267,7 +368,7 @@ class ProceduralDataset:
         if seed < 0:
             raise UsageError(f"seed must be >= 0, got {seed}")
         self.count, self.seed, self.size = int(count), int(seed), size
-        _hw(size)
+        image_hw(size)
 
     def __len__(self) -> int:
         return self.count
@@ -311,6 +412,6 @@ def write_procedural(
         instances += len(s.annotations)
         if progress is not None:
             progress(i + 1, count)
-    h, w = _hw(size)
+    h, w = image_hw(size)
     return {"out": str(out), "count": count, "seed": seed, "size": [h, w] if h != w else h,
             "instances": instances}
