@@ -24,6 +24,7 @@ from .info import info
 from .segment import segment
 from .train_reference import train_reference
 from .verify import verify
+from .video import video
 
 app = typer.Typer(
     name="slimsam-edge",
@@ -63,6 +64,7 @@ app.command("eval")(eval_cmd)
 app.command()(demo)
 app.command("train-reference")(train_reference)
 app.command()(verify)
+app.command()(video)
 app.add_typer(data_app, name="data")
 
 
