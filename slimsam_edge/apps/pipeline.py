@@ -10,7 +10,9 @@ Two modes:
   a slow stage slows capture down (the queues are bounded, memory stays flat).
 * real-time (``realtime=True``): capture never waits; the encoder always takes the newest frame
   read, older ones that were not started are dropped and counted (:attr:`PipelineStats.dropped`).
-  Frames still reach the sink in capture order.
+  The first frame is never dropped (it carries an app's first prompts; capture waits for the
+  encoder to take it), nor, at the end of the input, the last one. Frames reach the sink in
+  capture order.
 
 The pipeline ends at the end of the input, on ``stop()``, on Ctrl-C in the thread calling
 :meth:`Pipeline.run` (KeyboardInterrupt re-raised after the threads are joined) or when a stage
@@ -114,6 +116,11 @@ class _Newest:
                 self.dropped += self._full
                 self._item, self._full = item, True
             self._cond.notify()
+
+    def taken(self) -> bool:
+        """Whether the slot is empty (its last frame was taken)."""
+        with self._cond:
+            return not self._full
 
     def get(self, timeout: float) -> Any:
         with self._cond:
@@ -258,6 +265,9 @@ class Pipeline:
             self.stats.frames_read += 1
             if not self._put(self._captured, (index, frame, time.perf_counter())):
                 return
+            if self.realtime and self.stats.frames_read == 1:  # the first frame is never dropped
+                while not (self._captured.taken() or self._stop.wait(_POLL / 10)):
+                    pass
         self._put(self._captured, _END)
 
     def _encode(self) -> None:

@@ -18,7 +18,9 @@ first; state ``"everything"``): no identity is kept across frames.
 
 Outputs are written to temporary names and renamed at the end; after Ctrl-C the frames so far are
 kept, as a playable video and a JSONL of the same frames. In real-time mode the frames the encoder
-skipped are in neither output (``"frame"`` is the source's frame index).
+skipped are not in the JSONL (``"frame"`` is the source's frame index) and the video shows the
+previous overlay in their place (as a live display would; the video keeps the source's timing); a
+file is then read at its frame rate, so the drops are those a live camera at that rate would cause.
 
 Prompts file (JSON; frames are the source's 0-based frame indices, coordinates in pixels)::
 
@@ -358,13 +360,21 @@ def draw_objects(frame: np.ndarray, objects: Sequence[VideoObject]) -> np.ndarra
 
 
 class _Sink:
-    """Writes the overlay frame and the JSONL record of each frame."""
+    """Writes the overlay frame and the JSONL record of each frame. Frames dropped in real-time
+    mode (gaps in the indices) repeat the previous overlay in the video, as a live display would
+    keep showing it, so the video keeps the source's timing; the JSONL has the processed frames."""
 
     def __init__(self, video: Any, lines: Any):
         self.video, self.lines = video, lines
+        self._last: tuple[int, np.ndarray] | None = None
 
     def __call__(self, index: int, frame: np.ndarray, objects: list[VideoObject]) -> None:
-        self.video.write(draw_objects(frame, objects))
+        overlay = draw_objects(frame, objects)
+        if self._last is not None:
+            for _ in range(index - self._last[0] - 1):
+                self.video.write(self._last[1])
+        self.video.write(overlay)
+        self._last = (index, overlay)
         if self.lines is not None:
             self.lines.write({"frame": index, "objects": [o.record() for o in objects]})
 
@@ -398,7 +408,9 @@ def run_video(
         targets: first-frame objects (ids 1..K); prompts_file: later prompts (module docstring).
         everything: segment every object of each frame instead (no targets, no prompts file);
             ``everything_settings``: MaskGenerator settings (``points_per_side``, ...).
-        realtime: encode the newest frame, dropping (and counting) the ones read meanwhile.
+        realtime: encode the newest frame, dropping (and counting) the ones read meanwhile; a
+            file or folder is then read at its frame rate (``fps``, else the source's, else 30), as
+            a live camera would deliver it.
         max_frames: stop after reading this many frames.
         fps: frame rate of the output video (default: the source's, else 30).
         progress: optional ``callback(frames_done, total or None, fps, dropped)``.
@@ -422,7 +434,7 @@ def run_video(
     """
     from ..predictor import EdgePredictor
     from .pipeline import Pipeline
-    from .video_io import JsonlWriter, VideoWriter, open_source
+    from .video_io import JsonlWriter, VideoWriter, open_source, paced
 
     entries = load_prompts(prompts_file) if prompts_file is not None else []
     if everything and (targets or entries):
@@ -458,8 +470,12 @@ def run_video(
         total = src.frame_count
         if max_frames is not None:
             total = max_frames if total is None else min(total, max_frames)
-        pipe = Pipeline(itertools.islice(itertools.chain([first], frames), max_frames), predictor.encode, stage,
-                        _Sink(video, lines), realtime=realtime)
+        stream: Iterable[Any] = itertools.islice(itertools.chain([first], frames), max_frames)
+        if realtime and not src.live:  # a file: deliver frames at its frame rate, as a camera would
+            stream = paced(stream, fps or src.fps or DEFAULT_FPS)
+        # real-time: one embedding waiting at most, so what is decoded is as fresh as it can be
+        pipe = Pipeline(stream, predictor.encode, stage, _Sink(video, lines), realtime=realtime,
+                        queue_size=1 if realtime else 2)
         report = None if progress is None else (lambda done, rate, dropped: progress(done, total, rate, dropped))
         interrupted = False
         try:

@@ -37,8 +37,9 @@ import json
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -67,6 +68,8 @@ class FrameSource:
 
     #: how this kind of source is described in messages ("video file", "camera", ...)
     kind = "source"
+    #: frames arrive in real time (a camera, a stream), not as fast as they can be read (a file)
+    live = False
 
     def __init__(self, spec: str):
         self.name = spec
@@ -163,6 +166,7 @@ class CameraSource(_CaptureSource):
     """A camera by index: ``"0"`` is the first camera."""
 
     kind = "camera"
+    live = True
 
     @classmethod
     def matches(cls, spec: str) -> bool:
@@ -180,6 +184,7 @@ class StreamSource(_CaptureSource):
     """A stream URL OpenCV opens (``rtsp://``, ``http://``, ``udp://``, ...)."""
 
     kind = "stream"
+    live = True
 
     @classmethod
     def matches(cls, spec: str) -> bool:
@@ -265,6 +270,28 @@ def open_source(spec: str) -> FrameSource:
             return kind(spec).open()
     raise DataError(f"source {spec} not found: pass a video file, a folder or glob of images, a camera index (0) "
                     "or a stream URL (rtsp://...)")
+
+
+def paced(frames: Iterable[Any], fps: float, *, clock: Callable[[], float] = time.perf_counter,
+          sleep: Callable[[float], None] = time.sleep) -> Iterator[Any]:
+    """Yield ``frames`` no faster than ``fps`` per second, as a camera would deliver them (a file
+    read in real-time mode then drops what a live camera at that rate would).
+
+    Example:
+        >>> now = [0.0]
+        >>> list(paced(range(3), 10, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s)))
+        [0, 1, 2]
+        >>> round(now[0], 3)
+        0.2
+    """
+    if not fps or fps <= 0:
+        raise UsageError(f"fps must be > 0, got {fps!r}")
+    start = clock()
+    for k, item in enumerate(frames):
+        wait = start + k / fps - clock()
+        if wait > 0:
+            sleep(wait)
+        yield item
 
 
 # ------------------------------------------------------------------------------------------ sinks

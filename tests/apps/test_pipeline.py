@@ -97,7 +97,7 @@ def test_realtime_mode_with_a_slow_encoder_drops_frames_but_delivers_in_order():
     got, sink = _collect()
     stats = Pipeline(source(), slow_encode, lambda i, f, e: i, sink, realtime=True).run()
     indices = [i for i, _ in got]
-    assert indices == sorted(indices) and indices[-1] == 59
+    assert indices == sorted(indices) and indices[0] == 0 and indices[-1] == 59  # first and newest kept
     assert stats.frames_read == 60 and stats.frames_done + stats.dropped == 60
 
 

@@ -143,8 +143,9 @@ def test_realtime_mode_counts_drops_and_keeps_outputs_consistent(clip, tiny_bund
     assert result["realtime"] and result["frames_read"] == FRAMES
     assert result["frames_done"] + result["dropped"] == FRAMES and result["frames_done"] >= 1
     frames = [rec["frame"] for rec in _lines(masks)]
-    assert len(frames) == result["frames_done"] == _count_frames(out)
-    assert frames == sorted(frames) and frames[-1] == FRAMES - 1  # the newest frame is never dropped
+    assert len(frames) == result["frames_done"] and frames == sorted(frames)
+    assert frames[0] == 0 and frames[-1] == FRAMES - 1  # the newest frame is never dropped
+    assert _count_frames(out) == FRAMES  # dropped frames repeat the previous overlay: the source's timing
 
 
 def test_everything_mode_segments_each_frame(clip, tiny_bundle, tmp_path):

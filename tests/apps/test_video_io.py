@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from slimsam_edge.apps.video_io import (
-    CameraSource, ImagesSource, JsonlWriter, StreamSource, VideoFileSource, VideoWriter, open_source,
+    CameraSource, ImagesSource, JsonlWriter, StreamSource, VideoFileSource, VideoWriter, open_source, paced,
 )
 from slimsam_edge.errors import DataError, ImageError, UsageError
 
@@ -76,6 +76,20 @@ def test_frames_changing_size_mid_stream_are_refused_in_one_line(tmp_path):
     with open_source(str(tmp_path)) as src, pytest.raises(ImageError) as err:
         list(src)
     _one_line(err.value, "frame 1 is 64x40", "earlier frames 64x48")
+
+
+def test_live_sources_and_pacing_of_files():
+    assert CameraSource.live and StreamSource.live and not VideoFileSource.live and not ImagesSource.live
+    now, sleeps = [0.0], []
+
+    def sleep(seconds):
+        sleeps.append(round(seconds, 6))
+        now[0] += seconds
+
+    times = [now[0] for _ in paced(range(4), 20, clock=lambda: now[0], sleep=sleep)]
+    assert times == pytest.approx([0.0, 0.05, 0.1, 0.15]) and len(sleeps) == 3  # 20 fps, like a camera
+    with pytest.raises(UsageError, match="fps"):
+        list(paced(range(2), 0))
 
 
 @pytest.mark.parametrize("spec, kind, words", [
