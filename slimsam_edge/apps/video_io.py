@@ -134,15 +134,15 @@ class _CaptureSource(FrameSource):
         self._cap = cv2.VideoCapture(self._target())
         if not self._cap.isOpened():
             self._cap.release()
-            raise DataError(self._cannot_open())
+            raise DataError(self.cannot_open.format(name=self.name))
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else None
         if self.finite:
             count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             self.frame_count = count if count > 0 else None
 
-    def _cannot_open(self) -> str:  # pragma: no cover - each subclass words it
-        raise NotImplementedError
+    #: the one-line message when ``cv2.VideoCapture`` cannot open it (``{name}``: the source)
+    cannot_open = "{name} cannot be opened"
 
     def _frames(self) -> Iterator[np.ndarray]:
         index = 0
@@ -175,9 +175,8 @@ class CameraSource(_CaptureSource):
     def _target(self) -> Any:
         return int(self.name)
 
-    def _cannot_open(self) -> str:
-        return (f"camera {self.name} cannot be opened (no such device, or it is in use); "
-                "check the index (0 is the first camera) and that no other program holds it")
+    cannot_open = ("camera {name} cannot be opened (no such device, or it is in use); "
+                   "check the index (0 is the first camera) and that no other program holds it")
 
 
 class StreamSource(_CaptureSource):
@@ -190,9 +189,8 @@ class StreamSource(_CaptureSource):
     def matches(cls, spec: str) -> bool:
         return bool(_URL.match(spec))
 
-    def _cannot_open(self) -> str:
-        return (f"stream {self.name} cannot be opened; check the URL, that the server is up and reachable, "
-                "and that it plays (e.g. with ffplay or VLC)")
+    cannot_open = ("stream {name} cannot be opened; check the URL, that the server is up and reachable, "
+                   "and that it plays (e.g. with ffplay or VLC)")
 
 
 class VideoFileSource(_CaptureSource):
@@ -205,9 +203,8 @@ class VideoFileSource(_CaptureSource):
     def matches(cls, spec: str) -> bool:
         return Path(spec).is_file()
 
-    def _cannot_open(self) -> str:
-        return (f"video file {self.name} cannot be opened (not a video OpenCV can decode, or a damaged file); "
-                "check that it plays, or convert it to mp4 (H.264)")
+    cannot_open = ("video file {name} cannot be opened (not a video OpenCV can decode, or a damaged file); "
+                   "check that it plays, or convert it to mp4 (H.264)")
 
 
 class ImagesSource(FrameSource):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from slimsam_edge.apps.video import Target, draw_objects, parse_prompts, plan_prompts, run_video
+from slimsam_edge.apps.video_io import open_source
 from slimsam_edge.data.rle import counts_from_string
 from slimsam_edge.errors import BundleError, DataError, ImageError, PromptError, UsageError
 
@@ -38,12 +39,8 @@ def _peak(mask):
 
 
 def _count_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
+    with open_source(str(path)) as src:
+        return sum(1 for _ in src)
 
 
 def _decode(rle):
