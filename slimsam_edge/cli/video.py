@@ -31,7 +31,7 @@ def video(
     everything: Annotated[bool, typer.Option("--everything", help="Segment every object of each frame (no tracking; ids number each frame's masks, largest first).")] = False,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help=_PROMPTS_HELP)] = None,
     masks: Annotated[Optional[Path], typer.Option("--masks", help='JSON lines to write, one per frame: {"frame": i, "objects": \\[{"id", "state", "score", "bbox": \\[x, y, w, h], "rle": COCO RLE}]}.')] = None,
-    realtime: Annotated[bool, typer.Option("--realtime", help="Always encode the newest frame; frames read meanwhile are dropped (counted): absent from --masks, the previous overlay repeated in the video. A file or folder is read at its frame rate (--fps, else its own, else 30), as a live camera would deliver it.")] = False,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Always encode the newest frame (for cameras and streams: latency stays low); frames read meanwhile are dropped (counted): absent from --masks, the previous overlay repeated in the video. A file or folder is read at its frame rate (--fps, else its own, else 30), as a live camera would deliver it.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after reading this many frames.")] = None,
     fps: Annotated[Optional[float], typer.Option("--fps", help="Frame rate of the output video (default: the source's, else 30).")] = None,
     points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", min=1, help="With --everything: grid points per side (default 32).")] = None,
