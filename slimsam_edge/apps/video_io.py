@@ -299,9 +299,6 @@ class _AtomicOutput:
     (one-line UsageError), before any work.
     """
 
-    #: what the output is, for messages
-    what = "output"
-
     def __init__(self, path: Path | str, flag: str = "--out"):
         self.path = Path(path)
         self.flag = flag
@@ -318,16 +315,26 @@ class _AtomicOutput:
         os.close(fd)
         self.tmp = Path(name)
         self.closed = False
+        self._kept = False
+        #: records written so far (frames, lines)
         self.count = 0
 
-    def close(self) -> Path:
-        """Finish the file and rename it onto the target; returns the target."""
+    #: whether a file without any record is worth keeping (an empty JSONL is; an empty mp4 is no video)
+    keep_empty = True
+
+    def close(self) -> Path | None:
+        """Finish the file and rename it onto the target; returns the target (``None`` when nothing
+        was written and an empty file would not be valid: then the target is left as it was)."""
         if not self.closed:
-            self.closed = True
-            self._finish()
-            os.chmod(self.tmp, default_mode("file"))
-            os.replace(self.tmp, self.path)
-        return self.path
+            if not self.count and not self.keep_empty:
+                self.abort()
+            else:
+                self.closed = True
+                self._finish()
+                os.chmod(self.tmp, default_mode("file"))
+                os.replace(self.tmp, self.path)
+                self._kept = True
+        return self.path if self._kept else None
 
     def abort(self) -> None:
         """Drop the temporary file; the target is left as it was."""
@@ -364,8 +371,8 @@ class VideoWriter(_AtomicOutput):
         slimsam_edge.errors.UsageError: --out /proc/no/out.mp4 cannot be written (No such file or directory); choose a writable folder
     """
 
-    what = "video"
     FOURCC = "mp4v"
+    keep_empty = False
 
     def __init__(self, path: Path | str, fps: float, flag: str = "--out"):
         if not (fps and 0 < float(fps) < 1000):
@@ -410,7 +417,6 @@ class JsonlWriter(_AtomicOutput):
         '{"frame": 0, "objects": []}\\n'
     """
 
-    what = "JSON lines"
 
     def __init__(self, path: Path | str, flag: str = "--masks"):
         super().__init__(path, flag)

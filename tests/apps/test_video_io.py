@@ -145,6 +145,17 @@ def test_video_closed_early_by_ctrl_c_is_playable_with_the_frames_so_far(tmp_pat
         assert [int(round(f[30, 30, 0] / 20)) for _, f in src] == list(range(5))
 
 
+def test_a_video_closed_before_any_frame_is_not_written(tmp_path):
+    out = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(out, fps=10):
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with JsonlWriter(tmp_path / "m.jsonl") as lines:
+        pass
+    assert lines.close() == tmp_path / "m.jsonl" and (tmp_path / "m.jsonl").read_text() == ""
+
+
 def test_writers_abort_on_an_error_and_keep_the_previous_file(tmp_path):
     out, masks = tmp_path / "out.mp4", tmp_path / "m.jsonl"
     out.write_bytes(b"previous")
