@@ -553,3 +553,24 @@ def test_video_tracks_prompted_objects_and_refuses_bad_input(tmp_path, tiny_bund
     assert_one_line_error(run("video", frames, "--bundle", tiny_bundle, "--out", masks / "o.mp4", "--point", "1,1"),
                           "cannot be written")
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_eval_video_reports_scores_and_refuses_bad_input(tmp_path, tiny_bundle):
+    from slimsam_edge.data.synth_video import ProceduralVideo, write_video_dataset
+
+    result = run("eval-video", "--bundle", tiny_bundle, "--backend", "onnxruntime", "--frames", "4",
+                 "--size", "64x96", "--objects", "2", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 4 and set(report["objects"]) <= {"1", "2"} and report["fps"] > 0
+    assert report["video"] == {"generated": True, "seed": 3, "frames": 4, "size": [64, 96], "objects": 2}
+    clip = tmp_path / "clip"
+    write_video_dataset(ProceduralVideo(seed=3, frames=4, size=(64, 96), objects=2), clip, mp4=False)
+    text = run("eval-video", clip, "--bundle", tiny_bundle, "--backend", "onnxruntime")
+    assert text.exit_code == 0 and "overall: J" in text.stdout and "fps [onnxruntime/fp32]" in text.stdout
+    assert json.loads(run("eval-video", clip, "--bundle", tiny_bundle, "--backend", "onnxruntime",
+                          "--json").stdout)["J"] == report["J"]  # the same clip read back from disk
+    assert_one_line_error(run("eval-video", clip, "--bundle", tiny_bundle, "--frames", "8"), "--frames", "drop VIDEO_DIR")
+    assert_one_line_error(run("eval-video", tmp_path / "nope", "--bundle", tiny_bundle), "nope")
+    assert_one_line_error(run("eval-video", "--bundle", tiny_bundle, "--size", "big"), "--size")
+    assert_one_line_error(run("eval-video", "--bundle", tmp_path / "nobundle"), "nobundle")

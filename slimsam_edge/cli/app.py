@@ -19,6 +19,7 @@ from .data import app as data_app
 from .demo import demo
 from .devices import devices
 from .eval import eval_cmd
+from .eval_video import eval_video
 from .export import export
 from .info import info
 from .segment import segment
@@ -61,6 +62,7 @@ app.command()(segment)
 app.command()(bench)
 app.command()(devices)
 app.command("eval")(eval_cmd)
+app.command("eval-video")(eval_video)
 app.command()(demo)
 app.command("train-reference")(train_reference)
 app.command()(verify)

@@ -139,7 +139,19 @@ def _check_int(name: str, value: int, low: int, high: int) -> int:
     return int(value)
 
 
-class ProceduralVideo:
+class _Clip:
+    """``len()`` and iteration over ``self[i]`` for a clip of ``self.frames`` frames."""
+
+    frames: int
+
+    def __len__(self) -> int:
+        return self.frames
+
+    def __iter__(self) -> Iterator[VideoFrame]:
+        return (self[i] for i in range(self.frames))  # type: ignore[index]
+
+
+class ProceduralVideo(_Clip):
     """A procedural clip; ``len()``, iteration and ``video[i]`` give :class:`VideoFrame`.
 
     ``size`` is ``(height, width)`` or one side; ``objects`` is 1..``MAX_OBJECTS``. ``meta()``
@@ -210,12 +222,6 @@ class ProceduralVideo:
             d = min(0.35 * w, float(np.min(reach)))
             obj["sweep"] = (target - d * direction, target + d * direction)
         return _Object(**obj)
-
-    def __len__(self) -> int:
-        return self.frames
-
-    def __iter__(self) -> Iterator[VideoFrame]:
-        return (self[i] for i in range(self.frames))
 
     @property
     def object_ids(self) -> list[int]:
@@ -374,7 +380,7 @@ def write_video_dataset(video, out_dir: Path | str, *, mp4: bool = True,
             "mp4": str(out / "video.mp4") if writer is not None else None}
 
 
-class VideoDataset:
+class VideoDataset(_Clip):
     """A folder written by :func:`write_video_dataset`, read lazily (one frame's PNGs per access).
 
     Same interface as :class:`ProceduralVideo`: ``len``, iteration, ``[i]``, ``object_ids``,
@@ -419,12 +425,6 @@ class VideoDataset:
                 if not (self.path / sub / _frame_name(i)).is_file():
                     raise DataError(f"{self.path / sub / _frame_name(i)}: missing; meta.json lists "
                                     f"{self.frames} frames")
-
-    def __len__(self) -> int:
-        return self.frames
-
-    def __iter__(self) -> Iterator[VideoFrame]:
-        return (self[i] for i in range(self.frames))
 
     @property
     def object_ids(self) -> list[int]:
