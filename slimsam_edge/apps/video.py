@@ -275,19 +275,22 @@ class TrackStage:
         while self._next < len(self.events) and self.events[self._next].frame <= index:
             due.append(self.events[self._next])
             self._next += 1
-        prompts = {}
+        # several events may fall due at once (frames dropped in real-time mode): an object added
+        # and then re-prompted is added with its latest prompt; added and removed, never added
+        adds: dict[int, Target] = {}
+        prompts: dict[int, Target] = {}
         for e in due:
-            if e.action == REMOVE:
-                self.tracker.remove_object(e.obj_id)
-                prompts.pop(e.obj_id, None)
+            if e.action == ADD or (e.action == PROMPT and e.obj_id in adds):
+                adds[e.obj_id] = e.target  # type: ignore[assignment]
             elif e.action == PROMPT:
-                prompts[e.obj_id] = e.target.prompt()  # type: ignore[union-attr]
+                prompts[e.obj_id] = e.target  # type: ignore[assignment]
+            elif adds.pop(e.obj_id, None) is None:
+                prompts.pop(e.obj_id, None)
+                self.tracker.remove_object(e.obj_id)
         if self.tracker.objects:
-            self.tracker.update(frame, embedding=embedding, prompts=prompts)
-        for e in due:
-            if e.action == ADD:
-                self.tracker.add_object(frame, e.target.prompt(), obj_id=e.obj_id,  # type: ignore[union-attr]
-                                        embedding=embedding)
+            self.tracker.update(frame, embedding=embedding, prompts={k: t.prompt() for k, t in prompts.items()})
+        for k, target in adds.items():
+            self.tracker.add_object(frame, target.prompt(), obj_id=k, embedding=embedding)
         return [VideoObject(k, r.state, float(r.score), None if r.bbox is None else [int(v) for v in r.bbox],
                             mask=r.mask) for k, r in sorted(self.tracker.results.items())]
 

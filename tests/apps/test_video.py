@@ -267,6 +267,32 @@ def test_prompts_file_schema_errors_name_the_entry():
             {"prompts": [{"frame": 4, "id": 1, "point": [1, 1]}]}, "p.json"))
 
 
+def test_events_falling_due_together_apply_in_order():
+    """Frames dropped in real-time mode: events of frames 1..6 all fall due on frame 7."""
+    from slimsam_edge.apps.tracker import demo_predictor
+    from slimsam_edge.apps.video import TrackStage
+
+    def frame(x):  # white squares on black: the stand-in segmenter takes the bright region clicked
+        f = np.zeros((96, 128, 3), np.uint8)
+        f[30:50, x:x + 20] = 255
+        f[60:80, 90:110] = 255
+        return f
+
+    entries = parse_prompts({"prompts": [
+        {"frame": 3, "point": [100, 70]},           # object 2 ...
+        {"frame": 4, "id": 2, "box": [85, 55, 115, 85]},  # ... re-prompted before it was ever seen
+        {"frame": 4, "remove": 1},
+        {"frame": 5, "point": [100, 70]},           # object 3, added and removed unseen
+        {"frame": 6, "remove": 3},
+    ]}, "p.json")
+    predictor = demo_predictor()
+    stage = TrackStage(predictor, plan_prompts([Target(((20, 40, 1.0),))], entries))
+    first = stage(0, frame(10), predictor.encode(frame(10)))
+    assert [(o.id, o.state, o.bbox) for o in first] == [(1, "tracking", [10, 30, 20, 20])]
+    later = stage(7, frame(14), predictor.encode(frame(14)))
+    assert [(o.id, o.bbox) for o in later] == [(2, [90, 60, 20, 20])] and stage.tracker.objects == [2]
+
+
 def test_overlay_colours_follow_the_object_id():
     from slimsam_edge.apps.video import VideoObject
 
