@@ -331,7 +331,7 @@ class EverythingStage:
 
 def draw_objects(frame: np.ndarray, objects: Sequence[VideoObject]) -> np.ndarray:
     """The overlay: each object's mask in the colour of its id (:func:`~slimsam_edge.visualize.mask_colors`,
-    stable across frames) with its id written at its box ("?" after it while uncertain).
+    stable across frames) with its id written at the centre of its box ("?" after it while uncertain).
 
     Example:
         >>> m = np.zeros((40, 60), bool); m[10:30, 20:40] = True
@@ -354,8 +354,10 @@ def draw_objects(frame: np.ndarray, objects: Sequence[VideoObject]) -> np.ndarra
     scale = max(0.4, min(frame.shape[:2]) / 600)
     thick = max(1, round(scale * 2))
     for k, o in shown.items():
-        x, y = o.bbox[0], max(o.bbox[1] - 3, int(14 * scale))  # type: ignore[index]
         text = f"{k}?" if o.state == "uncertain" else str(k)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        bx, by, bw, bh = o.bbox  # type: ignore[misc]
+        x, y = bx + (bw - tw) // 2, by + (bh + th) // 2  # centred on its box
         cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.putText(out, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, tuple(int(c) for c in colors[k - 1]),
                     thick, cv2.LINE_AA)
