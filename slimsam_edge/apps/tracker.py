@@ -111,12 +111,15 @@ class TrackGate:
     """When a tracked mask is trusted.
 
     A new mask is *uncertain* when its predicted IoU is below ``min_score``, its stability score
-    (IoU of the mask at logit thresholds +1 and -1) below ``min_stability``, its area changed by
-    more than a factor ``max_area_change`` or its centroid moved more than ``max_shift`` times the
-    square root of its area since the last trusted frame, or it covers more than ``max_area_frac``
-    of the frame. An object uncertain for more than ``max_uncertain`` frames in a row, or whose mask
-    has fewer than ``min_area`` pixels, is *lost*. The first mask of a prompt is judged by score,
-    stability and size only.
+    (IoU of the mask at logit thresholds +1 and -1) below ``min_stability``, it covers more than
+    ``max_area_frac`` of the frame, or it jumped since the last trusted (``tracking``) mask: its
+    area changed by more than a factor ``max_area_change``, or its centroid moved more than
+    ``max_shift`` times the square root of the larger of the two areas (the larger: an object coming
+    out from behind another grows fast, and its centroid moves with the part that appears). An
+    object uncertain for more than ``max_uncertain`` frames in a row, or whose mask has fewer than
+    ``min_area`` pixels, is *lost*. The first mask of a prompt is judged by score, stability and
+    size only. (A mask that jumps to an occluder and stays there stays uncertain, then is lost: it
+    is compared with the last trusted mask, not with the previous frame's.)
 
     Example:
         >>> TrackGate(min_score=0.8).max_uncertain
@@ -243,8 +246,11 @@ class Tracker:
         reacquire: ``reacquire(frame, lost_ids) -> {id: Prompt}``, called on each :meth:`update`
             while objects are lost (before decoding; e.g. a detector's boxes for them).
         margin: relative margin of the box around the previous mask.
-        multimask: ask the decoder for three masks per object and keep the one that best agrees
-            with the previous mask and its predicted IoU (else the single-mask output).
+        multimask: ``None`` (default): three masks for prompts without a box (a click is
+            ambiguous: the best predicted IoU is kept) and the single-mask output for prompts with
+            a box (every tracked object; it followed objects better, see docs/results/video.md);
+            ``True``: three masks always, keeping the one that best agrees with the previous mask
+            and its predicted IoU; ``False``: the single-mask output always.
         mask_input: feed the previous frame's low-res logits as the decoder's ``mask_input``.
 
     Threads: a Tracker uses its predictor's decoder side (:meth:`EdgePredictor.set_embedding`,
@@ -261,7 +267,7 @@ class Tracker:
     """
 
     def __init__(self, predictor: Any, *, gate: TrackGate | None = None, reacquire: Reacquire | None = None,
-                 margin: float = 0.1, multimask: bool = True, mask_input: bool = True):
+                 margin: float = 0.1, multimask: bool | None = None, mask_input: bool = True):
         predictor.check_prompt_axis()
         if not 0.0 <= margin <= 2.0:
             raise UsageError(f"margin must be in [0, 2] (a fraction of the box size), got {margin!r}")
@@ -269,7 +275,7 @@ class Tracker:
         self.gate = gate or TrackGate()
         self.reacquire = reacquire
         self.margin = float(margin)
-        self.multimask = bool(multimask)
+        self.multimask = None if multimask is None else bool(multimask)
         self.mask_input = bool(mask_input)
         self._tracks: dict[int, _Track] = {}
         self._next_id = 1
@@ -460,7 +466,8 @@ class Tracker:
             boxes = np.stack([j.box for j in jobs])
         if any(j.logits is not None for j in jobs):
             mask_inputs = [j.logits for j in jobs]
-        return self.predictor.predict_batch(points, labels, boxes, mask_inputs, multimask_output=self.multimask)
+        multi = boxes is None if self.multimask is None else self.multimask
+        return self.predictor.predict_batch(points, labels, boxes, mask_inputs, multimask_output=multi)
 
     def _judge(self, job: _Job, masks: np.ndarray, scores: np.ndarray, low: np.ndarray) -> None:
         """Pick one of the decoder's masks for ``job``, gate it, and set the object's next prompt."""
@@ -482,26 +489,29 @@ class Tracker:
             self._set_lost(t, score)
             return
         stab = stability(logits)
+        if job.fresh:
+            t.uncertain = 0
         ys, xs = np.nonzero(mask)
         centroid = (float(xs.mean()), float(ys.mean()))
         ok = score >= g.min_score and stab >= g.min_stability and area <= g.max_area_frac * mask.size
-        if ok and not job.fresh and t.ref_area > 0:
+        ratio = shift = None
+        if not job.fresh and t.ref_area > 0:  # against the last trusted mask
             ratio = area / t.ref_area
-            shift = np.hypot(centroid[0] - t.ref_centroid[0], centroid[1] - t.ref_centroid[1])
-            ok = 1.0 / g.max_area_change <= ratio <= g.max_area_change and shift <= g.max_shift * np.sqrt(t.ref_area)
-        t.stats = {"score": score, "stability": stab, "area": area}
+            shift = float(np.hypot(centroid[0] - t.ref_centroid[0], centroid[1] - t.ref_centroid[1])
+                          / np.sqrt(max(area, t.ref_area)))
+            ok = ok and 1.0 / g.max_area_change <= ratio <= g.max_area_change and shift <= g.max_shift
+        t.stats = {"score": score, "stability": stab, "area": area, "area_ratio": ratio, "shift": shift}
+        if ok or job.fresh or t.ref_area == 0:
+            t.ref_area, t.ref_centroid = area, centroid
         if ok:
             t.state, t.uncertain = TRACKING, 0
-            t.ref_area, t.ref_centroid = area, centroid
             t.logits = logits.copy() if self.mask_input else None
         else:
-            t.uncertain = 1 if job.fresh else t.uncertain + 1
+            t.uncertain += 1
             if t.uncertain > g.max_uncertain:
                 self._set_lost(t, score)
                 return
             t.state, t.logits = UNCERTAIN, None
-            if job.fresh or t.ref_area == 0:
-                t.ref_area, t.ref_centroid = area, centroid
         t.box = grow_box(bbox, mask.shape, self.margin)
         t.point = interior_point(mask, bbox)
         t.result = TrackResult(mask, score, t.state, bbox)
@@ -567,7 +577,7 @@ def demo_predictor(image_size: int = 256) -> Any:
                 m = np.where((comp == pick) & (pick > 0), 10.0, -10.0).astype(np.float32)
                 out.append(np.stack([m, m, m, np.full_like(m, -10.0)]))
             b = len(out)
-            return {"low_res_masks": np.stack(out), "iou_predictions": np.tile(np.float32([0.9, 0.95, 0.9, 0.5]), (b, 1))}
+            return {"low_res_masks": np.stack(out), "iou_predictions": np.tile(np.float32([0.95, 0.95, 0.9, 0.5]), (b, 1))}
 
     return EdgePredictor(Encoder(), Decoder(), image_size=image_size, pixel_mean=(0.0, 0.0, 0.0),
                          pixel_std=(1.0, 1.0, 1.0))
