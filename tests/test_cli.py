@@ -523,3 +523,54 @@ def test_data_video_writes_a_clip_and_refuses_bad_flags(tmp_path):
                            (["--out", tmp_path / "file"], "--out")):
         flags = ["--out", tmp_path / "x", *args] if args[0] != "--out" else args
         assert_one_line_error(run("data", "video", *flags), fragment)
+
+
+def test_video_tracks_prompted_objects_and_refuses_bad_input(tmp_path, tiny_bundle):
+    """`video`: one object per --point/--box, an mp4 and one JSON line per frame; bad input in one line."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.roll(photo((60, 80), seed=5), 2 * i, axis=1)[..., ::-1])
+    out, masks = tmp_path / "out" / "o.mp4", tmp_path / "out" / "m.jsonl"
+    r = run("video", frames, "--bundle", tiny_bundle, "--out", out, "--masks", masks, "--point", "40,30",
+            "--box", "5,5,30,40", "--backend", "onnxruntime", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["frames_done"] == 4 and res["dropped"] == 0 and sorted(res["objects"]) == ["1", "2"]
+    lines = [json.loads(line) for line in masks.read_text().splitlines()]
+    assert [[o["id"] for o in rec["objects"]] for rec in lines] == [[1, 2]] * 4
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.jsonl", "o.mp4"]
+    r = run("video", frames, "--bundle", tiny_bundle, "--out", out, "--point", "40,30", "--max-frames", "2")
+    assert r.exit_code == 0 and "2 frames -> " in r.stdout and "fps" in r.stdout, r.output
+
+    base = ("video", frames, "--bundle", tiny_bundle, "--out", tmp_path / "bad.mp4")
+    assert_one_line_error(run(*base, "--point", "90,10"), "--point 90,10", "outside the 80x60 frame")
+    assert_one_line_error(run(*base, "--point", "10,10,0"), "label is 1")
+    assert_one_line_error(run(*base, "--everything", "--box", "1,1,9,9"), "--everything", "drop --point")
+    assert_one_line_error(run(*base), "no prompt given")
+    assert_one_line_error(run("video", tmp_path / "none.mp4", "--bundle", tiny_bundle, "--out", out, "--point", "1,1"),
+                          "none.mp4 not found")
+    assert_one_line_error(run("video", frames, "--bundle", tiny_bundle, "--out", masks / "o.mp4", "--point", "1,1"),
+                          "cannot be written")
+    assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_eval_video_reports_scores_and_refuses_bad_input(tmp_path, tiny_bundle):
+    from slimsam_edge.data.synth_video import ProceduralVideo, write_video_dataset
+
+    result = run("eval-video", "--bundle", tiny_bundle, "--backend", "onnxruntime", "--frames", "4",
+                 "--size", "64x96", "--objects", "2", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["frames"] == 4 and set(report["objects"]) <= {"1", "2"} and report["fps"] > 0
+    assert report["video"] == {"generated": True, "seed": 3, "frames": 4, "size": [64, 96], "objects": 2}
+    clip = tmp_path / "clip"
+    write_video_dataset(ProceduralVideo(seed=3, frames=4, size=(64, 96), objects=2), clip, mp4=False)
+    text = run("eval-video", clip, "--bundle", tiny_bundle, "--backend", "onnxruntime")
+    assert text.exit_code == 0 and "overall: J" in text.stdout and "fps [onnxruntime/fp32]" in text.stdout
+    assert json.loads(run("eval-video", clip, "--bundle", tiny_bundle, "--backend", "onnxruntime",
+                          "--json").stdout)["J"] == report["J"]  # the same clip read back from disk
+    assert_one_line_error(run("eval-video", clip, "--bundle", tiny_bundle, "--frames", "8"), "--frames", "drop VIDEO_DIR")
+    assert_one_line_error(run("eval-video", tmp_path / "nope", "--bundle", tiny_bundle), "nope")
+    assert_one_line_error(run("eval-video", "--bundle", tiny_bundle, "--size", "big"), "--size")
+    assert_one_line_error(run("eval-video", "--bundle", tmp_path / "nobundle"), "nobundle")

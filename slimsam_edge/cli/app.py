@@ -19,11 +19,13 @@ from .data import app as data_app
 from .demo import demo
 from .devices import devices
 from .eval import eval_cmd
+from .eval_video import eval_video
 from .export import export
 from .info import info
 from .segment import segment
 from .train_reference import train_reference
 from .verify import verify
+from .video import video
 
 app = typer.Typer(
     name="slimsam-edge",
@@ -60,9 +62,11 @@ app.command()(segment)
 app.command()(bench)
 app.command()(devices)
 app.command("eval")(eval_cmd)
+app.command("eval-video")(eval_video)
 app.command()(demo)
 app.command("train-reference")(train_reference)
 app.command()(verify)
+app.command()(video)
 app.add_typer(data_app, name="data")
 
 

@@ -1,0 +1,172 @@
+"""The threaded pipeline: order, end of input, errors in any stage, Ctrl-C, real-time drops, no thread left.
+
+Fake stages only; nothing asserts on wall-clock time (counts, order and threads only).
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from slimsam_edge.apps.pipeline import Pipeline
+from slimsam_edge.errors import DataError, UsageError
+
+
+def _frames(n):
+    for i in range(n):
+        yield i, np.full((4, 6, 3), i % 256, np.uint8)
+
+
+def _pipeline_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("slimsam-")]
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left():
+    before = set(threading.enumerate())
+    yield
+    assert _pipeline_threads() == []
+    assert set(threading.enumerate()) <= before
+
+
+def _collect():
+    got = []
+    return got, lambda index, frame, result: got.append((index, result))
+
+
+def test_every_frame_mode_delivers_all_frames_in_order_and_ends_on_end_of_input():
+    got, sink = _collect()
+    progress = []
+
+    def slow_encode(frame):
+        time.sleep(0.002)
+        return int(frame[0, 0, 0])
+
+    stats = Pipeline(_frames(30), slow_encode, lambda i, f, enc: enc + 1000, sink, queue_size=1).run(
+        progress=lambda done, fps, dropped: progress.append((done, dropped)))
+    assert got == [(i, i + 1000) for i in range(30)]
+    assert (stats.frames_read, stats.frames_done, stats.dropped) == (30, 30, 0)
+    assert [d for d, _ in progress] == list(range(1, 31)) and {d for _, d in progress} == {0}
+    assert len(stats.latencies_ms) == 30
+    d = stats.to_dict()
+    assert 0 <= d["latency_ms"]["p50"] <= d["latency_ms"]["p95"] <= d["latency_ms"]["max"]
+    assert d["fps"] > 0 and d["seconds"] > 0
+
+
+def test_realtime_mode_encodes_the_newest_frame_and_counts_the_dropped_ones():
+    started, read_all = threading.Event(), threading.Event()
+    encoded = []
+
+    def source():
+        yield 0, np.zeros((2, 2, 3), np.uint8)
+        assert started.wait(10)  # the encoder holds frame 0 while 1..19 arrive
+        for i in range(1, 20):
+            yield i, np.full((2, 2, 3), i, np.uint8)
+        read_all.set()
+
+    def encode(frame):
+        index = int(frame[0, 0, 0])
+        encoded.append(index)
+        if index == 0:
+            started.set()
+            assert read_all.wait(10)
+        return index
+
+    got, sink = _collect()
+    stats = Pipeline(source(), encode, lambda i, f, enc: enc, sink, realtime=True).run()
+    # 1..18 were replaced by newer frames before the encoder was free; 19 is the newest
+    assert encoded == [0, 19]
+    assert got == [(0, 0), (19, 19)]
+    assert (stats.frames_read, stats.frames_done, stats.dropped) == (20, 2, 18)
+
+
+def test_realtime_mode_with_a_slow_encoder_drops_frames_but_delivers_in_order():
+    def slow_encode(frame):
+        time.sleep(0.01)
+        return None
+
+    def source():  # a camera: 3 frames per encode
+        for i in range(60):
+            time.sleep(0.003)
+            yield i, np.zeros((2, 2, 3), np.uint8)
+
+    got, sink = _collect()
+    stats = Pipeline(source(), slow_encode, lambda i, f, e: i, sink, realtime=True).run()
+    indices = [i for i, _ in got]
+    assert indices == sorted(indices) and indices[0] == 0 and indices[-1] == 59  # first and newest kept
+    assert stats.frames_read == 60 and stats.frames_done + stats.dropped == 60
+
+
+@pytest.mark.parametrize("stage", ["source", "encode", "process", "sink"])
+def test_an_exception_in_any_stage_is_raised_in_run_and_no_thread_is_left(stage):
+    def boom(*args):
+        raise DataError(f"{stage} failed")
+
+    def source():
+        yield from _frames(3)
+        if stage == "source":
+            boom()
+        yield from ((i, np.zeros((4, 6, 3), np.uint8)) for i in range(3, 1000))
+
+    got, sink = _collect()
+    stages = {"encode": lambda f: None, "process": lambda i, f, e: None, "sink": sink}
+    if stage != "source":
+        stages[stage] = boom
+    with pytest.raises(DataError, match=f"{stage} failed"):
+        Pipeline(source(), stages["encode"], stages["process"], stages["sink"]).run()
+    if stage == "source":  # frames read before the error were delivered or discarded, never reordered
+        assert [i for i, _ in got] == list(range(len(got)))
+
+
+def test_the_first_exception_wins_when_later_stages_fail_too():
+    def process(i, f, e):
+        raise UsageError("first")
+
+    with pytest.raises(UsageError, match="first"):
+        Pipeline(_frames(5), lambda f: None, process, lambda *a: None).run()
+
+
+def test_ctrl_c_stops_every_thread_and_is_raised():
+    got = []
+
+    def sink(index, frame, result):
+        got.append(index)
+        if len(got) == 3:
+            _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
+
+    def endless():
+        i = 0
+        while True:
+            yield i, np.zeros((2, 2, 3), np.uint8)
+            i += 1
+
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(endless(), lambda f: time.sleep(0.001), lambda i, f, e: None, sink).run()
+    assert got[:3] == [0, 1, 2] and got == sorted(got)
+
+
+def test_stop_from_the_sink_ends_the_run_normally():
+    pipe = None
+    got = []
+
+    def sink(index, frame, result):
+        got.append(index)
+        if index == 4:
+            pipe.stop()
+
+    pipe = Pipeline(_frames(10_000), lambda f: None, lambda i, f, e: None, sink)
+    stats = pipe.run()
+    assert got[:5] == [0, 1, 2, 3, 4] and stats.frames_done == len(got) and stats.frames_read < 10_000
+
+
+def test_a_pipeline_runs_once_and_refuses_a_bad_queue_size():
+    pipe = Pipeline(_frames(2), lambda f: None, lambda i, f, e: None, lambda *a: None)
+    pipe.run()
+    with pytest.raises(UsageError, match="runs once"):
+        pipe.run()
+    with pytest.raises(UsageError, match="queue_size"):
+        Pipeline(_frames(2), lambda f: None, lambda i, f, e: None, lambda *a: None, queue_size=0)
