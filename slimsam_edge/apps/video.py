@@ -260,6 +260,27 @@ class VideoObject:
                 "rle": coco_rle(rle)}
 
 
+def video_objects(results: dict[int, Any]) -> list[VideoObject]:
+    """A :meth:`Tracker.update <slimsam_edge.apps.tracker.Tracker.update>` result as the sink's
+    :class:`VideoObject` list, by id."""
+    return [VideoObject(k, r.state, float(r.score), None if r.bbox is None else [int(v) for v in r.bbox],
+                        mask=r.mask) for k, r in sorted(results.items())]
+
+
+def draw_tracks(frame: np.ndarray, results: dict[int, Any]) -> np.ndarray:
+    """The overlay of a :meth:`Tracker.update <slimsam_edge.apps.tracker.Tracker.update>` result on
+    ``frame`` (RGB): each object in the colour of its id, with its id (:func:`draw_objects`).
+
+    Example:
+        >>> from slimsam_edge.apps.tracker import TrackResult
+        >>> m = np.zeros((40, 60), bool); m[10:30, 20:40] = True
+        >>> out = draw_tracks(np.zeros((40, 60, 3), np.uint8), {1: TrackResult(m, 0.9, "tracking", (20, 10, 20, 20))})
+        >>> bool(out[20, 30].any()), bool(out[2, 2].any())
+        (True, False)
+    """
+    return draw_objects(frame, video_objects(results))
+
+
 class TrackStage:
     """The process stage of tracking: applies the due prompt events, then tracks every object."""
 
@@ -291,8 +312,7 @@ class TrackStage:
             self.tracker.update(frame, embedding=embedding, prompts={k: t.prompt() for k, t in prompts.items()})
         for k, target in adds.items():
             self.tracker.add_object(frame, target.prompt(), obj_id=k, embedding=embedding)
-        return [VideoObject(k, r.state, float(r.score), None if r.bbox is None else [int(v) for v in r.bbox],
-                            mask=r.mask) for k, r in sorted(self.tracker.results.items())]
+        return video_objects(self.tracker.results)
 
 
 class _Embedded:

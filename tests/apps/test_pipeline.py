@@ -170,3 +170,33 @@ def test_a_pipeline_runs_once_and_refuses_a_bad_queue_size():
         pipe.run()
     with pytest.raises(UsageError, match="queue_size"):
         Pipeline(_frames(2), lambda f: None, lambda i, f, e: None, lambda *a: None, queue_size=0)
+
+
+def test_the_camera_app_example_runs_headless_on_a_clip(mini_bundle, tmp_path):
+    """examples/camera_app.py (docs/embedding.md's app) on a generated clip with two clicks: it
+    prints both objects on the first frame, each state valid, and the pipeline's stats at the end."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from slimsam_edge.apps.tracker import STATES, interior_point
+    from slimsam_edge.data.synth_video import ProceduralVideo, write_video_dataset
+
+    video = ProceduralVideo(seed=3, frames=12)
+    write_video_dataset(video, tmp_path / "clip")
+    first = video[0]
+    clicks = [f"{x:.0f},{y:.0f}" for x, y in (interior_point(first.mask(k)) for k in (1, 2))]
+    example = Path(__file__).parents[2] / "examples" / "camera_app.py"
+    run = subprocess.run([sys.executable, str(example), str(mini_bundle), str(tmp_path / "clip" / "video.mp4"),
+                          "--point", clicks[0], "--point", clicks[1]],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    index, states = lines[0].split(" ", 1)
+    states = ast.literal_eval(states)
+    assert index == "0" and sorted(states) == [1, 2]
+    assert all(state in STATES for state, _score, _bbox in states.values())
+    stats = ast.literal_eval(lines[-1])
+    assert stats["frames_read"] == 12 and stats["frames_done"] + stats["dropped"] == 12
+    assert stats["frames_done"] == len(lines) - 1
