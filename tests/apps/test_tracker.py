@@ -248,8 +248,13 @@ def test_decoder_without_prompt_axis(tiny_predictor) -> None:
 # The tracker's settings (single-mask output for box prompts, mask_input, margin, TrackGate defaults)
 # were chosen on ProceduralVideo seeds 0, 1, 2 (40 frames, 240x320, 3 objects); the clips below use
 # other seeds. Thresholds sit below what was measured (see each test's comment).
-MIN_MEAN_J = 0.0
-MIN_FRAME_J = 0.0
+# measured (onnxruntime, sam-mini fp32): seed 5 one object mean J 0.967, min 0.959; seed 6 object 1
+# 0.715 (object 3 sweeps over it mid-clip; no re-acquisition in that test), object 3 added at frame 6
+# 0.967; seed 7 object 2 after its re-acquisition 0.853.
+MIN_MEAN_J = 0.85       # an object tracked from a click, unoccluded
+MIN_FRAME_J = 0.75      # any frame of it
+MIN_OCCLUDED_J = 0.6    # an object another one passes over
+MIN_REACQUIRED_J = 0.7  # after re-acquisition from a box
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +314,7 @@ def test_sam_mini_object_added_mid_stream_and_one_removed(mini) -> None:
                 assert t.objects == [2]
         assert len(js[1]) == 16 and len(js[2]) == len(video) - 7
         print(f"seed 6: object 1 mean J {np.mean(js[1]):.3f}, object 3 (added at frame 6) {np.mean(js[2]):.3f}")
-        assert np.mean(js[1]) > MIN_MEAN_J and np.mean(js[2]) > MIN_MEAN_J
+        assert np.mean(js[1]) > MIN_OCCLUDED_J and np.mean(js[2]) > MIN_MEAN_J
         assert p.batch_calls == p.decoder.calls  # one decoder call per predict_batch (<= 32 objects)
     finally:
         p.encoder, p.decoder = p.encoder.runner, p.decoder.runner
@@ -353,4 +358,4 @@ def test_sam_mini_lost_when_it_leaves_then_reacquired(mini) -> None:
     assert left - 4 <= lost_at <= left + 2 and back <= found_at <= back + 3
     assert all(states[i] == LOST for i in range(left + 2, back))
     assert asked and min(asked) == lost_at + 1
-    assert np.mean(after) > MIN_MEAN_J
+    assert np.mean(after) > MIN_REACQUIRED_J
