@@ -7,7 +7,7 @@ lower one and the label maps hold only the visible parts. The script of a clip:
 
 - object 1 wanders slowly;
 - object 2 (``objects >= 2``) leaves the frame through a side around a third of the clip and comes
-  back around two thirds;
+  back around two thirds (scripted over the clip's length: in a short clip it moves faster);
 - the top object (``objects >= 3``) sweeps across object 1's mid-clip position, occluding it;
 - any others drift on slow Lissajous paths.
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..fsutil import atomic_dir
-from .procedural import background, image_hw, pick_colour, sample_shape, texture
+from .procedural import ShapeSpec, background, image_hw, pick_colour, sample_shape, texture
 
 #: shapes used in videos (no thin bars: they are hard to follow and to click); ellipses and convex
 #: polygons twice as likely
@@ -63,8 +63,8 @@ class VideoFrame:
 
     Example:
         >>> f = VideoFrame(0, np.zeros((2, 3, 3), np.uint8), np.array([[0, 1, 1], [2, 0, 0]], np.uint8))
-        >>> f.mask(1).sum(), f.mask(5).any()
-        (np.int64(2), np.False_)
+        >>> int(f.mask(1).sum()), bool(f.mask(5).any())
+        (2, False)
     """
 
     index: int
@@ -81,7 +81,7 @@ class _Object:
     """One object's look and its pose as a closed-form function of time."""
 
     obj_id: int
-    shape: object  # procedural.ShapeSpec
+    shape: ShapeSpec
     patch: np.ndarray  # SxSx3 float32 fill in object coordinates (centre at (S-1)/2)
     centre0: np.ndarray  # (x, y) of the drift path
     amp: np.ndarray  # drift amplitude (x, y), pixels
@@ -106,13 +106,13 @@ class _Object:
             blend = min(1.0, 1.15 * math.sin(math.pi * u) ** 2)
             cx = (1 - blend) * cx + blend * self.exit_x
         scale = 1.0 + self.scale_amp * math.sin(self.scale_omega * t + self.scale_phase)
-        return float(cx), float(cy), scale, self.spin0 + self.spin * t
+        return float(cx), float(cy), scale, float(self.spin0 + self.spin * t)
 
     def polygons(self, t: int, u: float) -> list[np.ndarray]:
         """Outline polygons in frame pixels (fixed point, ``_SHIFT`` bits): outer, then holes."""
         cx, cy, scale, rotation = self.pose(t, u)
         return [np.round((p + (cx, cy)) * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
-                for p in self.shape.outline(scale, rotation)]  # type: ignore[attr-defined]
+                for p in self.shape.outline(scale, rotation)]
 
 
 def _draw(polys: list[np.ndarray], hw: tuple[int, int]) -> np.ndarray:
@@ -191,7 +191,7 @@ class ProceduralVideo(_Clip):
             area = cv2.contourArea(polys[0]) - sum(cv2.contourArea(p) for p in polys[1:])
             if area >= MIN_OBJECT_FRACTION * h * w:
                 break
-        extent = max(float(np.abs(p).max()) for p in shape.outline())
+        extent = max(float(np.linalg.norm(p, axis=1).max()) for p in shape.outline())  # any rotation
         scale_amp = rng.uniform(0.05, 0.15)
         side = int(math.ceil(2 * extent * 1.1)) + 3
         grid = np.mgrid[0:side, 0:side].astype(np.float32)
@@ -231,21 +231,15 @@ class ProceduralVideo(_Clip):
     def _u(self, t: int) -> float:
         return t / (self.frames - 1) if self.frames > 1 else 0.0
 
-    def _shapes(self, t: int) -> list[tuple[_Object, np.ndarray, list[np.ndarray]]]:
-        """Each object's full (unoccluded, in-frame) mask and polygons at frame ``t``."""
-        u = self._u(t)
-        out = []
-        for obj in self._objects:
-            polys = obj.polygons(t, u)
-            out.append((obj, _draw(polys, self.size), polys))
-        return out
+    def _shapes(self, t: int) -> list[tuple[_Object, np.ndarray]]:
+        """Each object's full (unoccluded, in-frame) mask at frame ``t``."""
+        return [(obj, _draw(obj.polygons(t, self._u(t)), self.size)) for obj in self._objects]
 
     def __getitem__(self, index: int) -> VideoFrame:
         t = _frame_index(index, self.frames)
-        h, w = self.size
         image = self._background.copy()
         labels = np.zeros(self.size, np.uint8)
-        for obj, mask, polys in self._shapes(t):  # id order: later objects on top
+        for obj, mask in self._shapes(t):  # id order: later objects on top
             ys, xs = np.nonzero(mask)
             if ys.size == 0:
                 continue
@@ -261,7 +255,7 @@ class ProceduralVideo(_Clip):
             labels[mask] = obj.obj_id
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, t]))
         image = cv2.GaussianBlur(image, (0, 0), 0.6)  # soft edges, like a camera
-        image += rng.normal(0, 2.0, image.shape).astype(np.float32)
+        image += 2.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor noise
         return VideoFrame(t, np.clip(np.rint(image), 0, 255).astype(np.uint8), labels)
 
     def meta(self) -> dict:
@@ -289,10 +283,10 @@ class ProceduralVideo(_Clip):
         for t in range(self.frames):
             shapes = self._shapes(t)
             labels = np.zeros(self.size, np.uint8)
-            for obj, mask, _ in shapes:
+            for obj, mask in shapes:
                 labels[mask] = obj.obj_id
             counts = np.bincount(labels.ravel(), minlength=len(ids) + 1)
-            for obj, mask, _ in shapes:
+            for obj, mask in shapes:
                 k, full, seen = obj.obj_id, int(np.count_nonzero(mask)), int(counts[obj.obj_id])
                 if seen:
                     runs = visible[k]
@@ -311,7 +305,7 @@ class ProceduralVideo(_Clip):
         return {
             "format": FORMAT, "version": 1, "seed": self.seed, "frames": self.frames,
             "size": list(self.size), "objects": self.objects, "object_ids": ids, "fps": FPS,
-            "shapes": {str(o.obj_id): o.shape.kind for o in self._objects},  # type: ignore[attr-defined]
+            "shapes": {str(o.obj_id): o.shape.kind for o in self._objects},
             "visible": {str(k): runs for k, runs in visible.items()},
             "events": events,
         }

@@ -188,3 +188,14 @@ def test_dataset_frame_of_the_wrong_size(tmp_path):
     cv2.imwrite(str(out / "frames" / "00000.png"), np.zeros((32, 64, 3), np.uint8))
     with pytest.raises(DataError, match=r"frames/00000.png: uint8 32x64x3 image, expected uint8 64x64x3"):
         VideoDataset(out)[0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("frames, objects", [(24, 2), (60, 3)])
+def test_object_2_leaves_and_comes_back_for_any_seed(seed, frames, objects):
+    meta = ProceduralVideo(seed=seed, frames=frames, size=(240, 320), objects=objects).meta()
+    runs = meta["visible"]["2"]
+    assert len(runs) == 2 and runs[0][0] == 0 and runs[1][1] == frames - 1
+    moves = [e["event"] for e in meta["events"] if e["object"] == 2 and e["event"] in ("enters", "leaves")]
+    assert moves == ["enters", "leaves", "enters"]
+    assert all(meta["visible"][str(k)][0][0] == 0 for k in range(1, objects + 1))  # all there at the start
