@@ -67,6 +67,18 @@ def test_follows_moving_objects_one_encode_one_batch_per_frame() -> None:
     assert t.objects == [1, 2] and t.state(1) == TRACKING
 
 
+@pytest.mark.parametrize("multimask,mask_input", [(True, True), (False, False)])
+def test_mask_output_options(multimask, mask_input) -> None:
+    """Three masks per object (the one agreeing with the previous mask kept) or one; with or
+    without the previous logits as mask_input: a moving square is followed either way."""
+    t = Tracker(demo_predictor(), multimask=multimask, mask_input=mask_input)
+    t.add_object(squares((10, 10, 20, 20)), box=[6, 6, 34, 34])
+    for i in range(1, 5):
+        r = t.update(squares((10 + 4 * i, 10, 20, 20)))[1]
+        assert r.bbox == (10 + 4 * i, 10, 20, 20) and r.state == TRACKING
+    assert (t._tracks[1].logits is not None) == mask_input
+
+
 def test_leaves_is_lost_not_decoded_then_reacquired() -> None:
     p = counted(demo_predictor())
     asked = []
