@@ -357,8 +357,12 @@ class Tracker:
             PromptError: a prompt is malformed or outside the frame.
         """
         explicit = dict(self._checked_prompts(prompts, "prompts"))
-        self._activate(frame, embedding)
         self.frames += 1
+        if not self._tracks:  # nothing to track: no encoder run
+            if frame is not None:
+                self._check_size(np.shape(frame)[:2], "frame")
+            return {}
+        self._activate(frame, embedding)
         lost = [k for k in self.objects if self._tracks[k].state == LOST and k not in explicit]
         if lost and self.reacquire is not None:
             for k, p in self._checked_prompts(self.reacquire(frame, list(lost)), "reacquire").items():

@@ -58,6 +58,7 @@ def test_follows_moving_objects_one_encode_one_batch_per_frame() -> None:
     assert p.encoder.calls == 1  # the same frame twice: encoded once
     assert t.results[1].bbox == (10, 10, 20, 20) and t.results[2].bbox == (70, 50, 24, 16)
     p.encoder.calls = p.decoder.calls = p.batch_calls = p.decoder.prompts = 0
+    assert Tracker(p).update(squares()) == {} and p.encoder.calls == 0  # no object: no encoder run
     for i in range(1, 9):
         out = t.update(squares((10 + 4 * i, 10 + 2 * i, 20, 20), (70 - 2 * i, 50, 24, 16)))
         assert out[1].bbox == (10 + 4 * i, 10 + 2 * i, 20, 20) and out[2].bbox == (70 - 2 * i, 50, 24, 16)
