@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, PromptError, UsageError
+from .everything import stability_score
 
 TRACKING, UNCERTAIN, LOST = "tracking", "uncertain", "lost"
 STATES = (TRACKING, UNCERTAIN, LOST)
@@ -197,17 +198,6 @@ def grow_box(bbox: tuple[int, int, int, int], size: tuple[int, int], margin: flo
     return np.array([max(0.0, x - mx), max(0.0, y - my), min(float(ww), x + w + mx), min(float(hh), y + h + my)])
 
 
-def stability(logits: np.ndarray, offset: float = 1.0) -> float:
-    """IoU of ``logits > offset`` and ``logits > -offset`` (SAM's stability score; 0 when empty).
-
-    Example:
-        >>> stability(np.array([[3.0, 0.5, -0.5, -3.0]]))
-        0.3333333333333333
-    """
-    outer = int((logits > -offset).sum())
-    return int((logits > offset).sum()) / outer if outer else 0.0
-
-
 # ---------------------------------------------------------------------------------- tracker
 @dataclass(eq=False)
 class _Track:
@@ -357,8 +347,12 @@ class Tracker:
             PromptError: a prompt is malformed or outside the frame.
         """
         explicit = dict(self._checked_prompts(prompts, "prompts"))
-        self._activate(frame, embedding)
         self.frames += 1
+        if not self._tracks:  # nothing to track: no encoder run
+            if frame is not None:
+                self._check_size(np.shape(frame)[:2], "frame")
+            return {}
+        self._activate(frame, embedding)
         lost = [k for k in self.objects if self._tracks[k].state == LOST and k not in explicit]
         if lost and self.reacquire is not None:
             for k, p in self._checked_prompts(self.reacquire(frame, list(lost)), "reacquire").items():
@@ -488,7 +482,7 @@ class Tracker:
         if bbox is None or area < g.min_area:
             self._set_lost(t, score)
             return
-        stab = stability(logits)
+        stab = float(np.nan_to_num(stability_score(logits[None], 0.0, 1.0)[0]))  # empty: 0
         if job.fresh:
             t.uncertain = 0
         ys, xs = np.nonzero(mask)

@@ -58,6 +58,7 @@ def test_follows_moving_objects_one_encode_one_batch_per_frame() -> None:
     assert p.encoder.calls == 1  # the same frame twice: encoded once
     assert t.results[1].bbox == (10, 10, 20, 20) and t.results[2].bbox == (70, 50, 24, 16)
     p.encoder.calls = p.decoder.calls = p.batch_calls = p.decoder.prompts = 0
+    assert Tracker(p).update(squares()) == {} and p.encoder.calls == 0  # no object: no encoder run
     for i in range(1, 9):
         out = t.update(squares((10 + 4 * i, 10 + 2 * i, 20, 20), (70 - 2 * i, 50, 24, 16)))
         assert out[1].bbox == (10 + 4 * i, 10 + 2 * i, 20, 20) and out[2].bbox == (70 - 2 * i, 50, 24, 16)
@@ -65,6 +66,18 @@ def test_follows_moving_objects_one_encode_one_batch_per_frame() -> None:
         assert out[1].mask.shape == (H, W) and out[1].mask.sum() == 400
     assert p.encoder.calls == p.decoder.calls == p.batch_calls == 8 and p.decoder.prompts == 16
     assert t.objects == [1, 2] and t.state(1) == TRACKING
+
+
+@pytest.mark.parametrize("multimask,mask_input", [(True, True), (False, False)])
+def test_mask_output_options(multimask, mask_input) -> None:
+    """Three masks per object (the one agreeing with the previous mask kept) or one; with or
+    without the previous logits as mask_input: a moving square is followed either way."""
+    t = Tracker(demo_predictor(), multimask=multimask, mask_input=mask_input)
+    t.add_object(squares((10, 10, 20, 20)), box=[6, 6, 34, 34])
+    for i in range(1, 5):
+        r = t.update(squares((10 + 4 * i, 10, 20, 20)))[1]
+        assert r.bbox == (10 + 4 * i, 10, 20, 20) and r.state == TRACKING
+    assert (t._tracks[1].logits is not None) == mask_input
 
 
 def test_leaves_is_lost_not_decoded_then_reacquired() -> None:
@@ -248,8 +261,13 @@ def test_decoder_without_prompt_axis(tiny_predictor) -> None:
 # The tracker's settings (single-mask output for box prompts, mask_input, margin, TrackGate defaults)
 # were chosen on ProceduralVideo seeds 0, 1, 2 (40 frames, 240x320, 3 objects); the clips below use
 # other seeds. Thresholds sit below what was measured (see each test's comment).
-MIN_MEAN_J = 0.0
-MIN_FRAME_J = 0.0
+# measured (onnxruntime, sam-mini fp32): seed 5 one object mean J 0.968, min 0.960; seed 6 object 1
+# 0.716 (object 3 sweeps over it mid-clip; no re-acquisition in that test), object 3 added at frame 6
+# 0.967; seed 7 object 2 after its re-acquisition 0.857.
+MIN_MEAN_J = 0.85       # an object tracked from a click, unoccluded
+MIN_FRAME_J = 0.75      # any frame of it
+MIN_OCCLUDED_J = 0.6    # an object another one passes over
+MIN_REACQUIRED_J = 0.7  # after re-acquisition from a box
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +327,7 @@ def test_sam_mini_object_added_mid_stream_and_one_removed(mini) -> None:
                 assert t.objects == [2]
         assert len(js[1]) == 16 and len(js[2]) == len(video) - 7
         print(f"seed 6: object 1 mean J {np.mean(js[1]):.3f}, object 3 (added at frame 6) {np.mean(js[2]):.3f}")
-        assert np.mean(js[1]) > MIN_MEAN_J and np.mean(js[2]) > MIN_MEAN_J
+        assert np.mean(js[1]) > MIN_OCCLUDED_J and np.mean(js[2]) > MIN_MEAN_J
         assert p.batch_calls == p.decoder.calls  # one decoder call per predict_batch (<= 32 objects)
     finally:
         p.encoder, p.decoder = p.encoder.runner, p.decoder.runner
@@ -345,12 +363,11 @@ def test_sam_mini_lost_when_it_leaves_then_reacquired(mini) -> None:
     for f in frames[first.index + 1:]:
         r = t.update(f.image)[2]
         states[f.index], js[f.index] = r.state, _j(r.mask, f.mask(2))
-    lost_at = min(i for i, s in states.items() if s == LOST)
-    found_at = min(i for i, s in states.items() if i > lost_at and s == TRACKING)
+    gone = [i for i in range(left - 4, back) if states[i] == LOST]
+    found_at = min(i for i, s in states.items() if i >= back and s == TRACKING)
     after = [js[i] for i in range(found_at, len(video))]
-    print(f"seed 7: leaves at {left}, lost at {lost_at}; back at {back}, tracking again at {found_at}, "
-          f"J after {np.mean(after):.3f}; J before leaving {np.mean([js[i] for i in range(first.index + 1, left - 3)]):.3f}")
-    assert left - 4 <= lost_at <= left + 2 and back <= found_at <= back + 3
-    assert all(states[i] == LOST for i in range(left + 2, back))
-    assert asked and min(asked) == lost_at + 1
-    assert np.mean(after) > MIN_MEAN_J
+    print(f"seed 7: leaves at {left}, lost from {gone[0]}; back at {back}, tracking again at {found_at}, "
+          f"J after {np.mean(after):.3f}; states {''.join(states[i][0] for i in sorted(states))}")
+    assert gone and gone[0] <= left + 2 and all(states[i] == LOST for i in range(left + 2, back))
+    assert found_at <= back + 3 and min(asked) == gone[0] + 1
+    assert np.mean(after) > MIN_REACQUIRED_J

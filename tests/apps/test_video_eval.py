@@ -58,4 +58,15 @@ def test_sam_mini_on_a_clip_from_disk(mini_bundle, tmp_path) -> None:
     p = EdgePredictor.from_bundle(mini_bundle, backend="onnxruntime")
     r = evaluate_video(p, VideoDataset(tmp_path / "clip"))
     assert set(r["objects"]) == {1, 2} and r["frames"] == 24 and r["backend"] == "onnxruntime"
-    assert r["J"] > 0.7 and r["F"] > 0.7, r
+    print(f"seed 11: J {r['J']:.3f} F {r['F']:.3f} losses {r['losses']} reacquisitions {r['reacquisitions']}")
+    assert r["J"] > 0.75 and r["F"] > 0.75, r  # measured J 0.908, F 0.934 (2 losses, 2 re-acquisitions)
+
+
+def test_tracking_and_eval_video_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom slimsam_edge.cli.app import app\nimport slimsam_edge.apps.tracker, slimsam_edge.apps.video_eval\n"
+            "try:\n    app(['eval-video', '--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
