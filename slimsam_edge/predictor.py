@@ -54,26 +54,31 @@ class ImageEmbedding:
     input_size: tuple[int, int]
 
 
-class _Exclusive:
-    """A guard that refuses, instead of waiting for, a second thread (one-line ConcurrentUseError).
+#: what :class:`ExclusiveUse` tells a second thread on an EdgePredictor
+PREDICTOR_THREADS = ("give each thread its own EdgePredictor (EdgePredictor.from_bundle per thread), or encode "
+                     "on one thread and decode on one other (encode() / set_embedding(), as "
+                     "slimsam_edge.apps.pipeline does)")
+
+
+class ExclusiveUse:
+    """A guard that refuses, instead of waiting for, a second thread (one-line ConcurrentUseError
+    naming ``what`` and saying ``advice``); the thread inside may enter again.
 
     Example:
-        >>> g = _Exclusive("the decoder of this EdgePredictor")
+        >>> g = ExclusiveUse("this tracker", "use it from one thread")
         >>> with g:
         ...     with g:  # the same thread again: allowed
         ...         pass
     """
 
-    def __init__(self, what: str):
+    def __init__(self, what: str, advice: str = PREDICTOR_THREADS):
         self.what = what
+        self.advice = advice
         self._lock = threading.RLock()
 
     def __enter__(self) -> None:
         if not self._lock.acquire(blocking=False):
-            raise ConcurrentUseError(
-                f"{self.what} is in use by another thread; give each thread its own EdgePredictor "
-                "(EdgePredictor.from_bundle per thread), or encode on one thread and decode on one other "
-                "(encode() / set_embedding(), as slimsam_edge.apps.pipeline does)")
+            raise ConcurrentUseError(f"{self.what} is in use by another thread; {self.advice}")
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
@@ -125,8 +130,8 @@ class EdgePredictor:
         #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
         self.backend: str | None = None
         self.precision: str | None = None
-        self._encoding = _Exclusive("the encoder of this EdgePredictor")
-        self._decoding = _Exclusive("the current image and decoder of this EdgePredictor")
+        self._encoding = ExclusiveUse("the encoder of this EdgePredictor")
+        self._decoding = ExclusiveUse("the current image and decoder of this EdgePredictor")
         self.reset_image()
 
     # ------------------------------------------------------------------ construction

@@ -45,3 +45,17 @@ def mini_bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("mini") / "sam_mini"
     export_bundle(sam, spec, out, target="onnx", model_id="sam_mini", validate=False)
     return out
+
+
+@pytest.fixture()
+def ctrl_c():
+    """``_thread.interrupt_main`` as Ctrl-C: makes sure SIGINT raises KeyboardInterrupt (a shell's
+    background job inherits SIGINT ignored, and interrupt_main then does nothing), restored after."""
+    import _thread
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield _thread.interrupt_main
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -203,19 +203,25 @@ class Pipeline:
         targets = (self._capture, self._encode, self._process, self._sink)
         threads = [threading.Thread(target=self._guard, args=(fn,), name=f"slimsam-{name}", daemon=True)
                    for name, fn in zip(self.STAGES, targets)]
+        self._running = len(threads)
+        self._finished = threading.Event()  # set by the last stage thread to end
         try:
             for t in threads:
                 t.start()
-            for t in threads:
-                while t.is_alive():  # short joins: Ctrl-C reaches this thread between them
-                    t.join(_POLL)
+            # wait on an Event, not Thread.join: a KeyboardInterrupt landing inside join's lock
+            # handling can leave a thread marked stopped while it runs (CPython bpo-45274)
+            while not self._finished.wait(_POLL):
+                pass
         except BaseException:
             self._stop.set()
-            for t in threads:
-                if t.ident is not None:
-                    t.join()
+            # every started stage sees the stop within _POLL (a stage inside a long call ends it first)
+            while not self._finished.wait(_POLL) and any(t.is_alive() for t in threads):
+                pass
             raise
         finally:
+            for t in threads:
+                if t.ident is not None:
+                    t.join()  # its stage has ended: only the thread's own exit is left
             self.stats.seconds = time.perf_counter() - self._t0
             if self.realtime:
                 self.stats.dropped = self._captured.dropped
@@ -232,6 +238,11 @@ class Pipeline:
                 if self._error is None:
                     self._error = err
             self._stop.set()
+        finally:
+            with self._error_lock:
+                self._running -= 1
+                if self._running == 0:
+                    self._finished.set()
 
     def _put(self, q: Any, item: Any) -> bool:
         """Put ``item`` into ``q``, waiting while it is full; False when the pipeline stops first."""

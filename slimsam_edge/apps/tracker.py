@@ -32,6 +32,7 @@ Example (a stand-in segmenter: bright pixels connected to the prompt; see the te
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -40,6 +41,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, PromptError, UsageError
+from ..predictor import ExclusiveUse
 from .everything import stability_score
 
 TRACKING, UNCERTAIN, LOST = "tracking", "uncertain", "lost"
@@ -226,6 +228,17 @@ class _Job:
     fresh: bool
 
 
+def _one_thread(method: Callable) -> Callable:
+    """Run a :class:`Tracker` method under its guard: a second thread is refused, not raced."""
+
+    @functools.wraps(method)
+    def guarded(self: "Tracker", *args: Any, **kwargs: Any) -> Any:
+        with self._busy:
+            return method(self, *args, **kwargs)
+
+    return guarded
+
+
 class Tracker:
     """Track several objects through frames with one encoder run and one batched decoder call each.
 
@@ -244,8 +257,9 @@ class Tracker:
         mask_input: feed the previous frame's low-res logits as the decoder's ``mask_input``.
 
     Threads: a Tracker uses its predictor's decoder side (:meth:`EdgePredictor.set_embedding`,
-    ``predict_batch``): use it from one thread; another thread may :meth:`~EdgePredictor.encode`
-    the next frame and pass the embedding to :meth:`update`.
+    ``predict_batch``): use it from one thread (a second thread inside :meth:`add_object`,
+    :meth:`remove_object` or :meth:`update` at the same time gets ConcurrentUseError); another
+    thread may :meth:`~EdgePredictor.encode` the next frame and pass the embedding to :meth:`update`.
 
     Illustration (not run as a doctest: it needs a bundle)::
 
@@ -272,6 +286,9 @@ class Tracker:
         self._size: tuple[int, int] | None = None
         self._cache: tuple[Any, Any] | None = None  # (key of the last frame, its embedding)
         self.frames = 0
+        self._busy = ExclusiveUse("this Tracker", "call add_object / remove_object / update from one thread "
+                                  "(e.g. a Pipeline's process stage); another thread may encode frames "
+                                  "(EdgePredictor.encode) and pass the embedding to update()")
 
     # ------------------------------------------------------------------ objects
     @property
@@ -288,6 +305,7 @@ class Tracker:
         """Each object's latest result (of :meth:`add_object` or :meth:`update`)."""
         return {k: self._tracks[k].result for k in self.objects}
 
+    @_one_thread
     def add_object(self, frame: Any, prompt: Prompt | None = None, *, points: Any = None, labels: Any = None,
                    box: Any = None, mask: Any = None, obj_id: int | None = None, embedding: Any = None) -> int:
         """Start tracking an object prompted on ``frame``; returns its id (1, 2, ... unless
@@ -328,12 +346,14 @@ class Tracker:
         self._next_id = max(self._next_id, obj_id + 1)
         return obj_id
 
+    @_one_thread
     def remove_object(self, obj_id: int) -> None:
         """Stop tracking ``obj_id`` (its state is dropped)."""
         self._track(obj_id)
         del self._tracks[obj_id]
 
     # ------------------------------------------------------------------ frames
+    @_one_thread
     def update(self, frame: Any, *, embedding: Any = None,
                prompts: Mapping[int, Prompt] | None = None) -> dict[int, TrackResult]:
         """Track every object into ``frame`` (HxWx3 uint8 RGB; may be ``None`` when ``embedding``,

@@ -371,3 +371,46 @@ def test_sam_mini_lost_when_it_leaves_then_reacquired(mini) -> None:
     assert gone and gone[0] <= left + 2 and all(states[i] == LOST for i in range(left + 2, back))
     assert found_at <= back + 3 and min(asked) == gone[0] + 1
     assert np.mean(after) > MIN_REACQUIRED_J
+
+
+def test_tracker_refuses_a_second_thread() -> None:
+    """docs/embedding.md's rule: one thread drives a Tracker; a second one inside update() at the
+    same time is refused with ConcurrentUseError (one line), and the first one is unharmed."""
+    import threading
+
+    from slimsam_edge.errors import ConcurrentUseError
+
+    armed, inside, release = threading.Event(), threading.Event(), threading.Event()
+    base = demo_predictor()
+
+    class Slow:
+        """The stand-in predictor, holding the first thread inside its decoder call."""
+
+        def __getattr__(self, name):
+            return getattr(base, name)
+
+        def predict_batch(self, *args, **kwargs):
+            if armed.is_set() and threading.current_thread() is not threading.main_thread():
+                inside.set()
+                release.wait(10)
+            return base.predict_batch(*args, **kwargs)
+
+    frame = squares((10, 30, 20, 20))
+    t = Tracker(Slow())
+    obj = t.add_object(frame, points=[[20, 40]])
+    got = {}
+    armed.set()
+    worker = threading.Thread(target=lambda: got.update(t.update(frame)))
+    worker.start()
+    try:
+        assert inside.wait(10)
+        for call in (lambda: t.update(frame), lambda: t.remove_object(obj),
+                     lambda: t.add_object(frame, points=[[20, 40]])):
+            with pytest.raises(ConcurrentUseError, match="this Tracker is in use by another thread") as err:
+                call()
+            assert "\n" not in str(err.value)
+    finally:
+        release.set()
+        worker.join(10)
+    assert not worker.is_alive() and got[obj].state == TRACKING
+    assert t.objects == [obj]  # the refused calls changed nothing

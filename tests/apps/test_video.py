@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import _thread
 import json
 import threading
 import time
@@ -160,13 +159,13 @@ def test_everything_mode_segments_each_frame(clip, tiny_bundle, tmp_path):
         assert areas == sorted(areas, reverse=True) and {o["state"] for o in rec["objects"]} == {"everything"}
 
 
-def test_ctrl_c_keeps_the_frames_done_so_far_playable(clip, tiny_bundle, tmp_path):
+def test_ctrl_c_keeps_the_frames_done_so_far_playable(clip, tiny_bundle, tmp_path, ctrl_c):
     folder, _ = clip
     out, masks = tmp_path / "c.mp4", tmp_path / "c.jsonl"
 
     def progress(done, total, fps, dropped):
         if done == 3:
-            _thread.interrupt_main()  # Ctrl-C
+            ctrl_c()
             time.sleep(0.2)  # lets the main thread take it before the clip ends (not asserted on)
 
     result = run_video(str(folder), tiny_bundle, out, targets=[Target(((40, 40, 1.0),))], masks=masks,
