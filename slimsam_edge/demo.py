@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 #: ``progress(step, steps, what)`` before each of the demo's steps
 DemoProgress = Callable[[int, int, str], None]
-STEPS = 6
+STEPS = 7
+#: the demo's video: a procedural clip (3 objects; one leaves and comes back) the tracker never tuned on
+VIDEO_SEED, VIDEO_FRAMES = 21, 48
 #: the compression's learning rate: at 40 steps per phase 1e-3 keeps more than the default 1e-4
 DEMO_LR = 1e-3
 #: labels of the two torch models in the report's mIoU table
@@ -46,7 +48,7 @@ class DemoReport:
         ...                segment={"point": [3.0, 4.0], "mask": "m.png", "overlay": "o.png",
         ...                         "iou_with_ground_truth": 0.9})
         >>> list(r.to_dict())
-        ['checkpoint', 'out', 'bundle', 'validation', 'eval', 'segment', 'bench', 'seconds']
+        ['checkpoint', 'out', 'bundle', 'validation', 'eval', 'segment', 'video', 'bench', 'seconds']
         >>> r.markdown().splitlines()[0]
         '# slimsam-edge demo (1.5 s)'
     """
@@ -58,6 +60,7 @@ class DemoReport:
     validation: Any = None
     eval: dict[str, dict[str, Any]] = field(default_factory=dict)
     segment: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] = field(default_factory=dict)
     bench: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -67,7 +70,7 @@ class DemoReport:
         if self.compress is not None:
             d["compress"] = self.compress
         d.update(bundle=self.bundle, validation=self.validation, eval=self.eval, segment=self.segment,
-                 bench=self.bench, seconds=self.seconds)
+                 video=self.video, bench=self.bench, seconds=self.seconds)
         return d
 
     def markdown(self) -> str:
@@ -83,8 +86,14 @@ class DemoReport:
         for k, v in self.eval.items():
             lines.append(f"| {k} | {v['point_miou']:.4f} | {v['box_miou']:.4f} | {v['images']} | {v['annotations']} |")
         s = self.segment
-        lines += ["", f"segment: point {s['point']} → `{s['mask']}` (IoU with ground truth {s['iou_with_ground_truth']:.3f}), overlay `{s['overlay']}`",
-                  "", "| backend | cold start | preprocess p50 | encoder p50 | decoder+post p50 | peak RSS |", "|---|---|---|---|---|---|"]
+        lines += ["", f"segment: point {s['point']} → `{s['mask']}` (IoU with ground truth {s['iou_with_ground_truth']:.3f}), overlay `{s['overlay']}`"]
+        if self.video:
+            v = self.video
+            lines += ["", f"video: {v['objects']} objects clicked once and tracked through {v['frames']} frames "
+                          f"({v['backend']}): J&F {v['JF']:.3f} (J {v['J']:.3f}, F {v['F']:.3f}), {v['fps']:.1f} fps "
+                          f"({v['pipeline_fps']:.1f} fps through the threaded pipeline, overlay written), "
+                          f"{v['reacquisitions']} re-acquisitions → `{v['out']}`"]
+        lines += ["", "| backend | cold start | preprocess p50 | encoder p50 | decoder+post p50 | peak RSS |", "|---|---|---|---|---|---|"]
         for b in self.bench:
             lines.append(f"| {b['backend']} | {b['cold_start_s']:.2f} s | {b['preprocess_p50_ms']:.1f} ms | "
                          f"{b['encoder_p50_ms']:.1f} ms | {b['decoder_plus_post_p50_ms']:.2f} ms | {b['peak_rss_mb']:.0f} MiB |")
@@ -112,10 +121,10 @@ def run_demo(
     quiet: bool = False,
     progress: DemoProgress | None = None,
 ) -> DemoReport:
-    """Compress → export → eval → segment → bench on the built-in model and data; write the reports.
+    """Compress → export → eval → segment → track → bench on the built-in model and data; write the reports.
 
     Arguments:
-        out: folder for every artifact (``compressed/``, ``bundle/``, ``data/``, ``segment/``) and
+        out: folder for every artifact (``compressed/``, ``bundle/``, ``data/``, ``segment/``, ``video/``) and
             ``report.json`` / ``report.md``.
         checkpoint: the teacher; None: the shipped sam-mini.
         images: held-out procedural images evaluated (seed
@@ -123,14 +132,14 @@ def run_demo(
         ratio: pruning ratio of the compression.
         compress_steps: distillation steps per phase; 0 skips compression and exports the teacher.
         quiet: silence the compression's own progress output.
-        progress: told ``(step, 6, what)`` before each step.
+        progress: told ``(step, 7, what)`` before each step.
 
     Illustration (not run as a doctest: it exports and benchmarks, about half a minute)::
 
         steps = []
         report = run_demo("demo", compress_steps=0, images=2,
                           progress=lambda i, n, what: steps.append(i))
-        steps, report.compress  # -> ([1, 2, 3, 4, 5, 6], None)
+        steps, report.compress  # -> ([1, 2, 3, 4, 5, 6, 7], None)
     """
     from .assets import require_reference_model
     from .fsutil import write_text_atomic
@@ -147,6 +156,7 @@ def run_demo(
     models += [("bundle onnxruntime", bundle, "onnxruntime"), ("bundle openvino", bundle, "openvino")]
     _evaluate(report, models, data_dir, say)
     _segment(report, bundle, out, say)
+    _video(report, bundle, out, say)
     _bench(report, bundle, say)
     report.seconds = round(time.perf_counter() - t_start, 1)
     write_text_atomic(out / "report.json", json.dumps(report.to_dict(), indent=2))
@@ -248,11 +258,38 @@ def _segment(report: DemoReport, bundle: Path, out: Path, say: DemoProgress) -> 
                       "iou_with_ground_truth": mask_iou(masks[0], ann.mask)}
 
 
+def _video(report: DemoReport, bundle: Path, out: Path, say: DemoProgress) -> None:
+    """Step 6: click each object of a procedural clip once and track it (J&F against the exact
+    masks, with the oracle re-acquisition of ``eval-video``); write the overlay video through the
+    threaded pipeline (``slimsam-edge video``'s job)."""
+    from .apps.tracker import interior_point
+    from .apps.video import Target, run_video
+    from .apps.video_eval import evaluate_video
+    from .data.synth_video import ProceduralVideo, write_video_dataset
+    from .predictor import EdgePredictor
+
+    say(6, STEPS, f"track {VIDEO_FRAMES} frames of a procedural video from one click per object")
+    video = ProceduralVideo(seed=VIDEO_SEED, frames=VIDEO_FRAMES)
+    predictor = EdgePredictor.from_bundle(bundle)
+    scores = evaluate_video(predictor, video)
+    clip = out / "video" / "clip"
+    write_video_dataset(video, clip)
+    first = video[0]
+    targets = [Target(points=((*interior_point(first.mask(k)), 1.0),)) for k in video.object_ids if first.mask(k).any()]
+    tracked = out / "video" / "tracked.mp4"
+    piped = run_video(str(clip / "frames"), bundle, tracked, targets=targets, backend=predictor.backend,
+                      precision=predictor.precision, fps=24.0)
+    report.video = {"out": str(tracked), "clip": str(clip), "frames": scores["frames"],
+                    "objects": len(video.object_ids), "backend": predictor.backend, "J": scores["J"],
+                    "F": scores["F"], "JF": scores["JF"], "fps": scores["fps"],
+                    "reacquisitions": scores["reacquisitions"], "pipeline_fps": piped["fps"]}
+
+
 def _bench(report: DemoReport, bundle: Path, say: DemoProgress) -> None:
-    """Step 6: cold start, per-stage latency and peak memory per backend (photo-sized input)."""
+    """Step 7: cold start, per-stage latency and peak memory per backend (photo-sized input)."""
     from .bench.harness import BenchConfig, run_config
 
-    say(6, STEPS, "latency per backend (1500x2250 photo-sized input)")
+    say(7, STEPS, "latency per backend (1500x2250 photo-sized input)")
     for backend in BENCH_BACKENDS:
         r = run_config(BenchConfig(bundle=str(bundle), backend=backend, runs=5, warmup=1, prompts=20))
         report.bench.append({

@@ -1,4 +1,4 @@
-"""slimsam_edge.demo: the demo's six steps as a library call (without compression: fast)."""
+"""slimsam_edge.demo: the demo's seven steps as a library call (without compression: fast)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def test_run_demo_without_compression_exports_evaluates_segments_and_benches(tmp
     truth = max(procedural_sample(HELDOUT_SEED, 0, 256).annotations, key=lambda a: a.area).mask
     assert seg["iou_with_ground_truth"] == mask_iou(mask, truth)
     assert (out / "segment" / "overlay.png").is_file() and mask.shape == truth.shape
+    # the video step: every frame scored and written, the overlay video playable
+    from slimsam_edge.demo import VIDEO_FRAMES
+
+    video = report.video
+    assert video["frames"] == VIDEO_FRAMES and video["objects"] == 3 and 0.0 <= video["JF"] <= 1.0
+    capture = cv2.VideoCapture(video["out"])
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == VIDEO_FRAMES
+    capture.release()
+    assert f"tracked through {VIDEO_FRAMES} frames" in report.markdown()
 
 
 def test_the_report_says_what_the_short_compression_kept_next_to_the_full_schedule():

@@ -38,4 +38,4 @@ def demo(
         emit_json(report.to_dict())
         return
     typer.echo(report.markdown())
-    typer.echo(f"artifacts in {out}/ (compressed/, bundle/, data/, segment/), report: {out / 'report.md'}")
+    typer.echo(f"artifacts in {out}/ (compressed/, bundle/, data/, segment/, video/), report: {out / 'report.md'}")
