@@ -14,6 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import os
+
+
+#: set (not "0") by ``slimsam-edge --debug``: tracebacks, and native libraries' own log lines
+DEBUG_ENV = "SLIMSAM_EDGE_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """Whether ``--debug`` (or ``SLIMSAM_EDGE_DEBUG=1``) asked for tracebacks and native logs."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
 
 class SlimSamEdgeError(Exception):
     """Base class of every error the project raises on purpose."""

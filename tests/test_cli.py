@@ -574,3 +574,18 @@ def test_eval_video_reports_scores_and_refuses_bad_input(tmp_path, tiny_bundle):
     assert_one_line_error(run("eval-video", tmp_path / "nope", "--bundle", tiny_bundle), "nope")
     assert_one_line_error(run("eval-video", "--bundle", tiny_bundle, "--size", "big"), "--size")
     assert_one_line_error(run("eval-video", "--bundle", tmp_path / "nobundle"), "nobundle")
+
+
+def test_video_source_that_cannot_open_says_one_line_without_native_logs(tmp_path, tiny_bundle):
+    """OpenCV and FFmpeg print their own warnings (to the stderr file descriptor) when a camera or a
+    stream does not open: the process's stderr is still the one line; --debug lets them through."""
+    import subprocess
+    import sys
+
+    for source in ("99", "rtsp://127.0.0.1:9/none"):
+        cmd = [sys.executable, "-m", "slimsam_edge", "video", source, "--bundle", str(tiny_bundle),
+               "--point", "1,1", "--out", str(tmp_path / "o.mp4")]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "SLIMSAM_EDGE_DEBUG": ""})
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "cannot be opened" in r.stderr, r.stderr
+    assert not (tmp_path / "o.mp4").exists()

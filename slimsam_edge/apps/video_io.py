@@ -32,10 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +46,7 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ..errors import DataError, ImageError, UsageError
+from ..errors import DataError, ImageError, UsageError, debug_enabled
 from ..fsutil import default_mode
 
 #: a stream URL: a scheme OpenCV/FFmpeg understands (rtsp://, http://, udp://, ...)
@@ -121,6 +123,24 @@ class FrameSource:
         pass
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send what native code (OpenCV's and FFmpeg's log lines) writes to stderr to /dev/null while
+    the block runs, so a source that cannot be opened says one line, ours; ``--debug`` keeps them."""
+    if debug_enabled():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class _CaptureSource(FrameSource):
     """A source read through ``cv2.VideoCapture`` (video file, camera, stream URL)."""
 
@@ -131,7 +151,8 @@ class _CaptureSource(FrameSource):
         return self.name
 
     def _open(self) -> None:
-        self._cap = cv2.VideoCapture(self._target())
+        with native_stderr_silenced():
+            self._cap = cv2.VideoCapture(self._target())
         if not self._cap.isOpened():
             self._cap.release()
             raise DataError(self.cannot_open.format(name=self.name))

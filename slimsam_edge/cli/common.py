@@ -11,21 +11,15 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import os
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 import typer
 
-from ..errors import SlimSamEdgeError, UsageError  # noqa: F401  (re-exported for commands)
+from ..errors import DEBUG_ENV, SlimSamEdgeError, UsageError, debug_enabled  # noqa: F401  (re-exported for commands)
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEBUG_ENV = "SLIMSAM_EDGE_DEBUG"
-
-
-def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 #: errno values of a full, read-only or forbidden destination: reported in one line, exit code 2
