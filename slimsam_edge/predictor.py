@@ -27,7 +27,7 @@ from .errors import ConcurrentUseError, ImageError, PromptError, UsageError
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, open_runner
-from .transforms import ResizeLongestSide, postprocess_masks, preprocess
+from .transforms import ResizeLongestSide, preprocess, upscale_masks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
@@ -412,7 +412,7 @@ class EdgePredictor:
         sel = slice(1, None) if multimask_output else slice(0, 1)
         h, w = self.original_size  # type: ignore[misc]
         chunk = self.chunk_size()
-        masks = scores = low_res = None
+        masks = scores = low_res = scratch = None
         t_dec = t_post = 0.0
         for lo in range(0, b, chunk):
             hi = min(b, lo + chunk)
@@ -425,15 +425,13 @@ class EdgePredictor:
                 c, side = low.shape[1], low.shape[-1]
                 masks = np.empty((b, c, h, w), np.float32 if return_logits else bool)
                 scores, low_res = np.empty((b, c), np.float32), np.empty((b, c, side, side), np.float32)
+                scratch = None if return_logits else np.empty((h, w), np.float32)
             scores[lo:hi], low_res[lo:hi] = s, low  # type: ignore[index]
-            # one cv2 resize per prompt (its C masks as channels): resizing a whole chunk as one
-            # image of B*C channels measured 5-10x slower (the channel-last transpose of B*C planes)
+            # each returned mask resized on its own straight into the output (binary ones through
+            # one reused float plane); a channel-last resize of B*C planes measured 5-10x slower
             for i, prompt in enumerate(low, lo):
-                up = postprocess_masks(prompt, self.input_size, self.original_size, self.image_size)
-                if return_logits:
-                    masks[i] = up
-                else:
-                    np.greater(up, self.mask_threshold, out=masks[i])
+                upscale_masks(prompt, self.input_size, self.original_size, self.image_size, masks[i],
+                              threshold=None if return_logits else self.mask_threshold, scratch=scratch)
             t_dec += t1 - t0
             t_post += time.perf_counter() - t1
         self.timings["decoder"] = t_dec
