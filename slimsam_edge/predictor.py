@@ -130,6 +130,8 @@ class EdgePredictor:
         #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
         self.backend: str | None = None
         self.precision: str | None = None
+        #: the decoder's precision (``precision`` unless ``from_bundle(decoder_precision=...)``)
+        self.decoder_precision: str | None = None
         self._encoding = ExclusiveUse("the encoder of this EdgePredictor")
         self._decoding = ExclusiveUse("the current image and decoder of this EdgePredictor")
         self.reset_image()
@@ -146,6 +148,7 @@ class EdgePredictor:
         threads: int | None = None,
         verify: bool = True,
         resize: str = "sam",
+        decoder_precision: str | None = None,
     ) -> "EdgePredictor":
         """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
 
@@ -166,24 +169,31 @@ class EdgePredictor:
             threads: intra-op threads; ``None`` = the profile's ``[runtime]`` threads in the same
                 case (0 there = the runtime's own default).
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
+            decoder_precision: the decoder's precision when it differs from the encoder's (``None``
+                = ``precision``), chosen as ``precision`` is: "bf16" runs the fp32 decoder with the
+                bf16 hint (OpenVINO on a BF16 / AMX CPU: about half the decoder's time, see
+                docs/results/decoder.md), behind an int8 or fp32 encoder.
         """
         from .bundle import Bundle, load_bundle
 
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         backend, precision = auto_pick(bundle, backend, precision)
+        if decoder_precision is not None:
+            decoder_precision = auto_pick(bundle, backend, decoder_precision)[1]
         default_device, default_threads = runtime_defaults(backend)
         device = device or default_device
         threads = threads if threads is not None else default_threads
-        runners = []
-        for graph in (ENCODER, DECODER):
-            art = find_artifact(bundle, graph, backend, precision)
-            runners.append(open_artifact(bundle.root, art, precision=precision, device=device, threads=threads))
+        runners, arts = [], []
+        for graph, wanted in ((ENCODER, precision), (DECODER, decoder_precision or precision)):
+            arts.append(find_artifact(bundle, graph, backend, wanted))
+            runners.append(open_artifact(bundle.root, arts[-1], precision=wanted, device=device, threads=threads))
         predictor = cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
             pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
         )
-        predictor.backend, predictor.precision = runners[0].backend, precision or art.precision
+        predictor.backend, predictor.precision = runners[0].backend, precision or arts[0].precision
+        predictor.decoder_precision = decoder_precision or predictor.precision
         return predictor
 
     @classmethod
