@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Decoder + postprocessing per prompt (issue 18 item 4): what each faster path saves.
 
-Random-weight models, no downloads: ``sam-mini`` (256 px) and ``p77`` (the SlimSAM-77 architecture
-at 1024 px; its prompt encoder and mask decoder are SAM's at 1024). Only the low-res decoder is
+No downloads: ``sam-mini`` (256 px, the shipped trained weights) and ``p77`` (the SlimSAM-77
+architecture at 1024 px with random weights; its prompt encoder and mask decoder are SAM's at 1024). Only the low-res decoder is
 exported (ONNX, cached in ``--workdir``) and run on a fixed random image embedding, as
 ``slimsam-edge bench`` runs it after the encoder: one-point prompts on a photo-sized image
 (``--image-hw``, 1500x2250 by default). Every table is a median over ``--rounds`` rounds in
@@ -16,7 +16,9 @@ which the configurations run interleaved (the order rotates each round).
    0's mask (``--no-first-mask`` skips that export);
 3. ``EdgePredictor.predict`` per prompt (decoder + postprocessing) for each runtime/precision,
    single- and multi-mask, next to the decoder + the plain postprocessing;
-4. batched prompts: ``predict_batch`` of ``--batch`` prompts per prompt vs one ``predict`` each.
+4. batched prompts: ``predict_batch`` of ``--batch`` prompts per prompt vs one ``predict`` each;
+5. (sam-mini, the shipped trained weights) mask agreement of every runtime/precision and graph
+   with openvino/fp32 on real embeddings.
 
     python scripts/bench_decoder.py --models sam-mini p77 --rounds 7 --json /tmp/bench-decoder.json
 """
@@ -78,24 +80,30 @@ def first_mask_wrapper():
     return replace(ONNX_SPECS[DECODER_LOWRES], wrapper="FirstMaskDecoder")  # same I/O and name
 
 
-def export(model: str, workdir: Path, first_mask: bool) -> tuple[dict[str, Path], object]:
+def export(model: str, workdir: Path, first_mask: bool) -> tuple[dict[str, Path], object, object]:
     import torch
 
     from slimsam_edge.exporters.onnx_export import export_onnx
     from slimsam_edge.models.build import build_sam, random_init_
     from slimsam_edge.models.spec import PRESETS as SPECS
 
-    spec = SPECS[PRESETS[model]]
     graphs = {"all tokens": ONNX_SPECS[DECODER_LOWRES]}
     if first_mask:
         graphs["token 0 only"] = first_mask_wrapper()
     paths = {name: workdir / f"{model}-{g.wrapper}.onnx" for name, g in graphs.items()}
-    if not all(p.is_file() for p in paths.values()):
+    if model == "sam-mini":  # the shipped trained weights: masks worth comparing
+        from slimsam_edge.assets import require_reference_model
+        from slimsam_edge.models.io import load_model
+
+        sam, spec = load_model(require_reference_model())
+    else:
+        spec = SPECS[PRESETS[model]]
         torch.manual_seed(0)
         sam = random_init_(build_sam(spec), seed=0)
+    if not all(p.is_file() for p in paths.values()):
         for name, g in graphs.items():
             export_onnx(sam, g, paths[name])
-    return paths, spec
+    return paths, spec, sam
 
 
 def timed(fn, out: list[float]) -> None:
@@ -127,11 +135,11 @@ def smooth_logits(c: int, side: int, seed: int) -> np.ndarray:
     return np.stack([cv2.resize(n, (side, side), interpolation=cv2.INTER_CUBIC) * 8 for n in noise])
 
 
-def bench_postprocess(size: int, hw: tuple[int, int], rounds: int) -> dict[str, object]:
+def bench_postprocess(size: int, side: int, hw: tuple[int, int], rounds: int) -> dict[str, object]:
     input_size = ResizeLongestSide(size).target_size(*hw)
     res: dict[str, object] = {}
     for c in (1, 3):
-        low = smooth_logits(c, size // 4, seed=c)
+        low = smooth_logits(c, side, seed=c)
         masks = np.empty((c, *hw), bool)
         scratch = np.empty(hw, np.float32)
 
@@ -171,12 +179,12 @@ def runnable(pairs: list[str], path: Path) -> tuple[dict[str, object], dict[str,
 def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    paths, spec = export(model, workdir, not args.no_first_mask)
+    paths, spec, sam = export(model, workdir, not args.no_first_mask)
     size = spec.image_size
     hw = tuple(args.image_hw)
     result: dict[str, object] = {"image_size": size, "image_hw": list(hw),
-                                 "postprocess_ms": bench_postprocess(size, hw, args.rounds)}
-    grid = size // 16
+                                 "postprocess_ms": bench_postprocess(size, 4 * spec.embed_grid, hw, args.rounds)}
+    grid = spec.embed_grid
     rng = np.random.default_rng(0)
     emb = ImageEmbedding(rng.standard_normal((1, spec.prompt_embed_dim, grid, grid)).astype(np.float32), hw,
                          ResizeLongestSide(size).target_size(*hw))
@@ -229,7 +237,45 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
         configs[f"{pair} {args.batch} x predict"] = lambda p=p: [p.predict(b, np.ones(1), multimask_output=False) for b in batch]
     per_call = interleave(configs, args.rounds, 1)
     result["batch_per_prompt_ms"] = {k: round(v / args.batch, 2) for k, v in per_call.items()}
+    if model == "sam-mini":
+        result["agreement"] = agreement(sam, spec, decoders, args.agree_images)
     return result
+
+
+def agreement(sam, spec, decoders: dict[str, dict[str, object]], images: int) -> dict[str, float]:
+    """Mean / min mask IoU against openvino/fp32 with every token, on real embeddings (the trained
+    model's torch encoder on procedural images), 8 one-point prompts per image, all 4 tokens' masks
+    (token 0's for the token-0-only graph) at the original size, through predict()'s postprocessing."""
+    import torch
+
+    from slimsam_edge.data.procedural import generate_sample
+    from slimsam_edge.transforms import preprocess
+
+    base = decoders["all tokens"].get("openvino/fp32") or next(iter(decoders["all tokens"].values()))
+    ious: dict[str, list[float]] = {}
+    for i in range(images):
+        img = generate_sample(100 + i, (480, 640))[0]
+        x, input_size = preprocess(img, spec.image_size, spec.pixel_mean, spec.pixel_std)
+        with torch.no_grad():
+            feats = sam.image_encoder(torch.from_numpy(x)).numpy()
+        p = EdgePredictor(None, base, image_size=spec.image_size, pixel_mean=spec.pixel_mean, pixel_std=spec.pixel_std)
+        p.set_embedding(ImageEmbedding(feats, img.shape[:2], input_size))
+        rng = np.random.default_rng(i)
+        for _ in range(8):
+            feed = p.prompt_feed(np.array([[rng.uniform(0, 640), rng.uniform(0, 480)]]), np.ones(1))
+            ref = base.infer(feed)["low_res_masks"][0]
+            want = upscale_masks(ref, input_size, img.shape[:2], spec.image_size,
+                                 np.empty((ref.shape[0], *img.shape[:2]), bool), threshold=0.0)
+            for variant, runners in decoders.items():
+                for pair, r in runners.items():
+                    low = r.infer(feed)["low_res_masks"][0]
+                    got = upscale_masks(low, input_size, img.shape[:2], spec.image_size,
+                                        np.empty((low.shape[0], *img.shape[:2]), bool), threshold=0.0)
+                    for a, b in zip(got, want):
+                        u = np.logical_or(a, b).sum()
+                        ious.setdefault(f"{pair} {variant}", []).append(1.0 if u == 0 else float((a & b).sum() / u))
+    return {k: {"mean_iou": round(float(np.mean(v)), 4), "min_iou": round(float(np.min(v)), 4), "masks": len(v)}
+            for k, v in ious.items()}
 
 
 def main() -> None:
@@ -242,6 +288,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workdir", default="/tmp/bench-decoder")
     ap.add_argument("--no-first-mask", action="store_true")
+    ap.add_argument("--agree-images", type=int, default=8, help="images of the sam-mini agreement check")
     ap.add_argument("--json")
     args = ap.parse_args()
     info = detected()
