@@ -83,10 +83,10 @@ def preprocess(
 def postprocess_masks(
     low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
 ) -> np.ndarray:
-    """Low-res logits (C x L x L) → logits at the original image size (C x H x W).
-
-    Same two bilinear steps as SAM (up to the padded input size, crop the padding, resize to the
-    original size), done with cv2 by :func:`upscale_masks`.
+    """Low-res logits (C x L x L) → logits at the original image size (C x H x W), SAM's steps one
+    to one: all C masks upsampled (channel-last) to the padded SxS input, the padding cropped, resized
+    to the original size. The plain reference: :class:`EdgePredictor` runs :func:`upscale_masks`, the
+    same logits for less work (tests and scripts/bench_decoder.py compare the two).
 
     Example:
         >>> low = np.zeros((3, 16, 16), np.float32); low[:, 4:8, 4:8] = 5.0
@@ -94,8 +94,13 @@ def postprocess_masks(
         >>> up.shape, bool(up[0, 40, 40] > 0), bool(up[0, 90, 120] > 0)
         ((3, 96, 128), True, False)
     """
-    out = np.empty((low_res.shape[0], *original_size), np.float32)
-    return upscale_masks(low_res, input_size, original_size, img_size, out)
+    c = low_res.shape[0]
+    hwc = np.ascontiguousarray(low_res.transpose(1, 2, 0), dtype=np.float32)
+    up = cv2.resize(hwc, (img_size, img_size), interpolation=cv2.INTER_LINEAR)
+    up = up.reshape(img_size, img_size, c)[: input_size[0], : input_size[1]]
+    oh, ow = original_size
+    out = cv2.resize(np.ascontiguousarray(up), (ow, oh), interpolation=cv2.INTER_LINEAR)
+    return out.reshape(oh, ow, c).transpose(2, 0, 1)
 
 
 def lowres_crop(side: int, input_size: tuple[int, int], img_size: int) -> tuple[int, int, int]:

@@ -1,5 +1,6 @@
-"""The predictor's postprocessing (transforms.upscale_masks) against the plain path it replaced and
-against segment-anything's torch postprocessing."""
+"""The predictor's postprocessing (transforms.upscale_masks) against the plain path
+(transforms.postprocess_masks, what the predictor ran before) and segment-anything's torch
+postprocessing."""
 from __future__ import annotations
 
 import cv2
@@ -7,17 +8,6 @@ import numpy as np
 import pytest
 
 from slimsam_edge.transforms import ResizeLongestSide, lowres_crop, postprocess_masks, upscale_masks
-
-
-def _plain(low: np.ndarray, input_size, original_size, img_size: int) -> np.ndarray:
-    """The previous path: all C masks channel-last, upsampled to the full padded SxS input, cropped,
-    resized to the original size, transposed back."""
-    c = low.shape[0]
-    up = cv2.resize(np.ascontiguousarray(low.transpose(1, 2, 0)), (img_size, img_size), interpolation=cv2.INTER_LINEAR)
-    up = up.reshape(img_size, img_size, c)[: input_size[0], : input_size[1]]
-    oh, ow = original_size
-    out = cv2.resize(np.ascontiguousarray(up), (ow, oh), interpolation=cv2.INTER_LINEAR)
-    return out.reshape(oh, ow, c).transpose(2, 0, 1)
 
 
 def _logits(c: int, side: int, seed: int) -> np.ndarray:
@@ -54,10 +44,9 @@ CASES = [  # (image size S, original (h, w))
 def test_upscale_is_the_plain_path(size, hw, c):
     low = _logits(c, size // 4, seed=size + hw[0] + c)
     input_size = ResizeLongestSide(size).target_size(*hw)
-    want = _plain(low, input_size, hw, size)
+    want = postprocess_masks(low, input_size, hw, size)
     logits = upscale_masks(low, input_size, hw, size, np.empty((c, *hw), np.float32))
     _same(logits, want)
-    _same(postprocess_masks(low, input_size, hw, size), want)
     masks = upscale_masks(low, input_size, hw, size, np.empty((c, *hw), bool), threshold=0.0)
     _same_masks(masks, want)
     scratch = np.empty(hw, np.float32)  # reused across calls, as the predictor does
@@ -76,18 +65,18 @@ def test_the_crop_covers_what_the_upsample_reads():
     low = _logits(1, size // 4, seed=1)
     poisoned = low.copy()
     poisoned[:, rows:] = 1e6
-    want = _plain(low, input_size, hw, size)
+    want = postprocess_masks(low, input_size, hw, size)
     _same(upscale_masks(poisoned, input_size, hw, size, np.empty((1, *hw), np.float32)), want)
     # the last row kept is read: the crop is as small as it can be
     poisoned[:, rows - 1] = 1e6
-    assert not np.array_equal(_plain(poisoned, input_size, hw, size), want)
+    assert not np.array_equal(postprocess_masks(poisoned, input_size, hw, size), want)
 
 
 def test_a_low_res_side_that_does_not_divide_the_input_is_not_cropped():
     assert lowres_crop(100, (50, 64), 64) == (100, 100, 0)
     low = _logits(2, 100, seed=2)
     _same(upscale_masks(low, (50, 64), (80, 100), 64, np.empty((2, 80, 100), np.float32)),
-          _plain(low, (50, 64), (80, 100), 64))
+          postprocess_masks(low, (50, 64), (80, 100), 64))
 
 
 @pytest.mark.parametrize("hw", [(1500, 2250), (300, 200)])
