@@ -151,14 +151,17 @@ def upscale_masks(
     up_size = (cols * f, rows * f) if f else (img_size, img_size)
     if threshold is not None and scratch is None:
         scratch = np.empty((oh, ow), np.float32)
+    # cv2 writes straight into a C-contiguous float32 plane; any other ``out`` gets a copy
+    direct = out.dtype == np.float32 and all(out[c].flags.c_contiguous for c in range(out.shape[0]))
     for c in range(low_res.shape[0]):
         part = np.asarray(low_res[c, :rows, :cols], dtype=np.float32)
         up = cv2.resize(part, up_size, interpolation=cv2.INTER_LINEAR)[:h, :w]
-        if threshold is None:
-            cv2.resize(up, (ow, oh), dst=out[c], interpolation=cv2.INTER_LINEAR)
-        else:
-            cv2.resize(up, (ow, oh), dst=scratch, interpolation=cv2.INTER_LINEAR)
-            np.greater(scratch, threshold, out=out[c])
+        dst = scratch if threshold is not None else out[c] if direct else None
+        res = cv2.resize(up, (ow, oh), dst=dst, interpolation=cv2.INTER_LINEAR)
+        if threshold is not None:
+            np.greater(res, threshold, out=out[c])
+        elif not direct:
+            out[c] = res
     return out
 
 

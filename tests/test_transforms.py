@@ -111,3 +111,10 @@ def test_the_crop_is_exactly_the_rows_read(f):
             # last row read may have weight 0, kept anyway)
             got = cv2.resize(low[:rows - 1], (f, (rows - 1) * f), interpolation=cv2.INTER_LINEAR)[:h]
             assert got.shape != want.shape or not np.array_equal(got, want)
+
+
+def test_an_output_cv2_cannot_write_into_still_gets_the_logits():
+    low = _logits(2, 64, seed=4)
+    want = postprocess_masks(low, (192, 256), (300, 400), 256)
+    for out in (np.empty((2, 300, 400), np.float64), np.empty((2, 400, 300), np.float32).transpose(0, 2, 1)):
+        _same(upscale_masks(low, (192, 256), (300, 400), 256, out), want)
