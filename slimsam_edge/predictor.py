@@ -27,7 +27,7 @@ from .errors import ConcurrentUseError, ImageError, PromptError, UsageError
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, open_runner
-from .transforms import ResizeLongestSide, postprocess_masks, preprocess
+from .transforms import ResizeLongestSide, preprocess, upscale_masks
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import Bundle
@@ -130,6 +130,8 @@ class EdgePredictor:
         #: what :meth:`from_bundle` opened (``None`` for runners passed in directly)
         self.backend: str | None = None
         self.precision: str | None = None
+        #: the decoder's precision (``precision`` unless ``from_bundle(decoder_precision=...)``)
+        self.decoder_precision: str | None = None
         self._encoding = ExclusiveUse("the encoder of this EdgePredictor")
         self._decoding = ExclusiveUse("the current image and decoder of this EdgePredictor")
         self.reset_image()
@@ -146,6 +148,7 @@ class EdgePredictor:
         threads: int | None = None,
         verify: bool = True,
         resize: str = "sam",
+        decoder_precision: str | None = None,
     ) -> "EdgePredictor":
         """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
 
@@ -166,24 +169,32 @@ class EdgePredictor:
             threads: intra-op threads; ``None`` = the profile's ``[runtime]`` threads in the same
                 case (0 there = the runtime's own default).
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
+            decoder_precision: the decoder's precision when it differs from the encoder's (``None``
+                = ``precision``), checked as ``precision`` is: "bf16" runs the fp32 decoder with the
+                bf16 hint behind an fp32 or int8 encoder (OpenVINO on a BF16 / AMX CPU: about half
+                the decoder's time, masks at mean IoU ~0.98 with fp32's on sam-mini, see
+                docs/results/decoder.md).
         """
         from .bundle import Bundle, load_bundle
 
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         backend, precision = auto_pick(bundle, backend, precision)
+        if decoder_precision is not None:
+            decoder_precision = auto_pick(bundle, backend, decoder_precision)[1]
         default_device, default_threads = runtime_defaults(backend)
         device = device or default_device
         threads = threads if threads is not None else default_threads
-        runners = []
-        for graph in (ENCODER, DECODER):
-            art = find_artifact(bundle, graph, backend, precision)
-            runners.append(open_artifact(bundle.root, art, precision=precision, device=device, threads=threads))
+        runners, arts = [], []
+        for graph, wanted in ((ENCODER, precision), (DECODER, decoder_precision or precision)):
+            arts.append(find_artifact(bundle, graph, backend, wanted))
+            runners.append(open_artifact(bundle.root, arts[-1], precision=wanted, device=device, threads=threads))
         predictor = cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
             pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
         )
-        predictor.backend, predictor.precision = runners[0].backend, precision or art.precision
+        predictor.backend, predictor.precision = runners[0].backend, precision or arts[0].precision
+        predictor.decoder_precision = decoder_precision or predictor.precision
         return predictor
 
     @classmethod
@@ -412,7 +423,7 @@ class EdgePredictor:
         sel = slice(1, None) if multimask_output else slice(0, 1)
         h, w = self.original_size  # type: ignore[misc]
         chunk = self.chunk_size()
-        masks = scores = low_res = None
+        masks = scores = low_res = scratch = None
         t_dec = t_post = 0.0
         for lo in range(0, b, chunk):
             hi = min(b, lo + chunk)
@@ -425,15 +436,13 @@ class EdgePredictor:
                 c, side = low.shape[1], low.shape[-1]
                 masks = np.empty((b, c, h, w), np.float32 if return_logits else bool)
                 scores, low_res = np.empty((b, c), np.float32), np.empty((b, c, side, side), np.float32)
+                scratch = None if return_logits else np.empty((h, w), np.float32)
             scores[lo:hi], low_res[lo:hi] = s, low  # type: ignore[index]
-            # one cv2 resize per prompt (its C masks as channels): resizing a whole chunk as one
-            # image of B*C channels measured 5-10x slower (the channel-last transpose of B*C planes)
+            # each returned mask resized on its own straight into the output (binary ones through
+            # one reused float plane); a channel-last resize of B*C planes measured 5-10x slower
             for i, prompt in enumerate(low, lo):
-                up = postprocess_masks(prompt, self.input_size, self.original_size, self.image_size)
-                if return_logits:
-                    masks[i] = up
-                else:
-                    np.greater(up, self.mask_threshold, out=masks[i])
+                upscale_masks(prompt, self.input_size, self.original_size, self.image_size, masks[i],
+                              threshold=None if return_logits else self.mask_threshold, scratch=scratch)
             t_dec += t1 - t0
             t_post += time.perf_counter() - t1
         self.timings["decoder"] = t_dec

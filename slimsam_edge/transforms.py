@@ -83,10 +83,16 @@ def preprocess(
 def postprocess_masks(
     low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
 ) -> np.ndarray:
-    """Low-res logits (C x L x L) → logits at the original image size (C x H x W).
+    """Low-res logits (C x L x L) → logits at the original image size (C x H x W), SAM's steps one
+    to one: all C masks upsampled (channel-last) to the padded SxS input, the padding cropped, resized
+    to the original size. The plain reference: :class:`EdgePredictor` runs :func:`upscale_masks`, the
+    same logits for less work (tests and scripts/bench_decoder.py compare the two).
 
-    Same two bilinear steps as SAM (up to the padded input size, crop the padding, resize to the
-    original size), done with cv2 on only the masks that are returned.
+    Example:
+        >>> low = np.zeros((3, 16, 16), np.float32); low[:, 4:8, 4:8] = 5.0
+        >>> up = postprocess_masks(low, (48, 64), (96, 128), 64)
+        >>> up.shape, bool(up[0, 40, 40] > 0), bool(up[0, 90, 120] > 0)
+        ((3, 96, 128), True, False)
     """
     c = low_res.shape[0]
     hwc = np.ascontiguousarray(low_res.transpose(1, 2, 0), dtype=np.float32)
@@ -95,6 +101,68 @@ def postprocess_masks(
     oh, ow = original_size
     out = cv2.resize(np.ascontiguousarray(up), (ow, oh), interpolation=cv2.INTER_LINEAR)
     return out.reshape(oh, ow, c).transpose(2, 0, 1)
+
+
+def lowres_crop(side: int, input_size: tuple[int, int], img_size: int) -> tuple[int, int, int]:
+    """``(rows, cols, factor)``: the top-left part of an LxL low-res mask (L = ``side``) that
+    SAM's first upsample (by ``factor`` = S / L, to the padded SxS input) reads for the unpadded
+    ``input_size`` region, and the factor; upsampling only that part by the same factor gives the
+    same pixels there (bilinear, half-pixel centres: output row y reads rows floor((y + 0.5) / f -
+    0.5) and the one below). Without an integer factor: (L, L, 0), no crop.
+
+    Example:
+        >>> lowres_crop(256, (683, 1024), 1024)   # a 1500x2250 photo: 172 of 256 rows
+        (172, 256, 4)
+        >>> lowres_crop(256, (1024, 1024), 1024), lowres_crop(100, (50, 64), 64)
+        ((256, 256, 4), (100, 100, 0))
+    """
+    f, rem = divmod(int(img_size), int(side))
+    if rem or f == 0:
+        return side, side, 0
+    # the last output row n - 1 reads low-res row floor((2n - 1 - f) / 2f) and the next one
+    return tuple(min(side, (2 * int(n) - 1 - f) // (2 * f) + 2) for n in input_size) + (f,)  # type: ignore[return-value]
+
+
+def upscale_masks(
+    low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int,
+    out: np.ndarray, *, threshold: float | None = None, scratch: np.ndarray | None = None,
+) -> np.ndarray:
+    """SAM's postprocessing of C low-res logits (C x L x L) into ``out`` (C x H x W), the least work
+    for the same result as upsampling to SxS, cropping the padding and resizing to (H, W): only the
+    low-res part the unpadded region reads is upsampled (:func:`lowres_crop`), each mask is resized
+    on its own straight into ``out`` (a channel-last resize of C masks and the transpose back cost
+    several times more), and binary masks are thresholded from one reused float plane.
+
+    Arguments:
+        out: float32 C x H x W (logits) or bool C x H x W (``threshold`` given: logit > threshold).
+        scratch: an H x W float32 plane reused across calls for binary masks (made when ``None``).
+
+    Returns ``out``.
+
+    Example:
+        >>> low = np.zeros((1, 16, 16), np.float32); low[0, 4:8, 4:8] = 5.0
+        >>> masks = upscale_masks(low, (48, 64), (96, 128), 64, np.empty((1, 96, 128), bool), threshold=0.0)
+        >>> int(masks.sum()), bool(masks[0, 40, 40])
+        (1764, True)
+    """
+    h, w = int(input_size[0]), int(input_size[1])
+    oh, ow = int(original_size[0]), int(original_size[1])
+    rows, cols, f = lowres_crop(low_res.shape[-1], (h, w), img_size)
+    up_size = (cols * f, rows * f) if f else (img_size, img_size)
+    if threshold is not None and scratch is None:
+        scratch = np.empty((oh, ow), np.float32)
+    # cv2 writes straight into a C-contiguous float32 plane; any other ``out`` gets a copy
+    direct = out.dtype == np.float32 and all(out[c].flags.c_contiguous for c in range(out.shape[0]))
+    for c in range(low_res.shape[0]):
+        part = np.asarray(low_res[c, :rows, :cols], dtype=np.float32)
+        up = cv2.resize(part, up_size, interpolation=cv2.INTER_LINEAR)[:h, :w]
+        dst = scratch if threshold is not None else out[c] if direct else None
+        res = cv2.resize(up, (ow, oh), dst=dst, interpolation=cv2.INTER_LINEAR)
+        if threshold is not None:
+            np.greater(res, threshold, out=out[c])
+        elif not direct:
+            out[c] = res
+    return out
 
 
 def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -291,6 +291,44 @@ def test_openvino_two_inputs(two_input_onnx: Path) -> None:
         np.testing.assert_allclose(out["y"], _two_feed(2)["x"] + np.array([[0.0], [1.0]]))
 
 
+def test_openvino_compiles_axis_0_static_too(affine_onnx: Path, tiny_bundle: Path) -> None:
+    pytest.importorskip("openvino")
+    from slimsam_edge.bundle import load_bundle
+    from slimsam_edge.runtimes.openvino.runner import STATIC_AXIS0_KEPT
+
+    x = np.random.default_rng(2).standard_normal((8, 3)).astype(np.float32)
+    with open_runner(affine_onnx, backend="openvino", options=ONE_THREAD) as r:
+        assert "axis 0 also compiled static (x): 1, and other sizes when fed twice" in r.notes
+        assert list(r._static) == [1]
+        for rows in (x[:1], x[:4], x[:4]):  # static 1; 4 dynamic the first time, static the second
+            np.testing.assert_allclose(r.infer({"x": rows})["y"], rows * 2 + 1, rtol=1e-5)
+        assert list(r._static) == [1, 4]
+        for n in (2, 3, 5, 6, 2):
+            for _ in range(2):
+                np.testing.assert_allclose(r.infer({"x": x[:n]})["y"], x[:n] * 2 + 1, rtol=1e-5)
+        assert len(r._static) == STATIC_AXIS0_KEPT and list(r._static)[-1] == 2  # least recently used dropped
+        assert isinstance(r.input_specs()["x"].shape[0], str)  # the specs stay the dynamic graph's
+    off = RunnerOptions(threads=1, extra={"static_axis0": False})
+    with open_runner(affine_onnx, backend="openvino", options=off) as r:
+        r.infer({"x": x[:1]})
+        assert not any("static" in n for n in r.notes) and not r._static
+    # the low-res decoder: one prompt through the static compile = the dynamic graph's answer
+    b = load_bundle(tiny_bundle)
+    path = b.path_of(b.find("mask_decoder_lowres", backend="openvino", precision="fp32"))
+    g = b.manifest.image_size // 16
+    feed = {"point_coords": np.array([[[30.0, 40.0], [0.0, 0.0]]], np.float32),
+            "point_labels": np.array([[1.0, -1.0]], np.float32),
+            "mask_input": np.zeros((1, 1, 4 * g, 4 * g), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+    with open_runner(path, backend="openvino", options=ONE_THREAD) as fast, \
+            open_runner(path, backend="openvino", options=off) as plain:
+        assert any(n.startswith("axis 0 also compiled static (point_coords") for n in fast.notes)
+        emb = fast.input_specs()["image_embeddings"].shape
+        feed["image_embeddings"] = np.random.default_rng(3).standard_normal(emb).astype(np.float32)
+        got, want = fast.infer(feed), plain.infer(feed)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
 def test_openvino_bf16_follows_cpu_capability(affine_onnx: Path, ov_caps: list[str]) -> None:
     from slimsam_edge.devices import detect
 
