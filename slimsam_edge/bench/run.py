@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from ..errors import UsageError
 
 #: precisions in the order a bundle's pairs are listed
-PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8", "int8-bf16")
 #: ``progress(done, total, label)``: label names the pair running (``done`` pairs finished)
 BenchProgress = Callable[[int, int, str], None]
 
