@@ -477,6 +477,23 @@ def test_the_runner_sets_the_hint_and_keeps_int8(bundle, int8, int8_bf16, has_bf
             p.close()
 
 
+def test_nncf_leaves_attention_matmuls_in_float(bundle, int8, int8_bf16) -> None:
+    """MatMuls of two activations (attention scores / values) stay float: quantized, they break
+    OpenVINO's fused attention (slower than bf16 at 1024, see NncfOptions.float_attention)."""
+    import openvino as ov
+
+    from slimsam_edge.runtimes.openvino.quantize import activation_matmuls
+
+    core = ov.Core()
+    names = activation_matmuls(core.read_model(str(bundle / "openvino" / "image_encoder.xml")))
+    assert names and all("/attn/MatMul" in n for n in names), names
+    for ir in ("image_encoder.int8.xml", "image_encoder.int8-bf16.xml"):
+        ops = {op.get_friendly_name(): op for op in core.read_model(str(bundle / "openvino" / ir)).get_ops()}
+        fed = {n: [i.get_source_output().get_node().get_type_name() for i in ops[n].inputs()] for n in names}
+        assert not any("FakeQuantize" in kinds for kinds in fed.values()), fed
+        assert any(op.get_type_name() == "FakeQuantize" for op in ops.values())  # the rest is quantized
+
+
 def test_int8_bf16_refused_without_bf16(bundle, int8_bf16, tmp_path, monkeypatch) -> None:
     from slimsam_edge.bench.run import bench_bundle
     from slimsam_edge.devices import profile
