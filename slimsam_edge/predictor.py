@@ -161,11 +161,13 @@ class EdgePredictor:
             device: backend device ("cpu", "GPU", "AUTO", "cuda", ...); ``None`` = the detected
                 profile's ``[runtime]`` device when ``backend`` is that profile's default backend
                 (:func:`runtime_defaults`), else "cpu".
-            precision: artifact precision to load ("fp32", "fp16", "bf16", "int8"), ``None`` = picked
+            precision: artifact precision to load ("fp32", "fp16", "bf16", "int8", "int8-bf16"), ``None`` = picked
                 for this machine (the detected profile's default precision where the bundle has it,
-                else fp32); "bf16" without a bf16 artifact loads the fp32 one with the bf16 hint.
-                A precision the bundle does not hold is refused (BundleError), one this machine
-                cannot run (bf16 on a CPU without BF16) too (UnsupportedOnThisMachineError).
+                else fp32); "bf16" without a bf16 artifact loads the fp32 one with the bf16 hint,
+                "int8-bf16" without an int8-bf16 artifact the int8 one with its other ops in bf16
+                (OpenVINO). A precision the bundle does not hold is refused (BundleError), one this
+                machine cannot run (bf16 / int8-bf16 on a CPU without BF16) too
+                (UnsupportedOnThisMachineError).
             threads: intra-op threads; ``None`` = the profile's ``[runtime]`` threads in the same
                 case (0 there = the runtime's own default).
             resize: "sam" (segment-anything's exact resize) or "fast" (cv2; far quicker on photos).
@@ -596,8 +598,17 @@ def _inside(pts: np.ndarray, h: int, w: int, what: str) -> None:
         raise PromptError(f"{what} ({x:g}, {y:g}) is outside the {w}x{h} image (x in 0..{w}, y in 0..{h})")
 
 
+#: precisions that are also run-time hints on another precision's artifact -> that precision:
+#: bf16 (fp16) on an fp32 artifact, int8-bf16 on an int8 one (its unquantized ops in bf16)
+HINTED_ON = {"bf16": "fp32", "fp16": "fp32", "int8-bf16": "int8"}
+#: of those, the ones an artifact is looked up for when the bundle has none of the precision itself
+_FALLBACK = ("bf16", "int8-bf16")
+
+
 def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str | None) -> Any:
-    """The artifact for ``precision``: an exported one, else (bf16 only) the fp32 one + a hint.
+    """The artifact for ``precision``: an exported one, else (bf16, int8-bf16) the fp32 / int8 one,
+    opened with the hint; refused (BundleError saying why) where the backend cannot run the
+    precision (``Backend.cannot``: ONNX Runtime has no bf16).
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -605,20 +616,26 @@ def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str |
         # -> 'fp32'
     """
     from .errors import BundleError
+    from .runtimes import backends as registered
 
     try:
         return bundle.find(graph, backend=backend, precision=precision)
-    except BundleError:
-        if precision != "bf16":  # bf16 is also a run-time hint on fp32 artifacts (OpenVINO, torch)
+    except BundleError as err:
+        if precision not in _FALLBACK:
             raise
-        return bundle.find(graph, backend=backend, precision="fp32")
+        art = bundle.find(graph, backend=backend, precision=HINTED_ON[precision])
+        known = registered().get(art.backend)
+        if known is not None and precision in known.cannot:
+            raise BundleError(f"{err}; {art.backend} cannot run {precision}{known.why_cannot(precision)}") from None
+        return art
 
 
 def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, device: str | None = None,
                   threads: int | None = None) -> Runner:
     """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
-    artifact's precision hint (else ``precision`` as a run-time hint on an fp32 artifact, for bf16 /
-    fp16, else fp32) and only the validated facts its runner checks (``Artifact.runner_extra``:
+    artifact's precision hint (else fp32), or with ``precision`` where that is a run-time hint on
+    the artifact's precision (:data:`HINTED_ON`: bf16 / fp16 on an fp32 artifact, int8-bf16 on an
+    int8 one), and only the validated facts its runner checks (``Artifact.runner_extra``:
     no runtime settings from the manifest). The one way a bundle's artifact is opened
     (:meth:`EdgePredictor.from_bundle`, ``slimsam-edge verify``, the export's accuracy gate).
 
@@ -632,8 +649,8 @@ def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, d
             r.infer({"image": x})
     """
     where = f"bundle {root}"
-    hint = art.precision_hint(where) or (
-        precision if precision in ("bf16", "fp16") and art.precision == "fp32" else "fp32")
+    stored = art.precision_hint(where) or "fp32"
+    hint = precision if precision is not None and HINTED_ON.get(precision) == art.precision else stored
     opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=art.runner_extra(where))
     return open_runner(Path(root) / art.path, backend=art.backend, options=opts)
 

@@ -30,7 +30,7 @@ def test_cpu_and_onnx_targets_as_exported() -> None:
     assert cpu.graphs == {"onnxruntime": all_graphs, "openvino": ("image_encoder", "mask_decoder_lowres")}
     assert {p: cpu.backends_for(p) for p in cpu.all_precisions()} == {
         "fp32": ("onnxruntime", "openvino"), "fp16": ("onnxruntime", "openvino"),
-        "bf16": ("openvino",), "int8": ("onnxruntime", "openvino")}
+        "bf16": ("openvino",), "int8": ("onnxruntime", "openvino"), "int8-bf16": ("openvino",)}
     assert onnx.backends == ("onnxruntime",) and onnx.graphs == {"onnxruntime": all_graphs}
     assert onnx.all_precisions() == ("fp32", "fp16", "int8")
 
@@ -119,6 +119,7 @@ def test_detect_describes_this_machine() -> None:
     assert isinstance(info["supports_bf16"], bool)
     flags = info["cpu_flags"]
     assert info["supports_bf16"] == (flags["avx512_bf16"] or flags["amx_bf16"] or flags["bf16"])
+    assert info["amx"] == (flags["amx_bf16"] or flags["amx_int8"])
 
 
 def test_default_profile() -> None:
@@ -305,10 +306,13 @@ def test_machine_precisions_and_why_not() -> None:
     from slimsam_edge.devices import machine_precisions, why_not
 
     cpu = load_profile("cpu")
-    assert machine_precisions(cpu, {"supports_bf16": True}) == ("fp32", "fp16", "bf16", "int8")
+    assert machine_precisions(cpu, {"supports_bf16": True}) == ("fp32", "fp16", "bf16", "int8", "int8-bf16")
     assert machine_precisions(cpu, {"supports_bf16": False}) == ("fp32", "fp16", "int8")
     msg = why_not("bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
     assert msg and "AVX512_BF16, AMX or Arm BF16" in msg and "Old CPU" in msg and "--precision fp32" in msg
+    msg = why_not("int8-bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
+    assert msg.startswith("int8-bf16 needs a CPU with AVX512_BF16") and "--precision int8" in msg and "\n" not in msg
+    assert why_not("int8-bf16", {"supports_bf16": True}) is None
     assert machine_precisions(load_profile("jetson-orin-nano"), {"supports_bf16": False}) == ("fp32", "fp16", "int8")
 
 

@@ -31,7 +31,7 @@ MATRIX_TARGET = "cpu"
 
 def target_pairs(target: str = MATRIX_TARGET) -> tuple[tuple[str, str], ...]:
     """Every (backend, precision) pair of ``target``'s profile, in table order (backends in
-    preference order; fp32, then bf16, fp16, int8).
+    preference order; fp32, then bf16, fp16, int8, int8-bf16).
 
     Example:
         >>> target_pairs("onnx")
@@ -39,7 +39,7 @@ def target_pairs(target: str = MATRIX_TARGET) -> tuple[tuple[str, str], ...]:
     """
     from ..devices import load_profile
 
-    order = ("fp32", "bf16", "fp16", "int8")
+    order = ("fp32", "bf16", "fp16", "int8", "int8-bf16")
     profile = load_profile(target)
     return tuple((b, p) for b in profile.backends for p in sorted(profile.precisions[b], key=order.index))
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from ..errors import UsageError
 
 #: precisions in the order a bundle's pairs are listed
-PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8", "int8-bf16")
 #: ``progress(done, total, label)``: label names the pair running (``done`` pairs finished)
 BenchProgress = Callable[[int, int, str], None]
 
@@ -41,6 +41,7 @@ def runnable_pairs(bundle: Any, backends: Sequence[str],
     """
     from ..errors import BundleError
     from ..predictor import ENCODER, find_artifact
+    from ..runtimes import get_backend, registered_backends
 
     pairs, skipped = [], []
     for be in backends:
@@ -50,8 +51,9 @@ def runnable_pairs(bundle: Any, backends: Sequence[str],
             try:
                 find_artifact(bundle, ENCODER, be, pr)
             except BundleError:
+                why = get_backend(be).why_cannot(pr) if be in registered_backends() else ""
                 skipped.append({"backend": be, "precision": pr,
-                                "reason": f"no {pr} artifact for {be} (it has {', '.join(have)})"})
+                                "reason": f"no {pr} artifact for {be} (it has {', '.join(have)}){why}"})
                 continue
             pairs.append((be, pr))
     if not pairs:

@@ -1,4 +1,4 @@
-"""``slimsam-edge export CKPT --target cpu|onnx|board.toml --precision fp32|fp16|bf16|int8 --out DIR``.
+"""``slimsam-edge export CKPT --target cpu|onnx|board.toml --precision fp32|fp16|bf16|int8|int8-bf16 --out DIR``.
 
 Writes a validated bundle with each of the target's backends' artifacts; a reduced precision adds its artifacts next to the
 fp32 ones after calibration (int8) and the accuracy gate (agreement with fp32 on held-out images).
@@ -27,7 +27,7 @@ def export(
     int8_decoder: Annotated[bool, typer.Option("--int8-decoder", help="int8: quantize the mask decoder too (default: int8 encoder, fp32 decoder; the decoder's int8 form costs agreement for little time).")] = False,
     allow_accuracy_drop: Annotated[bool, typer.Option("--allow-accuracy-drop", help="Keep reduced-precision artifacts that fail the accuracy gate (numbers are recorded).")] = False,
     gate_images: Annotated[int, typer.Option("--gate-images", min=1, help="Held-out images for the accuracy gate.")] = 8,
-    accuracy_threshold: Annotated[Optional[float], typer.Option("--accuracy-threshold", min=0.0, help="Minimum mask-IoU agreement with fp32 (default 0.99 fp16/bf16, 0.95 int8).")] = None,
+    accuracy_threshold: Annotated[Optional[float], typer.Option("--accuracy-threshold", min=0.0, help="Minimum mask-IoU agreement with fp32 (default 0.99 fp16/bf16, 0.95 int8/int8-bf16).")] = None,
     model_type: ModelTypeOpt = None,
     trust_pickle: TrustPickleOpt = False,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Compare every artifact with PyTorch.")] = True,
@@ -37,6 +37,7 @@ def export(
     json_out: JsonOpt = False,
 ) -> None:
     """Export encoder and decoders for a target (ONNX, + OpenVINO IR for cpu), validate them, write a bundle."""
+    from ..devices import quantized
     from ..exporters.attention import get_variant
     from ..exporters.bundle_export import precision_backends, resolve_target
     from ..exporters.precision import PrecisionOptions
@@ -44,11 +45,12 @@ def export(
     tgt = resolve_target(target)
     precision_backends(tgt, precision.value)  # refuses a precision or package the target lacks, up front
     get_variant(attention)  # an unknown name: one line, before loading anything
-    if int8_decoder and precision is not Precision.int8:
-        raise UsageError(f"--int8-decoder is used by --precision int8 only, not {precision.value}; drop it")
-    if calib_data is not None and precision is not Precision.int8:
-        raise UsageError(f"--calib-data is used by --precision int8 only, not {precision.value}; drop it")
-    if precision is Precision.int8:
+    calibrated = quantized(precision.value)  # int8, int8-bf16
+    if int8_decoder and not calibrated:
+        raise UsageError(f"--int8-decoder is used by --precision int8 / int8-bf16 only, not {precision.value}; drop it")
+    if calib_data is not None and not calibrated:
+        raise UsageError(f"--calib-data is used by --precision int8 / int8-bf16 only, not {precision.value}; drop it")
+    if calibrated:
         from ..calibration import calibration_images
 
         calibration_images(calib_data, calib_images)  # too few images: fail before the slow part

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: minimum agreement with the fp32 reference outputs, per precision (mask IoU; cosine for graphs
 #: without mask outputs)
-DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "bf16": 0.99, "int8": 0.95}
+DEFAULT_THRESHOLDS: dict[str, float] = {"fp32": 0.99, "fp16": 0.99, "bf16": 0.99, "int8": 0.95, "int8-bf16": 0.95}
 
 #: ``progress(message)``: one line per step
 Progress = Callable[[str], None]

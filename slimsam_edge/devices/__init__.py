@@ -12,6 +12,7 @@ from .profile import (
     CPU_FLAG_NAMES,
     CPU_FLAGS,
     KINDS,
+    PRECISION_PARTS,
     PRECISIONS,
     DeviceProfile,
     RuntimeDefaults,
@@ -23,6 +24,8 @@ from .profile import (
     list_profiles,
     load_profile,
     machine_precisions,
+    needs_bf16,
+    quantized,
     why_not,
 )
 
@@ -30,6 +33,7 @@ __all__ = [
     "CPU_FLAG_NAMES",
     "CPU_FLAGS",
     "KINDS",
+    "PRECISION_PARTS",
     "PRECISIONS",
     "DeviceProfile",
     "RuntimeDefaults",
@@ -41,5 +45,7 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "machine_precisions",
+    "needs_bf16",
+    "quantized",
     "why_not",
 ]

@@ -24,7 +24,37 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 from ..errors import BackendUnavailableError, UsageError
 
 KINDS = ("cpu", "jetson", "x86-gpu", "intel-gpu", "any")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: what each precision means: (the graph it runs, what that graph's unquantized ops compute in).
+#: "bf16" is the fp32 graph with a bf16 inference hint; "int8-bf16" the int8 graph (its quantized
+#: ops in int8) with its other ops in bf16 (OpenVINO's hint on the NNCF IR, needs a BF16 CPU).
+PRECISION_PARTS: dict[str, tuple[str, str]] = {
+    "fp32": ("fp32", "fp32"),
+    "fp16": ("fp16", "fp16"),
+    "bf16": ("fp32", "bf16"),
+    "int8": ("int8", "fp32"),
+    "int8-bf16": ("int8", "bf16"),
+}
+PRECISIONS = tuple(PRECISION_PARTS)
+
+
+def quantized(precision: str) -> bool:
+    """Whether ``precision`` runs an int8 (calibrated) graph.
+
+    Example:
+        >>> quantized("int8"), quantized("int8-bf16"), quantized("bf16")
+        (True, True, False)
+    """
+    return PRECISION_PARTS.get(precision, ("", ""))[0] == "int8"
+
+
+def needs_bf16(precision: str) -> bool:
+    """Whether ``precision`` computes (some of) its ops in bf16, which needs a CPU with BF16.
+
+    Example:
+        >>> needs_bf16("bf16"), needs_bf16("int8-bf16"), needs_bf16("int8")
+        (True, True, False)
+    """
+    return PRECISION_PARTS.get(precision, ("", ""))[1] == "bf16"
 
 
 def _toml() -> Any:
@@ -395,6 +425,7 @@ CPU_FLAG_NAMES = {
 CPU_FLAGS = tuple(CPU_FLAG_NAMES)
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86; Arm's "bf16" counts on aarch64 only
 _FAST_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+_AMX_FLAGS = ("amx_bf16", "amx_int8")  # Intel AMX tiles: OpenVINO runs int8 / bf16 matmuls on them
 
 _TEGRA_RELEASE = Path("/etc/nv_tegra_release")
 _DT_MODEL = Path("/proc/device-tree/model")
@@ -501,7 +532,8 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
 
     Returns a dict with ``cpu_model``, ``cores_logical``, ``cores_physical``, ``memory_total_gb``,
     ``cpu_flags`` (flag -> bool for :data:`CPU_FLAGS`), ``cpu_features`` (readable names of the
-    flags present), ``supports_bf16``, ``fast_int8`` (VNNI / AMX / Arm dot-product or I8MM),
+    flags present), ``supports_bf16``, ``fast_int8`` (VNNI / AMX / Arm dot-product or I8MM), ``amx``
+    (AMX-BF16 or AMX-INT8: OpenVINO then picks AMX kernels for int8 and bf16 matmuls itself),
     ``os``, ``machine``, ``python``, ``runtimes`` (runtime -> version or None), ``is_jetson``,
     ``jetson_model``, ``jetson_release`` (the raw first line of /etc/nv_tegra_release),
     ``l4t``, ``jetpack``, ``nvidia_driver`` (whether an NVIDIA kernel driver is loaded) and
@@ -540,6 +572,7 @@ def detect(runtimes: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any
         "cpu_features": [name for f, name in CPU_FLAG_NAMES.items() if f in present],
         "supports_bf16": bool(set(_BF16_FLAGS) & flags or (arm and "bf16" in flags)),
         "fast_int8": bool(set(_FAST_INT8_FLAGS) & present),
+        "amx": bool(set(_AMX_FLAGS) & present),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),
@@ -611,19 +644,22 @@ def default_profile(info: dict[str, Any] | None = None) -> str:
 def why_not(precision: str, info: dict[str, Any]) -> str | None:
     """Why this machine (``info`` from :func:`detect`) cannot run ``precision``; ``None`` if it can.
 
-    Only bf16 depends on the CPU: it needs AVX512_BF16, AMX or Arm BF16 (the others run
-    everywhere, int8 faster with VNNI / AMX / dot-product).
+    Only the bf16 precisions (bf16, int8-bf16) depend on the CPU: they need AVX512_BF16, AMX or
+    Arm BF16 (the others run everywhere, int8 faster with VNNI / AMX / dot-product).
 
     Example:
         >>> why_not("bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
         'bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Old CPU has none; use --precision fp32 (or fp16 / int8 where the bundle has them)'
+        >>> why_not("int8-bf16", {"supports_bf16": False, "cpu_model": "Old CPU"})
+        'int8-bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Old CPU has none; use --precision int8 (the same int8 graph, its other ops in fp32) or fp32'
         >>> why_not("bf16", {"supports_bf16": True}) is None, why_not("int8", {}) is None
         (True, True)
     """
-    if precision == "bf16" and not info.get("supports_bf16"):
+    if needs_bf16(precision) and not info.get("supports_bf16"):
         cpu = info.get("cpu_model") or "this CPU"
-        return (f"bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and {cpu} has none; "
-                "use --precision fp32 (or fp16 / int8 where the bundle has them)")
+        instead = ("int8 (the same int8 graph, its other ops in fp32) or fp32" if quantized(precision)
+                   else "fp32 (or fp16 / int8 where the bundle has them)")
+        return f"{precision} needs a CPU with AVX512_BF16, AMX or Arm BF16 and {cpu} has none; use --precision {instead}"
     return None
 
 
@@ -634,6 +670,6 @@ def machine_precisions(profile: DeviceProfile, info: dict[str, Any]) -> tuple[st
         >>> machine_precisions(load_profile("cpu"), {"supports_bf16": False})
         ('fp32', 'fp16', 'int8')
         >>> machine_precisions(load_profile("cpu"), {"supports_bf16": True})
-        ('fp32', 'fp16', 'bf16', 'int8')
+        ('fp32', 'fp16', 'bf16', 'int8', 'int8-bf16')
     """
     return tuple(p for p in profile.all_precisions() if why_not(p, info) is None)

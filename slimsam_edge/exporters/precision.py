@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from ..bundle import Artifact
 from ..calibration import DEFAULT_CALIB_IMAGES, CalibrationFeeds
 from ..deploy.verify import DEFAULT_THRESHOLDS
+from ..devices import quantized
 from ..errors import BackendUnavailableError, UsageError
 from ..models.graph_spec import DECODER_LOWRES, RUNTIME_GRAPHS
 from ..runtimes import BuildContext, Recipe, get_backend
@@ -42,7 +43,8 @@ class PrecisionOptions:
         int8_decoder: quantize the mask decoder too. Off by default: on sam-mini its int8 form
             cost about as much agreement as the whole int8 encoder (ONNX Runtime 0.957, OpenVINO
             0.951 with only the decoder in int8) for little time; the int8 pair then holds the
-            fp32 decoder, said in its artifact's ``method``.
+            fp32 decoder (int8-bf16: the fp32 decoder with the bf16 hint), said in its artifact's
+            ``method``.
     """
 
     calib_data: Path | None = None
@@ -70,7 +72,8 @@ def recipes_for(backends: tuple[str, ...], precision: str) -> list[Recipe]:
     found = {b: get_backend(b).recipe(precision) for b in backends}
     missing = [b for b, r in found.items() if r is None]
     if missing:
-        raise UsageError(f"no {precision} export for backend(s) {', '.join(missing)}; choose another precision")
+        why = "".join(get_backend(b).why_cannot(precision) for b in missing)
+        raise UsageError(f"no {precision} export for backend(s) {', '.join(missing)}{why}; choose another precision")
     recipes = [r for r in found.values() if r is not None]
     absent = _absent(recipes)
     if absent:
@@ -144,8 +147,8 @@ def add_precision(
             say(f"{precision} {graph} ({recipe.backend})")
             ctx = BuildContext(root, graph, onnx_paths[graph], fp32[(graph, recipe.backend)], feeds.get(graph),
                                opts.options_for(recipe.backend))
-            if precision == "int8" and graph == DECODER_LOWRES and not opts.int8_decoder:
-                art = recipe.keep_fp32(ctx, "int8 decoder off (export --int8-decoder quantizes it)")
+            if quantized(precision) and graph == DECODER_LOWRES and not opts.int8_decoder:
+                art = recipe.keep_unquantized(ctx, "int8 decoder off (export --int8-decoder quantizes it)")
                 artifacts.append(art)
                 continue
             art = recipe.build(ctx)
@@ -155,7 +158,7 @@ def add_precision(
     say(f"accuracy gate ({precision})")
     accuracy, notes = gate.run_gate(root, precision, recipes, artifacts, fp32, image_size=image_size,
                                     pixel_mean=pixel_mean, pixel_std=pixel_std, options=opts, progress=say)
-    covered = [g for g in RUNTIME_GRAPHS if precision != "int8" or opts.int8_decoder or g != DECODER_LOWRES]
+    covered = [g for g in RUNTIME_GRAPHS if not quantized(precision) or opts.int8_decoder or g != DECODER_LOWRES]
     notes.append(f"{precision} artifacts cover {', '.join(covered)}; the other graphs (mask_decoder with the "
                  "official I/O always) stay fp32")
     return artifacts, accuracy, notes

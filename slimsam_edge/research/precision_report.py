@@ -36,7 +36,8 @@ from ..fsutil import write_text_atomic
 
 #: name parts of the plain and all-windowed SlimSAM-77 models in a report
 PLAIN_P77, WINDOWED_P77 = "SlimSAM-77 architecture", "all-windowed"
-WINDOWED_PAIRS = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"))
+WINDOWED_PAIRS = (("onnxruntime", "fp32"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+                  ("openvino", "int8-bf16"))
 
 
 def _shipped():

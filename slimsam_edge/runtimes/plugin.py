@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from ..errors import DataError
 from ..models.graph_spec import FeedDict
@@ -117,8 +117,10 @@ class Recipe:
     def build(self, ctx: BuildContext) -> "Artifact":
         raise NotImplementedError
 
-    def keep_fp32(self, ctx: BuildContext, why: str) -> "Artifact":
-        """This precision's artifact for ``ctx.graph`` is the fp32 file itself (run in fp32)."""
+    def keep_unquantized(self, ctx: BuildContext, why: str) -> "Artifact":
+        """This precision's artifact for ``ctx.graph`` when it is not quantized (the int8 decoder is
+        off by default): the fp32 file itself, run in fp32 (a recipe whose other ops compute in
+        bf16 overrides it with the bf16 hint)."""
         art = self._artifact(ctx, [ctx.root / f for f in ctx.fp32.files], {"method": f"fp32 graph kept: {why}"})
         art.extra["precision_hint"] = "fp32"
         return art
@@ -151,6 +153,8 @@ class Backend:
             a backend only run on request (torch: the reference, it imports torch).
         describe_devices: optional; lists the devices the runtime sees (``[{"device": ..., ...}]``,
             importing the runtime inside), for ``slimsam-edge devices --detect``.
+        cannot: precision -> why the backend cannot run it (said when it is asked for, instead of
+            a bare "no such artifact").
     """
 
     name: str
@@ -164,6 +168,7 @@ class Backend:
     no_converter: str = ""
     auto: bool = True
     describe_devices: Callable[[], list[dict[str, Any]]] | None = None
+    cannot: Mapping[str, str] = field(default_factory=dict, compare=False)
     _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +179,17 @@ class Backend:
     def recipe(self, precision: str) -> Recipe | None:
         """Its recipe for ``precision`` (``None`` where it has none)."""
         return self._recipes.get(precision)
+
+    def why_cannot(self, precision: str) -> str:
+        """" (why)" when the backend says why it cannot run ``precision``, else "".
+
+        Example:
+            >>> from slimsam_edge.runtimes.base import Runner
+            >>> Backend("echo", runner=Runner, cannot={"bf16": "no bf16 kernels"}).why_cannot("bf16")
+            ' (no bf16 kernels)'
+        """
+        why = self.cannot.get(precision)
+        return f" ({why})" if why else ""
 
     def default_options(self) -> Any:
         return self.options() if self.options is not None else None

@@ -286,8 +286,12 @@ def test_bf16_is_a_recorded_hint(bundle, tiny_bundle) -> None:
             EdgePredictor.from_bundle(bundle, backend="openvino", precision="bf16").activate()
     from slimsam_edge.predictor import EdgePredictor
 
-    with pytest.raises(UsageError, match="cannot apply a bf16 hint"):  # ORT has no bf16: refused
-        EdgePredictor.from_bundle(bundle, backend="onnxruntime", precision="bf16").activate()
+    with pytest.raises(BundleError, match="onnxruntime cannot run bf16 .ONNX Runtime's CPU provider has no bf16"):
+        EdgePredictor.from_bundle(bundle, backend="onnxruntime", precision="bf16")  # ORT has no bf16: refused
+    from slimsam_edge.predictor import open_artifact
+
+    with pytest.raises(UsageError, match="cannot apply a bf16 hint"):  # and its runner refuses the hint too
+        open_artifact(bundle, load_bundle(bundle).find("image_encoder", "onnxruntime", "fp32"), precision="bf16").activate()
     with pytest.raises(BundleError, match="no artifact image_encoder/onnxruntime/fp16"):
         EdgePredictor.from_bundle(bundle.parent / "fp32-only", backend="onnxruntime", precision="fp16")
 
@@ -385,6 +389,201 @@ def test_gate_closes_the_sessions_it_opens(bundle, int8, monkeypatch) -> None:
     assert acc["onnxruntime/int8"]["measured"] and len(opened) == 2  # candidate and fp32 reference
     assert not any(r.is_active for p in opened for r in (p.encoder, p.decoder))
 
+# -- int8 + bf16 (OpenVINO: the NNCF IR, its unquantized ops in bf16) ----------------------------
+
+NO_BF16 = {"supports_bf16": False, "cpu_model": "Fake CPU without BF16", "is_jetson": False}
+
+
+@pytest.fixture(scope="module")
+def has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.fixture(scope="module")
+def int8_bf16(bundle):
+    return _add(bundle, "int8-bf16", ("openvino",), allow_accuracy_drop=True)
+
+
+def _runtime_precisions(runner) -> dict[str, int]:
+    """How many layers of the compiled model run in each precision (OpenVINO's execution graph)."""
+    counts: dict[str, int] = {}
+    for op in runner._compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        if "runtimePrecision" in rt:
+            key = rt["runtimePrecision"].astype(str)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_int8_bf16_is_recorded_in_the_manifest(bundle, int8_bf16, has_bf16) -> None:
+    arts, acc, notes = int8_bf16
+    by = {a.graph: a for a in arts}
+    enc, dec = by["image_encoder"], by["mask_decoder_lowres"]
+    assert enc.precision == dec.precision == "int8-bf16" and enc.backend == "openvino"
+    assert enc.path == "openvino/image_encoder.int8-bf16.xml"  # its own IR: int8 may sit next to it
+    assert "FakeQuantize" in (bundle / enc.path).read_text()
+    assert "INFERENCE_PRECISION_HINT=bf16" in enc.extra["method"] and enc.extra["subset_size"] == CALIB
+    assert enc.extra["calibration"] == "procedural images (seed 3003)"
+    fp32_dec = load_bundle(bundle).find("mask_decoder_lowres", backend="openvino", precision="fp32")
+    assert dec.path == fp32_dec.path and "INFERENCE_PRECISION_HINT=bf16" in dec.extra["method"]
+    b = load_bundle(bundle)  # validated on load; the hints are manifest values, checked
+    assert b.find("image_encoder", "openvino", "int8-bf16").precision_hint("b") == "int8-bf16"
+    assert b.find("mask_decoder_lowres", "openvino", "int8-bf16").precision_hint("b") == "bf16"
+    a = acc["openvino/int8-bf16"]
+    assert a["threshold"] == 0.95 and a["measured"] == has_bf16
+    if has_bf16:
+        print("openvino/int8-bf16", {k: a[k] for k in ("agreement", "agreement_min", "embedding_rel_err")})
+        assert a["reference"] == "openvino/fp32" and a["passed"] and 0.95 <= a["agreement"] <= 1.0
+    else:  # recorded, gate skipped with the reason; refused at run time
+        assert "does not support int8-bf16" in a["reason"] and any("openvino/int8-bf16 not measured" in n for n in notes)
+    bad = b.find("image_encoder", "openvino", "int8-bf16")
+    bad.extra["precision_hint"] = "int4-bf16"
+    with pytest.raises(BundleError, match="extra.precision_hint 'int4-bf16' is not one of"):
+        bad.precision_hint("b")
+
+
+def test_the_runner_sets_the_hint_and_keeps_int8(bundle, int8, int8_bf16, has_bf16) -> None:
+    """int8-bf16 compiles with INFERENCE_PRECISION_HINT=bf16 and still runs layers in int8; int8 pins f32
+    (left unset, an AMX CPU would quietly run int8's other ops in bf16)."""
+    from slimsam_edge.predictor import EdgePredictor
+
+    if not has_bf16:
+        pytest.skip("this CPU has no BF16 (the refusal is tested with a faked CPU below)")
+    opened = {}
+    for precision, hint in (("int8", "f32"), ("int8-bf16", "bf16"), ("fp32", "f32")):
+        p = opened[precision] = EdgePredictor.from_bundle(bundle, backend="openvino", precision=precision).activate()
+        enc, dec = p.encoder, p.decoder
+        got = str(enc._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        assert got.endswith(hint) or {"f32": "float32", "bf16": "bfloat16"}[hint] in got, (precision, got)
+        assert f"INFERENCE_PRECISION_HINT={hint}" in enc.notes[-1]
+        assert ("CPU AMX: " in enc.notes[-1]) == (precision != "fp32")  # where AMX kernels may run
+        counts = _runtime_precisions(enc)
+        if precision != "fp32":
+            assert counts.get("i8", 0) + counts.get("u8", 0) > 0, counts  # quantized layers stay int8
+        assert (counts.get("bf16", 0) > 0) == (precision == "int8-bf16"), counts
+        dec_hint = str(dec._compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        assert ("bf" in dec_hint) == (precision == "int8-bf16"), dec_hint  # the unquantized decoder too
+    from slimsam_edge.eval.agreement import compare_predictors
+    from slimsam_edge.eval.evaluate import default_eval_data
+
+    try:  # int8 where NNCF quantized, bf16 elsewhere: still the int8 gate's agreement with fp32
+        r = compare_predictors(opened["fp32"], opened["int8-bf16"], default_eval_data(GATE))
+        print("int8-bf16 vs fp32", r["agreement"], r["agreement_min"], r["embedding_rel_err"])
+        assert r["agreement"] >= 0.95
+    finally:
+        for p in opened.values():
+            p.close()
+
+
+def test_nncf_leaves_attention_matmuls_in_float(bundle, int8, int8_bf16) -> None:
+    """MatMuls of two activations (attention scores / values) stay float: quantized, they break
+    OpenVINO's fused attention (slower than bf16 at 1024, see NncfOptions.float_attention)."""
+    import openvino as ov
+
+    from slimsam_edge.runtimes.openvino.quantize import activation_matmuls
+
+    core = ov.Core()
+    names = activation_matmuls(core.read_model(str(bundle / "openvino" / "image_encoder.xml")))
+    assert names and all("/attn/MatMul" in n for n in names), names
+    for ir in ("image_encoder.int8.xml", "image_encoder.int8-bf16.xml"):
+        ops = {op.get_friendly_name(): op for op in core.read_model(str(bundle / "openvino" / ir)).get_ops()}
+        fed = {n: [i.get_source_output().get_node().get_type_name() for i in ops[n].inputs()] for n in names}
+        assert not any("FakeQuantize" in kinds for kinds in fed.values()), fed
+        assert any(op.get_type_name() == "FakeQuantize" for op in ops.values())  # the rest is quantized
+
+
+def test_int8_bf16_refused_without_bf16(bundle, int8_bf16, tmp_path, monkeypatch) -> None:
+    from slimsam_edge.bench.run import bench_bundle
+    from slimsam_edge.devices import profile
+    from slimsam_edge.errors import UnsupportedOnThisMachineError
+    from slimsam_edge.predictor import EdgePredictor
+
+    monkeypatch.setattr(profile, "_DETECTED", [NO_BF16])
+    for call in (lambda: EdgePredictor.from_bundle(bundle, backend="openvino", precision="int8-bf16"),
+                 lambda: bench_bundle(bundle, precisions=["int8-bf16"])):
+        with pytest.raises(UnsupportedOnThisMachineError) as err:
+            call()
+        assert str(err.value) == ("int8-bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Fake CPU without "
+                                  "BF16 has none; use --precision int8 (the same int8 graph, its other ops in fp32) "
+                                  "or fp32")
+    cv2.imwrite(str(tmp_path / "x.png"), photo((40, 60), seed=1))
+    for args in (("bench", bundle, "--precision", "int8-bf16"),
+                 ("segment", tmp_path / "x.png", "--bundle", bundle, "--out", tmp_path / "m.png", "--point", "1,1",
+                  "--precision", "int8-bf16")):
+        assert_one_line_error(_cli(*args), "int8-bf16 needs a CPU with AVX512_BF16", "Fake CPU without BF16 has none")
+    # bench --all lists the pair as skipped, with the reason, and measures the rest
+    from slimsam_edge.bench.run import runnable_pairs
+
+    pairs, _ = runnable_pairs(load_bundle(bundle), ["openvino"], None)
+    assert ("openvino", "int8-bf16") in pairs  # held by the bundle; the machine decides later
+    _, skipped = runnable_pairs(load_bundle(bundle), ["onnxruntime", "openvino"], ["int8-bf16"])
+    assert [s["backend"] for s in skipped] == ["onnxruntime"] and "no bf16 kernels" in skipped[0]["reason"]
+
+
+def test_int8_bf16_from_an_int8_bundle_and_not_on_onnxruntime(bundle, int8, has_bf16, tmp_path) -> None:
+    """An int8 bundle runs as int8-bf16 (its int8 IR + the bf16 hint); ONNX Runtime refuses it, saying why."""
+    import dataclasses
+
+    from slimsam_edge.exporters.precision import recipes_for
+    from slimsam_edge.predictor import find_artifact, open_artifact
+
+    root = tmp_path / "int8-only"
+    shutil.copytree(bundle, root)
+    m = load_bundle(root).manifest
+    write_manifest(root, dataclasses.replace(m, artifacts=[a for a in m.artifacts if a.precision != "int8-bf16"]))
+    b = load_bundle(root)
+    enc = find_artifact(b, "image_encoder", "openvino", "int8-bf16")
+    assert enc.precision == "int8" and enc.path.endswith("image_encoder.int8.xml")
+    assert open_artifact(root, enc, precision="int8-bf16").options.precision == "int8-bf16"
+    assert open_artifact(root, enc, precision="int8").options.precision == "int8"
+    assert open_artifact(root, enc).options.precision == "int8"
+    with pytest.raises(BundleError) as err:
+        find_artifact(b, "image_encoder", "onnxruntime", "int8-bf16")
+    assert "onnxruntime cannot run int8-bf16 (ONNX Runtime's CPU provider has no bf16 kernels" in str(err.value)
+    assert "--backend openvino" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UsageError, match="no int8-bf16 export for backend.s. onnxruntime .ONNX Runtime's CPU provider"):
+        recipes_for(("onnxruntime",), "int8-bf16")
+
+
+def test_cli_int8_bf16_export_is_gated_like_other_precisions(tmp_path, tiny_checkpoint) -> None:
+    out = tmp_path / "b"
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--target", "onnx", "--precision", "int8-bf16"),
+                          "precision int8-bf16 is not available for target onnx", "--target cpu")
+    board = tmp_path / "ort-bf16.toml"
+    board.write_text('name = "ort"\nkind = "cpu"\ndescription = "d"\nbackends = ["onnxruntime"]\n'
+                     'default_precision = "fp32"\n[precisions]\nonnxruntime = ["fp32", "int8-bf16"]\n'
+                     '[graphs]\nonnxruntime = ["image_encoder", "mask_decoder_lowres"]\n')
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--target", board, "--precision", "int8-bf16"),
+                          "no int8-bf16 export for backend(s) onnxruntime", "no bf16 kernels")
+    assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "bf16", "--int8-decoder"),
+                          "--int8-decoder is used by --precision int8 / int8-bf16 only")
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sam_mini_int8_bf16_agrees_with_fp32(tmp_path, has_bf16) -> None:
+    """The shipped sam-mini: int8-bf16 passes the int8 gate (mask IoU agreement with fp32 >= 0.95)."""
+    if not has_bf16:
+        pytest.skip("this CPU has no BF16: int8-bf16 is refused here (tested above with a faked CPU)")
+    from slimsam_edge.assets import reference_model_path
+    from slimsam_edge.exporters.bundle_export import export_bundle
+    from slimsam_edge.exporters.precision import PrecisionOptions
+    from slimsam_edge.models.io import load_model
+
+    board = tmp_path / "ov.toml"
+    board.write_text('name = "ov"\nkind = "cpu"\ndescription = "d"\nbackends = ["openvino"]\n'
+                     'default_precision = "fp32"\n[precisions]\nopenvino = ["fp32", "int8-bf16"]\n'
+                     '[graphs]\nopenvino = ["image_encoder", "mask_decoder_lowres"]\n')
+    sam, spec = load_model(reference_model_path())
+    m = export_bundle(sam, spec, tmp_path / "b", target=board, precision="int8-bf16", validate=False,
+                      precision_options=PrecisionOptions(calib_images=16, gate_images=8))
+    a = m.accuracy["openvino/int8-bf16"]
+    print("sam-mini openvino/int8-bf16", {k: a[k] for k in ("agreement", "agreement_min", "miou", "miou_reference")})
+    assert a["measured"] and a["passed"] and a["agreement"] >= 0.95
+
+
 # -- CLI -----------------------------------------------------------------------------------------
 
 def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
@@ -392,7 +591,7 @@ def test_cli_bad_inputs_exit_2(tmp_path, tiny_checkpoint) -> None:
     assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--target", "onnx", "--precision", "bf16"),
                     "precision bf16 is not available for target onnx", "--target cpu")
     assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "fp16", "--calib-data", tmp_path),
-                    "--calib-data is used by --precision int8 only")
+                    "--calib-data is used by --precision int8 / int8-bf16 only")
     cv2.imwrite(str(tmp_path / "one.png"), photo((32, 32)))
     assert_one_line_error(_cli("export", tiny_checkpoint, "--out", out, "--precision", "int8", "--calib-data", tmp_path,
                          "--calib-images", "5"), "found 1 images, need 5")

@@ -1,15 +1,15 @@
-"""The OpenVINO backend: runner, ONNX → IR converter, fp16/bf16/int8 recipes, NNCF dataset.
+"""The OpenVINO backend: runner, ONNX → IR converter, fp16/bf16/int8/int8-bf16 recipes, NNCF dataset.
 
 Example:
     >>> BACKEND.name, type(BACKEND.converter).__name__, sorted(BACKEND._recipes)
-    ('openvino', 'IrConverter', ['bf16', 'fp16', 'int8'])
+    ('openvino', 'IrConverter', ['bf16', 'fp16', 'int8', 'int8-bf16'])
 """
 
 from ..plugin import Backend
 from .convert import IrConverter
 from .devices import describe_devices
 from .quantize import NncfOptions
-from .recipes import OvBf16, OvFp16, OvInt8
+from .recipes import OvBf16, OvFp16, OvInt8, OvInt8Bf16
 from .runner import OpenVinoRunner
 
 BACKEND = Backend(
@@ -17,7 +17,7 @@ BACKEND = Backend(
     runner=OpenVinoRunner,
     suffixes=(".xml",),
     converter=IrConverter(),
-    recipes=(OvFp16, OvBf16, OvInt8),
+    recipes=(OvFp16, OvBf16, OvInt8, OvInt8Bf16),
     options=NncfOptions,
     extra="openvino",
     distributions=("openvino",),

@@ -25,14 +25,20 @@ import numpy as np
 from ...errors import BackendUnavailableError, BundleError, RunnerError, UnsupportedOnThisMachineError, UsageError
 from ..base import FeedDict, Runner, TensorSpec
 
-#: RunnerOptions.precision -> (INFERENCE_PRECISION_HINT value, capability the device must list)
-PRECISION_HINTS: dict[str, tuple[str | None, str | None]] = {
-    "fp32": ("f32", None),
-    "bf16": ("bf16", "BF16"),
-    "fp16": ("f16", "FP16"),
-    # int8 lives in the IR (FakeQuantize from NNCF); other layers keep the device default
-    "int8": (None, "INT8"),
+#: RunnerOptions.precision -> (INFERENCE_PRECISION_HINT value, capabilities the device must list).
+#: int8 lives in the IR (FakeQuantize from NNCF); the hint sets what its other ops compute in, always
+#: explicitly: left unset, a CPU with AMX would run them in bf16 and another CPU in f32, so "int8"
+#: would mean different things on different machines.
+PRECISION_HINTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fp32": ("f32", ()),
+    "bf16": ("bf16", ("BF16",)),
+    "fp16": ("f16", ("FP16",)),
+    "int8": ("f32", ("INT8",)),
+    "int8-bf16": ("bf16", ("INT8", "BF16")),
 }
+
+#: what to use instead of a precision the device lacks (default fp32)
+_INSTEAD = {"int8-bf16": "int8"}
 
 _MULTI_PREFIXES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
@@ -69,7 +75,8 @@ class OpenVinoRunner(Runner):
     """Run an OpenVINO IR or ONNX file with the OpenVINO runtime.
 
     Options used: ``device`` (upper-cased: "CPU", "GPU", "GPU.1", "NPU", "AUTO"), ``precision``
-    ("fp32", "bf16", "fp16", "int8"), ``threads`` (INFERENCE_NUM_THREADS),
+    ("fp32", "bf16", "fp16", "int8", "int8-bf16": an int8 IR with its other ops in bf16),
+    ``threads`` (INFERENCE_NUM_THREADS),
     ``extra["performance_hint"]`` ("LATENCY" by default), ``extra["config"]`` (raw properties
     passed to ``compile_model`` last) and ``extra["static_axis0"]`` (default on): a graph whose
     inputs have a dynamic axis 0 (the low-res decoder's prompt axis) is also compiled with that
@@ -127,20 +134,18 @@ class OpenVinoRunner(Runner):
                 f"openvino: unknown precision {opts.precision!r}; choose one of "
                 f"{', '.join(PRECISION_HINTS)}"
             )
-        hint, capability = PRECISION_HINTS[precision]
+        hint, needed = PRECISION_HINTS[precision]
         concrete = [d for d in _devices_in(device) if d not in _MULTI_PREFIXES]
-        if capability and concrete:
-            for name in concrete:
-                caps = [str(c).upper() for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-                if capability not in caps:  # the machine lacks it: the gate may skip, nothing else
-                    raise UnsupportedOnThisMachineError(
-                        f"openvino: {name} does not support {precision} (its capabilities: "
-                        f"{', '.join(caps)}); use precision fp32 or run on a device with {capability}"
-                    )
-        if hint is not None:
-            config["INFERENCE_PRECISION_HINT"] = hint
-        else:
-            self.notes.append(f"{precision}: quantized layers come from the model; others use the device default")
+        for name in concrete if needed else ():
+            caps = [str(c).upper() for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
+            lacking = [c for c in needed if c not in caps]
+            if lacking:  # the machine lacks it: the gate may skip, nothing else
+                raise UnsupportedOnThisMachineError(
+                    f"openvino: {name} does not support {precision} (its capabilities: "
+                    f"{', '.join(caps)}); use precision {_INSTEAD.get(precision, 'fp32')} or run on a device "
+                    f"with {', '.join(lacking)}"
+                )
+        config["INFERENCE_PRECISION_HINT"] = hint
         config.update(opts.extra.get("config", {}))
         return config
 
@@ -172,6 +177,11 @@ class OpenVinoRunner(Runner):
             note += f", INFERENCE_PRECISION_HINT={getattr(hint, 'to_string', hint.__str__)()}"
         except RuntimeError:
             pass  # AUTO / MULTI compiled models do not expose the hint
+        if "CPU" in _devices_in(device) and self.options.precision.lower() in ("bf16", "int8", "int8-bf16"):
+            from ...devices import detected
+
+            # OpenVINO picks AMX kernels for int8 / bf16 matmuls itself where the CPU has AMX tiles
+            note += f", CPU AMX: {'yes' if detected().get('amx') else 'no'}"
         self.notes.append(note)
         self._static.clear()
         self._seen.clear()
