@@ -26,7 +26,7 @@ import psutil
 
 from slimsam_edge.apps.pipeline import Pipeline
 from slimsam_edge.apps.tracker import Tracker, interior_point
-from slimsam_edge.apps.video_eval import evaluate_video
+from slimsam_edge.apps.video_eval import MIN_VISIBLE, evaluate_video
 from slimsam_edge.apps.video_io import paced
 from slimsam_edge.data.synth_video import ProceduralVideo
 from slimsam_edge.devices.profile import detect
@@ -62,7 +62,7 @@ def start_tracker(predictor: EdgePredictor, first) -> Tracker:
 
 
 def frame_has(frame, k: int) -> bool:
-    return int(np.count_nonzero(frame.mask(k))) >= 64
+    return int(np.count_nonzero(frame.mask(k))) >= MIN_VISIBLE
 
 
 def run_mode(predictor: EdgePredictor, clip: list, mode: str) -> dict:
