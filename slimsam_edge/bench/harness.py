@@ -43,6 +43,13 @@ class BenchConfig:
         points: points per prompt.
         seed: prompt / image seed.
         resize: preprocessing resize, "sam" (exact) or "fast" (cv2).
+        scenario: what one query is (:data:`~slimsam_edge.bench.scenarios.SCENARIOS`): "click"
+            (encoder + prompts), "video" (frames through the tracking pipeline) or "everything".
+        duration_s: SingleStream: keep querying until this many seconds have passed too
+            (``runs`` / ``prompts`` are then the minimum counts).
+        energy: energy source (:func:`~slimsam_edge.devices.energy.open_meter`), "none" to skip.
+        points_per_side: the "everything" scenario's grid.
+        raw: also return every latency (seconds) per stage, for pooling repeats.
     """
 
     bundle: str
@@ -57,6 +64,11 @@ class BenchConfig:
     points: int = 1
     seed: int = 0
     resize: str = "sam"
+    scenario: str = "click"
+    duration_s: float = 0.0
+    energy: str = "none"
+    points_per_side: int = 16
+    raw: bool = False
 
 
 def peak_rss_mb() -> float:
@@ -95,8 +107,11 @@ def _image(cfg: BenchConfig) -> np.ndarray:
 
 def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run ``cfg`` in this process and return its measurements."""
+    from ..devices.energy import open_meter
     from ..predictor import EdgePredictor
+    from .scenarios import get_scenario
 
+    scenario = get_scenario(cfg.scenario)
     tick = tick or (lambda: None)
     image = _image(cfg)
     rss_before = peak_rss_mb()
@@ -105,41 +120,27 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
         cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads, resize=cfg.resize
     ).activate()
     cold = time.perf_counter() - t0
-    pre, enc = [], []
-    for i in range(cfg.warmup + cfg.runs):
-        pred.set_image(image)
-        if i >= cfg.warmup:
-            pre.append(pred.timings["preprocess"])
-            enc.append(pred.timings["encoder"])
-        tick()
-    rng = np.random.default_rng(cfg.seed)
+    with open_meter(cfg.energy) as meter:
+        out = scenario.run(pred, cfg, image, meter, tick)
     h, w = image.shape[:2]
-    dec, post, total = [], [], []
-    for i in range(cfg.warmup + cfg.prompts):
-        pts = np.stack([rng.uniform(0, w, cfg.points), rng.uniform(0, h, cfg.points)], axis=1)
-        t = time.perf_counter()
-        pred.predict(pts, np.ones(cfg.points), multimask_output=True)
-        dt = time.perf_counter() - t
-        if i >= cfg.warmup:
-            dec.append(pred.timings["decoder"])
-            post.append(pred.timings["postprocess"])
-            total.append(dt)
-        tick()
-    return {
+    result = {
         "config": asdict(cfg),
+        "scenario": scenario.name,
         "image_hw": [h, w],
         "cold_start_s": round(cold, 4),
         "encoder_session_s": round(pred.encoder.activate_seconds or 0.0, 4),
         "decoder_session_s": round(pred.decoder.activate_seconds or 0.0, 4),
-        "preprocess": latency_stats(pre),
-        "encoder": latency_stats(enc),
-        "decoder": latency_stats(dec),
-        "postprocess": latency_stats(post),
-        "decoder_plus_postprocess": latency_stats(total),
+        **{stage: latency_stats(values) for stage, values in out["stages"].items()},
+        "counts": out["counts"],
+        "energy": out["energy"],
+        "extra": out["extra"],
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_sessions_mb": round(rss_before, 1),
         "notes": pred.encoder.notes + pred.decoder.notes,
     }
+    if cfg.raw:
+        result["raw_s"] = {stage: [round(v, 7) for v in values] for stage, values in out["stages"].items()}
+    return result
 
 
 def run_config(cfg: BenchConfig, *, timeout: float | None = None) -> dict[str, Any]:

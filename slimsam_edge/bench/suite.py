@@ -1,0 +1,339 @@
+"""``slimsam-edge bench A B C --peer NAME``: several bundles and peers, side by side, in one run.
+
+The report users can trust puts, in one row per (model, backend, precision, scenario):
+
+- latency per stage from interleaved repeats (:mod:`~slimsam_edge.bench.schedule`: every row runs
+  once per round, each round in a fresh process, rounds rotate), pooled into p50 / p90 / p99, with
+  the spread of the p50 between repeats (what ``bench diff`` must see exceeded);
+- cold start and peak memory (each repeat is a new process);
+- the accuracy of that very runtime and precision: point and box mIoU on ``data`` (default: the
+  procedural held-out set, for bundles of 256 px or less: sam-mini and what is compressed from it)
+  and the mask agreement with the same backend's fp32; a row without accuracy says why;
+- energy per image / prompt / frame where the machine has a meter (else n/a and why);
+- the encoder's achieved GFLOP/s from its counted MACs (attention included) as % of this
+  machine's peak for that precision (:mod:`~slimsam_edge.bench.peak`);
+- the ratio of each row's headline latency to the first row's.
+
+Peers (``--peer``) are exported on the fly with random weights: latency only, labelled so.
+
+Illustration (not run as a doctest: it needs files or a model)::
+
+    report = bench_suite(["bundle/"], peers=["mobilesam"], repeats=3, runs=5)
+    [(r["label"], r["stages"]["encoder"]["p50_ms"], r["ratio"]) for r in report["rows"]]
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..errors import UsageError
+
+REPORT_SCHEMA = "slimsam-edge-bench/2"
+#: bundles at or below this input size get the procedural held-out set as default accuracy data
+PROCEDURAL_MAX_SIZE = 256
+#: which peak a precision's encoder is compared with
+PEAK_KIND = {"fp32": "fp32", "fp16": "fp32", "bf16": "bf16", "int8": "int8", "int8-bf16": "int8"}
+#: ``progress(done, total, label)``
+SuiteProgress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One model in the comparison: a bundle folder, or a peer exported into one."""
+
+    label: str
+    bundle: str
+    peer: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured row: a subject on one (backend, precision) for one scenario."""
+
+    subject: Subject
+    backend: str
+    precision: str
+    scenario: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.subject.label} {self.backend}/{self.precision}"
+
+
+def _subjects(bundles: Sequence[str], peers: Sequence[str], workdir: Path,
+              progress: SuiteProgress) -> list[Subject]:
+    found: list[tuple[str, str, str | None]] = []
+    for b in bundles:
+        if not Path(b, "manifest.json").is_file():
+            raise UsageError(f"{b} is not a bundle folder (no manifest.json); export one with "
+                             "`slimsam-edge export` or name a peer with --peer")
+        found.append((Path(b).resolve().name or str(b), str(b), None))
+    if peers:
+        from ..exporters.peer_export import PEERS, export_peer
+
+        unknown = [p for p in peers if p not in PEERS]
+        if unknown:
+            raise UsageError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+        for i, name in enumerate(peers):
+            progress(i, len(peers), f"exporting peer {name} (random weights)")
+            found.append((f"{name} (random weights)", str(export_peer(name, workdir / name)), name))
+    labels = [label for label, _, _ in found]
+    # two bundles with the same folder name are told apart by their paths
+    return [Subject(label if labels.count(label) == 1 else bundle, bundle, peer) for label, bundle, peer in found]
+
+
+def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precisions: Sequence[str] | None,
+          scenarios: Sequence[str], info: dict) -> tuple[list[Row], list[dict]]:
+    from ..bundle import load_bundle
+    from ..devices import why_not
+    from ..predictor import auto_pick
+    from .run import runnable_pairs
+
+    rows, skipped = [], []
+    for s in subjects:
+        b = load_bundle(s.bundle)
+        if backends or precisions:
+            have = [x for x in (backends or b.backends()) if x in b.backends()]
+            skipped += [{"label": s.label, "backend": x, "reason": f"{s.label} has no {x} artifacts"}
+                        for x in (backends or []) if x not in b.backends()]
+            if not have:
+                continue
+            try:
+                pairs, miss = runnable_pairs(b, have, list(precisions) if precisions else None)
+            except UsageError as err:
+                skipped.append({"label": s.label, "reason": str(err)})
+                continue
+            skipped += [{"label": s.label, **m} for m in miss]
+        else:
+            pairs = [auto_pick(b, None, None, info)]
+        for be, pr in pairs:
+            if why_not(pr, info):
+                skipped.append({"label": s.label, "backend": be, "precision": pr, "reason": why_not(pr, info)})
+                continue
+            rows += [Row(s, be, pr, sc) for sc in scenarios]
+    if not rows:
+        raise UsageError("nothing to benchmark: " + ("; ".join(x["reason"] for x in skipped) or "no pair"))
+    return rows, skipped
+
+
+def _pool(results: list[dict], stages: Sequence[str]) -> dict[str, Any]:
+    from .stats import latency_stats, spread_ms
+
+    out = {}
+    for stage in stages:
+        raw = [v for r in results for v in r.get("raw_s", {}).get(stage, [])]
+        if not raw:
+            continue
+        stats = latency_stats(raw)
+        stats["spread_ms"] = spread_ms([r[stage]["p50_ms"] for r in results if r.get(stage, {}).get("n")])
+        stats["repeat_p50_ms"] = [r[stage]["p50_ms"] for r in results if r.get(stage, {}).get("n")]
+        out[stage] = stats
+    return out
+
+
+def _energy(results: list[dict]) -> dict[str, Any]:
+    parts: dict[str, Any] = {}
+    for part in results[0].get("energy", {}):
+        readings = [r["energy"][part] for r in results]
+        missing = next((x for x in readings if x.get("joules") is None), None)
+        if missing is not None:
+            parts[part] = {"joules_per_item": None, "source": missing.get("source"),
+                           "reason": missing.get("reason", "no reading")}
+            continue
+        joules, count = sum(x["joules"] for x in readings), sum(x["count"] for x in readings)
+        parts[part] = {"joules_per_item": round(joules / count, 6) if count else None,
+                       "source": readings[0]["source"], "watts": round(joules / max(sum(x["seconds"] for x in readings), 1e-9), 3)}
+    return parts
+
+
+def _macs(bundle: str) -> tuple[float | None, str]:
+    from ..bundle import load_bundle
+    from ..models.spec import ModelSpec
+    from ..models.stats import encoder_macs
+
+    model = load_bundle(bundle, verify=False).manifest.model
+    if isinstance(model.get("encoder_macs"), (int, float)) and model["encoder_macs"] > 0:
+        return float(model["encoder_macs"]), "counted by the peer's exporter"
+    try:
+        return float(encoder_macs(ModelSpec.from_dict(model["spec"]).encoder)["total"]), "from the model spec"
+    except Exception as err:  # noqa: BLE001 - a spec we cannot count: the column says why
+        return None, f"the manifest's model spec cannot be counted ({type(err).__name__})"
+
+
+def _efficiency(row: Row, stages: dict, peak: dict | None, macs: tuple[float | None, str]) -> dict[str, Any]:
+    from .peak import achieved_gflops, pct_of_peak
+
+    enc = stages.get("encoder")
+    if row.scenario != "click" or not enc:
+        return {"reason": "% of peak is reported for the click scenario's encoder"}
+    if macs[0] is None:
+        return {"reason": macs[1]}
+    kind = PEAK_KIND.get(row.precision, "fp32")
+    got = achieved_gflops(macs[0], enc["p50_ms"] / 1e3)
+    peak_rate = (peak or {}).get("gemm_gflops", {}).get(kind)
+    out = {"encoder_gmacs": round(macs[0] / 1e9, 3), "achieved_gflops": got, "peak_kind": kind,
+           "peak_gflops": peak_rate, "pct_of_peak": pct_of_peak(got, peak_rate)}
+    if peak_rate is None:
+        out["reason"] = ((peak or {}).get("why_none", {}).get(kind) or "no peak measured (--no-peak)")
+    return out
+
+
+def _accuracy(row: Row, data: str | None, limit: int | None, cache: dict, image_size: int) -> dict[str, Any]:
+    if row.subject.peer:
+        return {"reason": "random weights: latency only"}
+    if data is None and image_size > PROCEDURAL_MAX_SIZE:
+        return {"reason": f"no --data given; the procedural held-out set is the default only for bundles of "
+                          f"{PROCEDURAL_MAX_SIZE} px or less (this one is {image_size} px); accuracy needs labelled data"}
+    key = (row.subject.bundle, row.backend, row.precision)
+    if key not in cache:
+        cache[key] = _measure_accuracy(row, data, limit)
+    return cache[key]
+
+
+def _measure_accuracy(row: Row, data: str | None, limit: int | None) -> dict[str, Any]:
+    from ..eval.agreement import compare_predictors
+    from ..eval.evaluate import default_eval_data
+    from ..eval.run import run_eval
+    from ..predictor import EdgePredictor
+
+    rep = run_eval(row.subject.bundle, data=data, backend=row.backend, precision=row.precision, limit=limit)
+    out = {"point_miou": round(rep["point"]["miou"], 4) if rep.get("point") else None,
+           "box_miou": round(rep["box"]["miou"], 4) if rep.get("box") else None,
+           "images": rep.get("images"), "data": "procedural held-out" if data is None else str(data)}
+    if row.precision != "fp32":
+        try:
+            ref = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision="fp32")
+            cand = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision=row.precision)
+            agree = compare_predictors(ref, cand, default_eval_data(min(limit or 16, 16)))
+            out["agreement_fp32"] = round(agree["agreement"], 4)
+        except Exception as err:  # noqa: BLE001 - no fp32 to compare with: the column says why
+            out["agreement_reason"] = f"no fp32 comparison ({type(err).__name__}: {err})"
+    else:
+        out["agreement_fp32"] = 1.0
+    return out
+
+
+def bench_suite(
+    bundles: Sequence[str] = (),
+    *,
+    peers: Sequence[str] = (),
+    backends: Sequence[str] | None = None,
+    precisions: Sequence[str] | None = None,
+    scenarios: Sequence[str] = ("click",),
+    repeats: int = 3,
+    base: Any = None,
+    data: str | None = None,
+    accuracy_limit: int | None = None,
+    accuracy: bool = True,
+    peak_cache: str | None = None,
+    peak: bool = True,
+    workdir: str | None = None,
+    progress: SuiteProgress | None = None,
+) -> dict[str, Any]:
+    """Measure every row ``repeats`` times, interleaved; return the report (module docstring).
+
+    ``base`` is a :class:`~slimsam_edge.bench.harness.BenchConfig` whose protocol fields (threads,
+    image, runs, prompts, warmup, duration_s, energy, points_per_side) every row uses; its
+    ``runs`` / ``prompts`` / ``duration_s`` are per repeat.
+
+    Raises:
+        UsageError: a folder that is not a bundle, an unknown peer or scenario, nothing runnable.
+    """
+    from ..devices import detect, detected
+    from ..runtimes import runtime_distributions
+    from .harness import BenchConfig, run_config
+    from .peak import cached_peak, fingerprint
+    from .scenarios import get_scenario
+    from .schedule import interleave
+
+    tell = progress or (lambda done, total, label: None)
+    if not bundles and not peers:
+        raise UsageError("give at least one bundle folder or --peer NAME")
+    stage_lists = {sc: get_scenario(sc).stages for sc in scenarios}
+    base = base or BenchConfig(bundle="")
+    info = detected()
+    machine = detect(runtime_distributions())
+    tmp = tempfile.TemporaryDirectory(prefix="slimsam-bench-") if peers and not workdir else None
+    try:
+        work = Path(workdir or (tmp.name if tmp else "."))
+        subjects = _subjects(bundles, peers, work, tell)
+        rows, skipped = _rows(subjects, backends, precisions, scenarios, info)
+        peak_info = cached_peak(peak_cache, machine, threads=base.threads) if peak else None
+        slots = interleave(rows, repeats)
+        results: dict[int, list[dict]] = {}
+        for n, slot in enumerate(slots):
+            row = slot.config
+            tell(n, len(slots), f"{row.label} {row.scenario} (round {slot.repeat + 1}/{repeats})")
+            cfg = replace(base, bundle=row.subject.bundle, backend=row.backend, precision=row.precision,
+                          scenario=row.scenario, raw=True)
+            results.setdefault(slot.index, []).append(run_config(cfg))
+        tell(len(slots), len(slots), "accuracy")
+        acc_cache: dict = {}
+        out_rows = []
+        for i, row in enumerate(rows):
+            rs = results[i]
+            stages = _pool(rs, stage_lists[row.scenario])
+            out_rows.append({
+                "label": row.label, "model": row.subject.label, "bundle": row.subject.bundle,
+                "peer": row.subject.peer, "backend": row.backend, "precision": row.precision,
+                "scenario": row.scenario, "repeats": len(rs), "stages": stages,
+                "headline": get_scenario(row.scenario).headline,
+                "cold_start_s": round(sorted(r["cold_start_s"] for r in rs)[len(rs) // 2], 4),
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+                "counts": {k: sum(r["counts"].get(k, 0) for r in rs) for k in rs[0]["counts"]},
+                "extra": rs[-1].get("extra", {}),
+                "energy": _energy(rs),
+                "efficiency": _efficiency(row, stages, peak_info, _macs(row.subject.bundle)),
+                "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache, _size(row))
+                             if accuracy else {"reason": "accuracy was turned off (--no-accuracy)"}),
+                "image_hw": rs[0]["image_hw"], "notes": rs[0].get("notes", []),
+            })
+        _ratios(out_rows)
+        return {"schema": REPORT_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": {**machine, "fingerprint": fingerprint(machine, base.threads)},
+                "protocol": {"repeats": repeats, "order": [[s.index, s.repeat] for s in slots],
+                             "runs_per_repeat": base.runs, "prompts_per_repeat": base.prompts,
+                             "warmup": base.warmup, "duration_s_per_repeat": base.duration_s,
+                             "threads": base.threads, "image_hw": list(base.image_hw), "image": base.image,
+                             "energy": base.energy, "scenarios": list(scenarios)},
+                "peak": peak_info, "rows": out_rows, "skipped": skipped}
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _size(row: Row) -> int:
+    from ..bundle import load_bundle
+
+    return int(load_bundle(row.subject.bundle, verify=False).manifest.image_size)
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Each row's headline p50 over the first row's of the same scenario."""
+    first: dict[str, float] = {}
+    for r in rows:
+        stage = r["stages"].get(r["headline"] or "", {})
+        p50 = stage.get("p50_ms")
+        if p50 and r["scenario"] not in first:
+            first[r["scenario"]] = p50
+        base = first.get(r["scenario"])
+        r["ratio"] = round(p50 / base, 3) if p50 and base else None
+
+
+def save_history(path: str | Path, report: dict) -> Path:
+    """Append ``report`` as one JSON line to the history file ``path`` (atomically: the file is
+    rewritten under a temporary name and renamed, so a crash never leaves half a line)."""
+    from ..fsutil import write_text_atomic
+
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise UsageError(f"--save {p} is not a file; name a .jsonl file")
+    old = p.read_text(encoding="utf-8") if p.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    return write_text_atomic(p, old + json.dumps(report, allow_nan=False, default=str) + "\n")
