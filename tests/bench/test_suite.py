@@ -1,0 +1,79 @@
+"""bench_suite on the sam-mini bundle: interleaved repeats pooled into one row per scenario, the
+accuracy of the timed runtime, n/a with reasons (energy, peak, peers), ratios, outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from slimsam_edge.bench.diff import diff_reports
+from slimsam_edge.bench.harness import BenchConfig
+from slimsam_edge.bench.render import COLUMNS, reasons, to_csv, to_markdown
+from slimsam_edge.bench.suite import bench_suite, save_history
+from slimsam_edge.errors import UsageError
+
+BASE = BenchConfig(bundle="", runs=2, prompts=2, warmup=0, image_hw=(96, 128), threads=1, points_per_side=4)
+
+
+@pytest.fixture(scope="module")
+def report(mini_bundle):
+    seen = []
+    rep = bench_suite([str(mini_bundle)], backends=["onnxruntime"], scenarios=("click", "everything"),
+                      repeats=2, base=BASE, accuracy_limit=2, peak=False,
+                      progress=lambda done, total, label: seen.append((done, total)))
+    rep["_progress"] = seen
+    return rep
+
+
+def test_rows_pool_interleaved_repeats(report):
+    rows = report["rows"]
+    assert [(r["backend"], r["precision"], r["scenario"]) for r in rows] == [
+        ("onnxruntime", "fp32", "click"), ("onnxruntime", "fp32", "everything")]
+    # round-robin with a rotating start: click, everything, then everything, click
+    assert report["protocol"]["order"] == [[0, 0], [1, 0], [1, 1], [0, 1]]
+    click = rows[0]
+    assert click["repeats"] == 2
+    enc = click["stages"]["encoder"]
+    assert enc["n"] == 4 and len(enc["repeat_p50_ms"]) == 2 and enc["spread_ms"] >= 0
+    assert click["stages"]["decoder_plus_postprocess"]["n"] == 4
+    assert click["counts"] == {"images": 4, "prompts": 4}
+    assert rows[1]["stages"]["everything"]["n"] == 4 and rows[1]["counts"]["masks_median"] >= 0
+    assert click["ratio"] == 1.0 and rows[1]["ratio"] == 1.0  # first of its own scenario
+    assert report["_progress"][-1][0] == report["_progress"][-1][1]
+
+
+def test_accuracy_of_the_timed_runtime_and_reasons(report):
+    acc = report["rows"][0]["accuracy"]
+    assert 0 < acc["point_miou"] <= 1 and 0 < acc["box_miou"] <= 1 and acc["images"] == 2
+    assert acc["agreement_fp32"] == 1.0 and acc["data"] == "procedural held-out"
+    eff = report["rows"][0]["efficiency"]
+    assert eff["encoder_gmacs"] > 0 and eff["pct_of_peak"] is None and "no peak" in eff["reason"]
+    assert "click scenario" in report["rows"][1]["efficiency"]["reason"]
+    energy = report["rows"][0]["energy"]["per_image"]
+    if energy["joules_per_item"] is None:  # no meter on this machine: a reason, never 0
+        assert energy["reason"]
+    json.dumps({k: v for k, v in report.items() if k != "_progress"}, allow_nan=False, default=str)
+
+
+def test_outputs_and_diff_against_itself(report, tmp_path):
+    rows = list(csv.reader(io.StringIO(to_csv(report))))
+    assert rows[0] == list(COLUMNS) and len(rows) == 3
+    md = to_markdown(report)
+    assert md.count("\n| ") == 3 and "Machine:" in md and "interleaved repeats" in md
+    assert any("% of peak" in line for line in reasons(report))
+    hist = tmp_path / "history.jsonl"
+    save_history(hist, report)
+    save_history(hist, report)
+    lines = hist.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[1])["schema"] == report["schema"]
+    assert not diff_reports(json.loads(lines[0]), json.loads(lines[1])).regressions
+
+
+def test_bad_subjects_are_refused(tmp_path):
+    with pytest.raises(UsageError, match="at least one bundle"):
+        bench_suite([])
+    with pytest.raises(UsageError, match="not a bundle folder"):
+        bench_suite([str(tmp_path)])
