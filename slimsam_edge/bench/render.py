@@ -63,7 +63,7 @@ def reasons(report: dict) -> list[str]:
     for row in report["rows"]:
         for what, block in (("accuracy", row.get("accuracy", {})), ("% of peak", row.get("efficiency", {}))):
             if block.get("reason"):
-                seen[f"{what} of {row['label']}: {block['reason']}"] = None
+                seen[f"{what} of {row['label']} ({row['scenario']}): {block['reason']}"] = None
         for part, e in row.get("energy", {}).items():
             if e.get("joules_per_item") is None and e.get("reason"):
                 seen[f"energy: {e['reason']}"] = None

@@ -204,7 +204,7 @@ def _measure_accuracy(row: Row, data: str | None, limit: int | None) -> dict[str
     rep = run_eval(row.subject.bundle, data=data, backend=row.backend, precision=row.precision, limit=limit)
     out = {"point_miou": round(rep["point"]["miou"], 4) if rep.get("point") else None,
            "box_miou": round(rep["box"]["miou"], 4) if rep.get("box") else None,
-           "images": rep.get("images"), "data": "procedural held-out" if data is None else str(data)}
+           "images": rep.get("n_images"), "data": "procedural held-out" if data is None else str(data)}
     if row.precision != "fp32":
         try:
             ref = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision="fp32")
@@ -255,7 +255,7 @@ def bench_suite(
     if not bundles and not peers:
         raise UsageError("give at least one bundle folder or --peer NAME")
     stage_lists = {sc: get_scenario(sc).stages for sc in scenarios}
-    base = base or BenchConfig(bundle="")
+    base = base or BenchConfig(bundle="", backend="")
     info = detected()
     machine = detect(runtime_distributions())
     tmp = tempfile.TemporaryDirectory(prefix="slimsam-bench-") if peers and not workdir else None
