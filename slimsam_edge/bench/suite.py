@@ -88,7 +88,7 @@ def _subjects(bundles: Sequence[str], peers: Sequence[str], workdir: Path,
 
 
 def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precisions: Sequence[str] | None,
-          scenarios: Sequence[str], info: dict) -> tuple[list[Row], list[dict]]:
+          scenarios: Sequence[str], info: dict, all_pairs: bool = False) -> tuple[list[Row], list[dict]]:
     from ..bundle import load_bundle
     from ..devices import why_not
     from ..predictor import auto_pick
@@ -97,7 +97,7 @@ def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precision
     rows, skipped = [], []
     for s in subjects:
         b = load_bundle(s.bundle)
-        if backends or precisions:
+        if backends or precisions or all_pairs:
             have = [x for x in (backends or b.backends()) if x in b.backends()]
             skipped += [{"label": s.label, "backend": x, "reason": f"{s.label} has no {x} artifacts"}
                         for x in (backends or []) if x not in b.backends()]
@@ -224,6 +224,7 @@ def bench_suite(
     peers: Sequence[str] = (),
     backends: Sequence[str] | None = None,
     precisions: Sequence[str] | None = None,
+    all_pairs: bool = False,
     scenarios: Sequence[str] = ("click",),
     repeats: int = 3,
     base: Any = None,
@@ -236,6 +237,9 @@ def bench_suite(
     progress: SuiteProgress | None = None,
 ) -> dict[str, Any]:
     """Measure every row ``repeats`` times, interleaved; return the report (module docstring).
+
+    Without ``backends``, ``precisions`` and ``all_pairs`` each bundle runs the pair picked for
+    this machine (what ``segment`` runs); ``all_pairs``: every pair each bundle holds.
 
     ``base`` is a :class:`~slimsam_edge.bench.harness.BenchConfig` whose protocol fields (threads,
     image, runs, prompts, warmup, duration_s, energy, points_per_side) every row uses; its
@@ -262,7 +266,7 @@ def bench_suite(
     try:
         work = Path(workdir or (tmp.name if tmp else "."))
         subjects = _subjects(bundles, peers, work, tell)
-        rows, skipped = _rows(subjects, backends, precisions, scenarios, info)
+        rows, skipped = _rows(subjects, backends, precisions, scenarios, info, all_pairs)
         peak_info = cached_peak(peak_cache, machine, threads=base.threads) if peak else None
         slots = interleave(rows, repeats)
         results: dict[int, list[dict]] = {}
@@ -337,3 +341,29 @@ def save_history(path: str | Path, report: dict) -> Path:
     if old and not old.endswith("\n"):
         old += "\n"
     return write_text_atomic(p, old + json.dumps(report, allow_nan=False, default=str) + "\n")
+
+
+def write_outputs(report: dict, *, out: Path | str | None = None, csv: Path | str | None = None,
+                  md: Path | str | None = None, plot: Path | str | None = None) -> list[Path]:
+    """Write the report's files (each atomically; a folder where a file is wanted is refused
+    before anything is written). Returns the paths written."""
+    from ..fsutil import write_text_atomic
+    from .render import to_csv, to_markdown
+
+    files = {"--out": out, "--csv": csv, "--md": md}
+    for flag, path in files.items():
+        if path is not None and Path(path).is_dir():
+            raise UsageError(f"{flag} {path} is a folder; name a file")
+    if plot is not None and Path(plot).exists() and not Path(plot).is_dir():
+        raise UsageError(f"--plot {plot} is a file; name a folder for the PNGs")
+    written: list[Path] = []
+    text = {"--out": lambda: json.dumps(report, indent=2, allow_nan=False, default=str) + "\n",
+            "--csv": lambda: to_csv(report), "--md": lambda: to_markdown(report)}
+    for flag, path in files.items():
+        if path is not None:
+            written.append(write_text_atomic(Path(path), text[flag]()))
+    if plot is not None:
+        from .plot import write_plots
+
+        written += write_plots(report, plot)
+    return written
