@@ -49,6 +49,8 @@ class Subject:
     label: str
     bundle: str
     peer: str | None = None
+    #: the (backend, precision) pairs to measure; empty: the suite's choice
+    pairs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,11 @@ class Row:
         return f"{self.subject.label} {self.backend}/{self.precision}"
 
 
-def _subjects(bundles: Sequence[str], peers: Sequence[str], workdir: Path,
+def _subjects(bundles: Sequence[str | Subject], peers: Sequence[str], workdir: Path,
               progress: SuiteProgress) -> list[Subject]:
     found: list[tuple[str, str, str | None]] = []
-    for b in bundles:
+    given = [b for b in bundles if isinstance(b, Subject)]
+    for b in (b for b in bundles if not isinstance(b, Subject)):
         if not Path(b, "manifest.json").is_file():
             raise UsageError(f"{b} is not a bundle folder (no manifest.json); export one with "
                              "`slimsam-edge export` or name a peer with --peer")
@@ -82,9 +85,10 @@ def _subjects(bundles: Sequence[str], peers: Sequence[str], workdir: Path,
         for i, name in enumerate(peers):
             progress(i, len(peers), f"exporting peer {name} (random weights)")
             found.append((f"{name} (random weights)", str(export_peer(name, workdir / name)), name))
-    labels = [label for label, _, _ in found]
+    labels = [label for label, _, _ in found] + [g.label for g in given]
     # two bundles with the same folder name are told apart by their paths
-    return [Subject(label if labels.count(label) == 1 else bundle, bundle, peer) for label, bundle, peer in found]
+    return given + [Subject(label if labels.count(label) == 1 else bundle, bundle, peer)
+                    for label, bundle, peer in found]
 
 
 def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precisions: Sequence[str] | None,
@@ -97,7 +101,14 @@ def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precision
     rows, skipped = [], []
     for s in subjects:
         b = load_bundle(s.bundle)
-        if backends or precisions or all_pairs:
+        if s.pairs:
+            pairs = []
+            for be, pr in s.pairs:
+                try:
+                    pairs += runnable_pairs(b, [be], [pr])[0]
+                except UsageError as err:
+                    skipped.append({"label": s.label, "backend": be, "precision": pr, "reason": str(err)})
+        elif backends or precisions or all_pairs:
             have = [x for x in (backends or b.backends()) if x in b.backends()]
             skipped += [{"label": s.label, "backend": x, "reason": f"{s.label} has no {x} artifacts"}
                         for x in (backends or []) if x not in b.backends()]
@@ -219,7 +230,7 @@ def _measure_accuracy(row: Row, data: str | None, limit: int | None) -> dict[str
 
 
 def bench_suite(
-    bundles: Sequence[str] = (),
+    bundles: Sequence[str | Subject] = (),
     *,
     peers: Sequence[str] = (),
     backends: Sequence[str] | None = None,
@@ -243,7 +254,8 @@ def bench_suite(
 
     ``base`` is a :class:`~slimsam_edge.bench.harness.BenchConfig` whose protocol fields (threads,
     image, runs, prompts, warmup, duration_s, energy, points_per_side) every row uses; its
-    ``runs`` / ``prompts`` / ``duration_s`` are per repeat.
+    ``runs`` / ``prompts`` / ``duration_s`` are per repeat. A :class:`Subject` in ``bundles``
+    keeps its own label and pairs.
 
     Raises:
         UsageError: a folder that is not a bundle, an unknown peer or scenario, nothing runnable.
