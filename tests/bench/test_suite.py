@@ -77,3 +77,17 @@ def test_bad_subjects_are_refused(tmp_path):
         bench_suite([])
     with pytest.raises(UsageError, match="not a bundle folder"):
         bench_suite([str(tmp_path)])
+
+
+def test_video_scenario_through_the_pipeline(mini_bundle):
+    from dataclasses import replace
+
+    from slimsam_edge.bench.harness import bench_in_process
+
+    cfg = replace(BASE, bundle=str(mini_bundle), backend="onnxruntime", scenario="video", runs=3, raw=True,
+                  image_hw=(120, 160))
+    res = bench_in_process(cfg)
+    assert res["scenario"] == "video" and res["frame"]["n"] == 3 and len(res["raw_s"]["frame"]) == 3
+    assert res["counts"]["frames"] == 3 and res["counts"]["dropped"] == 0 and res["counts"]["objects"] >= 1
+    assert res["extra"]["fps"] > 0
+    assert res["energy"]["per_frame"]["count"] == 3
