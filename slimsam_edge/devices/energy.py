@@ -177,23 +177,23 @@ def parse_tegrastats(line: str) -> RailSample:
     return RailSample(rails)
 
 
-def integrate_mw(samples: Iterable[tuple[float, float]], t0: float, t1: float) -> float | None:
-    """Joules between ``t0`` and ``t1`` from (time s, power mW) samples, each power held until the
-    next sample (tegrastats reports the power over the interval that ends at its line). ``None``
-    when no sample covers the window.
+def integrate_mw(samples: Iterable[tuple[float, float]], t0: float, t1: float) -> tuple[float, float] | None:
+    """(joules, seconds covered) between ``t0`` and ``t1`` from (time s, power mW) samples, each
+    power held over the interval that ends at its sample (tegrastats reports the power of the
+    interval that ends at its line). ``None`` when no sample covers any of the window.
 
     Example:
         >>> integrate_mw([(0.0, 1000.0), (1.0, 2000.0), (2.0, 4000.0)], 0.5, 2.0)  # 0.5 s x 2 W + 1 s x 4 W
-        5.0
+        (5.0, 1.5)
     """
     pts = sorted(samples)
-    joules, covered = 0.0, False
+    joules = covered = 0.0
     for (ta, _), (tb, pb) in zip(pts, pts[1:]):
         lo, hi = max(ta, t0), min(tb, t1)
         if hi > lo:
             joules += pb / 1000.0 * (hi - lo)
-            covered = True
-    return joules if covered else None
+            covered += hi - lo
+    return (joules, covered) if covered > 0 else None
 
 
 class TegrastatsMeter(EnergyMeter):
@@ -247,8 +247,19 @@ class TegrastatsMeter(EnergyMeter):
                                         name="tegrastats", daemon=True)
         self._thread.start()
 
+    def _wait_for_sample(self, after: float) -> None:
+        """Wait (bounded) until a line newer than ``after`` has arrived."""
+        deadline = self.clock() + 2.5 * self.interval_ms / 1000.0 + 1.0
+        while self._proc is not None and self.clock() < deadline:
+            with self._lock:
+                if self._samples and self._samples[-1][0] >= after:
+                    return
+            time.sleep(self.interval_ms / 4000.0)
+
     def start(self) -> None:
-        self._launch()
+        if self._proc is None and self.executable:
+            self._launch()
+            self._wait_for_sample(self.clock())  # so that the window's start is covered
         self._t0 = self.clock()
 
     def stop(self) -> EnergyReading:
@@ -257,20 +268,18 @@ class TegrastatsMeter(EnergyMeter):
         source = f"tegrastats:{self._rail}"
         if not self.executable:
             return EnergyReading(None, source, t1 - t0, self.available())
-        # the line that covers the window's end arrives up to one interval later
-        deadline = self.clock() + 2.5 * self.interval_ms / 1000.0 + 1.0
-        while self._proc is not None and self.clock() < deadline:
-            with self._lock:
-                if self._samples and self._samples[-1][0] >= t1:
-                    break
-            time.sleep(self.interval_ms / 4000.0)
+        self._wait_for_sample(t1)  # the line that covers the window's end arrives up to one interval later
         with self._lock:
-            joules = integrate_mw(self._samples, t0, t1)
+            got = integrate_mw(self._samples, t0, t1)
             source = f"tegrastats:{self._rail}"
-        if joules is None:
+        if got is None:
             why = self._problem or (f"the run ({t1 - t0:.3f} s) was shorter than tegrastats' sampling "
                                     f"({self.interval_ms} ms); run longer")
             return EnergyReading(None, source, t1 - t0, why)
+        joules, covered = got
+        if covered < t1 - t0:  # late lines (a loaded machine): the uncovered part at the mean power
+            return EnergyReading(joules * (t1 - t0) / covered, source, t1 - t0,
+                                 f"extrapolated: tegrastats lines covered {100 * covered / (t1 - t0):.0f}% of the run")
         return EnergyReading(joules, source, t1 - t0)
 
     def close(self) -> None:

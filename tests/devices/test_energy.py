@@ -57,8 +57,9 @@ def test_a_line_without_rails_is_refused_not_zero():
 
 def test_integration_holds_each_power_over_its_interval():
     pts = [(0.0, 1000.0), (1.0, 1000.0), (2.0, 3000.0), (3.0, 3000.0)]
-    assert integrate_mw(pts, 0.0, 3.0) == pytest.approx(1.0 + 3.0 + 3.0)
-    assert integrate_mw(pts, 1.5, 2.5) == pytest.approx(0.5 * 3.0 + 0.5 * 3.0)
+    assert integrate_mw(pts, 0.0, 3.0) == pytest.approx((1.0 + 3.0 + 3.0, 3.0))
+    assert integrate_mw(pts, 1.5, 2.5) == pytest.approx((0.5 * 3.0 + 0.5 * 3.0, 1.0))
+    assert integrate_mw(pts, 2.5, 4.0) == pytest.approx((0.5 * 3.0, 0.5))  # the tail is not covered
     assert integrate_mw(pts, 5.0, 6.0) is None and integrate_mw([(0.0, 5.0)], 0.0, 1.0) is None
 
 
