@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from slimsam_edge.research.tinyvit import TinyViTEncoder, build_mobilesam_encoder, count_parameters
+from slimsam_edge.models.peers.tinyvit import TinyViTEncoder, build_mobilesam_encoder, count_parameters
 
 
 @pytest.fixture(autouse=True)
