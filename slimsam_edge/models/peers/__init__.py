@@ -70,7 +70,16 @@ class Peer:
     @property
     def label(self) -> str:
         """The one line every row of this peer carries."""
-        return f"{self.title} architecture ({self.image_size} px), random weights: latency only"
+        return self.label_at(self.image_size)
+
+    def label_at(self, image_size: int) -> str:
+        """:attr:`label` for an export at ``image_size`` (tests export peers smaller).
+
+        Example:
+            >>> get_peer("mobilesam").label_at(256)
+            'MobileSAM (TinyViT-5M encoder) architecture (256 px), random weights: latency only'
+        """
+        return f"{self.title} architecture ({int(image_size)} px), random weights: latency only"
 
     def check_size(self, image_size: int | None) -> int:
         """``image_size`` (default: the peer's own), refused (UsageError) unless it is a positive
