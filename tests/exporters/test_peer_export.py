@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from slimsam_edge.bundle import load_bundle
 from slimsam_edge.errors import UsageError
@@ -13,12 +12,7 @@ from slimsam_edge.exporters.peer_export import PEER_SPEC_FORMAT, export_peer
 from slimsam_edge.predictor import EdgePredictor
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _predict_one_point(bundle, backend: str) -> None:

@@ -14,12 +14,7 @@ from slimsam_edge.models.spec import PRESETS
 from slimsam_edge.models.stats import count_params, encoder_macs
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_registry_lists_exactly_the_peers():
