@@ -47,6 +47,9 @@ class Peer:
         params: parameters of our build (encoder + SAM prompt encoder + mask decoder; BatchNorm
             running statistics not counted).
         published_params: the model's published parameter count, and ``source`` where from.
+        vit_preset: for SAM itself, the :data:`~slimsam_edge.models.spec.PRESETS` entry the whole
+            model is built from (``build_peer_sam``); ``None``: the peer's encoder in front of
+            SAM's prompt encoder and mask decoder.
     """
 
     name: str
@@ -59,6 +62,7 @@ class Peer:
     params: int
     published_params: int
     source: str
+    vit_preset: str | None = None
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
     embed_dim: int = 256
@@ -115,7 +119,7 @@ PEERS: dict[str, Peer] = {
         builder=".sam:build_sam_b_encoder",
         encoder_macs={"linear_conv": 368_704_487_424, "attention": 117_334_179_840, "total": 486_038_667_264},
         params=93_735_472, published_params=93_735_472,
-        source="segment-anything's sam_vit_b_01ec64.pth",
+        source="segment-anything's sam_vit_b_01ec64.pth", vit_preset="vit_b",
     ),
     "efficientvit-sam-l0": Peer(
         name="efficientvit-sam-l0", title="EfficientViT-SAM-L0", image_size=512, stride=8, size_multiple=32,

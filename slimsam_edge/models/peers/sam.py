@@ -69,12 +69,11 @@ def build_peer_sam(name: str, *, seed: int = 0, image_size: int | None = None) -
     """
     peer = get_peer(name)
     size = peer.check_size(image_size)
-    base = PRESETS["vit_b"]
-    if peer.name == "sam-b":
-        return random_init_(build_sam(_sam_b(size)), seed=seed)
+    if peer.vit_preset:  # SAM itself: the whole model from the preset
+        return random_init_(build_sam(_vit_spec(peer, size)), seed=seed)
     stand_in = EncoderSpec(img_size=size, patch_size=peer.stride, embed_dim=16, num_heads=1, window_size=1,
                            global_attn_indexes=(), qkv_dims=(16,), mlp_dims=(16,), out_chans=peer.embed_dim)
-    spec = ModelSpec(f"peer:{peer.name}", stand_in, base.decoder, peer.pixel_mean, peer.pixel_std)
+    spec = ModelSpec(f"peer:{peer.name}", stand_in, PRESETS["vit_b"].decoder, peer.pixel_mean, peer.pixel_std)
     sam = random_init_(build_sam(spec), seed=seed)
     sam.image_encoder = build_peer_encoder(name, seed=seed, image_size=size)
     return sam.eval()
@@ -82,12 +81,14 @@ def build_peer_sam(name: str, *, seed: int = 0, image_size: int | None = None) -
 
 def build_sam_b_encoder(seed: int = 0, img_size: int = 1024) -> nn.Module:
     """SAM's ViT-B image encoder at ``img_size`` with seeded random weights (the sam-b peer's builder)."""
-    return random_init_(FlexImageEncoderViT(_sam_b(img_size).encoder), seed=seed).eval()  # type: ignore[arg-type]
+    spec = _vit_spec(get_peer("sam-b"), img_size)
+    return random_init_(FlexImageEncoderViT(spec.encoder), seed=seed).eval()  # type: ignore[arg-type]
 
 
-def _sam_b(size: int) -> ModelSpec:
-    base = PRESETS["vit_b"]
-    return replace(base, encoder=replace(base.encoder, img_size=size)).with_type("peer:sam-b")
+def _vit_spec(peer: Peer, size: int) -> ModelSpec:
+    """The ModelSpec of a SAM peer (``vit_preset``) at input ``size``, named ``peer:<name>``."""
+    base = PRESETS[peer.vit_preset]  # type: ignore[index]
+    return replace(base, encoder=replace(base.encoder, img_size=size)).with_type(f"peer:{peer.name}")
 
 
 def count_macs(peer: "Peer | str", image_size: int | None = None) -> dict[str, int]:
