@@ -59,3 +59,15 @@ def ctrl_c():
         yield _thread.interrupt_main
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """torch on one intra-op thread for the test (small inputs: as fast, and it leaves the other
+    cores to other processes); use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,7 +1,7 @@
 """Latency of MobileSAM's image encoder architecture (TinyViT-5M, random weights) on this CPU.
 
 Issue 5 compares our fast encoder with MobileSAM's "on the same machine". No MobileSAM weights are
-available, so :func:`slimsam_edge.research.tinyvit.build_mobilesam_encoder` gives the architecture with
+available, so :func:`slimsam_edge.models.peers.tinyvit.build_mobilesam_encoder` gives the architecture with
 random weights: the numbers are latency only. The script exports it to ONNX (opset 17, TorchScript
 exporter), converts it to OpenVINO, quantizes it to INT8 with NNCF (the project's settings,
 :func:`slimsam_edge.runtimes.openvino.quantize.quantize_int8_nncf`, on random normalized images), and
@@ -44,7 +44,7 @@ def export(size: int, seed: int, out: Path) -> tuple[Path, int, np.ndarray, np.n
     """Export the encoder to ONNX; returns the path, its parameter count, an input and torch's output."""
     import torch
 
-    from .tinyvit import build_mobilesam_encoder, count_parameters
+    from ..models.peers.tinyvit import build_mobilesam_encoder, count_parameters
 
     enc = build_mobilesam_encoder(seed=seed, img_size=size)
     x = random_images(1, size, seed + 1000)[0]

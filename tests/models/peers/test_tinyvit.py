@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from slimsam_edge.research.tinyvit import TinyViTEncoder, build_mobilesam_encoder, count_parameters
+from slimsam_edge.models.peers.tinyvit import TinyViTEncoder, build_mobilesam_encoder, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # small inputs: one thread is as fast, and does not fight other processes for the cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_parameter_count_is_tinyvit_5m():
