@@ -1,0 +1,237 @@
+"""Bundle integrity (issue 20 items 3-4): nothing outside the bundle folder is read, no symbolic
+link inside it is followed, and what a session loads is exactly what was hashed at that moment.
+
+Every test works on a copy of the session's ``mini_bundle`` (sam-mini for ONNX Runtime). The copy
+hard-links the big files, so a test never writes into a file in place: it replaces it
+(:func:`_replace`), and the session's bundle stays intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from helpers import assert_one_line_error
+from slimsam_edge.bundle import load_bundle
+from slimsam_edge.errors import BundleError
+
+DEC = "onnx/mask_decoder.onnx"
+HAS_FIFO = hasattr(os, "mkfifo")
+
+
+@pytest.fixture()
+def bundle(mini_bundle: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "bundle"
+    shutil.copytree(mini_bundle, out, copy_function=os.link)
+    return out
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` as a new file at ``path`` (never into the hard-linked original)."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())
+
+
+def _set_files(root: Path, graph: str, files: dict[str, bytes]) -> None:
+    """Make the onnxruntime artifact of ``graph`` list exactly ``files`` (hashed from the bytes)."""
+    m = _manifest(root)
+    for art in m["artifacts"]:
+        if art["graph"] == graph and art["backend"] == "onnxruntime":
+            art["files"] = {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()}
+    _replace(root / "manifest.json", json.dumps(m, indent=2).encode())
+
+
+def _tweaked_decoder(root: Path) -> bytes:
+    """The decoder graph with one weight changed: a valid graph that loads and runs."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(root / DEC))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0.5, init.name))
+    return model.SerializeToString()
+
+
+def _external(root: Path) -> tuple[bytes, bytes]:
+    """The decoder as a graph + ``mask_decoder.onnx.data`` (external data), both written in place."""
+    onnx = pytest.importorskip("onnx")
+
+    model = onnx.load(str(root / DEC))
+    tmp = root / "tmp_ext"
+    tmp.mkdir()
+    onnx.save(model, str(tmp / "mask_decoder.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="mask_decoder.onnx.data", size_threshold=1024)
+    graph, data = (tmp / "mask_decoder.onnx").read_bytes(), (tmp / "mask_decoder.onnx.data").read_bytes()
+    shutil.rmtree(tmp)
+    _replace(root / DEC, graph)
+    (root / "onnx" / "mask_decoder.onnx.data").write_bytes(data)
+    return graph, data
+
+
+def _decoder_runner(root: Path):
+    from slimsam_edge.predictor import open_artifact
+
+    b = load_bundle(root)
+    return open_artifact(b.root, b.find("mask_decoder", "onnxruntime", "fp32"))
+
+
+def _decoder_feed(runner) -> dict[str, np.ndarray]:
+    specs = runner.input_specs()
+    feed = {}
+    for name, spec in specs.items():
+        shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+        feed[name] = np.full(shape, 0.25, dtype=spec.dtype)
+    feed["orig_im_size"] = np.array([64, 64], dtype=specs["orig_im_size"].dtype)
+    return feed
+
+
+# -- symbolic links ----------------------------------------------------------------------------
+
+def test_symlinked_artifact_file_is_refused(bundle: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.onnx"
+    os.replace(bundle / DEC, outside)  # the same bytes: only the link gives it away
+    (bundle / DEC).symlink_to(outside)
+    with pytest.raises(BundleError, match=r"onnx/mask_decoder.onnx is a symbolic link.*cp --dereference"):
+        load_bundle(bundle)
+    from slimsam_edge.cli.app import app
+
+    result = CliRunner().invoke(app, ["info", str(bundle)])
+    assert_one_line_error(result, "mask_decoder.onnx is a symbolic link")
+
+
+def test_symlinked_folder_is_refused(bundle: Path, tmp_path: Path) -> None:
+    os.replace(bundle / "onnx", tmp_path / "elsewhere")
+    (bundle / "onnx").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(BundleError, match=r": onnx is a symbolic link"):
+        load_bundle(bundle)
+
+
+def test_symlink_pointing_inside_the_bundle_is_refused_too(bundle: Path) -> None:
+    """The rule is simple: no symbolic link below the bundle folder, wherever it points."""
+    os.replace(bundle / DEC, bundle / "onnx" / "real.onnx")
+    (bundle / DEC).symlink_to("real.onnx")
+    with pytest.raises(BundleError, match="onnx/mask_decoder.onnx is a symbolic link"):
+        load_bundle(bundle)
+
+
+def test_symlinked_manifest_is_refused(bundle: Path, tmp_path: Path) -> None:
+    os.replace(bundle / "manifest.json", tmp_path / "manifest.json")
+    (bundle / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(BundleError, match="manifest.json is a symbolic link"):
+        load_bundle(bundle)
+
+
+def test_a_link_to_the_bundle_folder_itself_is_fine(bundle: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(bundle, target_is_directory=True)
+    b = load_bundle(link)
+    assert b.root == link
+    with _decoder_runner(link) as r:
+        assert "masks" in r.output_specs()
+
+
+# -- hashed when loaded ------------------------------------------------------------------------
+
+def test_file_swapped_after_from_bundle_is_refused(bundle: Path) -> None:
+    from slimsam_edge.predictor import EdgePredictor
+
+    p = EdgePredictor.from_bundle(bundle, backend="onnxruntime", precision="fp32")
+    _replace(bundle / DEC, _tweaked_decoder(bundle))  # valid, loads, gives other masks
+    with pytest.raises(BundleError, match="onnx/mask_decoder.onnx was modified or corrupted"):
+        p.decoder.activate()
+
+
+def test_unlisted_external_data_is_refused(bundle: Path) -> None:
+    graph, _data = _external(bundle)
+    _set_files(bundle, "mask_decoder", {DEC: graph})  # the graph is listed, its .data is not
+    runner = _decoder_runner(bundle)
+    with pytest.raises(BundleError, match="mask_decoder.onnx.data, which the manifest does not list"):
+        runner.activate()
+
+
+def test_listed_external_data_loads_from_verified_bytes(bundle: Path) -> None:
+    plain = _decoder_runner(bundle)
+    feed = _decoder_feed(plain)
+    want = plain.infer(feed)["masks"]
+    graph, data = _external(bundle)
+    _set_files(bundle, "mask_decoder", {DEC: graph, "onnx/mask_decoder.onnx.data": data})
+    runner = _decoder_runner(bundle)
+    (bundle / "onnx" / "mask_decoder.onnx.data").unlink()  # read at load time: taken from the bytes
+    with pytest.raises(BundleError, match="mask_decoder.onnx.data is missing"):
+        runner.activate()
+    (bundle / "onnx" / "mask_decoder.onnx.data").write_bytes(data)
+    np.testing.assert_array_equal(runner.infer(feed)["masks"], want)
+
+
+def test_listed_external_data_tampered_after_load_is_refused(bundle: Path) -> None:
+    graph, data = _external(bundle)
+    _set_files(bundle, "mask_decoder", {DEC: graph, "onnx/mask_decoder.onnx.data": data})
+    runner = _decoder_runner(bundle)  # hashes checked here
+    half = data[: len(data) // 2] + bytes(len(data) - len(data) // 2)  # half-zeroed weights
+    _replace(bundle / "onnx" / "mask_decoder.onnx.data", half)
+    with pytest.raises(BundleError, match="mask_decoder.onnx.data was modified or corrupted"):
+        runner.activate()
+
+
+def test_reference_swapped_after_load_is_refused(bundle: Path) -> None:
+    from slimsam_edge.deploy.reference_io import load_reference
+
+    b = load_bundle(bundle)
+    rel = b.manifest.reference["path"]
+    with np.load(bundle / rel, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    (bundle / rel).unlink()
+    np.savez(bundle / rel, **arrays)  # the same arrays, other bytes
+    with pytest.raises(BundleError, match="reference/io.npz was modified or corrupted"):
+        load_reference(b)
+
+
+# -- not a regular file ------------------------------------------------------------------------
+
+@pytest.mark.skipif(not HAS_FIFO, reason="no FIFOs on this OS")
+def test_fifo_in_place_of_an_artifact_is_refused(bundle: Path) -> None:
+    (bundle / DEC).unlink()
+    os.mkfifo(bundle / DEC)
+    with pytest.raises(BundleError, match="onnx/mask_decoder.onnx is a FIFO, not a regular file"):
+        load_bundle(bundle)
+
+
+@pytest.mark.skipif(not HAS_FIFO, reason="no FIFOs on this OS")
+@pytest.mark.parametrize("rel", [DEC, "onnx/mask_decoder.onnx.data"])
+def test_fifo_swapped_in_after_load_does_not_hang(bundle: Path, rel: str) -> None:
+    """A FIFO opened for reading blocks until a writer comes: the load must refuse it instead. The
+    subprocess's timeout only bounds the test (a hang would otherwise stop the suite)."""
+    if rel != DEC:
+        graph, data = _external(bundle)
+        _set_files(bundle, "mask_decoder", {DEC: graph, rel: data})
+    script = textwrap.dedent(f"""
+        import os, sys
+        from slimsam_edge.bundle import load_bundle
+        from slimsam_edge.errors import SlimSamEdgeError
+        from slimsam_edge.predictor import open_artifact
+        b = load_bundle({str(bundle)!r})
+        runner = open_artifact(b.root, b.find("mask_decoder", "onnxruntime", "fp32"))
+        os.unlink(b.root / {rel!r}); os.mkfifo(b.root / {rel!r})
+        try:
+            runner.activate()
+        except SlimSamEdgeError as err:
+            print(err); sys.exit(2)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"{rel} is a FIFO, not a regular file" in done.stdout
