@@ -251,6 +251,21 @@ def sha256_inside(root: Path | str, rel: str, where: str, chunk: int = 1 << 20) 
     return h.hexdigest()
 
 
+def read_inside(root: Path | str, rel: str, where: str) -> bytes:
+    """The bytes of ``root/rel`` opened as :func:`open_inside` opens it (for the manifest itself,
+    which no hash vouches for: it holds the hashes).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "manifest.json").write_text("{}")
+        >>> read_inside(d, "manifest.json", "bundle")
+        b'{}'
+    """
+    with os.fdopen(open_inside(root, rel, where), "rb") as f:
+        return f.read()
+
+
 def read_verified(root: Path | str, rel: str, sha256: str, where: str) -> bytes:
     """The bytes of ``root/rel``, read once into memory and returned only if their sha256 is
     ``sha256``: what a runtime is then given is exactly what was hashed, however the file changes
@@ -271,8 +286,7 @@ def read_verified(root: Path | str, rel: str, sha256: str, where: str) -> bytes:
         ...
         slimsam_edge.errors.BundleError: bundle: file a.bin was modified or corrupted (sha256 mismatch); re-export the bundle
     """
-    with os.fdopen(open_inside(root, rel, where), "rb") as f:
-        data = f.read()
+    data = read_inside(root, rel, where)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise BundleError(f"{where}: file {rel} was modified or corrupted (sha256 mismatch); {_RE_EXPORT}")
     return data

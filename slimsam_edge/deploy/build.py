@@ -164,7 +164,7 @@ def _calibration_feeds(bundle: Bundle, rel: str) -> Iterator[dict[str, np.ndarra
 
     m = bundle.manifest
     where = f"bundle {bundle.root}: calibration file {rel}"
-    data = load_npz(bundle.root / rel, where)
+    data = load_npz(bundle.read(rel), where)  # hashed as it is read
     pixels, input_hw = data.get("pixels"), data.get("input_hw")
     size = m.image_size
     if (pixels is None or input_hw is None or pixels.dtype != np.uint8 or pixels.ndim != 4

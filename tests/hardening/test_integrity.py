@@ -55,12 +55,12 @@ def _set_files(root: Path, graph: str, files: dict[str, bytes]) -> None:
     _replace(root / "manifest.json", json.dumps(m, indent=2).encode())
 
 
-def _tweaked_decoder(root: Path) -> bytes:
-    """The decoder graph with one weight changed: a valid graph that loads and runs."""
+def _tweaked(root: Path, rel: str) -> bytes:
+    """The graph ``rel`` with one weight changed: a valid graph that loads and runs."""
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
-    model = onnx.load(str(root / DEC))
+    model = onnx.load(str(root / rel))
     init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
     init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 0.5, init.name))
     return model.SerializeToString()
@@ -150,8 +150,9 @@ def test_file_swapped_after_from_bundle_is_refused(bundle: Path) -> None:
     from slimsam_edge.predictor import EdgePredictor
 
     p = EdgePredictor.from_bundle(bundle, backend="onnxruntime", precision="fp32")
-    _replace(bundle / DEC, _tweaked_decoder(bundle))  # valid, loads, gives other masks
-    with pytest.raises(BundleError, match="onnx/mask_decoder.onnx was modified or corrupted"):
+    rel = "onnx/mask_decoder_lowres.onnx"  # the predictor's decoder
+    _replace(bundle / rel, _tweaked(bundle, rel))  # valid, loads, gives other masks
+    with pytest.raises(BundleError, match=f"{rel} was modified or corrupted"):
         p.decoder.activate()
 
 
@@ -235,3 +236,87 @@ def test_fifo_swapped_in_after_load_does_not_hang(bundle: Path, rel: str) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"{rel} is a FIFO, not a regular file" in done.stdout
+
+
+# -- OpenVINO and TensorRT load from verified bytes too ---------------------------------------
+
+def _affine_onnx(path: Path, scale: float = 2.0) -> Path:
+    """y = x * scale + 1 with x: float32 [batch, 3] (a graph small enough to convert in a moment)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["t", "one"], ["y"])],
+        "affine", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[helper.make_tensor("two", TensorProto.FLOAT, [3], [scale] * 3),
+                     helper.make_tensor("one", TensorProto.FLOAT, [3], [1.0] * 3)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _add_artifact(root: Path, backend: str, precision: str, files: list[str]) -> None:
+    m = _manifest(root)
+    m["artifacts"].append({"graph": "mask_decoder", "backend": backend, "precision": precision, "path": files[0],
+                           "files": {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in files}})
+    _replace(root / "manifest.json", json.dumps(m, indent=2).encode())
+
+
+def _open(root: Path, backend: str, precision: str):
+    from slimsam_edge.predictor import open_artifact
+
+    b = load_bundle(root)
+    return open_artifact(b.root, b.find("mask_decoder", backend, precision))
+
+
+def test_openvino_ir_loads_from_verified_bytes(bundle: Path, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    (bundle / "openvino").mkdir()
+    xml = bundle / "openvino" / "affine.xml"
+    ov.save_model(ov.convert_model(str(_affine_onnx(tmp_path / "affine.onnx"))), str(xml))
+    binary = xml.with_suffix(".bin")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    _add_artifact(bundle, "openvino", "fp32", ["openvino/affine.xml", "openvino/affine.bin"])
+    with _open(bundle, "openvino", "fp32") as r:
+        np.testing.assert_allclose(r.infer({"x": x})["y"], x * 2 + 1)
+    runner = _open(bundle, "openvino", "fp32")
+    _replace(binary, bytes(len(binary.read_bytes())))  # zeroed weights after the load
+    with pytest.raises(BundleError, match="openvino/affine.bin was modified or corrupted"):
+        runner.activate()
+
+
+def test_openvino_unlisted_weights_are_refused(bundle: Path, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    (bundle / "openvino").mkdir()
+    xml = bundle / "openvino" / "affine.xml"
+    ov.save_model(ov.convert_model(str(_affine_onnx(tmp_path / "affine.onnx"))), str(xml))
+    _add_artifact(bundle, "openvino", "fp32", ["openvino/affine.xml"])  # the .bin is not listed
+    with pytest.raises(BundleError, match="affine.bin, which the manifest does not list"):
+        _open(bundle, "openvino", "fp32").activate()
+
+
+def test_tensorrt_engine_loads_from_verified_bytes(bundle: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_tensorrt
+
+    trt, _ = fake_tensorrt.install(monkeypatch, "10.3.0")
+    from slimsam_edge.runtimes.tensorrt.build import build_engine
+
+    engine = build_engine(_affine_onnx(tmp_path / "affine.onnx"), bundle / "engines" / "affine.engine",
+                          min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))})
+    _add_artifact(bundle, "tensorrt", "fp16", ["engines/affine.engine"])
+    read: list[int] = []
+    real = trt.Runtime.deserialize_cuda_engine
+    monkeypatch.setattr(trt.Runtime, "deserialize_cuda_engine", lambda self, blob: read.append(len(blob)) or real(self, blob))
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with _open(bundle, "tensorrt", "fp16") as r:
+        np.testing.assert_allclose(r.infer({"x": x})["y"], x * 2 + 1)
+    assert read == [engine.stat().st_size]
+    runner = _open(bundle, "tensorrt", "fp16")
+    other = build_engine(_affine_onnx(tmp_path / "other.onnx", 3.0), tmp_path / "other.engine",
+                         min_opt_max_shapes={"x": ((1, 3), (2, 3), (8, 3))})
+    _replace(engine, other.read_bytes())  # an engine that loads and computes something else
+    with pytest.raises(BundleError, match="engines/affine.engine was modified or corrupted"):
+        runner.activate()
