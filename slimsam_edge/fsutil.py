@@ -304,8 +304,8 @@ class HashedFiles:
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> _ = (d / "g.onnx").write_bytes(b"graph")
         >>> src = HashedFiles(d, "g.onnx", {"g.onnx": hashlib.sha256(b"graph").hexdigest()}, "bundle")
-        >>> src.read(), src.companions(), pathlib.Path(src).suffix
-        (b'graph', {}, '.onnx')
+        >>> src.read(), src.companions(), src.name, pathlib.Path(src).suffix
+        (b'graph', {}, 'g.onnx', '.onnx')
         >>> src.read("g.onnx.data")
         Traceback (most recent call last):
         ...
@@ -322,6 +322,16 @@ class HashedFiles:
 
     def __str__(self) -> str:
         return self.__fspath__()
+
+    @property
+    def name(self) -> str:
+        """The file's name, as ``Path.name``."""
+        return PurePosixPath(self.path).name
+
+    @property
+    def suffix(self) -> str:
+        """The file's suffix, as ``Path.suffix``."""
+        return PurePosixPath(self.path).suffix
 
     def companions(self) -> dict[str, str]:
         """The listed files other than ``path`` (external data, an IR's ``.bin``) -> sha256."""
