@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -417,6 +418,32 @@ class Bundle:
         if rel not in hashed:
             raise BundleError(f"bundle {self.root}: {rel} is not a hashed file of the bundle; {_RE_EXPORT}")
         return read_verified(self.root, rel, hashed[rel], f"bundle {self.root}")
+
+    def copy_verified(self, rel: str, dest_dir: Path | str) -> Path:
+        """Copy ``rel`` (a hashed file) and the hashed files beside it that extend its name (an ONNX
+        graph's ``.data``) into ``dest_dir`` from verified bytes; return the copy of ``rel``. For a
+        tool that only reads a path (TensorRT's ONNX parser): the folder it reads from holds
+        nothing the manifest does not vouch for, and nothing that changes after the check.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> root = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (root / "d.onnx").write_bytes(b"onnx bytes")
+            >>> art = Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "d.onnx")
+            >>> _ = write_manifest(root, Manifest(model={"id": "d", "type": "t", "spec": {}}, target="cpu", artifacts=[art]))
+            >>> load_bundle(root).copy_verified("d.onnx", root / "copy").read_bytes()
+            b'onnx bytes'
+        """
+        folder, name = posixpath.split(rel)
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for other in self.hashed_files():
+            o_folder, o_name = posixpath.split(other)
+            if other == rel or (o_folder == folder and o_name.startswith(name + ".")):
+                (dest / o_name).write_bytes(self.read(other))
+        if not (dest / name).is_file():
+            self.read(rel)  # not hashed: the one-line refusal
+        return dest / name
 
     def hashed_files(self) -> dict[str, str]:
         """Every file the manifest vouches for (artifacts' files and ``files``) -> sha256."""

@@ -320,3 +320,16 @@ def test_tensorrt_engine_loads_from_verified_bytes(bundle: Path, tmp_path: Path,
     _replace(engine, other.read_bytes())  # an engine that loads and computes something else
     with pytest.raises(BundleError, match="engines/affine.engine was modified or corrupted"):
         runner.activate()
+
+
+def test_build_parses_a_verified_copy_of_its_source(bundle: Path, tmp_path: Path) -> None:
+    """`slimsam-edge build` hands TensorRT's parser (which reads a path) a private copy made from
+    verified bytes: a source swapped after the load is refused, an unlisted .data is left behind."""
+    b = load_bundle(bundle)
+    (bundle / "onnx" / "mask_decoder.onnx.data").write_bytes(b"not listed")
+    copy = b.copy_verified(DEC, tmp_path / "src")
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["mask_decoder.onnx"]
+    assert copy.read_bytes() == (bundle / DEC).read_bytes()
+    _replace(bundle / DEC, _tweaked(bundle, DEC))
+    with pytest.raises(BundleError, match="onnx/mask_decoder.onnx was modified or corrupted"):
+        b.copy_verified(DEC, tmp_path / "src2")
