@@ -33,6 +33,8 @@ from .errors import BundleError
 from .fsutil import HashedFiles, read_inside, read_verified, sha256_file, sha256_inside, write_text_atomic
 
 MANIFEST = "manifest.json"
+#: the largest manifest.json read (an export writes ~10 KB); larger is refused before reading
+MAX_MANIFEST_BYTES = 16 * 2**20
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RE_EXPORT = "re-export the bundle"
@@ -578,7 +580,7 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
     if not os.path.lexists(root / MANIFEST):
         raise BundleError(f"{where}: no {MANIFEST} inside; {_RE_EXPORT}")
     try:
-        text = read_inside(root, MANIFEST, where).decode("utf-8")
+        text = read_inside(root, MANIFEST, where, max_bytes=MAX_MANIFEST_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise BundleError(f"{where}: cannot read {MANIFEST} ({err}); {_RE_EXPORT}") from None
     bundle = Bundle(root, Manifest.from_json(text, source=f"{where}: {MANIFEST}"))

@@ -251,9 +251,10 @@ def sha256_inside(root: Path | str, rel: str, where: str, chunk: int = 1 << 20) 
     return h.hexdigest()
 
 
-def read_inside(root: Path | str, rel: str, where: str) -> bytes:
+def read_inside(root: Path | str, rel: str, where: str, *, max_bytes: int | None = None) -> bytes:
     """The bytes of ``root/rel`` opened as :func:`open_inside` opens it (for the manifest itself,
-    which no hash vouches for: it holds the hashes).
+    which no hash vouches for: it holds the hashes); a file over ``max_bytes`` is refused before
+    anything is read.
 
     Example:
         >>> import tempfile, pathlib
@@ -263,6 +264,10 @@ def read_inside(root: Path | str, rel: str, where: str) -> bytes:
         b'{}'
     """
     with os.fdopen(open_inside(root, rel, where), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise BundleError(f"{where}: {rel} holds {size / 2**20:.0f} MiB, more than a bundle file of its kind "
+                              f"can ({max_bytes // 2**20} MiB); {_RE_EXPORT}")
         return f.read()
 
 

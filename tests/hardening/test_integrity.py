@@ -333,3 +333,12 @@ def test_build_parses_a_verified_copy_of_its_source(bundle: Path, tmp_path: Path
     _replace(bundle / DEC, _tweaked(bundle, DEC))
     with pytest.raises(BundleError, match="onnx/mask_decoder.onnx was modified or corrupted"):
         b.copy_verified(DEC, tmp_path / "src2")
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(bundle: Path) -> None:
+    manifest = bundle / "manifest.json"
+    manifest.unlink()
+    with open(manifest, "wb") as f:
+        f.truncate(64 * 2**30)  # sparse: 64 GiB that would be read into memory
+    with pytest.raises(BundleError, match=r"manifest.json holds 65536 MiB, more than .* \(16 MiB\)"):
+        load_bundle(bundle)
