@@ -121,7 +121,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
         self._session: Any = None
-        self._external: list[np.ndarray] = []  # external data handed to the session (kept alive)
+        self._external: list[np.ndarray] = []  # external data handed to the session being created
 
     @classmethod
     def available(cls) -> bool:
@@ -202,7 +202,10 @@ class OnnxRuntimeRunner(Runner):
             unlisted = _UNLISTED.search(first)
             if unlisted and isinstance(self.artifact, HashedFiles):
                 # the graph names an external data file the manifest does not list: refused
-                self.artifact.read(self.artifact.sibling(unlisted.group(1)))
+                try:
+                    self.artifact.read(self.artifact.sibling(unlisted.group(1)))
+                except BundleError as refusal:
+                    raise refusal from None
             if type(err).__name__ == "EPFail":
                 raise BackendUnavailableError(
                     f"onnxruntime could not start {providers[0]} for {name} ({first[:200]}); check the "
@@ -212,6 +215,8 @@ class OnnxRuntimeRunner(Runner):
                 f"{name}: onnxruntime cannot load it ({first[:200]}); the file is corrupt or not "
                 "ONNX, re-export it"
             ) from None
+        finally:
+            self._external = []  # copied into the session: the buffers can go
         active = list(self._session.get_providers())
         if active[0] != providers[0]:
             raise BackendUnavailableError(
@@ -226,9 +231,9 @@ class OnnxRuntimeRunner(Runner):
         bytes too (``add_external_initializers_from_files_in_memory``). The table is always set
         (a name no graph uses when nothing is listed), so ONNX Runtime never opens a file itself:
         a graph naming an external file the manifest does not list fails to load and is refused
-        in :meth:`_activate`. Memory: the graph and its data are held while the session is created
-        (and the data for the session's life, ONNX Runtime may point into it): about 24 MB for
-        sam-mini's encoder, ~350 MB for SAM-B's. A plain path is opened by ONNX Runtime as is.
+        in :meth:`_activate`. Memory: the graph and its data are held only while the session is
+        created (ONNX Runtime copies them): about 24 MB for sam-mini's encoder, ~350 MB for SAM-B's.
+        A plain path (no manifest: a file the caller chose) is opened by ONNX Runtime as is.
         """
         source: Any = self.artifact
         if isinstance(source, HashedFiles):
@@ -244,7 +249,7 @@ class OnnxRuntimeRunner(Runner):
                 if source.companions():
                     raise BackendUnavailableError(
                         f"{source}: this onnxruntime cannot take external data from memory; "
-                        "pip install -U onnxruntime (>= 1.18)")
+                        "pip install -U onnxruntime")
             else:
                 so.add_external_initializers_from_files_in_memory(names, buffers, [b.size for b in buffers])
             self._external = buffers
