@@ -133,7 +133,8 @@ def _kind(mode: int) -> str:
 
 def _parts(rel: str, where: str) -> tuple[str, ...]:
     pure = PurePosixPath(rel)
-    if not rel or pure.is_absolute() or "\\" in rel or any(p in ("..", ".") for p in rel.split("/")):
+    if (not rel or pure.is_absolute() or "\\" in rel or any(p in ("..", ".") for p in rel.split("/"))
+            or any(ord(c) < 32 or ord(c) == 127 for c in rel)):
         raise BundleError(f"{where}: path {rel!r} must be relative to the bundle folder; {_RE_EXPORT}")
     return pure.parts
 
@@ -162,6 +163,11 @@ def _refuse(where: str, rel: str, mode: int) -> BundleError:
     if stat.S_ISLNK(mode):
         return BundleError(f"{where}: {rel} is a symbolic link; {_UNLINK}")
     return BundleError(f"{where}: {rel} is {_kind(mode)}, not a regular file; {_RE_EXPORT}")
+
+
+def _unreadable(where: str, rel: str, err: OSError) -> BundleError:
+    return BundleError(f"{where}: cannot open {rel} ({err.strerror or type(err).__name__}); check its "
+                       f"permissions or {_RE_EXPORT}")
 
 
 def open_inside(root: Path | str, rel: str, where: str) -> int:
@@ -194,10 +200,15 @@ def open_inside(root: Path | str, rel: str, where: str) -> int:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
                 raise BundleError(f"{where}: file {rel} is missing; {_RE_EXPORT}") from None
+            except OSError as err:
+                raise _unreadable(where, "/".join(parts[: i + 1]), err) from None
             last = i == len(parts) - 1
             if stat.S_ISLNK(mode) or (last and not stat.S_ISREG(mode)) or (not last and not stat.S_ISDIR(mode)):
                 raise _refuse(where, "/".join(parts[: i + 1]), mode)
-        fd = os.open(path, os.O_RDONLY | _BINARY | _NONBLOCK)
+        try:
+            fd = os.open(path, os.O_RDONLY | _BINARY | _NONBLOCK)
+        except OSError as err:
+            raise _unreadable(where, rel, err) from None
     else:
         fd = _open_at(base, parts, rel, where)
     mode = os.fstat(fd).st_mode
@@ -209,7 +220,10 @@ def open_inside(root: Path | str, rel: str, where: str) -> int:
 
 def _open_at(base: Path, parts: tuple[str, ...], rel: str, where: str) -> int:
     """openat() down ``parts`` from ``base``, never following a link (see :func:`open_inside`)."""
-    dir_fd = os.open(base, os.O_RDONLY | _DIRECTORY)
+    try:
+        dir_fd = os.open(base, os.O_RDONLY | _DIRECTORY)
+    except OSError as err:
+        raise _unreadable(where, ".", err) from None
     try:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -218,6 +232,8 @@ def _open_at(base: Path, parts: tuple[str, ...], rel: str, where: str) -> int:
                 mode = os.stat(part, dir_fd=dir_fd, follow_symlinks=False).st_mode
             except FileNotFoundError:
                 raise BundleError(f"{where}: file {rel} is missing; {_RE_EXPORT}") from None
+            except OSError as err:  # a name too long, no permission, ...
+                raise _unreadable(where, shown, err) from None
             if stat.S_ISLNK(mode) or (last and not stat.S_ISREG(mode)) or (not last and not stat.S_ISDIR(mode)):
                 raise _refuse(where, shown, mode)
             flags = os.O_RDONLY | _NOFOLLOW | (_BINARY | _NONBLOCK if last else _DIRECTORY)

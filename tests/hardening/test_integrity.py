@@ -342,3 +342,45 @@ def test_a_huge_manifest_is_refused_before_it_is_read(bundle: Path) -> None:
         f.truncate(64 * 2**30)  # sparse: 64 GiB that would be read into memory
     with pytest.raises(BundleError, match=r"manifest.json holds 65536 MiB, more than .* \(16 MiB\)"):
         load_bundle(bundle)
+
+
+def test_open_inside_never_leaves_the_folder(tmp_path: Path) -> None:
+    """Property: whatever relative path a manifest names, a bundle file is opened inside the folder
+    and is a regular file, or the path is refused with a BundleError (never another exception)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    from hypothesis import strategies as st
+
+    from slimsam_edge.fsutil import open_inside
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.onnx").write_bytes(b"a")
+    (root / "sub" / "b.bin").write_bytes(b"b")
+    (tmp_path / "secret").write_bytes(b"s")
+    (root / "out").symlink_to(tmp_path / "secret")
+    (root / "outdir").symlink_to(tmp_path, target_is_directory=True)
+    (root / "in").symlink_to("a.onnx")
+    if HAS_FIFO:
+        os.mkfifo(root / "fifo")
+    names = st.sampled_from(["a.onnx", "sub", "b.bin", "out", "outdir", "in", "fifo", "secret", "..", ".",
+                             "", "root", "/", "\\", "nope", "sub/", "//"])
+    paths = st.one_of(st.lists(names, min_size=1, max_size=4).map("/".join), st.text(max_size=12))
+    real = root.resolve()
+    regular = {(root / "a.onnx").stat().st_ino, (root / "sub" / "b.bin").stat().st_ino}
+
+    @hypothesis.settings(max_examples=300, deadline=None, database=None)
+    @hypothesis.given(paths)
+    def check(rel: str) -> None:
+        try:
+            fd = open_inside(root, rel, "bundle")
+        except BundleError as err:
+            assert "\n" not in str(err)
+            return
+        try:
+            target = Path(os.readlink(f"/proc/self/fd/{fd}")) if Path("/proc/self/fd").is_dir() else None
+            assert target is None or target.is_relative_to(real), (rel, target)
+            assert os.fstat(fd).st_ino in regular, rel  # one of the two regular files, never through a link
+        finally:
+            os.close(fd)
+
+    check()
