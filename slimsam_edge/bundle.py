@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import posixpath
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,9 +30,11 @@ from typing import Any, Iterable
 
 from .devices.profile import PRECISIONS
 from .errors import BundleError
-from .fsutil import sha256_file, write_text_atomic
+from .fsutil import HashedFiles, read_inside, read_verified, sha256_file, sha256_inside, write_text_atomic
 
 MANIFEST = "manifest.json"
+#: the largest manifest.json read (an export writes ~10 KB); larger is refused before reading
+MAX_MANIFEST_BYTES = 16 * 2**20
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _RE_EXPORT = "re-export the bundle"
@@ -395,8 +399,53 @@ class Bundle:
         return sorted(matches, key=lambda a: rank[a.backend])[0]
 
     def path_of(self, artifact: Artifact) -> Path:
-        """Absolute path of the file a runner opens for ``artifact``."""
+        """Absolute path of the file a runner opens for ``artifact`` (for messages: runners load
+        :meth:`source` instead)."""
         return self.root / artifact.path
+
+    def source(self, artifact: Artifact) -> HashedFiles:
+        """What a runner of ``artifact`` loads: its files, read only as verified bytes (see
+        :func:`artifact_source`)."""
+        return artifact_source(self.root, artifact)
+
+    def read(self, rel: str) -> bytes:
+        """The bytes of ``rel``, a hashed file of the bundle, checked against its sha256 as they are
+        read (reference I/O, calibration inputs): what the caller gets is what the manifest vouches
+        for, whatever happened to the file since :func:`load_bundle`.
+
+        Raises:
+            BundleError: ``rel`` is not hashed by the manifest, or as :meth:`verify`.
+        """
+        hashed = self.hashed_files()
+        if rel not in hashed:
+            raise BundleError(f"bundle {self.root}: {rel} is not a hashed file of the bundle; {_RE_EXPORT}")
+        return read_verified(self.root, rel, hashed[rel], f"bundle {self.root}")
+
+    def copy_verified(self, rel: str, dest_dir: Path | str) -> Path:
+        """Copy ``rel`` (a hashed file) and the hashed files beside it that extend its name (an ONNX
+        graph's ``.data``) into ``dest_dir`` from verified bytes; return the copy of ``rel``. For a
+        tool that only reads a path (TensorRT's ONNX parser): the folder it reads from holds
+        nothing the manifest does not vouch for, and nothing that changes after the check.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> root = pathlib.Path(tempfile.mkdtemp())
+            >>> _ = (root / "d.onnx").write_bytes(b"onnx bytes")
+            >>> art = Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "d.onnx")
+            >>> _ = write_manifest(root, Manifest(model={"id": "d", "type": "t", "spec": {}}, target="cpu", artifacts=[art]))
+            >>> load_bundle(root).copy_verified("d.onnx", root / "copy").read_bytes()
+            b'onnx bytes'
+        """
+        folder, name = posixpath.split(rel)
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        for other in self.hashed_files():
+            o_folder, o_name = posixpath.split(other)
+            if other == rel or (o_folder == folder and o_name.startswith(name + ".")):
+                (dest / o_name).write_bytes(self.read(other))
+        if not (dest / name).is_file():
+            self.read(rel)  # not hashed: the one-line refusal
+        return dest / name
 
     def hashed_files(self) -> dict[str, str]:
         """Every file the manifest vouches for (artifacts' files and ``files``) -> sha256."""
@@ -406,16 +455,44 @@ class Bundle:
         return out
 
     def verify(self) -> None:
-        """Check that every listed file exists and matches its sha256 (raises BundleError)."""
+        """Check that every listed file is a regular file of the bundle matching its sha256.
+
+        Files are read without following symbolic links (none may sit below the bundle folder, see
+        docs/bundle.md "Integrity"); FIFOs and devices are refused before they are read. This is the
+        up-front check; runners hash again what they load (:meth:`source`).
+
+        Raises:
+            BundleError: one line naming the file: missing, a symbolic link (or under one), not a
+                regular file, or modified.
+        """
         for rel, digest in self.hashed_files().items():
-            full = self.root / rel
-            if not full.is_file():
-                raise BundleError(f"bundle {self.root}: file {rel} is missing; {_RE_EXPORT}")
-            if sha256_file(full) != digest:
+            if sha256_inside(self.root, rel, f"bundle {self.root}") != digest:
                 raise BundleError(
                     f"bundle {self.root}: file {rel} was modified or corrupted (sha256 mismatch); "
                     + _RE_EXPORT
                 )
+
+
+def artifact_source(root: Path | str, artifact: Artifact) -> HashedFiles:
+    """The files of ``artifact`` in the bundle folder ``root`` as a runner loads them: each read
+    once into memory, without following links, and checked against the manifest's sha256 at that
+    moment (:class:`~slimsam_edge.fsutil.HashedFiles`); a file the artifact does not list (e.g.
+    an ONNX graph's external data) is refused when the runtime asks for it.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "d.onnx").write_bytes(b"onnx bytes")
+        >>> src = artifact_source(root, Artifact.from_files(root, "mask_decoder", "onnxruntime", "fp32", "d.onnx"))
+        >>> src.read()
+        b'onnx bytes'
+        >>> _ = (root / "d.onnx").write_bytes(b"other bytes")
+        >>> src.read()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.BundleError: bundle ...: file d.onnx was modified or corrupted (sha256 mismatch); re-export the bundle
+    """
+    return HashedFiles(Path(root), artifact.path, dict(artifact.files), f"bundle {root}")
 
 
 def _hashes(files: dict[str, Any], where: str) -> dict[str, str]:
@@ -495,18 +572,18 @@ def load_bundle(path: Path | str, *, verify: bool = True) -> Bundle:
         # -> ['onnxruntime', 'openvino']
     """
     root = Path(path)
-    if root.name == MANIFEST and root.is_file():
+    if root.name == MANIFEST and not root.is_dir():
         root = root.parent
     if not root.is_dir():
         raise BundleError(f"bundle {root}: folder not found; pass the folder written by `slimsam-edge export`")
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"bundle {root}: no {MANIFEST} inside; {_RE_EXPORT}")
+    where = f"bundle {root}"
+    if not os.path.lexists(root / MANIFEST):
+        raise BundleError(f"{where}: no {MANIFEST} inside; {_RE_EXPORT}")
     try:
-        text = manifest_path.read_text(encoding="utf-8")
+        text = read_inside(root, MANIFEST, where, max_bytes=MAX_MANIFEST_BYTES).decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise BundleError(f"bundle {root}: cannot read {MANIFEST} ({err}); {_RE_EXPORT}") from None
-    bundle = Bundle(root, Manifest.from_json(text, source=f"bundle {root}: {MANIFEST}"))
+        raise BundleError(f"{where}: cannot read {MANIFEST} ({err}); {_RE_EXPORT}") from None
+    bundle = Bundle(root, Manifest.from_json(text, source=f"{where}: {MANIFEST}"))
     if verify:
         bundle.verify()
     return bundle

@@ -14,10 +14,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import shutil
+import stat
 import tempfile
-from pathlib import Path
-from typing import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Mapping
+
+from .errors import BundleError
 
 
 def default_mode(kind: str = "file") -> int:
@@ -105,3 +110,262 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# -- reading a bundle's files: inside the folder, regular files, hashed as they are read ----------
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO opens at once (then is refused), never hangs
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+_RE_EXPORT = "re-export the bundle"
+_UNLINK = ("a bundle holds its files itself: replace the link with the file (cp --dereference) or "
+           + _RE_EXPORT)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _parts(rel: str, where: str) -> tuple[str, ...]:
+    pure = PurePosixPath(rel)
+    if (not rel or pure.is_absolute() or "\\" in rel or any(p in ("..", ".") for p in rel.split("/"))
+            or any(ord(c) < 32 or ord(c) == 127 for c in rel)):
+        raise BundleError(f"{where}: path {rel!r} must be relative to the bundle folder; {_RE_EXPORT}")
+    return pure.parts
+
+
+def real_root(root: Path | str, where: str) -> Path:
+    """The bundle folder with its own symbolic links resolved (a link *to* a bundle is fine;
+    nothing inside it may be one).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> (d / "link").symlink_to(d)
+        >>> real_root(d / "link", "bundle") == d.resolve()
+        True
+    """
+    try:
+        path = Path(root).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise BundleError(f"{where}: folder {root} not found; pass the folder written by `slimsam-edge export`") from None
+    if not path.is_dir():
+        raise BundleError(f"{where}: {root} is not a folder; pass the folder written by `slimsam-edge export`")
+    return path
+
+
+def _refuse(where: str, rel: str, mode: int) -> BundleError:
+    if stat.S_ISLNK(mode):
+        return BundleError(f"{where}: {rel} is a symbolic link; {_UNLINK}")
+    return BundleError(f"{where}: {rel} is {_kind(mode)}, not a regular file; {_RE_EXPORT}")
+
+
+def _unreadable(where: str, rel: str, err: OSError) -> BundleError:
+    return BundleError(f"{where}: cannot open {rel} ({err.strerror or type(err).__name__}); check its "
+                       f"permissions or {_RE_EXPORT}")
+
+
+def open_inside(root: Path | str, rel: str, where: str) -> int:
+    """A read-only file descriptor of the regular file ``root/rel``, reached without following any
+    symbolic link below ``root`` (each folder is opened with ``O_NOFOLLOW`` relative to the one
+    above, so a link swapped in meanwhile is refused too) and without blocking on a FIFO.
+
+    Raises:
+        BundleError: ``rel`` climbs out, a folder or the file on the way is a symbolic link, the
+            file is missing or is a FIFO / device / folder (one line naming it).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.bin").write_bytes(b"x")
+        >>> (d / "b.bin").symlink_to(d / "a.bin")
+        >>> os.close(open_inside(d, "a.bin", "bundle"))
+        >>> open_inside(d, "b.bin", "bundle")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.BundleError: bundle: b.bin is a symbolic link; a bundle holds its files itself: replace the link with the file (cp --dereference) or re-export the bundle
+    """
+    parts = _parts(rel, where)
+    base = real_root(root, where)
+    if os.open not in os.supports_dir_fd or not _NOFOLLOW:  # no openat: check each step, then open
+        path = base
+        for i, part in enumerate(parts):
+            path = path / part
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                raise BundleError(f"{where}: file {rel} is missing; {_RE_EXPORT}") from None
+            except OSError as err:
+                raise _unreadable(where, "/".join(parts[: i + 1]), err) from None
+            last = i == len(parts) - 1
+            if stat.S_ISLNK(mode) or (last and not stat.S_ISREG(mode)) or (not last and not stat.S_ISDIR(mode)):
+                raise _refuse(where, "/".join(parts[: i + 1]), mode)
+        try:
+            fd = os.open(path, os.O_RDONLY | _BINARY | _NONBLOCK)
+        except OSError as err:
+            raise _unreadable(where, rel, err) from None
+    else:
+        fd = _open_at(base, parts, rel, where)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _refuse(where, rel, mode)
+    return fd
+
+
+def _open_at(base: Path, parts: tuple[str, ...], rel: str, where: str) -> int:
+    """openat() down ``parts`` from ``base``, never following a link (see :func:`open_inside`)."""
+    try:
+        dir_fd = os.open(base, os.O_RDONLY | _DIRECTORY)
+    except OSError as err:
+        raise _unreadable(where, ".", err) from None
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            shown = "/".join(parts[: i + 1])
+            try:
+                mode = os.stat(part, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                raise BundleError(f"{where}: file {rel} is missing; {_RE_EXPORT}") from None
+            except OSError as err:  # a name too long, no permission, ...
+                raise _unreadable(where, shown, err) from None
+            if stat.S_ISLNK(mode) or (last and not stat.S_ISREG(mode)) or (not last and not stat.S_ISDIR(mode)):
+                raise _refuse(where, shown, mode)
+            flags = os.O_RDONLY | _NOFOLLOW | (_BINARY | _NONBLOCK if last else _DIRECTORY)
+            try:
+                fd = os.open(part, flags, dir_fd=dir_fd)
+            except OSError:  # swapped for a link (ELOOP) or removed since the stat
+                raise BundleError(f"{where}: {shown} changed while it was opened; {_UNLINK}") from None
+            os.close(dir_fd)
+            dir_fd = fd
+        fd, dir_fd = dir_fd, -1
+        return fd
+    finally:
+        if dir_fd >= 0:
+            os.close(dir_fd)
+
+
+def sha256_inside(root: Path | str, rel: str, where: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of ``root/rel`` read as :func:`open_inside` opens it (no links, regular file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.bin").write_bytes(b"x")
+        >>> sha256_inside(d, "a.bin", "bundle") == hashlib.sha256(b"x").hexdigest()
+        True
+    """
+    h = hashlib.sha256()
+    with os.fdopen(open_inside(root, rel, where), "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_inside(root: Path | str, rel: str, where: str, *, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``root/rel`` opened as :func:`open_inside` opens it (for the manifest itself,
+    which no hash vouches for: it holds the hashes); a file over ``max_bytes`` is refused before
+    anything is read.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "manifest.json").write_text("{}")
+        >>> read_inside(d, "manifest.json", "bundle")
+        b'{}'
+    """
+    with os.fdopen(open_inside(root, rel, where), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise BundleError(f"{where}: {rel} holds {size / 2**20:.0f} MiB, more than a bundle file of its kind "
+                              f"can ({max_bytes // 2**20} MiB); {_RE_EXPORT}")
+        return f.read()
+
+
+def read_verified(root: Path | str, rel: str, sha256: str, where: str) -> bytes:
+    """The bytes of ``root/rel``, read once into memory and returned only if their sha256 is
+    ``sha256``: what a runtime is then given is exactly what was hashed, however the file changes
+    afterwards. The whole file is held in memory (sam-mini's graphs are a few MB to 24 MB, SAM-B's
+    encoder about 350 MB; a runtime copies it into its own session and the bytes can then go).
+
+    Raises:
+        BundleError: as :func:`open_inside`, or the bytes do not match (one line naming the file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.bin").write_bytes(b"x")
+        >>> read_verified(d, "a.bin", hashlib.sha256(b"x").hexdigest(), "bundle")
+        b'x'
+        >>> read_verified(d, "a.bin", "0" * 64, "bundle")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.BundleError: bundle: file a.bin was modified or corrupted (sha256 mismatch); re-export the bundle
+    """
+    data = read_inside(root, rel, where)
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BundleError(f"{where}: file {rel} was modified or corrupted (sha256 mismatch); {_RE_EXPORT}")
+    return data
+
+
+@dataclass(frozen=True)
+class HashedFiles:
+    """The file a runtime loads (``path``, relative to ``root``) and every file it may read with it
+    (``files``: relative path -> sha256, ``path`` included), read only through :meth:`read`, which
+    returns verified bytes. Runners given one load from those bytes and never open the files
+    themselves; ``str()`` / ``os.fspath()`` give the file's path for messages and suffixes.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "g.onnx").write_bytes(b"graph")
+        >>> src = HashedFiles(d, "g.onnx", {"g.onnx": hashlib.sha256(b"graph").hexdigest()}, "bundle")
+        >>> src.read(), src.companions(), src.name, pathlib.Path(src).suffix
+        (b'graph', {}, 'g.onnx', '.onnx')
+        >>> src.read("g.onnx.data")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.BundleError: bundle: g.onnx reads g.onnx.data, which the manifest does not list; re-export the bundle
+    """
+
+    root: Path
+    path: str
+    files: Mapping[str, str]
+    where: str = "bundle"
+
+    def __fspath__(self) -> str:
+        return str(Path(self.root) / self.path)
+
+    def __str__(self) -> str:
+        return self.__fspath__()
+
+    @property
+    def name(self) -> str:
+        """The file's name, as ``Path.name``."""
+        return PurePosixPath(self.path).name
+
+    @property
+    def suffix(self) -> str:
+        """The file's suffix, as ``Path.suffix``."""
+        return PurePosixPath(self.path).suffix
+
+    def companions(self) -> dict[str, str]:
+        """The listed files other than ``path`` (external data, an IR's ``.bin``) -> sha256."""
+        return {rel: digest for rel, digest in self.files.items() if rel != self.path}
+
+    def sibling(self, name: str) -> str:
+        """The relative path of ``name`` in ``path``'s folder (how a graph names its companions)."""
+        parent = posixpath.dirname(self.path)
+        return posixpath.join(parent, name) if parent else name
+
+    def read(self, rel: str | None = None) -> bytes:
+        """Verified bytes of ``rel`` (default ``path``), a file this source lists."""
+        rel = self.path if rel is None else rel
+        if rel not in self.files:
+            raise BundleError(f"{self.where}: {self.path} reads {rel}, which the manifest does not list; {_RE_EXPORT}")
+        return read_verified(self.root, rel, self.files[rel], self.where)

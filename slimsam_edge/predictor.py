@@ -652,7 +652,9 @@ def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, d
     stored = art.precision_hint(where) or "fp32"
     hint = precision if precision is not None and HINTED_ON.get(precision) == art.precision else stored
     opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=art.runner_extra(where))
-    return open_runner(Path(root) / art.path, backend=art.backend, options=opts)
+    from .bundle import artifact_source  # its files are read as verified bytes when it activates
+
+    return open_runner(artifact_source(root, art), backend=art.backend, options=opts)
 
 
 def runtime_defaults(backend: str | None, info: dict[str, Any] | None = None) -> tuple[str | None, int | None]:

@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 # Imports between different units of one layer that the order allows (importer unit, imported unit).
-SAME_LAYER_ALLOWED = {("reference", "compress")}
+SAME_LAYER_ALLOWED = {("reference", "compress"), ("fsutil", "errors")}
 
 
 def layer_of(unit: str) -> int:

@@ -164,7 +164,7 @@ def _calibration_feeds(bundle: Bundle, rel: str) -> Iterator[dict[str, np.ndarra
 
     m = bundle.manifest
     where = f"bundle {bundle.root}: calibration file {rel}"
-    data = load_npz(bundle.root / rel, where)
+    data = load_npz(bundle.read(rel), where)  # hashed as it is read
     pixels, input_hw = data.get("pixels"), data.get("input_hw")
     size = m.image_size
     if (pixels is None or input_hw is None or pixels.dtype != np.uint8 or pixels.ndim != 4
@@ -242,8 +242,9 @@ def _build_graph(bundle: Bundle, tmp: Path, graph: str, sources: dict[str, str],
         calibrator = entropy_calibrator_class()(_calibration_feeds(bundle, calibration), tmp / f"{graph}.calib")
     elif implicit:
         rel = sources[precision]
+    source = bundle.copy_verified(rel, tmp / f"{graph}.src")  # TensorRT parses what was hashed
     build_as = precision
-    if precision == "int8" and calibrator is None and not onnx_facts(root / rel)["qdq"]:
+    if precision == "int8" and calibrator is None and not onnx_facts(source)["qdq"]:
         build_as = "fp32"
         report.notes.append(f"{graph}: the plan has no int8 form of it (no Q/DQ graph, no calibration inputs); "
                             "its int8 engine runs fp32")
@@ -254,7 +255,7 @@ def _build_graph(bundle: Bundle, tmp: Path, graph: str, sources: dict[str, str],
     say(f"build {graph} ({precision}{f', DLA {dla}' if dla is not None else ''}) from {rel}")
     try:
         _, extra = build_engine_for(
-            root / rel, engine, build_as, calibrator=calibrator, timing_cache=root / TIMING_CACHE,
+            source, engine, build_as, calibrator=calibrator, timing_cache=root / TIMING_CACHE,
             workspace_gb=settings.workspace_gb, optimization_level=settings.optimization_level,
             dynamic_range=decoder_ranges(settings), dla_core=dla, fp32_layers=tuple(settings.fp32_layers))
     finally:

@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import zipfile
@@ -188,7 +189,8 @@ def load_reference(bundle: "Bundle | Path | str") -> list[ReferenceCase]:
     if not entry or not isinstance(entry.get("path"), str):
         raise BundleError(f"bundle {b.root}: no reference I/O in its manifest (exported before bundles "
                           f"carried it); {_RE_EXPORT} to verify it")
-    return read_reference(b.root / entry["path"], where=f"bundle {b.root}: reference file {entry['path']}")
+    where = f"bundle {b.root}: reference file {entry['path']}"
+    return _cases_from(load_npz(b.read(entry["path"]), where), where)  # bytes hashed as they are read
 
 
 def read_reference(path: Path | str, *, where: str | None = None) -> list[ReferenceCase]:
@@ -202,8 +204,9 @@ def read_reference(path: Path | str, *, where: str | None = None) -> list[Refere
 _NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, NotImplementedError, RuntimeError)
 
 
-def load_npz(path: Path | str, where: str) -> dict[str, np.ndarray]:
-    """Every array of the npz at ``path``, read with ``allow_pickle=False`` after its headers
+def load_npz(path: Path | str | bytes, where: str) -> dict[str, np.ndarray]:
+    """Every array of the npz at ``path`` (or in the bytes of one, e.g. a bundle file read by
+    :meth:`~slimsam_edge.bundle.Bundle.read`), read with ``allow_pickle=False`` after its headers
     declared at most :data:`MAX_REFERENCE_BYTES` in all (bounded memory).
 
     Raises:
@@ -217,14 +220,20 @@ def load_npz(path: Path | str, where: str) -> dict[str, np.ndarray]:
         >>> load_npz(path, "calibration file a.npz")["x"].tolist()
         [0, 1, 2]
     """
-    if not Path(path).is_file():
+    if isinstance(path, bytes):
+        source: Any = io.BytesIO(path)
+    elif not Path(path).is_file():
         raise BundleError(f"{where} is missing; {_RE_EXPORT}")
-    total = _declared_bytes(Path(path), where)
+    else:
+        source = Path(path)
+    total = _declared_bytes(source, where)
     if total > MAX_REFERENCE_BYTES:
         raise BundleError(f"{where}: its arrays declare {total / 2**20:.0f} MiB (more than "
                           f"{MAX_REFERENCE_BYTES // 2**20} MiB); refused; {_RE_EXPORT}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        with np.load(source, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except _NPZ_ERRORS as err:
         raise BundleError(f"{where} is not a readable npz ({_short(err)}); {_RE_EXPORT}") from None
@@ -234,7 +243,7 @@ def _short(err: BaseException) -> str:
     return " ".join(str(err).split())[:120] or type(err).__name__
 
 
-def _declared_bytes(path: Path, where: str) -> int:
+def _declared_bytes(path: Path | io.BytesIO, where: str) -> int:
     """Sum of the array sizes the npz members declare in their headers (nothing loaded)."""
     total = 0
     try:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import BundleError, RunnerError, UsageError
+from ...fsutil import HashedFiles
 from ..base import FeedDict, Runner, TensorSpec
 
 from .cuda import DeviceBuffer, cuda_check, cuda_runtime_available, has_module, import_cudart, import_tensorrt
@@ -93,7 +94,7 @@ class TensorRTRunner(Runner):
         trt = self._trt = import_tensorrt()
         cudart = self._cudart = import_cudart()
         path = Path(str(self.artifact))
-        if not path.is_file():
+        if not isinstance(self.artifact, HashedFiles) and not path.is_file():
             raise BundleError(f"{path}: engine file not found; {REBUILD_HINT}")
         self._check_version(trt, path)
         kind, index = _parse_device(self.options.device)
@@ -103,7 +104,11 @@ class TensorRTRunner(Runner):
             cuda_check(cudart, cudart.cudaSetDevice(index), "cudaSetDevice")
         else:
             runtime.DLA_core = index
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        # a bundle's engine: bytes read once and checked against the manifest, then deserialized
+        # (TensorRT opens no file; the bytes go once the engine exists)
+        blob = self.artifact.read() if isinstance(self.artifact, HashedFiles) else path.read_bytes()
+        engine = runtime.deserialize_cuda_engine(blob)
+        del blob
         if engine is None:
             raise BundleError(
                 f"{path}: cannot load the engine (engine built by another TensorRT version or GPU, "

@@ -13,10 +13,13 @@ Illustration (not run as a doctest: it needs files or a model)::
 from __future__ import annotations
 
 import importlib.util
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from ...errors import UsageError
+from ...fsutil import HashedFiles
 from ..base import FeedDict, Runner, TensorSpec
 
 
@@ -45,7 +48,13 @@ class TorchRunner(Runner):
         else:
             from ...models.io import load_model
 
-            sam, sam_spec = load_model(self.artifact, trust_pickle=False)
+            if isinstance(self.artifact, HashedFiles):  # a bundle's checkpoint: load a verified private copy
+                with tempfile.TemporaryDirectory() as tmp:
+                    copy = Path(tmp) / Path(self.artifact.path).name
+                    copy.write_bytes(self.artifact.read())
+                    sam, sam_spec = load_model(copy, trust_pickle=False)
+            else:
+                sam, sam_spec = load_model(self.artifact, trust_pickle=False)
             self._module = make_wrapper(sam, self._spec)
         self._model_spec = sam_spec or self.options.extra.get("model_spec")
         if self.options.threads:
