@@ -51,6 +51,8 @@ class Subject:
     peer: str | None = None
     #: the (backend, precision) pairs to measure; empty: the suite's choice
     pairs: tuple[tuple[str, str], ...] = ()
+    #: set when accuracy means nothing for this model (random weights): the accuracy column's reason
+    latency_only: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,15 @@ def _subjects(bundles: Sequence[str | Subject], peers: Sequence[str], workdir: P
                              "`slimsam-edge export` or name a peer with --peer")
         found.append((Path(b).resolve().name or str(b), str(b), None))
     if peers:
-        from ..exporters.peer_export import PEERS, export_peer
+        from ..exporters.peer_export import export_peer
+        from ..models.peers import get_peer
 
-        unknown = [p for p in peers if p not in PEERS]
-        if unknown:
-            raise UsageError(f"unknown peer {unknown[0]!r}; choose from {', '.join(PEERS)}")
+        for name in peers:
+            get_peer(name)  # an unknown name is refused before any export
         for i, name in enumerate(peers):
             progress(i, len(peers), f"exporting peer {name} (random weights)")
-            found.append((f"{name} (random weights)", str(export_peer(name, workdir / name)), name))
+            path = export_peer(name, workdir / name, validate=False, reference=False)
+            found.append((f"{name} (random weights)", str(path), name))
     labels = [label for label, _, _ in found] + [g.label for g in given]
     # two bundles with the same folder name are told apart by their paths
     return given + [Subject(label if labels.count(label) == 1 else bundle, bundle, peer)
@@ -195,8 +198,12 @@ def _efficiency(row: Row, stages: dict, peak: dict | None, macs: tuple[float | N
 
 
 def _accuracy(row: Row, data: str | None, limit: int | None, cache: dict, image_size: int) -> dict[str, Any]:
+    if row.subject.latency_only:
+        return {"reason": row.subject.latency_only}
     if row.subject.peer:
-        return {"reason": "random weights: latency only"}
+        from ..models.peers import get_peer
+
+        return {"reason": get_peer(row.subject.peer).label}
     if data is None and image_size > PROCEDURAL_MAX_SIZE:
         return {"reason": f"no --data given; the procedural held-out set is the default only for bundles of "
                           f"{PROCEDURAL_MAX_SIZE} px or less (this one is {image_size} px); accuracy needs labelled data"}
