@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
+from . import manifest_schema as schema
 from .devices.profile import PRECISIONS
 from .errors import BundleError
 from .fsutil import HashedFiles, read_inside, read_verified, sha256_file, sha256_inside, write_text_atomic
@@ -37,9 +38,7 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 2**20
 SCHEMA_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_RE_EXPORT = "re-export the bundle"
-#: the fingerprint keys that tie a TensorRT engine to a machine (runtimes/tensorrt/fingerprint.TIED_TO)
-_FINGERPRINT_KEYS = ("tensorrt", "gpu", "compute_capability", "l4t")
+_RE_EXPORT = schema.RE_EXPORT
 
 
 def _utc_now() -> str:
@@ -121,41 +120,6 @@ class Artifact:
             raise BundleError(f"{where}: its path {path!r} is not listed in its files; {_RE_EXPORT}")
         return cls(data["graph"], data["backend"], data["precision"], path, dict(files), dict(extra))
 
-    def runner_extra(self, where: str = "") -> dict[str, Any]:
-        """What a runner of this artifact gets as ``RunnerOptions.extra``: its graph and, of
-        ``extra``, only the facts a runner checks before loading (``tensorrt_version``; the
-        ``fingerprint`` keys that tie an engine to a machine), validated. Runtime settings a
-        manifest might carry (ONNX Runtime providers, OpenVINO config, ...) never reach a runtime.
-
-        Raises:
-            BundleError: one of those facts has the wrong type (one line naming the key).
-
-        Example:
-            >>> art = Artifact("image_encoder", "onnxruntime", "fp32", "e.onnx",
-            ...                extra={"providers": ["X"], "tensorrt_version": "10.3.0", "build": "fp32"})
-            >>> art.runner_extra()
-            {'graph': 'image_encoder', 'tensorrt_version': '10.3.0'}
-            >>> Artifact("e", "tensorrt", "fp16", "e.engine", extra={"fingerprint": "Orin"}).runner_extra("b")
-            Traceback (most recent call last):
-            ...
-            slimsam_edge.errors.BundleError: b: artifact e/tensorrt/fp16: extra.fingerprint must be an object of strings; re-export the bundle (or rebuild its engines with slimsam-edge build)
-        """
-        out: dict[str, Any] = {"graph": self.graph}
-        bad = (f"{where + ': ' if where else ''}artifact {self.graph}/{self.backend}/{self.precision}: extra.{{}} "
-               f"must be {{}}; {_RE_EXPORT} (or rebuild its engines with slimsam-edge build)")
-        version = self.extra.get("tensorrt_version")
-        if version is not None:
-            if not isinstance(version, str):
-                raise BundleError(bad.format("tensorrt_version", "a string"))
-            out["tensorrt_version"] = version
-        fingerprint = self.extra.get("fingerprint")
-        if fingerprint is not None:
-            tied = {k: fingerprint.get(k) for k in _FINGERPRINT_KEYS} if isinstance(fingerprint, dict) else None
-            if tied is None or not all(v is None or isinstance(v, str) for v in tied.values()):
-                raise BundleError(bad.format("fingerprint", "an object of strings"))
-            out["fingerprint"] = tied
-        return out
-
     def precision_hint(self, where: str = "") -> str | None:
         """``extra["precision_hint"]`` (the precision a runner computes an fp32 file in), validated.
 
@@ -186,11 +150,11 @@ def _require(data: dict[str, Any], key: str, typ: type, where: str, *, optional:
     return value
 
 
-def _floats(data: dict[str, Any], key: str, where: str, n: int) -> list[float]:
+def _floats(data: dict[str, Any], key: str, where: str, n: int, bounds: tuple[float, float]) -> list[float]:
     values = _require(data, key, list, where)
-    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+    if len(values) != n:
         raise BundleError(f"{where}: key {key!r} must be a list of {n} numbers; {_RE_EXPORT}")
-    return [float(v) for v in values]
+    return [schema.number_in(v, bounds, key, where) for v in values]
 
 
 @dataclass
@@ -231,15 +195,19 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:
-        """Serialise to indented JSON (``schema_version`` first).
+        """Serialise to indented JSON (``schema_version`` first). A number that is not finite (a
+        NaN agreement of a check that measured nothing) is written as ``null``: JSON has no NaN,
+        and a manifest holding one would not load.
 
         Example:
             >>> '"schema_version": 1' in Manifest(model={"id": "x", "type": "t"}, target="cpu").to_json()
             True
+            >>> '"iou": null' in Manifest(model={}, target="cpu", accuracy={"iou": float("nan")}).to_json()
+            True
         """
         data = asdict(self)
         ordered = {"schema_version": data.pop("schema_version"), **data}
-        return json.dumps(ordered, indent=2) + "\n"
+        return json.dumps(schema.finite_or_null(ordered), indent=2, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: str = MANIFEST) -> "Manifest":
@@ -251,11 +219,7 @@ class Manifest:
             ...
             slimsam_edge.errors.BundleError: manifest.json: missing key 'model'; re-export the bundle
         """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise BundleError(f"{source}: not valid JSON (line {err.lineno}: {err.msg}); {_RE_EXPORT}") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(schema.parse_json(text, source), source)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MANIFEST) -> "Manifest":
@@ -274,9 +238,7 @@ class Manifest:
         for key in ("id", "type"):
             _require(model, key, str, f"{source}: model")
         _require(model, "spec", dict, f"{source}: model", optional={})
-        image_size = _require(data, "image_size", int, source)
-        if image_size <= 0:
-            raise BundleError(f"{source}: key 'image_size' must be positive; {_RE_EXPORT}")
+        image_size = schema.image_size(_require(data, "image_size", int, source), source)
         entries = _require(data, "artifacts", list, source)
         notes = _require(data, "notes", list, source, optional=[])
         if not all(isinstance(n, str) for n in notes):
@@ -292,9 +254,10 @@ class Manifest:
             schema_version=version,
             model=dict(model),
             image_size=image_size,
-            pixel_mean=_floats(data, "pixel_mean", source, 3),
-            pixel_std=_floats(data, "pixel_std", source, 3),
-            mask_threshold=float(_require(data, "mask_threshold", float, source)),
+            pixel_mean=_floats(data, "pixel_mean", source, 3, schema.PIXEL_MEAN_RANGE),
+            pixel_std=_floats(data, "pixel_std", source, 3, schema.PIXEL_STD_RANGE),
+            mask_threshold=schema.number_in(_require(data, "mask_threshold", float, source),
+                                            schema.MASK_THRESHOLD_RANGE, "mask_threshold", source),
             target=_require(data, "target", str, source),
             artifacts=artifacts,
             tool_versions=dict(_require(data, "tool_versions", dict, source, optional={})),

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ConcurrentUseError, ImageError, PromptError, UsageError
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
-from .runtimes import Runner, RunnerOptions, open_runner
+from .runtimes import Runner, RunnerOptions, get_backend, open_runner
 from .transforms import ResizeLongestSide, preprocess, upscale_masks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -635,8 +635,8 @@ def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, d
     """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
     artifact's precision hint (else fp32), or with ``precision`` where that is a run-time hint on
     the artifact's precision (:data:`HINTED_ON`: bf16 / fp16 on an fp32 artifact, int8-bf16 on an
-    int8 one), and only the validated facts its runner checks (``Artifact.runner_extra``:
-    no runtime settings from the manifest). The one way a bundle's artifact is opened
+    int8 one), and only the validated facts its runner checks (``Backend.runner_extra``: every
+    ``extra`` key checked against the backend's schema, no runtime settings from the manifest). The one way a bundle's artifact is opened
     (:meth:`EdgePredictor.from_bundle`, ``slimsam-edge verify``, the export's accuracy gate).
 
     Raises:
@@ -648,10 +648,13 @@ def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, d
         with open_artifact(b.root, b.find("image_encoder", "onnxruntime")) as r:
             r.infer({"image": x})
     """
-    where = f"bundle {root}"
+    from .bundle import MANIFEST
+
+    where = f"bundle {root}: {MANIFEST}"
     stored = art.precision_hint(where) or "fp32"
     hint = precision if precision is not None and HINTED_ON.get(precision) == art.precision else stored
-    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=art.runner_extra(where))
+    extra = get_backend(art.backend).runner_extra(art, where)  # every extra key checked (manifest_schema)
+    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=extra)
     from .bundle import artifact_source  # its files are read as verified bytes when it activates
 
     return open_runner(artifact_source(root, art), backend=art.backend, options=opts)

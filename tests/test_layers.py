@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Bottom -> top. Each entry: the top-level units (package folders or modules) in one layer.
 # The same order, with the reasons, is written in docs/architecture.md ("Layers").
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "fsutil"),  # the package itself: public names resolved lazily, by string
-    ("transforms", "assets"),
+    ("__init__", "errors", "fsutil", "offline"),  # the package itself: public names resolved lazily, by string
+    ("transforms", "assets", "manifest_schema"),  # manifest_schema: value checks of manifest.json
     ("data", "devices"),
     ("models",),  # graph_spec is torch-free; batch.py samples prompts with data.prompts
     ("bundle",),

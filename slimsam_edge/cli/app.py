@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from .. import offline  # noqa: F401  (first: runtimes' telemetry off, docs/reliability.md)
 from .. import __version__
 from .common import DEBUG_ENV
 from .bench import bench

@@ -6,6 +6,7 @@ Example:
     True
 """
 
+from .. import offline  # noqa: F401  (first: telemetry off before a runner imports its runtime)
 from .base import FeedDict, Runner, RunnerOptions, TensorSpec
 from .plugin import Backend, BuildContext, Converter, OnnxAsIs, Recipe
 from .registry import (

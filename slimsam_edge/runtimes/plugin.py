@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
+from .. import manifest_schema as schema
+from ..devices.profile import PRECISIONS
 from ..errors import DataError
 from ..models.graph_spec import FeedDict
 
@@ -133,6 +135,16 @@ class Recipe:
                                    extra={"precision_hint": self.runner_precision, **extra})
 
 
+#: the ``extra`` keys every :class:`Recipe` writes (:meth:`Recipe._artifact`; the export adds
+#: ``calibration``): descriptions, and the precision a runner computes the file in (read by
+#: ``predictor.open_artifact`` through ``Artifact.precision_hint``, never from ``extra``)
+RECIPE_EXTRA: dict[str, schema.ExtraKey] = {
+    "method": schema.text(),
+    "precision_hint": schema.one_of(PRECISIONS),
+    "calibration": schema.text(),
+}
+
+
 @dataclass(frozen=True)
 class Backend:
     """Everything one backend means, in one entry.
@@ -155,6 +167,9 @@ class Backend:
             importing the runtime inside), for ``slimsam-edge devices --detect``.
         cannot: precision -> why the backend cannot run it (said when it is asked for, instead of
             a bare "no such artifact").
+        artifact_extra: the keys its artifacts may carry in the manifest's ``extra`` and what
+            each may hold (:mod:`slimsam_edge.manifest_schema`); any other key is refused, and
+            only those marked ``runtime`` reach its runner (:meth:`runner_extra`).
     """
 
     name: str
@@ -169,6 +184,7 @@ class Backend:
     auto: bool = True
     describe_devices: Callable[[], list[dict[str, Any]]] | None = None
     cannot: Mapping[str, str] = field(default_factory=dict, compare=False)
+    artifact_extra: Mapping[str, schema.ExtraKey] = field(default_factory=dict, compare=False)
     _recipes: dict[str, Recipe] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,6 +209,25 @@ class Backend:
 
     def default_options(self) -> Any:
         return self.options() if self.options is not None else None
+
+    def runner_extra(self, artifact: "Artifact", where: str = "") -> dict[str, Any]:
+        """What a runner of ``artifact`` gets as ``RunnerOptions.extra``: its graph and the
+        ``runtime`` keys of its ``extra``, after every key was checked against
+        :attr:`artifact_extra` (one-line BundleError naming ``where``, the artifact and the key).
+
+        Example:
+            >>> from slimsam_edge.bundle import Artifact
+            >>> from slimsam_edge.runtimes.base import Runner
+            >>> b = Backend("echo", runner=Runner, artifact_extra=RECIPE_EXTRA)
+            >>> b.runner_extra(Artifact("e", "echo", "fp16", "e.x", extra={"method": "fp16 weights"}))
+            {'graph': 'e'}
+            >>> b.runner_extra(Artifact("e", "echo", "fp16", "e.x", extra={"providers": ["X"]}), "b/manifest.json")
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.BundleError: b/manifest.json: artifact e/echo/fp16: extra key 'providers' is not one its backend reads (calibration, method, precision_hint); re-export the bundle
+        """
+        at = f"{where + ': ' if where else ''}artifact {artifact.graph}/{artifact.backend}/{artifact.precision}"
+        return {"graph": artifact.graph, **schema.check_extra(artifact.extra, self.artifact_extra, at)}
 
 
 def select_inputs(feed: FeedDict, names: Sequence[str], where: str) -> FeedDict:

@@ -9,6 +9,7 @@ Example:
     ('onnxruntime-cuda', 'gpu', ['fp16'], 'onnxruntime-cuda')
 """
 
+from ..onnxruntime import ARTIFACT_EXTRA
 from ..onnxruntime.recipes import OrtPrecisionOptions
 from ..plugin import Backend, OnnxAsIs
 from .recipes import OrtCudaFp16
@@ -23,4 +24,5 @@ BACKEND = Backend(
     options=OrtPrecisionOptions,
     extra="gpu",
     distributions=(GPU_DISTRIBUTION,),
+    artifact_extra=ARTIFACT_EXTRA,  # the onnxruntime recipes' descriptions; its providers are its own
 )

@@ -8,9 +8,19 @@ Example:
     ('tensorrt', True)
 """
 
+from ...manifest_schema import record, text
 from ..plugin import Backend
+from .fingerprint import TIED_TO
 from .plan import TensorRTPlan
 from .runner import TensorRTRunner
+
+#: what an engine's ``extra`` may hold (written by ``slimsam-edge build``): the runner checks the
+#: TensorRT version and the fingerprint's machine keys before loading; the rest describes the build
+ARTIFACT_EXTRA = {
+    "tensorrt_version": text(runtime=True, limit=64),
+    "fingerprint": record(keys=TIED_TO, runtime=True),
+    "build": text(), "source": text(),
+}
 
 BACKEND = Backend(
     "tensorrt",
@@ -19,4 +29,5 @@ BACKEND = Backend(
     converter=TensorRTPlan(),
     extra="tensorrt",
     distributions=("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    artifact_extra=ARTIFACT_EXTRA,
 )

@@ -15,4 +15,5 @@ BACKEND = Backend(
     extra="export",
     no_converter="the torch backend runs the bundle's model.safetensors (written by every export)",
     auto=False,  # the reference: run on request only (it imports torch)
+    artifact_extra={},  # its artifacts carry no extra: any key is refused
 )
