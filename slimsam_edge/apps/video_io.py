@@ -32,12 +32,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +44,9 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ..errors import DataError, ImageError, UsageError, debug_enabled
+from ..errors import DataError, ImageError, UsageError
 from ..fsutil import default_mode
+from ..safeio import native_stderr_silenced
 
 #: a stream URL: a scheme OpenCV/FFmpeg understands (rtsp://, http://, udp://, ...)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -121,24 +120,6 @@ class FrameSource:
 
     def _close(self) -> None:
         pass
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what native code (OpenCV's and FFmpeg's log lines) writes to stderr to /dev/null while
-    the block runs, so a source that cannot be opened says one line, ours; ``--debug`` keeps them."""
-    if debug_enabled():
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class _CaptureSource(FrameSource):

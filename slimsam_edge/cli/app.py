@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from .common import DEBUG_ENV
+from .common import DEBUG_ENV, OneLineErrorsGroup
 from .bench import bench
 from .build import build
 from .compress import compress
@@ -31,6 +31,7 @@ app = typer.Typer(
     name="slimsam-edge",
     help="Compress Segment Anything (SlimSAM), export it to ONNX/OpenVINO/TensorRT, run it on edge devices.",
     no_args_is_help=True,
+    cls=OneLineErrorsGroup,  # usage errors of every command: one line, exit 2
     pretty_exceptions_enable=False,
     add_completion=False,
 )

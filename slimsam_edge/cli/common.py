@@ -8,14 +8,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
-import json
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from ..errors import DEBUG_ENV, SlimSamEdgeError, UsageError, debug_enabled  # noqa: F401  (re-exported for commands)
 
@@ -26,13 +27,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+#: parameter names of the commands' ``--json`` flag
+JSON_FLAGS = ("json_out", "as_json")
+
+#: where :func:`emit_json` writes while :func:`json_stdout_only` holds stdout for it
+_json_stream: list[Any] = []
+
+
+@contextmanager
+def json_stdout_only() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout is the JSON document's alone: ``print`` / ``echo``
+    and the library loggers that write to stdout (NNCF logs INFO lines there) go to stderr."""
+    import logging
+
+    real = sys.stdout
+    moved = []
+    for logger in [logging.getLogger(), *[lg for lg in logging.Logger.manager.loggerDict.values()
+                                          if isinstance(lg, logging.Logger)]]:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream in (real, sys.__stdout__):
+                moved.append((handler, handler.stream))
+                handler.setStream(sys.stderr)
+    _json_stream.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = real
+        _json_stream.pop()
+        for handler, stream in moved:
+            handler.setStream(stream)
+
+
 def handle_errors(fn: F) -> F:
     """Turn project errors into ``error: <message>`` on stderr and their exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_mode = any(kwargs.get(name) is True for name in JSON_FLAGS)
         try:
-            return fn(*args, **kwargs)
+            with json_stdout_only() if json_mode else contextlib.nullcontext():
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except SlimSamEdgeError as err:
@@ -65,14 +100,66 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Click's base of every parsing error (typer >= 0.20 vendors Click: found through a public class)
+_CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+@contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Click's parsing errors (a bad option value, an unknown option, a missing argument) as our
+    ``error: <message>`` line on stderr, exit code 2, instead of Typer's usage text and box.
+
+    ``slimsam-edge`` alone (help shown for no arguments) keeps Click's own behaviour.
+    """
+    try:
+        yield
+    except _CLICK_ERROR as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            raise
+        message = " ".join(err.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+        ctx = getattr(err, "ctx", None)
+        where = f"`{ctx.command_path} --help`" if ctx is not None else "`--help`"
+        typer.echo(f"error: {message}; see {where}", err=True)
+        raise typer.Exit(2) from None
+
+
+class OneLineErrorsGroup(TyperGroup):
+    """The app's command group: every usage error of every command is one line, exit code 2
+    (:func:`one_line_usage_errors`), whether the app runs as a program or in a test's runner."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
 def _internal_error(err: BaseException) -> None:
     typer.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", err=True)
     raise typer.Exit(1) from None
 
 
 def emit_json(data: Any) -> None:
-    """Print ``data`` as JSON on stdout (the only thing printed in --json mode)."""
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """Print ``data`` as JSON on stdout (the only thing printed in --json mode).
+
+    Always valid JSON: NaN / Infinity are written as ``null`` and listed under ``non_finite``.
+
+    Example:
+        >>> emit_json({"score": float("nan")})
+        {
+          "score": null,
+          "non_finite": {
+            "score": "NaN"
+          }
+        }
+    """
+    from ..safeio import json_dumps
+
+    stream = _json_stream[-1] if _json_stream else sys.stdout
+    stream.write(json_dumps(data, indent=2) + "\n")
+    stream.flush()
 
 
 def parse_floats(text: str, n: tuple[int, ...], what: str) -> list[float]:
