@@ -78,7 +78,7 @@ def require_output_path(path: Path | str, flag: str, *, folder: bool = False) ->
         if folder and not is_dir:
             raise UsageError(f"{flag} {path} exists and is not a folder; pick a folder path")
         if not folder and is_dir:
-            raise UsageError(f"{flag} {path} is a folder; pass a file path (e.g. {path / 'out'}{path.suffix})")
+            raise UsageError(f"{flag} {path} is a folder, not a file; pick another path or move the folder away")
         return path
     for parent in path.parents:
         if parent.exists():

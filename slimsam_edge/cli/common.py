@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
@@ -25,6 +26,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: errno values of a full, read-only or forbidden destination: reported in one line, exit code 2
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+#: errno values of a path argument that names the wrong kind of thing: one line, exit code 2
+PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP})
 
 
 #: parameter names of the commands' ``--json`` flag
@@ -45,7 +49,7 @@ def json_stdout_only() -> Iterator[None]:
     for logger in [logging.getLogger(), *[lg for lg in logging.Logger.manager.loggerDict.values()
                                           if isinstance(lg, logging.Logger)]]:
         for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream in (real, sys.__stdout__):
+            if isinstance(handler, logging.StreamHandler) and _is_stdout(handler.stream, real):
                 moved.append((handler, handler.stream))
                 handler.setStream(sys.stderr)
     _json_stream.append(real)
@@ -59,6 +63,56 @@ def json_stdout_only() -> Iterator[None]:
             handler.setStream(stream)
 
 
+def _flag(name: str) -> str:
+    """The command line spelling of parameter ``name`` (``--out``; an argument: ``IMAGE``)."""
+    ctx = click_context()
+    for param in getattr(getattr(ctx, "command", None), "params", []):
+        if param.name == name:
+            return param.opts[0] if param.param_type_name == "option" else name.upper()
+    return "--" + name.replace("_", "-")
+
+
+def click_context() -> Any:
+    """The running command's Click context, or None outside a command line run."""
+    import importlib
+
+    package = _CLICK_ERROR.__module__.rsplit(".", 1)[0]  # click, or typer's vendored copy
+    return importlib.import_module(package + ".globals").get_current_context(silent=True)
+
+
+def check_path_arguments(kwargs: dict[str, Any]) -> None:
+    """Refuse, before any work, a path argument that cannot be what any command wants: a FIFO, a
+    socket or a device (opening a FIFO blocks: a hang), a path under a regular file, or a name
+    longer than the file system allows. Missing paths and the file-or-folder question stay with
+    each command (an input must exist, an output is created)."""
+    from pathlib import Path
+
+    from ..safeio import require_output_path, require_regular_file
+
+    for name, value in kwargs.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(path, Path):
+                continue
+            flag = _flag(name)
+            if any(len(os.fsencode(part)) > 255 for part in path.parts):
+                raise UsageError(f"{flag} {str(path)[:80]}...: a name in the path is longer than 255 bytes; "
+                                 "use a shorter name")
+            if path.exists() and not path.is_dir():
+                require_regular_file(path, flag)
+            elif not path.exists():
+                require_output_path(path, flag)
+
+
+def _is_stdout(stream: Any, current: Any) -> bool:
+    """Whether ``stream`` writes to stdout: the current one, the process's, or file descriptor 1."""
+    if stream is current or stream is sys.__stdout__:
+        return True
+    try:
+        return stream.fileno() == 1
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def handle_errors(fn: F) -> F:
     """Turn project errors into ``error: <message>`` on stderr and their exit code."""
 
@@ -66,6 +120,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         json_mode = any(kwargs.get(name) is True for name in JSON_FLAGS)
         try:
+            check_path_arguments(kwargs)
             with json_stdout_only() if json_mode else contextlib.nullcontext():
                 return fn(*args, **kwargs)
         except typer.Exit:
@@ -81,6 +136,11 @@ def handle_errors(fn: F) -> F:
         except OSError as err:
             if debug_enabled():
                 raise
+            if err.errno in PATH_ERRNOS:
+                where = f" {err.filename}" if err.filename else ""
+                typer.echo(f"error: {err.strerror}:{where}; check the paths given (a folder where a file is "
+                           "expected, a file where a folder is, or a name too long)", err=True)
+                raise typer.Exit(2) from None
             if err.errno not in STORAGE_ERRNOS:
                 _internal_error(err)
             where = f": {err.filename}" if err.filename else ""
@@ -183,7 +243,8 @@ def progress_bar(*columns: Any, enabled: bool, stderr: bool = False, transient: 
     """A rich progress bar with one task, as an ``update(done, total, description)`` callback.
 
     The bar shows from the first update on, so that an error raised before any work (a bad
-    bundle, data that does not open) prints alone on its line.
+    bundle, data that does not open) prints alone on its line; an error raised later erases it
+    (even a bar made with ``transient=False``, which is otherwise kept when the work is done).
     """
     from rich.console import Console
     from rich.progress import Progress
@@ -200,6 +261,9 @@ def progress_bar(*columns: Any, enabled: bool, stderr: bool = False, transient: 
 
     try:
         yield update
+    except BaseException:
+        bar.live.transient = True  # an error prints alone: the bar is erased, never left above it
+        raise
     finally:
         if task:
             bar.stop()

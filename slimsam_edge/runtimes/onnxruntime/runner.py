@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import BackendUnavailableError, BundleError, UsageError
+from ...errors import BackendUnavailableError, BundleError, UsageError, debug_enabled
 from ..base import FeedDict, Runner, TensorSpec
 
 #: ORT type strings -> numpy dtypes (bfloat16 has no numpy dtype and is left out on purpose)
@@ -184,7 +184,8 @@ class OnnxRuntimeRunner(Runner):
             if self.options.threads < 1:
                 raise UsageError(f"threads must be >= 1, got {self.options.threads}")
             so.intra_op_num_threads = int(self.options.threads)
-        so.log_severity_level = int(self.options.extra.get("log_severity_level", 3))
+        # 4 (fatal only): an error's [E:onnxruntime] log line would precede our one-line message
+        so.log_severity_level = int(self.options.extra.get("log_severity_level", 3 if debug_enabled() else 4))
         try:
             self._session = ort.InferenceSession(
                 source, sess_options=so, providers=providers, provider_options=provider_options
