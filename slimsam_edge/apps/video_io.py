@@ -172,7 +172,7 @@ class CameraSource(_CaptureSource):
 
     @classmethod
     def matches(cls, spec: str) -> bool:
-        return spec.isdigit()
+        return spec.isdigit() and len(spec) <= 4  # an index (+ OpenCV's API offset, e.g. 200); not 5000 digits
 
     def _target(self) -> Any:
         return int(self.name)
