@@ -70,7 +70,7 @@ def require_output_path(path: Path | str, flag: str, *, folder: bool = False) ->
         >>> require_output_path(f / "mask.png", "--out")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        slimsam_edge.errors.UsageError: --out .../a.txt/mask.png: .../a.txt is a file, not a folder; pick a path in a folder
+        slimsam_edge.errors.UsageError: --out .../a.txt/mask.png cannot be written: .../a.txt is a file, not a folder; pick a path in a folder
     """
     path = Path(path)
     if path.exists() or path.is_symlink():
@@ -83,7 +83,8 @@ def require_output_path(path: Path | str, flag: str, *, folder: bool = False) ->
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UsageError(f"{flag} {path}: {parent} is a file, not a folder; pick a path in a folder")
+                raise UsageError(f"{flag} {path} cannot be written: {parent} is a file, not a folder; "
+                                 "pick a path in a folder")
             break
     return path
 
