@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # The same order, with the reasons, is written in docs/architecture.md ("Layers").
 LAYERS: list[tuple[str, ...]] = [
     ("__init__", "errors", "fsutil", "offline"),  # the package itself: public names resolved lazily, by string
-    ("transforms", "assets", "manifest_schema"),  # manifest_schema: value checks of manifest.json
+    ("transforms", "assets", "manifest_schema", "safeio"),  # value checks of manifest.json; regular-file / output-path guards, quiet native stderr, finite JSON
     ("data", "devices"),
     ("models",),  # graph_spec is torch-free; batch.py samples prompts with data.prompts
     ("bundle",),

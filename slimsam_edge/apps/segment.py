@@ -12,8 +12,9 @@ Illustration (not run as a doctest: it needs files or a model)::
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import UsageError
 
@@ -58,7 +59,6 @@ def segment_file(
     """
     import numpy as np
 
-    from ..data.images import read_image
     from ..predictor import EdgePredictor
     from ..visualize import overlay_mask, write_png
 
@@ -71,7 +71,8 @@ def segment_file(
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out {out}: must end in .png")
-    rgb = read_image(image)
+    overlay_path = _check_outputs(out)
+    rgb = _read_image(image)
     predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
     predictor.set_image(rgb)
     masks, scores, _ = predictor.predict(
@@ -82,9 +83,10 @@ def segment_file(
     )
     best = int(np.argmax(scores))
     mask = masks[best]
-    overlay_path = out.with_name(out.stem + "_overlay.png")
-    write_png(out, mask.astype(np.uint8) * 255)
-    write_png(overlay_path, overlay_mask(rgb, mask, points=coords, labels=labels, box=box)[..., ::-1])
+    overlay = overlay_mask(rgb, mask, points=coords, labels=labels, box=box)[..., ::-1]
+    with _written_together(out, overlay_path) as (tmp_mask, tmp_overlay):
+        write_png(tmp_mask, mask.astype(np.uint8) * 255)
+        write_png(tmp_overlay, overlay)
     return {
         "image": str(image), "mask": str(out), "overlay": str(overlay_path), "score": float(scores[best]),
         "area": int(mask.sum()), "image_size": list(rgb.shape[:2]),
@@ -128,14 +130,13 @@ def segment_everything_file(
         ...
         slimsam_edge.errors.UsageError: --out masks.png: must end in .json (the masks are written as a COCO-RLE list)
     """
-    import json
     import time
 
     import numpy as np
 
-    from ..data.images import read_image
     from ..fsutil import write_text_atomic
     from ..predictor import EdgePredictor
+    from ..safeio import json_dumps
     from ..visualize import overlay_masks, write_png
     from ..data.rle import coco_rle, rle_to_mask
     from .everything import MaskGenerator
@@ -143,8 +144,9 @@ def segment_everything_file(
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise UsageError(f"--out {out}: must end in .json (the masks are written as a COCO-RLE list)")
+    overlay_path = _check_outputs(out)
     generator = MaskGenerator(None, output_mode="uncompressed_rle", progress=progress, **settings)
-    rgb = read_image(image)
+    rgb = _read_image(image)
     generator.predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
     t0 = time.perf_counter()
     records = generator.generate(rgb)
@@ -152,14 +154,46 @@ def segment_everything_file(
     raw = [r["segmentation"] for r in records]
     for r in records:
         r["segmentation"] = coco_rle(r["segmentation"])
-    write_text_atomic(out, json.dumps(records))
-    overlay_path = out.with_name(out.stem + "_overlay.png")
     order = np.argsort([-r["area"] for r in records], kind="stable")  # small masks drawn on top
     overlay = overlay_masks(rgb, (rle_to_mask(raw[i]) for i in order), count=len(records))
-    write_png(overlay_path, overlay[..., ::-1])
+    with _written_together(out, overlay_path) as (tmp_json, tmp_overlay):
+        write_text_atomic(tmp_json, json_dumps(records))
+        write_png(tmp_overlay, overlay[..., ::-1])
     predictor = generator.predictor
     return {
         "image": str(image), "masks": str(out), "overlay": str(overlay_path), "count": len(records),
         "image_size": list(rgb.shape[:2]), "backend": predictor.backend, "precision": predictor.precision,
         "points_per_side": int(np.sqrt(len(generator.grids[0]))), "seconds": round(seconds, 3),
     }
+
+
+def _check_outputs(out: Path) -> Path:
+    """Refuse, before any work, an ``out`` or overlay path that cannot be written; the overlay's path."""
+    from ..safeio import require_output_path
+
+    overlay_path = out.with_name(out.stem + "_overlay.png")
+    require_output_path(out, "--out")
+    require_output_path(overlay_path, "the overlay (written beside --out)")
+    return overlay_path
+
+
+def _read_image(image: Path | str) -> Any:
+    """The image as RGB; a FIFO or device refused without opening it, libpng's own lines silenced."""
+    from ..data.images import read_image
+    from ..errors import ImageError
+    from ..safeio import native_stderr_silenced, require_regular_file
+
+    if Path(image).exists():
+        require_regular_file(image, "image", error=ImageError)
+    with native_stderr_silenced():
+        return read_image(image)
+
+
+@contextlib.contextmanager
+def _written_together(*dests: Path) -> Iterator[tuple[Path, ...]]:
+    """Temporary paths for several outputs, renamed onto ``dests`` only when the block wrote them
+    all: a failure on the second (the overlay) leaves neither, never a mask without its overlay."""
+    from ..fsutil import atomic_path
+
+    with contextlib.ExitStack() as stack:
+        yield tuple(stack.enter_context(atomic_path(d)) for d in dests)

@@ -32,12 +32,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,8 +44,9 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ..errors import DataError, ImageError, UsageError, debug_enabled
+from ..errors import DataError, ImageError, UsageError
 from ..fsutil import default_mode
+from ..safeio import native_stderr_silenced
 
 #: a stream URL: a scheme OpenCV/FFmpeg understands (rtsp://, http://, udp://, ...)
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -123,24 +122,6 @@ class FrameSource:
         pass
 
 
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """Send what native code (OpenCV's and FFmpeg's log lines) writes to stderr to /dev/null while
-    the block runs, so a source that cannot be opened says one line, ours; ``--debug`` keeps them."""
-    if debug_enabled():
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 class _CaptureSource(FrameSource):
     """A source read through ``cv2.VideoCapture`` (video file, camera, stream URL)."""
 
@@ -191,7 +172,7 @@ class CameraSource(_CaptureSource):
 
     @classmethod
     def matches(cls, spec: str) -> bool:
-        return spec.isdigit()
+        return spec.isdigit() and len(spec) <= 4  # an index (+ OpenCV's API offset, e.g. 200); not 5000 digits
 
     def _target(self) -> Any:
         return int(self.name)

@@ -12,7 +12,7 @@ import typer
 
 from .. import offline  # noqa: F401  (first: runtimes' telemetry off, docs/reliability.md)
 from .. import __version__
-from .common import DEBUG_ENV
+from .common import DEBUG_ENV, OneLineErrorsGroup
 from .bench import bench
 from .build import build
 from .compress import compress
@@ -32,6 +32,7 @@ app = typer.Typer(
     name="slimsam-edge",
     help="Compress Segment Anything (SlimSAM), export it to ONNX/OpenVINO/TensorRT, run it on edge devices.",
     no_args_is_help=True,
+    cls=OneLineErrorsGroup,  # usage errors of every command: one line, exit 2
     pretty_exceptions_enable=False,
     add_completion=False,
 )

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, progress_bar
 from .options import JsonOpt
 
 
@@ -20,18 +20,17 @@ def build(
     json_out: JsonOpt = False,
 ) -> None:
     """Build the bundle's TensorRT engines here, verify them, record them (with their fingerprint) in the manifest."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..deploy.build import build_bundle
     from ..errors import UsageError
 
     if precision is not None and precision not in ("fp32", "fp16", "int8"):
         raise UsageError(f"--precision {precision}: TensorRT engines are fp32, fp16 or int8")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  disable=json_out, transient=True) as bar:
-        task = bar.add_task("load bundle", total=None)
+    with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      enabled=not json_out, stderr=True) as update:
         report = build_bundle(bundle, precision=precision, dla_core=dla,
-                              progress=lambda msg: bar.update(task, description=msg))
+                              progress=lambda msg: update(0, None, msg))
     if json_out:
         emit_json(report.to_dict())
         return

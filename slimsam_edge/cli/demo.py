@@ -30,6 +30,14 @@ def demo(
     from rich.console import Console
 
     from ..demo import run_demo
+    from ..errors import UsageError
+
+    if not 0.0 < ratio < 1.0:  # also NaN: checked before the held-out data is written
+        raise UsageError(f"--ratio {ratio}: the pruning ratio must be between 0 and 1 (exclusive), e.g. 0.5")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise UsageError(f"--checkpoint {checkpoint}: file not found; pass a checkpoint file or drop the flag")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder; pick a folder path")
 
     console = Console(stderr=True, quiet=json_out)
     report = run_demo(out, checkpoint=checkpoint, images=images, ratio=ratio, compress_steps=compress_steps,

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
-from .common import emit_json, handle_errors
+from .common import emit_json, handle_errors, progress_bar
 from .options import JsonOpt, ModelTypeOpt, Precision, TargetOpt, TrustPickleOpt
 
 
@@ -59,18 +59,17 @@ def export(
                                int8_decoder=int8_decoder)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder; pick a folder path")
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ..exporters.bundle_export import export_bundle
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  disable=json_out, transient=True) as bar:
-        task = bar.add_task("load model", total=None)
+    with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      enabled=not json_out, stderr=True) as update:
         sam, spec, model_id = _model(checkpoint, model_type, trust_pickle, random_init)
         manifest = export_bundle(
             sam, spec, out, target=tgt, precision=precision.value, precision_options=options,
             model_id=model_id, validate=validate,
-            simplify=simplify, progress=lambda msg: bar.update(task, description=msg), attention=attention,
+            simplify=simplify, progress=lambda msg: update(0, None, msg), attention=attention,
         )
     summary = {
         "bundle": str(out), "model_type": spec.model_type, "target": tgt.name,

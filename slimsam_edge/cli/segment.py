@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors, parse_floats
-from .options import Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
+from .options import MAX_POINTS_PER_SIDE, Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
 
 
 @handle_errors
@@ -24,7 +24,7 @@ def segment(
     precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (bf16 on OpenVINO; refused on a CPU without BF16); default: the detected profile's precision when the bundle has it, else fp32.")] = None,
     multimask: Annotated[bool, typer.Option("--multimask/--single-mask", help="Predict 3 masks and keep the best scored (SAM's advice for a single point).")] = True,
     everything: Annotated[bool, typer.Option("--everything", help="Segment every object (a grid of point prompts, SAM's automatic mask generator); --out is a .json COCO-RLE list.")] = False,
-    points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", help="With --everything: grid points per side (default 32).")] = None,
+    points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", max=MAX_POINTS_PER_SIDE, help="With --everything: grid points per side (default 32).")] = None,
     pred_iou_thresh: Annotated[Optional[float], typer.Option("--pred-iou-thresh", help="With --everything: keep masks whose predicted IoU exceeds this, 0..1 (default 0.88).")] = None,
     stability_thresh: Annotated[Optional[float], typer.Option("--stability-thresh", help="With --everything: keep masks whose stability score reaches this, 0..1 (default 0.95).")] = None,
     min_area: Annotated[Optional[float], typer.Option("--min-area", help="With --everything: fill holes and drop islands smaller than this many pixels (default 0: off).")] = None,

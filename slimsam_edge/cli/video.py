@@ -11,7 +11,7 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors, parse_floats
-from .options import Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
+from .options import MAX_POINTS_PER_SIDE, Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
 
 _PROMPTS_HELP = (
     'Prompts on later frames, a JSON file: {"prompts": [{"frame": 30, "box": [x0, y0, x1, y1]}, '
@@ -34,7 +34,7 @@ def video(
     realtime: Annotated[bool, typer.Option("--realtime", help="Always encode the newest frame (for cameras and streams: latency stays low); frames read meanwhile are dropped (counted): absent from --masks, the previous overlay repeated in the video. A file or folder is read at its frame rate (--fps, else its own, else 30), as a live camera would deliver it.")] = False,
     max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after reading this many frames.")] = None,
     fps: Annotated[Optional[float], typer.Option("--fps", help="Frame rate of the output video (default: the source's, else 30).")] = None,
-    points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", min=1, help="With --everything: grid points per side (default 32).")] = None,
+    points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", min=1, max=MAX_POINTS_PER_SIDE, help="With --everything: grid points per side (default 32).")] = None,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help="Runtime (default: picked for this machine).")] = None,
     precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (default: the detected profile's when the bundle has it, else fp32).")] = None,
     threads: ThreadsOpt = None,

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ...errors import BackendUnavailableError, BundleError, UsageError
+from ...errors import BackendUnavailableError, BundleError, UsageError, debug_enabled
 from ...fsutil import HashedFiles
 from ..base import FeedDict, Runner, TensorSpec
 
@@ -190,7 +190,8 @@ class OnnxRuntimeRunner(Runner):
             if self.options.threads < 1:
                 raise UsageError(f"threads must be >= 1, got {self.options.threads}")
             so.intra_op_num_threads = int(self.options.threads)
-        so.log_severity_level = int(self.options.extra.get("log_severity_level", 3))
+        # 4 (fatal only): an error's [E:onnxruntime] log line would precede our one-line message
+        so.log_severity_level = int(self.options.extra.get("log_severity_level", 3 if debug_enabled() else 4))
         try:
             self._session = ort.InferenceSession(
                 source, sess_options=so, providers=providers, provider_options=provider_options
