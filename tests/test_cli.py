@@ -90,23 +90,31 @@ def test_export_segment_bench_end_to_end(tmp_path, tiny_checkpoint, image_file):
     assert int((m > 0).sum()) == res["area"]
     overlay = cv2.imread(res["overlay"])
     assert overlay.shape == (300, 450, 3)
-    r = run("bench", out, "--backend", "onnxruntime", "--backend", "openvino", "--runs", "2",
-            "--warmup", "1", "--prompts", "3", "--image-size", "300x450", "--json")
+    md, hist = tmp_path / "bench.md", tmp_path / "history.jsonl"
+    r = run("bench", out, "--backend", "onnxruntime", "--backend", "openvino", "--runs", "2", "--repeats", "1",
+            "--warmup", "1", "--prompts", "3", "--image-size", "300x450", "--no-accuracy", "--no-peak",
+            "--energy", "none", "--md", md, "--save", hist, "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert [x["config"]["backend"] for x in rep["results"]] == ["onnxruntime", "openvino"]
-    for x in rep["results"]:
-        assert x["encoder"]["n"] == 2 and x["decoder"]["n"] == 3
-        assert x["encoder"]["p50_ms"] > 0 and x["peak_rss_mb"] > 0 and x["cold_start_s"] > 0
-        assert x["preprocess"]["p50_ms"] >= 0 and x["decoder_plus_postprocess"]["p99_ms"] > 0
-    assert rep["machine"]["cores_logical"] >= 1
+    assert [x["backend"] for x in rep["rows"]] == ["onnxruntime", "openvino"]
+    for x in rep["rows"]:
+        st = x["stages"]
+        assert st["encoder"]["n"] == 2 and st["decoder"]["n"] == 3
+        assert st["encoder"]["p50_ms"] > 0 and x["peak_rss_mb"] > 0 and x["cold_start_s"] > 0
+        assert st["preprocess"]["p50_ms"] >= 0 and st["decoder_plus_postprocess"]["p99_ms"] > 0
+        assert x["accuracy"]["reason"].startswith("accuracy was turned off")
+    assert rep["machine"]["cores_logical"] >= 1 and rep["rows"][0]["ratio"] == 1.0
+    assert md.read_text().startswith("| row |") and len(hist.read_text().splitlines()) == 1
+    r = run("bench", "diff", hist, hist, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["regressions"] == 0
 
 
 def test_bench_torch_backend_table(tiny_bundle):
-    r = run("bench", tiny_bundle, "--backend", "torch", "--runs", "1", "--warmup", "0",
-            "--prompts", "2", "--image-size", "200x300")
+    r = run("bench", tiny_bundle, "--backend", "torch", "--runs", "1", "--warmup", "0", "--repeats", "1",
+            "--prompts", "2", "--image-size", "200x300", "--no-peak", "--energy", "none", "--accuracy-images", "2")
     assert r.exit_code == 0, r.output
-    assert "1 encoder runs, 2 prompts" in r.stdout and "MiB" in r.stdout
+    assert "torch/fp32" in r.stdout and "point mIoU" in r.stdout
 
 
 # ---------------------------------------------------------------- bad input

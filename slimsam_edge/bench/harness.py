@@ -50,6 +50,8 @@ class BenchConfig:
         energy: energy source (:func:`~slimsam_edge.devices.energy.open_meter`), "none" to skip.
         points_per_side: the "everything" scenario's grid.
         raw: also return every latency (seconds) per stage, for pooling repeats.
+        profile: also profile the encoder and decoder graphs once (``profile_runs`` inferences
+            each) with the runtime's profiler: time per op group.
     """
 
     bundle: str
@@ -69,6 +71,8 @@ class BenchConfig:
     energy: str = "none"
     points_per_side: int = 16
     raw: bool = False
+    profile: bool = False
+    profile_runs: int = 3
 
 
 def peak_rss_mb() -> float:
@@ -138,9 +142,40 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
         "rss_before_sessions_mb": round(rss_before, 1),
         "notes": pred.encoder.notes + pred.decoder.notes,
     }
+    if cfg.profile:
+        result["profile"] = profile_graphs(pred, image, cfg.profile_runs)
     if cfg.raw:
         result["raw_s"] = {stage: [round(v, 7) for v in values] for stage, values in out["stages"].items()}
     return result
+
+
+def profile_graphs(pred: Any, image: np.ndarray, runs: int) -> dict[str, Any]:
+    """Each graph of ``pred`` (encoder, decoder) under its runtime's profiler, fed what one
+    ``set_image`` and one point prompt feed it; a backend without a profiler hook says why."""
+    from ..errors import RunnerError
+
+    feeds: dict[str, dict] = {}
+    runners = {"image_encoder": pred.encoder, "mask_decoder": pred.decoder}
+    for name, runner in runners.items():
+        def record(feed: dict, _name: str = name, _infer: Any = runner.infer) -> Any:
+            feeds.setdefault(_name, {k: np.array(v) for k, v in feed.items()})
+            return _infer(feed)
+
+        runner.infer = record  # an instance attribute in front of the method, removed below
+    try:
+        pred.set_image(image)
+        h, w = image.shape[:2]
+        pred.predict(np.array([[w / 2, h / 2]]), np.ones(1), multimask_output=True)
+    finally:
+        for runner in runners.values():
+            del runner.infer
+    out: dict[str, Any] = {}
+    for name, runner in runners.items():
+        try:
+            out[name] = runner.profile(feeds[name], runs)
+        except RunnerError as err:
+            out[name] = {"reason": str(err)}
+    return out
 
 
 def run_config(cfg: BenchConfig, *, timeout: float | None = None) -> dict[str, Any]:

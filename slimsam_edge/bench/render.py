@@ -103,10 +103,41 @@ def to_markdown(report: dict) -> str:
               f"{p['runs_per_repeat']} images and {p['prompts_per_repeat']} prompts per repeat at least, "
               f"{p['warmup']} warm-up, threads {p['threads'] or 'runtime default'}; "
               f"headline = the encoder (click), the frame (video) or the image (everything)."]
+    prof = profile_lines(report)
+    if prof:
+        lines += ["", "Where the time goes (the runtime's profiler, one pass per graph):", "", *prof]
     why = reasons(report)
     if why:
         lines += ["", "Cells without a number:", *[f"- {w}" for w in why]]
     return "\n".join(lines) + "\n"
+
+
+def profile_lines(report: dict) -> list[str]:
+    """Markdown table of where each profiled row's time goes, per graph and op group (% of the
+    graph's kernel time), or [] when nothing was profiled.
+
+    Example:
+        >>> rep = {"rows": [{"label": "m", "scenario": "click", "profile": {"image_encoder": {
+        ...     "total_ms_per_run": 10.0, "share": {"attention": 0.5, "matmul": 0.5}},
+        ...     "mask_decoder": {"reason": "no hook"}}}]}
+        >>> profile_lines(rep)[2]
+        '| m | image_encoder | 10.0 | 50 | 50 | 0 | 0 | 0 | 0 |'
+    """
+    from ..runtimes.profiling import GROUPS
+
+    rows = [r for r in report["rows"] if r.get("profile")]
+    if not rows:
+        return []
+    lines = ["| row | graph | ms / run | " + " | ".join(f"% {g}" for g in GROUPS) + " |",
+             "|" + "---|" * (3 + len(GROUPS))]
+    for r in rows:
+        for graph, p in r["profile"].items():
+            if "share" not in p:
+                lines.append(f"| {r['label']} | {graph} | n/a: {p.get('reason', '?')} |" + " |" * len(GROUPS))
+                continue
+            shares = " | ".join(f"{100 * p['share'].get(g, 0.0):.0f}" for g in GROUPS)
+            lines.append(f"| {r['label']} | {graph} | {p['total_ms_per_run']:.1f} | {shares} |")
+    return lines
 
 
 def print_table(report: dict, echo: Callable[[Any], None] | None = None) -> None:
@@ -115,6 +146,8 @@ def print_table(report: dict, echo: Callable[[Any], None] | None = None) -> None
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: do not wrap the table to 80 columns
+        console = Console(width=max(console.width, 200))
     out = echo or console.print
     out(machine_line(report))
     t = Table(*COLUMNS)
@@ -122,5 +155,12 @@ def print_table(report: dict, echo: Callable[[Any], None] | None = None) -> None
         c = cells(row)
         t.add_row(*[c[k] for k in COLUMNS])
     out(t)
+    prof = profile_lines(report)
+    if prof:
+        p = Table(*[c.strip() for c in prof[0].strip("|").split("|")])
+        for line in prof[2:]:
+            cells_ = [c.strip() for c in line.strip("|").split("|")]
+            p.add_row(*(cells_ + [""] * (len(p.columns) - len(cells_)))[: len(p.columns)])
+        out(p)
     for w in reasons(report):
         out(f"[yellow]{w}[/]")

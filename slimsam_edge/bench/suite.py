@@ -251,6 +251,7 @@ def bench_suite(
     accuracy: bool = True,
     peak_cache: str | None = None,
     peak: bool = True,
+    profile: bool = False,
     workdir: str | None = None,
     progress: SuiteProgress | None = None,
 ) -> dict[str, Any]:
@@ -261,7 +262,8 @@ def bench_suite(
 
     ``base`` is a :class:`~slimsam_edge.bench.harness.BenchConfig` whose protocol fields (threads,
     image, runs, prompts, warmup, duration_s, energy, points_per_side) every row uses; its
-    ``runs`` / ``prompts`` / ``duration_s`` are per repeat. A :class:`Subject` in ``bundles``
+    ``runs`` / ``prompts`` / ``duration_s`` are per repeat. ``profile``: each row's graphs are
+    also profiled once, after its first round's timed part. A :class:`Subject` in ``bundles``
     keeps its own label and pairs.
 
     Raises:
@@ -294,6 +296,8 @@ def bench_suite(
             tell(n, len(slots), f"{row.label} {row.scenario} (round {slot.repeat + 1}/{repeats})")
             cfg = replace(base, bundle=row.subject.bundle, backend=row.backend, precision=row.precision,
                           scenario=row.scenario, raw=True)
+            if profile and slot.repeat == 0:  # once per row, in its first round (untimed part)
+                cfg = replace(cfg, profile=True)
             results.setdefault(slot.index, []).append(run_config(cfg))
         tell(len(slots), len(slots), "accuracy")
         acc_cache: dict = {}
@@ -315,6 +319,7 @@ def bench_suite(
                 "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache, _size(row))
                              if accuracy else {"reason": "accuracy was turned off (--no-accuracy)"}),
                 "image_hw": rs[0]["image_hw"], "notes": rs[0].get("notes", []),
+                **({"profile": next((r["profile"] for r in rs if "profile" in r), None)} if profile else {}),
             })
         _ratios(out_rows)
         return {"schema": REPORT_SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -158,6 +158,18 @@ class Runner(abc.ABC):
         with self._infer_lock:
             return self._infer(feed)
 
+    def profile(self, feed: FeedDict, runs: int = 3) -> dict[str, Any]:
+        """Where this graph's time goes: ``runs`` inferences of ``feed`` under the runtime's own
+        profiler, grouped by :mod:`~slimsam_edge.runtimes.profiling` (attention / matmul / norm /
+        conv / resize / other: ms per run and share). Runs on a separate session, so this runner's
+        timings are untouched.
+
+        Raises:
+            RunnerError: the backend has no profiler hook (``bench --profile`` says so in its row).
+        """
+        raise RunnerError(f"{self.backend or type(self).__name__}: no profiler hook for this backend; "
+                          "profile it with the runtime's own tools")
+
     # -- to implement --------------------------------------------------------------------------
     @abc.abstractmethod
     def _activate(self) -> None: ...

@@ -192,6 +192,9 @@ class OnnxRuntimeRunner(Runner):
             so.intra_op_num_threads = int(self.options.threads)
         # 4 (fatal only): an error's [E:onnxruntime] log line would precede our one-line message
         so.log_severity_level = int(self.options.extra.get("log_severity_level", 3 if debug_enabled() else 4))
+        if self.options.extra.get("profile_prefix"):  # profile(): a trace file per session
+            so.enable_profiling = True
+            so.profile_file_prefix = str(self.options.extra["profile_prefix"])
         try:
             self._session = ort.InferenceSession(
                 source, sess_options=so, providers=providers, provider_options=provider_options
@@ -225,6 +228,28 @@ class OnnxRuntimeRunner(Runner):
                 "check the CUDA/TensorRT libraries or pick another device"
             )
         self.notes.append("providers: " + ", ".join(active))
+
+    def profile(self, feed: FeedDict, runs: int = 3) -> dict[str, Any]:
+        """ONNX Runtime's profiler on a twin session (same verified graph), grouped by op kind."""
+        import dataclasses
+        import json
+        import os
+        import tempfile
+
+        from ..profiling import group_onnxruntime_trace
+
+        with tempfile.TemporaryDirectory(prefix="slimsam-profile-") as folder:
+            extra = {**self.options.extra, "profile_prefix": os.path.join(folder, "ort")}
+            twin = type(self)(self.artifact, dataclasses.replace(self.options, extra=extra)).activate()
+            try:
+                for _ in range(max(1, runs)):
+                    twin.infer(feed)
+                trace = twin._session.end_profiling()
+                with open(trace, encoding="utf-8") as f:
+                    events = json.load(f)
+            finally:
+                twin.deactivate()
+        return group_onnxruntime_trace(events)
 
     def _model_source(self, so: Any) -> Any:
         """What ``InferenceSession`` is given: for a bundle artifact (:class:`HashedFiles`) the

@@ -197,6 +197,25 @@ class OpenVinoRunner(Runner):
                 self.notes.append("axis 0 also compiled static (" + ", ".join(self._axis0) + "): 1, and "
                                   "other sizes when fed twice")
 
+    def profile(self, feed: FeedDict, runs: int = 3) -> dict[str, Any]:
+        """OpenVINO's per-layer counters (``PERF_COUNT``) on a twin compile of the same verified
+        model (axis 0 kept dynamic), summed over ``runs`` inferences and grouped by op kind."""
+        import dataclasses
+
+        from ..profiling import group_openvino_counters
+
+        config = {**self.options.extra.get("config", {}), "PERF_COUNT": True}
+        extra = {**self.options.extra, "config": config, "static_axis0": False}
+        twin = type(self)(self.artifact, dataclasses.replace(self.options, extra=extra)).activate()
+        try:
+            infos: list[Any] = []
+            for _ in range(max(1, runs)):
+                twin.infer(feed)
+                infos += list(twin._request.get_profiling_info())
+        finally:
+            twin.deactivate()
+        return group_openvino_counters(infos, runs=max(1, runs))
+
     def _static_request(self, size: int) -> Any:
         """The request of the compile with axis 0 = ``size`` (made now), ``None`` if it fails."""
         if size in self._static:

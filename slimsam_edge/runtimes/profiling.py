@@ -1,5 +1,5 @@
-"""Where the time goes: runtime profiler output grouped into attention / matmul / norm / conv /
-resize / other, per graph (``bench --profile``).
+"""Where the time goes (``bench --profile``): runtime profiler output grouped into attention /
+matmul / norm / conv / resize / other, per graph; each runner's ``profile()`` returns it.
 
 Two readers, one classifier:
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slimsam_edge.bench.profile import GROUPS, classify, group_onnxruntime_trace, group_openvino_counters
+from slimsam_edge.runtimes.profiling import GROUPS, classify, group_onnxruntime_trace, group_openvino_counters
 
 DATA = Path(__file__).parent / "data"
 
@@ -53,3 +53,54 @@ def test_empty_profiles_report_zero_share_not_nan():
     g = group_onnxruntime_trace([])
     assert g["runs"] == 0 and g["total_ms_per_run"] == 0 and all(v == 0 for v in g["share"].values())
     json.dumps(g, allow_nan=False)
+
+
+def _encoder_feed(mini_bundle):
+    import numpy as np
+
+    from slimsam_edge.bundle import load_bundle
+
+    size = load_bundle(mini_bundle).manifest.image_size
+    return np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+
+
+def test_onnxruntime_runner_profiles_on_a_twin_session(mini_bundle):
+    from slimsam_edge.predictor import EdgePredictor
+
+    pred = EdgePredictor.from_bundle(mini_bundle, backend="onnxruntime", threads=1).activate()
+    g = pred.encoder.profile({"image": _encoder_feed(mini_bundle)}, runs=2)
+    assert g["runs"] == 2 and g["nodes"] > 50
+    assert g["ms_per_run"]["attention"] > 0 and g["ms_per_run"]["matmul"] > 0
+    assert sum(g["share"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert pred.encoder.is_active and not list(Path(mini_bundle).rglob("*ort*.json"))  # trace removed
+
+
+def test_openvino_runner_profiles_per_layer(mini_bundle):
+    pytest.importorskip("openvino")
+    from slimsam_edge.runtimes import open_runner
+    from slimsam_edge.runtimes.base import RunnerOptions
+
+    onnx = next(Path(mini_bundle).rglob("image_encoder.onnx"))
+    runner = open_runner(onnx, backend="openvino", options=RunnerOptions(threads=1))
+    g = runner.profile({"image": _encoder_feed(mini_bundle)}, runs=2)
+    assert g["runs"] == 2 and g["nodes"] > 10 and g["total_ms_per_run"] > 0
+    assert g["ms_per_run"]["matmul"] > 0
+
+
+def test_a_backend_without_a_hook_says_so():
+    from slimsam_edge.errors import RunnerError
+    from slimsam_edge.runtimes.base import Runner
+
+    class Plain(Runner):
+        backend = "plain"
+
+        def _activate(self): ...
+
+        def _specs(self):
+            return {}, {}
+
+        def _infer(self, feed):
+            return {}
+
+    with pytest.raises(RunnerError, match="no profiler hook"):
+        Plain("x").profile({})
