@@ -91,7 +91,10 @@ class EdgePredictor:
     Threads: one thread may run :meth:`encode` while one other runs :meth:`set_embedding` and the
     ``predict`` calls (the encoder and the decoder are separate sessions); any other concurrent use
     is refused with :class:`~slimsam_edge.errors.ConcurrentUseError` instead of racing on the
-    current image. Give each further thread its own predictor.
+    current image, and so is ``predict`` on an image another thread made current (a thread that
+    set its image, then predicts after a second thread set another, would get that image's masks).
+    Give each further thread its own predictor: that gives exactly the serial results
+    (tests/hardening/test_threads.py, ONNX Runtime and OpenVINO from 4 threads).
 
     Arguments:
         encoder: runner of the ``image_encoder`` graph.
@@ -299,6 +302,7 @@ class EdgePredictor:
             self.original_size = embedding.original_size
             self.input_size = embedding.input_size
             self.is_image_set = True
+            self._image_thread = threading.get_ident()
 
     @property
     def embedding(self) -> ImageEmbedding:
@@ -315,6 +319,7 @@ class EdgePredictor:
 
     def reset_image(self) -> None:
         with self._decoding:
+            self._image_thread = threading.get_ident()
             self.is_image_set = False
             self.features: np.ndarray | None = None
             self.original_size: tuple[int, int] | None = None
@@ -349,6 +354,7 @@ class EdgePredictor:
             raise UsageError("no image set; call set_image(image) before predict()")
         _flags(multimask_output, return_logits)
         with self._decoding:
+            self._check_image_thread()
             feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
             masks, scores, low_res = self._decode(feed, multimask_output, return_logits)
         return masks[0], scores[0], low_res[0]
@@ -392,8 +398,16 @@ class EdgePredictor:
         _flags(multimask_output, return_logits)
         self.check_prompt_axis()
         with self._decoding:
+            self._check_image_thread()
             feed = self.batch_feed(points, labels, boxes, mask_inputs)
             return self._decode(feed, multimask_output, return_logits)
+
+    def _check_image_thread(self) -> None:
+        """Refuse a predict on the current image from a thread other than the one that set it."""
+        if self._image_thread != threading.get_ident():
+            raise ConcurrentUseError(
+                "the current image of this EdgePredictor was set by another thread; set the image on "
+                f"this thread first (set_image / set_embedding), or {PREDICTOR_THREADS}")
 
     def check_prompt_axis(self) -> None:
         """Refuse (one-line BundleError) a decoder without the prompt axis: a bundle exported
