@@ -13,6 +13,7 @@ import pytest
 from helpers import photo
 
 THREADS = 4
+ROUNDS = 10  # decoder-only rounds per thread of the shared-predictor test (each ~10 ms)
 SIZES = [(120, 160), (200, 150), (90, 90), (64, 256)]
 
 
@@ -96,20 +97,21 @@ def test_a_shared_predictor_refuses_instead_of_mixing_images(mini_bundle, backen
     images = [photo(hw, seed=i) for i, hw in enumerate(SIZES)]
     shared = _predictor(mini_bundle, backend).activate()
     serial = [_run(shared, img) for img in images]
+    embeddings = [shared.encode(img) for img in images]  # the decoder side is what threads share
     tally = {"right": 0, "wrong": 0, "refused": 0}
     count = threading.Lock()
     start = threading.Barrier(THREADS)
 
     def work(t: int) -> None:
         start.wait(60)
-        img, prompts = images[t], _prompts(*images[t].shape[:2])
-        for _ in range(2):
-            for k, p in enumerate(prompts[:2]):
+        prompts = _prompts(*images[t].shape[:2])
+        for _ in range(ROUNDS):
+            for k, p in enumerate(prompts):
                 try:
-                    if k == 0:
-                        shared.set_image(img)
+                    if k == 0 and _ == 0:
+                        shared.set_image(images[t])  # encoder + decoder side once
                     else:
-                        shared.set_embedding(shared.encode(img))
+                        shared.set_embedding(embeddings[t])
                     m, s = shared.predict(**p)[:2]
                     key = "right" if np.array_equal(m, serial[t][k][0]) and np.array_equal(s, serial[t][k][1]) else "wrong"
                 except ConcurrentUseError:
@@ -123,5 +125,58 @@ def test_a_shared_predictor_refuses_instead_of_mixing_images(mini_bundle, backen
     for th in threads:
         th.join(600)
     print(f"shared {backend} predictor from {THREADS} threads: {tally}")
-    assert sum(tally.values()) == THREADS * 2 * 2, tally
+    assert sum(tally.values()) == THREADS * ROUNDS * 3, tally
     assert tally["wrong"] == 0 and tally["right"] > 0, tally
+
+
+def test_predict_on_an_image_another_thread_set_is_refused():
+    """Deterministic interleaving: thread A sets its image, thread B sets another, A predicts. Before,
+    A silently got B's masks (an embedding of B's image at A's size); now A is refused and B's
+    predictions are unaffected."""
+    from slimsam_edge.errors import ConcurrentUseError
+    from slimsam_edge.predictor import EdgePredictor
+
+    class Encoder:  # the embedding is the image's mean value, so masks tell the images apart
+        def infer(self, feed):
+            return {"image_embeddings": np.full((1, 8, 4, 4), float(feed["image"].mean()), np.float32)}
+
+    class Decoder:
+        def input_specs(self):
+            return {}
+
+        def max_prompts(self):
+            return None
+
+        def infer(self, feed):
+            n = feed["point_coords"].shape[0]
+            value = float(feed["image_embeddings"].mean())
+            return {"iou_predictions": np.full((n, 4), value, np.float32),
+                    "low_res_masks": np.full((n, 4, 16, 16), value, np.float32)}
+
+    p = EdgePredictor(Encoder(), Decoder(), image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
+    a_set, b_set = threading.Event(), threading.Event()
+    got: dict[str, object] = {}
+
+    def a() -> None:
+        p.set_image(np.full((64, 64, 3), 10, np.uint8))
+        a_set.set()
+        b_set.wait(10)
+        try:
+            got["a"] = p.predict(box=[0, 0, 9, 9])[1]
+        except ConcurrentUseError as err:
+            got["a"] = err
+
+    def b() -> None:
+        a_set.wait(10)
+        p.set_image(np.full((64, 64, 3), 200, np.uint8))
+        b_set.set()
+        got["b"] = p.predict(box=[0, 0, 9, 9])[1]
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert isinstance(got["a"], ConcurrentUseError), got["a"]
+    assert "set by another thread" in str(got["a"]) and "\n" not in str(got["a"])
+    np.testing.assert_allclose(got["b"], 200.0)
