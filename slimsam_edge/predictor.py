@@ -560,7 +560,9 @@ class EdgePredictor:
         """``mask_inputs`` (array or list with ``None`` entries) as Bx1xLxL logits + ``has`` (B,)."""
         low = self._mask_side()
         want = f"(B, 1, {low}, {low})"
-        if isinstance(mask_inputs, (list, tuple)) and any(m is None for m in mask_inputs):
+        if isinstance(mask_inputs, (list, tuple)):
+            if not mask_inputs:
+                raise PromptError(f"mask_inputs is empty; pass an array {want} or one entry per prompt")
             _batch(mask_inputs, "mask_inputs")
             mask = np.zeros((len(mask_inputs), 1, low, low), np.float32)
             has = np.zeros(len(mask_inputs), np.float32)
@@ -572,8 +574,6 @@ class EdgePredictor:
                     raise PromptError(f"mask_inputs[{i}] must have shape (1, {low}, {low}) or None, got {m.shape}")
                 mask[i, 0], has[i] = _logits(m, f"mask_inputs[{i}]").reshape(low, low), 1.0
             return mask, has
-        if isinstance(mask_inputs, (list, tuple)) and not mask_inputs:
-            raise PromptError(f"mask_inputs is empty; pass an array {want} or one entry per prompt")
         m = _numbers(mask_inputs, "mask_inputs")
         if m.ndim == 3:
             m = m[:, None]

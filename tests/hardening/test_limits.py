@@ -261,7 +261,8 @@ def test_bad_prompts_are_typed_one_line_errors(kwargs, fragment):
     (dict(points=[[["a", 1]]], labels=[[1]]), "points must be an array of numbers"),
     (dict(points=[[[1, 1]]], labels=[[np.nan]]), "labels holds NaN"),
     (dict(boxes=[[0, 0, np.nan, 5]]), "boxes holds NaN"),
-    (dict(boxes=[[0, 0, 5, 5]], mask_inputs=[np.full((16, 16), np.inf)]), "mask_inputs must hold finite"),
+    (dict(boxes=[[0, 0, 5, 5]], mask_inputs=[np.full((16, 16), np.inf)]), "mask_inputs[0] must hold finite"),
+    (dict(boxes=[[0, 0, 5, 5]], mask_inputs=np.full((1, 16, 16), np.nan)), "mask_inputs must hold finite"),
     (dict(boxes=[[0, 0, 5, 5]], mask_inputs=[None, np.full((16, 16), np.nan)]), "mask_inputs[1] must hold finite"),
     (dict(boxes=[[0, 0, 5, 5]], multimask_output="no"), "multimask_output must be True or False"),
 ])
