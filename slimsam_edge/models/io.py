@@ -79,6 +79,7 @@ def read_state_dict(
         return read_hf_dir(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    _check_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -100,6 +101,23 @@ def read_state_dict(
             f"{str(err).splitlines()[0][:160] if str(err) else 'corrupt'}); is the file complete?"
         ) from None
     return _unwrap(obj, path), None
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse (one line) a file that is neither of torch.save's formats: a zip archive (PK..) or a
+    legacy pickle (protocol opcode 0x80), e.g. a text file named .pth, before any unpickler reads it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror}); check the path") from None
+    if not head:
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint (the file is empty); pass a "
+                              "SAM checkpoint (.pth) or a .safetensors file")
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint (neither a zip archive nor a pickle: it "
+            f"starts with {head!r}); pass a SAM checkpoint (.pth) or a .safetensors file")
 
 
 def _load_pickle(path: Path, first_error: Exception) -> Any:
