@@ -154,7 +154,7 @@ def test_predict_on_an_image_another_thread_set_is_refused():
                     "low_res_masks": np.full((n, 4, 16, 16), value, np.float32)}
 
     p = EdgePredictor(Encoder(), Decoder(), image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
-    a_set, b_set = threading.Event(), threading.Event()
+    a_set, b_set, a_done = threading.Event(), threading.Event(), threading.Event()
     got: dict[str, object] = {}
 
     def a() -> None:
@@ -165,11 +165,13 @@ def test_predict_on_an_image_another_thread_set_is_refused():
             got["a"] = p.predict(box=[0, 0, 9, 9])[1]
         except ConcurrentUseError as err:
             got["a"] = err
+        a_done.set()
 
     def b() -> None:
         a_set.wait(10)
         p.set_image(np.full((64, 64, 3), 200, np.uint8))
         b_set.set()
+        a_done.wait(10)  # B predicts after A tried (not at the same time: that is refused as overlap)
         got["b"] = p.predict(box=[0, 0, 9, 9])[1]
 
     threads = [threading.Thread(target=a), threading.Thread(target=b)]
