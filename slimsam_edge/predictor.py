@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from .errors import ConcurrentUseError, ImageError, PromptError, UsageError
+from .limits import MAX_MASK_LOGIT, MAX_POINTS_PER_PROMPT, MAX_PROMPTS, check_image_size, check_threads
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, get_backend, open_runner
@@ -90,7 +91,10 @@ class EdgePredictor:
     Threads: one thread may run :meth:`encode` while one other runs :meth:`set_embedding` and the
     ``predict`` calls (the encoder and the decoder are separate sessions); any other concurrent use
     is refused with :class:`~slimsam_edge.errors.ConcurrentUseError` instead of racing on the
-    current image. Give each further thread its own predictor.
+    current image, and so is ``predict`` on an image another thread made current (a thread that
+    set its image, then predicts after a second thread set another, would get that image's masks).
+    Give each further thread its own predictor: that gives exactly the serial results
+    (tests/hardening/test_threads.py, ONNX Runtime and OpenVINO from 4 threads).
 
     Arguments:
         encoder: runner of the ``image_encoder`` graph.
@@ -179,6 +183,7 @@ class EdgePredictor:
         """
         from .bundle import Bundle, load_bundle
 
+        check_threads(threads, "threads")  # before the bundle's files are hashed
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         backend, precision = auto_pick(bundle, backend, precision)
@@ -266,6 +271,7 @@ class EdgePredictor:
             raise ImageError(f"expected an HxWx3 image array, got shape {shape}")
         if image.dtype != np.uint8:
             raise ImageError(f"expected a uint8 image, got {image.dtype}; convert with .astype(np.uint8)")
+        check_image_size(image.shape[0], image.shape[1])
         if image_format == "BGR":
             image = image[..., ::-1]
         t0 = time.perf_counter()
@@ -296,6 +302,7 @@ class EdgePredictor:
             self.original_size = embedding.original_size
             self.input_size = embedding.input_size
             self.is_image_set = True
+            self._image_thread = threading.get_ident()
 
     @property
     def embedding(self) -> ImageEmbedding:
@@ -312,6 +319,7 @@ class EdgePredictor:
 
     def reset_image(self) -> None:
         with self._decoding:
+            self._image_thread = threading.get_ident()
             self.is_image_set = False
             self.features: np.ndarray | None = None
             self.original_size: tuple[int, int] | None = None
@@ -344,7 +352,9 @@ class EdgePredictor:
         """
         if not self.is_image_set:
             raise UsageError("no image set; call set_image(image) before predict()")
+        _flags(multimask_output, return_logits)
         with self._decoding:
+            self._check_image_thread()
             feed = self.prompt_feed(point_coords, point_labels, box, mask_input)
             masks, scores, low_res = self._decode(feed, multimask_output, return_logits)
         return masks[0], scores[0], low_res[0]
@@ -385,10 +395,19 @@ class EdgePredictor:
         """
         if not self.is_image_set:
             raise UsageError("no image set; call set_image(image) before predict_batch()")
+        _flags(multimask_output, return_logits)
         self.check_prompt_axis()
         with self._decoding:
+            self._check_image_thread()
             feed = self.batch_feed(points, labels, boxes, mask_inputs)
             return self._decode(feed, multimask_output, return_logits)
+
+    def _check_image_thread(self) -> None:
+        """Refuse a predict on the current image from a thread other than the one that set it."""
+        if self._image_thread != threading.get_ident():
+            raise ConcurrentUseError(
+                "the current image of this EdgePredictor was set by another thread; set the image on "
+                f"this thread first (set_image / set_embedding), or {PREDICTOR_THREADS}")
 
     def check_prompt_axis(self) -> None:
         """Refuse (one-line BundleError) a decoder without the prompt axis: a bundle exported
@@ -463,26 +482,30 @@ class EdgePredictor:
             raise PromptError("point_coords and point_labels must be given together")
         pts = lab = b = mask = None
         if point_coords is not None:
-            pts = np.asarray(point_coords, dtype=np.float64)
-            lab = np.asarray(point_labels, dtype=np.float64).reshape(-1)
+            pts = _numbers(point_coords, "point_coords")
+            lab = _numbers(point_labels, "point_labels").reshape(-1)
             if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
                 raise PromptError(f"point_coords must have shape (N, 2), got {pts.shape}")
+            if pts.shape[0] > MAX_POINTS_PER_PROMPT:
+                raise PromptError(f"{pts.shape[0]} points in one prompt, more than {MAX_POINTS_PER_PROMPT} "
+                                  "(limits.MAX_POINTS_PER_PROMPT); SAM needs a few clicks, give fewer points")
             if lab.shape[0] != pts.shape[0]:
                 raise PromptError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
+            pts, lab = _finite(pts, "point_coords"), _finite(lab, "point_labels")
             if not np.all(np.isin(lab, (0, 1))):
                 raise PromptError("point labels must be 1 (foreground) or 0 (background)")
             pts, lab = pts[None], lab[None]
         if box is not None:
-            b = np.asarray(box, dtype=np.float64).reshape(-1)
+            b = _numbers(box, "box").reshape(-1)
             if b.shape[0] != 4:
                 raise PromptError(f"box must have 4 numbers x0,y0,x1,y1, got {b.shape[0]}")
-            b = b[None]
+            b = _finite(b, "box")[None]
         low = self._mask_side()
         if mask_input is not None:
-            m = np.asarray(mask_input, dtype=np.float32)
+            m = _numbers(mask_input, "mask_input")
             if m.shape not in ((1, low, low), (1, 1, low, low)):
                 raise PromptError(f"mask_input must have shape (1, {low}, {low}), got {m.shape}")
-            mask = m.reshape(1, 1, low, low)
+            mask = _logits(m, "mask_input").reshape(1, 1, low, low)
         elif pts is None and b is None:
             raise PromptError("no prompt given: pass point_coords + point_labels, a box, or mask_input")
         has = None if mask is None else np.ones(1, np.float32)
@@ -496,20 +519,25 @@ class EdgePredictor:
         sizes: dict[str, int] = {}
         pts = lab = b = mask = has = None
         if points is not None:
-            pts = np.asarray(points, dtype=np.float64)
-            lab = np.asarray(labels, dtype=np.float64)
+            pts = _numbers(points, "points")
+            lab = _numbers(labels, "labels")
             if pts.ndim != 3 or pts.shape[2] != 2 or 0 in pts.shape:
                 raise PromptError(f"points must have shape (B, N, 2) with B, N >= 1, got {pts.shape}; "
                                   "for one prompt pass points[None]")
+            if pts.shape[1] > MAX_POINTS_PER_PROMPT:
+                raise PromptError(f"{pts.shape[1]} points per prompt, more than {MAX_POINTS_PER_PROMPT} "
+                                  "(limits.MAX_POINTS_PER_PROMPT); SAM needs a few clicks, give fewer points")
             if lab.shape != pts.shape[:2]:
                 raise PromptError(f"labels must have shape (B, N) = {pts.shape[:2]} like points, got {lab.shape}")
+            pts, lab = _finite(_batch(pts, "points"), "points"), _finite(lab, "labels")
             if not np.all(np.isin(lab, (-1, 0, 1))):
                 raise PromptError("labels must be 1 (foreground), 0 (background) or -1 (padding)")
             sizes["points"] = pts.shape[0]
         if boxes is not None:
-            b = np.asarray(boxes, dtype=np.float64)
+            b = _numbers(boxes, "boxes")
             if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
                 raise PromptError(f"boxes must have shape (B, 4) (x0, y0, x1, y1 per prompt), got {b.shape}")
+            b = _finite(_batch(b, "boxes"), "boxes")
             sizes["boxes"] = b.shape[0]
         if mask_inputs is not None:
             mask, has = self._batch_masks(mask_inputs)
@@ -535,22 +563,23 @@ class EdgePredictor:
         if isinstance(mask_inputs, (list, tuple)):
             if not mask_inputs:
                 raise PromptError(f"mask_inputs is empty; pass an array {want} or one entry per prompt")
+            _batch(mask_inputs, "mask_inputs")
             mask = np.zeros((len(mask_inputs), 1, low, low), np.float32)
             has = np.zeros(len(mask_inputs), np.float32)
             for i, m in enumerate(mask_inputs):
                 if m is None:
                     continue
-                m = np.asarray(m, dtype=np.float32)
+                m = _numbers(m, f"mask_inputs[{i}]")
                 if m.shape not in ((low, low), (1, low, low)):
                     raise PromptError(f"mask_inputs[{i}] must have shape (1, {low}, {low}) or None, got {m.shape}")
-                mask[i, 0], has[i] = m.reshape(low, low), 1.0
+                mask[i, 0], has[i] = _logits(m, f"mask_inputs[{i}]").reshape(low, low), 1.0
             return mask, has
-        m = np.asarray(mask_inputs, dtype=np.float32)
+        m = _numbers(mask_inputs, "mask_inputs")
         if m.ndim == 3:
             m = m[:, None]
         if m.ndim != 4 or m.shape[1:] != (1, low, low) or m.shape[0] == 0:
-            raise PromptError(f"mask_inputs must have shape {want}, got {np.shape(mask_inputs)}")
-        return m, np.ones(m.shape[0], np.float32)
+            raise PromptError(f"mask_inputs must have shape {want}, got {m.shape}")
+        return _logits(_batch(m, "mask_inputs"), "mask_inputs"), np.ones(m.shape[0], np.float32)
 
     def _mask_side(self) -> int:
         return 4 * int(self.features.shape[-1])  # type: ignore[union-attr]
@@ -589,6 +618,60 @@ class EdgePredictor:
             "mask_input": mask if mask is not None else np.zeros((n, 1, low, low), np.float32),
             "has_mask_input": has if has is not None else np.zeros(n, np.float32),
         }
+
+
+def _flags(multimask_output: Any, return_logits: Any) -> None:
+    """Refuse a flag that is not a bool (``"no"`` is truthy: it must not mean yes)."""
+    for name, value in (("multimask_output", multimask_output), ("return_logits", return_logits)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise PromptError(f"{name} must be True or False, not {value!r}")
+
+
+def _numbers(value: Any, name: str) -> np.ndarray:
+    """``value`` as an array of real numbers (bool, int or float; not copied: the shape is checked
+    before anything is allocated), else a one-line PromptError naming the argument (strings,
+    ragged lists, ``None`` entries, objects, complex numbers).
+
+    Example:
+        >>> _numbers([[1, 2]], "point_coords").shape
+        (1, 2)
+        >>> _numbers([["a", 2]], "point_coords")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.PromptError: point_coords must be an array of numbers, got <U21 values
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # ragged lists, objects whose __array__ fails: the caller's value
+        raise PromptError(f"{name} must be an array of numbers, got {type(value).__name__} "
+                          f"({str(err).splitlines()[0][:80] if str(err) else type(err).__name__})") from None
+    if arr.dtype.kind not in "biuf":
+        raise PromptError(f"{name} must be an array of numbers, got {arr.dtype} values")
+    return arr
+
+
+def _finite(arr: np.ndarray, name: str) -> np.ndarray:
+    """``arr`` as float64 when every value is finite, else a one-line PromptError naming it."""
+    arr = arr.astype(np.float64, copy=False)
+    if not np.isfinite(arr).all():
+        raise PromptError(f"{name} holds NaN or infinite values; pass finite numbers")
+    return arr
+
+
+def _logits(arr: np.ndarray, name: str) -> np.ndarray:
+    """Mask logits as float32: finite and within +-:data:`~slimsam_edge.limits.MAX_MASK_LOGIT`."""
+    if not (np.abs(arr) <= MAX_MASK_LOGIT).all():  # NaN fails the comparison too
+        raise PromptError(f"{name} must hold finite logits within +-{MAX_MASK_LOGIT:g} (limits.MAX_MASK_LOGIT), "
+                          "such as the low-res masks a previous predict returned")
+    return arr.astype(np.float32)
+
+
+def _batch(arr: Any, name: str) -> Any:
+    """``arr`` when its length (prompts) is at most :data:`~slimsam_edge.limits.MAX_PROMPTS`."""
+    if len(arr) > MAX_PROMPTS:
+        raise PromptError(f"{len(arr)} prompts in one call, more than {MAX_PROMPTS} (limits.MAX_PROMPTS); "
+                          "split them over several predict_batch calls")
+    return arr
 
 
 def _inside(pts: np.ndarray, h: int, w: int, what: str) -> None:

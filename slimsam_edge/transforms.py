@@ -21,8 +21,16 @@ class ResizeLongestSide:
         self.length = int(length)
 
     def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """SAM's resized (h, w), each side at least one pixel: SAM rounds a side thinner than
+        1 : 2 x ``length`` to 0 and fails; here it keeps one row (or column), and coordinates and
+        masks follow that size.
+
+        Example:
+            >>> ResizeLongestSide(256).target_size(1, 600), ResizeLongestSide(256).target_size(600, 2)
+            ((1, 256), (256, 1))
+        """
         scale = self.length / max(h, w)
-        return int(h * scale + 0.5), int(w * scale + 0.5)
+        return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
     def apply_image(self, image: np.ndarray, mode: str = "sam") -> np.ndarray:
         """Resize an HxWxC uint8 image.

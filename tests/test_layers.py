@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 # Bottom -> top. Each entry: the top-level units (package folders or modules) in one layer.
 # The same order, with the reasons, is written in docs/architecture.md ("Layers").
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "errors", "fsutil", "offline"),  # the package itself: public names resolved lazily, by string
+    ("__init__", "errors", "fsutil", "offline", "limits"),  # the package itself: public names resolved lazily, by string
     ("transforms", "assets", "manifest_schema", "safeio"),  # value checks of manifest.json; regular-file / output-path guards, quiet native stderr, finite JSON
     ("data", "devices"),
     ("models",),  # graph_spec is torch-free; batch.py samples prompts with data.prompts
@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 
 # Imports between different units of one layer that the order allows (importer unit, imported unit).
-SAME_LAYER_ALLOWED = {("reference", "compress"), ("fsutil", "errors")}
+SAME_LAYER_ALLOWED = {("reference", "compress"), ("fsutil", "errors"), ("limits", "errors")}
 
 
 def layer_of(unit: str) -> int:

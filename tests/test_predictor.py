@@ -470,8 +470,12 @@ def test_predictor_refuses_concurrent_decoder_use():
             return {"image_embeddings": np.zeros((1, 8, 4, 4), np.float32)}
 
     p = EdgePredictor(Encoder(), SlowDecoder(), image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
-    p.set_image(np.zeros((64, 64, 3), np.uint8))
-    t = threading.Thread(target=p.predict, kwargs={"point_coords": np.array([[5, 5]]), "point_labels": np.array([1])})
+
+    def segment():
+        p.set_image(np.zeros((64, 64, 3), np.uint8))
+        p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))
+
+    t = threading.Thread(target=segment)
     t.start()
     try:
         assert inside.wait(10)
@@ -483,4 +487,7 @@ def test_predictor_refuses_concurrent_decoder_use():
         release.set()
         t.join(10)
     assert not t.is_alive()
+    with pytest.raises(ConcurrentUseError, match="set by another thread"):  # the image is t's
+        p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))
+    p.set_image(np.zeros((64, 64, 3), np.uint8))
     p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))  # free again

@@ -30,8 +30,9 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError, ModelTypeError
+from ..errors import CheckpointError, ModelTypeError, SpecError
 from ..fsutil import atomic_path
+from ..limits import MAX_SPEC_BYTES
 from .build import build_sam
 from .hf import is_hf_dir, read_hf_dir
 from .spec import ModelSpec, name_spec, preset, spec_from_shapes
@@ -78,6 +79,7 @@ def read_state_dict(
         return read_hf_dir(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    _check_torch_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -92,12 +94,30 @@ def read_state_dict(
                 "code from the file. Only if you trust its source, pass --trust-pickle"
             ) from None
         obj = _load_pickle(path, err)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever a corrupt or foreign file makes torch raise
+        # (a text file: KeyError from the pickle memo, a truncated zip: RuntimeError, ...)
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch checkpoint ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:160] if str(err) else 'corrupt'}); is the file complete?"
         ) from None
     return _unwrap(obj, path), None
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse (one line) a file that is neither of torch.save's formats: a zip archive (PK..) or a
+    legacy pickle (protocol opcode 0x80), e.g. a text file named .pth, before any unpickler reads it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror}); check the path") from None
+    if not head:
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint (the file is empty); pass a "
+                              "SAM checkpoint (.pth) or a .safetensors file")
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint (neither a zip archive nor a pickle: it "
+            f"starts with {head!r}); pass a SAM checkpoint (.pth) or a .safetensors file")
 
 
 def _load_pickle(path: Path, first_error: Exception) -> Any:
@@ -163,6 +183,7 @@ def resolve_spec(
         spec = embedded
     else:
         spec = spec_from_shapes(shapes)
+    spec.validate()  # before check_shapes builds the model (on the meta device)
     check_shapes(spec, shapes)
     return spec
 
@@ -228,11 +249,24 @@ def save_model(model: torch.nn.Module, spec: ModelSpec, out: Path | str, **meta:
 
 
 def load_spec_file(path: Path | str) -> ModelSpec:
-    """Read a spec JSON file."""
+    """Read a spec JSON file (at most :data:`~slimsam_edge.limits.MAX_SPEC_BYTES`, UTF-8).
+
+    Raises:
+        CheckpointError: the file cannot be read; SpecError: it is not a valid spec (one line).
+    """
     try:
-        return name_spec(ModelSpec.from_json(Path(path).read_text()))
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise CheckpointError(f"{path}: cannot read spec ({err.strerror})") from None
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: more than {MAX_SPEC_BYTES} bytes (limits.MAX_SPEC_BYTES); is it a spec "
+                        "JSON written by slimsam-edge?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text; pass a spec JSON written by slimsam-edge") from None
+    return name_spec(ModelSpec.from_json(text))
 
 
 def dumps_spec(spec: ModelSpec) -> str:

@@ -17,11 +17,14 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from ..errors import ModelTypeError, SpecError
+from ..limits import (MAX_BLOCKS, MAX_DECODER_DEPTH, MAX_HEADS, MAX_IMAGE_SIZE, MAX_PARAMS, MAX_SPEC_BYTES,
+                      MAX_WIDTH)
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -72,24 +75,78 @@ class EncoderSpec:
         return len(set(self.qkv_dims)) == 1 and len(set(self.mlp_dims)) == 1
 
     def validate(self) -> None:
-        """Raise :class:`SpecError` naming the first inconsistency."""
-        problems = []
-        if self.img_size <= 0 or self.patch_size <= 0 or self.img_size % self.patch_size:
+        """Raise :class:`SpecError` naming every inconsistency and every value outside the limits of
+        :mod:`slimsam_edge.limits` (checked before any module is built: a spec with 20,000 blocks
+        or a 2**40 image is refused at once).
+
+        Example:
+            >>> replace(PRESETS["vit_b"].encoder, num_heads=0).validate()
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.SpecError: invalid encoder spec: num_heads 0 must be a whole number in 1..1024
+        """
+        problems: list[str] = []
+        ok = all(_whole(problems, name, getattr(self, name), lo, hi) for name, lo, hi in (
+            ("img_size", 1, MAX_IMAGE_SIZE), ("patch_size", 1, MAX_IMAGE_SIZE), ("embed_dim", 1, MAX_WIDTH),
+            ("num_heads", 1, MAX_HEADS), ("window_size", 1, MAX_IMAGE_SIZE), ("out_chans", 1, MAX_WIDTH),
+            ("in_chans", 1, 4)))
+        for name in ("qkv_dims", "mlp_dims", "global_attn_indexes"):
+            seq = getattr(self, name)
+            if not isinstance(seq, tuple) or not (name == "global_attn_indexes" or 1 <= len(seq) <= MAX_BLOCKS):
+                problems.append(f"{name} must list 1..{MAX_BLOCKS} blocks (limits.MAX_BLOCKS), "
+                                f"got {len(seq) if isinstance(seq, (tuple, list)) else type(seq).__name__}")
+                ok = False
+            elif not all(_whole(problems, f"{name}[{i}]", v, 0 if name == "global_attn_indexes" else 1,
+                                MAX_BLOCKS - 1 if name == "global_attn_indexes" else MAX_WIDTH)
+                         for i, v in enumerate(seq)):
+                ok = False
+        if not isinstance(self.use_rel_pos, bool):
+            problems.append(f"use_rel_pos must be true or false, not {self.use_rel_pos!r}")
+        if not ok:
+            raise SpecError("invalid encoder spec: " + "; ".join(problems[:3]))
+        if self.img_size % self.patch_size:
             problems.append(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
         if len(self.qkv_dims) != len(self.mlp_dims):
             problems.append(f"{len(self.qkv_dims)} qkv_dims but {len(self.mlp_dims)} mlp_dims")
         for i, q in enumerate(self.qkv_dims):
-            if q <= 0 or q % self.num_heads:
+            if q % self.num_heads:
                 problems.append(f"block {i}: qkv width {q} is not a positive multiple of {self.num_heads} heads")
-        if any(m <= 0 for m in self.mlp_dims):
-            problems.append("every mlp width must be positive")
         bad = [g for g in self.global_attn_indexes if not 0 <= g < len(self.qkv_dims)]
         if bad:
             problems.append(f"global_attn_indexes {bad} outside 0..{len(self.qkv_dims) - 1}")
-        if self.window_size <= 0 or self.embed_dim <= 0:
-            problems.append("window_size and embed_dim must be positive")
+        if not problems and self.param_count() > MAX_PARAMS:
+            problems.append(f"about {self.param_count() / 1e9:.1f} G parameters, more than the "
+                            f"{MAX_PARAMS / 1e9:.1f} G of limits.MAX_PARAMS")
         if problems:
-            raise SpecError("invalid encoder spec: " + "; ".join(problems))
+            raise SpecError("invalid encoder spec: " + "; ".join(problems[:3])
+                            + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+
+    def param_count(self) -> int:
+        """The encoder's parameter count, from the spec alone (to refuse before building).
+
+        Example:
+            >>> round(PRESETS["vit_b"].encoder.param_count() / 1e6, 1)   # SAM ViT-B's encoder: 89.7 M
+            89.7
+        """
+        e, g = self.embed_dim, self.grid
+        n = self.patch_size ** 2 * self.in_chans * e + e + g * g * e  # patch embedding, position embedding
+        n += e * self.out_chans + 2 * self.out_chans + 9 * self.out_chans ** 2 + 2 * self.out_chans  # neck
+        for i, (q, m) in enumerate(zip(self.qkv_dims, self.mlp_dims)):
+            side = g if i in self.global_attn_indexes else self.window_size
+            rel = 2 * (2 * side - 1) * (q // self.num_heads) if self.use_rel_pos else 0
+            n += 4 * e + (e * 3 * q + 3 * q) + (q * e + e) + (e * m + m) + (m * e + e) + rel
+        return n
+
+
+def _whole(problems: list[str], name: str, value: object, lo: int, hi: int) -> bool:
+    """Append a problem unless ``value`` is an int (not a bool) in ``lo..hi``; True when it is."""
+    if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi:
+        return True
+    limit = {MAX_BLOCKS - 1: "", MAX_IMAGE_SIZE: " (limits.MAX_IMAGE_SIZE)", MAX_WIDTH: " (limits.MAX_WIDTH)",
+             MAX_HEADS: "", MAX_DECODER_DEPTH: " (limits.MAX_DECODER_DEPTH)"}.get(hi, "")
+    shown = value if isinstance(value, (int, float, str)) and len(str(value)) < 40 else type(value).__name__
+    problems.append(f"{name} {shown} must be a whole number in {lo}..{hi}{limit}")
+    return False
 
 
 @dataclass(frozen=True)
@@ -103,6 +160,29 @@ class DecoderSpec:
     iou_head_hidden_dim: int = 256
     num_multimask_outputs: int = 3
     mask_in_chans: int = 16
+
+    def validate(self, embed_dim: int) -> None:
+        """Raise :class:`SpecError` naming each value outside the limits of :mod:`slimsam_edge.limits`
+        or that SAM's decoder cannot be built with (``embed_dim``: the prompt embedding width, the
+        encoder's ``out_chans``; cross-attention halves it, so half of it must split into the heads).
+
+        Example:
+            >>> DecoderSpec(transformer_heads=0).validate(256)
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.SpecError: invalid decoder spec: transformer_heads 0 must be a whole number in 1..1024
+        """
+        problems: list[str] = []
+        ok = all([_whole(problems, name, getattr(self, name), lo, hi) for name, lo, hi in (
+            ("transformer_depth", 1, MAX_DECODER_DEPTH), ("transformer_mlp_dim", 1, MAX_WIDTH),
+            ("transformer_heads", 1, MAX_HEADS), ("iou_head_depth", 1, MAX_DECODER_DEPTH),
+            ("iou_head_hidden_dim", 1, MAX_WIDTH), ("num_multimask_outputs", 1, MAX_DECODER_DEPTH),
+            ("mask_in_chans", 4, MAX_WIDTH))])
+        if ok and (embed_dim % 2 or (embed_dim // 2) % self.transformer_heads):
+            problems.append(f"half the prompt embedding width ({embed_dim} / 2) must be a multiple of "
+                            f"transformer_heads {self.transformer_heads}")
+        if problems:
+            raise SpecError("invalid decoder spec: " + "; ".join(problems[:3]))
 
 
 @dataclass(frozen=True)
@@ -118,6 +198,27 @@ class ModelSpec:
     @property
     def image_size(self) -> int:
         return self.encoder.img_size
+
+    def validate(self) -> None:
+        """Raise :class:`SpecError` unless the encoder, the decoder and the normalisation constants
+        are buildable and within :mod:`slimsam_edge.limits` (nothing is built or allocated).
+
+        Example:
+            >>> PRESETS["sam_mini"].validate()
+            >>> replace(PRESETS["sam_mini"], pixel_std=(1.0, 0.0, 1.0)).validate()
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.SpecError: invalid model spec: pixel_std must be 3 finite numbers > 0, got (1.0, 0.0, 1.0)
+        """
+        self.encoder.validate()
+        self.decoder.validate(self.encoder.out_chans)
+        for name, values, positive in (("pixel_mean", self.pixel_mean, False), ("pixel_std", self.pixel_std, True)):
+            fine = isinstance(values, tuple) and len(values) == 3 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= 1e4 and (v > 0 or not positive)
+                for v in values)
+            if not fine:
+                raise SpecError(f"invalid model spec: {name} must be 3 finite numbers{' > 0' if positive else ''}, "
+                                f"got {values if len(str(values)) < 80 else type(values).__name__}")
 
     @property
     def embed_grid(self) -> int:
@@ -166,17 +267,34 @@ class ModelSpec:
             )
         except SpecError:
             raise
-        except (KeyError, TypeError, ValueError) as err:
-            raise SpecError(f"malformed model spec: {type(err).__name__}: {err}") from None
-        enc.validate()
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            raise SpecError(f"malformed model spec: {type(err).__name__}: {str(err)[:160]}") from None
+        spec.validate()
         return spec
 
     @classmethod
     def from_json(cls, text: str) -> "ModelSpec":
+        """Parse a spec JSON text (at most :data:`~slimsam_edge.limits.MAX_SPEC_BYTES`); raises
+        :class:`SpecError` in one line for anything else.
+
+        Example:
+            >>> ModelSpec.from_json("[" * 100000)
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.SpecError: model spec is not valid JSON: nested too deeply
+        """
+        if len(text) > MAX_SPEC_BYTES:
+            raise SpecError(f"model spec is {len(text)} characters, more than {MAX_SPEC_BYTES} "
+                            "(limits.MAX_SPEC_BYTES); is it a spec written by slimsam-edge?")
         try:
-            return cls.from_dict(json.loads(text))
+            data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"model spec is not valid JSON: {err}") from None
+        except RecursionError:
+            raise SpecError("model spec is not valid JSON: nested too deeply") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"model spec must be a JSON object, not {type(data).__name__}")
+        return cls.from_dict(data)
 
     def with_type(self, model_type: str) -> "ModelSpec":
         return replace(self, model_type=model_type)
@@ -291,6 +409,7 @@ def spec_from_shapes(
     if gh != gw:
         raise ModelTypeError(f"non-square position embedding {gh}x{gw} is not supported")
     spec = ModelSpec("custom", enc, dec)
+    spec.validate()
     return name_spec(spec)
 
 

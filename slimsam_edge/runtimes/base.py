@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import RunnerError
+from ..limits import check_threads
 from ..models.graph_spec import FeedDict
 
 @dataclass(frozen=True)
@@ -65,6 +66,18 @@ class RunnerOptions:
     device: str = "cpu"
     precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse (one-line UsageError) threads that are not a count or more than the machine can use
+        (:func:`~slimsam_edge.limits.check_threads`: 4 per CPU), before any session is made.
+
+        Example:
+            >>> RunnerOptions(threads=-2)
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.UsageError: threads -2 must be >= 0 (0 or omitted: the runtime's default)
+        """
+        check_threads(self.threads, "threads")
 
 
 class Runner(abc.ABC):
