@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import emit_json, handle_errors
-from .options import JsonOpt
+from .options import JsonOpt, TorchThreadsOpt
 
 
 class Importance(str, Enum):
@@ -80,7 +80,7 @@ def compress(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of importance noise and sampling.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoint.pt (same configuration).")] = False,
     engine: Annotated[str, typer.Option("--engine", help="Embedding pruning: slice | torch-pruning (same weights).")] = "slice",
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch CPU threads.")] = None,
+    threads: TorchThreadsOpt = None,
     device: Annotated[Device, typer.Option("--device", help="Where to run: cuda (cuda:LOCAL_RANK under torchrun; TF32 matmuls, nccl), cpu, or auto (cuda when a CUDA GPU is visible, else cpu). Not part of what --resume checks.")] = Device.auto,
     json_out: JsonOpt = False,
 ) -> None:

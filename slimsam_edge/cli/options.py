@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..devices import PRECISIONS, list_profiles
+from ..errors import UsageError
 from ..runtimes import registered_backends
 
 
@@ -39,7 +40,21 @@ TrustPickleOpt = Annotated[
     typer.Option("--trust-pickle", help="Allow loading pickled model objects (runs code from the file; "
                  "only for checkpoints from a source you trust)."),
 ]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Inference threads.")]
+def _threads(value: Optional[int]) -> Optional[int]:
+    """--threads: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
+    from ..limits import check_threads
+
+    try:
+        if value is not None and value < 1:
+            raise UsageError(f"--threads {value} must be at least 1 (omit it for the runtime's default)")
+        return check_threads(value, "--threads")
+    except UsageError as err:  # raised while parsing: Click's error, printed as one line, exit 2
+        raise typer.BadParameter(str(err).removeprefix("--threads ")) from None
+
+
+#: ``--threads`` of every command: 1 .. 4 x usable CPUs (slimsam_edge.limits), checked while parsing
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", callback=_threads, help="Inference threads.")]
+TorchThreadsOpt = Annotated[Optional[int], typer.Option("--threads", callback=_threads, help="Torch CPU threads.")]
 BundleOpt = Annotated[Path, typer.Option("--bundle", help="Bundle folder written by `slimsam-edge export`.")]
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import emit_json, handle_errors
-from .options import JsonOpt
+from .options import JsonOpt, TorchThreadsOpt
 
 
 @handle_errors
@@ -27,7 +27,7 @@ def train_reference(
     masks_per_image: Annotated[Optional[int], typer.Option("--masks-per-image", min=1, help="Masks prompted per image.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.")] = None,
     eval_every: Annotated[Optional[int], typer.Option("--eval-every", min=1, help="Held-out evaluation interval (steps).")] = None,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Torch CPU threads.")] = 2,
+    threads: TorchThreadsOpt = 2,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda (auto: cuda when a GPU is visible).")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=0, help="Processes generating training images ahead of the model (0: inline).")] = 0,
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", min=0, help="Linear LR warm-up steps.")] = None,

@@ -100,8 +100,8 @@ def parse_count(text: str | int | float) -> int:
         if not m:
             raise UsageError(f"target parameter count {text!r} is not a number like 5.7M, 500k or 5700000")
         value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise UsageError(f"target parameter count {text!r} must be positive")
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"target parameter count {str(text)[:40]!r} must be a positive finite number like 5.7M")
     return int(round(value))
 
 

@@ -250,16 +250,7 @@ def tokens_for(param: Param, case: str, inp: Inputs) -> list[str]:
 
 #: (command, parameter, case) -> reason: cases known to fail on code another helper owns (the lead
 #: flips them after merging); strict, so a fixed case fails until its entry is removed
-_THREADS = ("--threads 10**12 reaches ONNX Runtime's intra_op_num_threads: TypeError, exit 1; helper M's "
-            "RunnerOptions threads limit (limits.check_threads) refuses it")
-XFAIL: dict[tuple[str, str, str], str] = {
-    **{(cmd, "threads", "int:1000000000000"): _THREADS for cmd in ("segment", "verify", "video", "eval-video")},
-    ("compress", "threads", "int:1000000000000"): ("--threads 10**12 reaches torch.set_num_threads in compress/job.py "
-                                                    "_prepare_device: ValueError (overflow), exit 1; CompressRequest.check "
-                                                    "needs limits.check_threads (helper M's limit)"),
-    ("compress", "target_params", "str:3"): ("--target-params of 5000 digits: OverflowError (float inf to int) in "
-                                             "compress/widths.py's budget parsing, exit 1"),
-}
+XFAIL: dict[tuple[str, str, str], str] = {}
 
 #: cases refused while parsing or by the path guard, before any work: the quick default subset;
 #: the others (values that may be accepted and run a command) are marked slow
