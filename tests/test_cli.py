@@ -207,10 +207,11 @@ def test_bench_fast_resize_is_recorded(tiny_bundle):
     import json
 
     r = runner.invoke(app, ["bench", str(tiny_bundle), "--backend", "onnxruntime", "--runs", "1", "--warmup", "0",
-                            "--prompts", "2", "--image-size", "300x450", "--resize", "fast", "--json"])
+                            "--prompts", "2", "--image-size", "300x450", "--resize", "fast", "--repeats", "1",
+                            "--no-peak", "--no-accuracy", "--energy", "none", "--json"])
     assert r.exit_code == 0, r.output
-    res = json.loads(r.stdout)["results"][0]
-    assert res["config"]["resize"] == "fast" and res["preprocess"]["p50_ms"] > 0
+    rep = json.loads(r.stdout)
+    assert rep["protocol"]["resize"] == "fast" and rep["rows"][0]["stages"]["preprocess"]["p50_ms"] > 0
     bad = runner.invoke(app, ["bench", str(tiny_bundle), "--resize", "cubic"])
     assert bad.exit_code == 2
 

@@ -328,6 +328,7 @@ def bench_suite(
                              "runs_per_repeat": base.runs, "prompts_per_repeat": base.prompts,
                              "warmup": base.warmup, "duration_s_per_repeat": base.duration_s,
                              "threads": base.threads, "image_hw": list(base.image_hw), "image": base.image,
+                             "resize": base.resize, "points_per_prompt": base.points,
                              "energy": base.energy, "scenarios": list(scenarios)},
                 "peak": peak_info, "rows": out_rows, "skipped": skipped}
     finally:
