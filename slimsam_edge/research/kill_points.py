@@ -310,36 +310,47 @@ def kill_command(cmd: Command, work: Path, *, kills: int, rng: random.Random,
     bad = check_outputs(cmd, ref_out)
     if bad:
         raise RuntimeError(f"{cmd.name}: the uninterrupted run wrote bad outputs: {bad}")
-    plan: list[tuple[float | None, str | None]] = [(round(rng.uniform(0.0, ref.seconds), 3), None) for _ in range(kills)]
-    plan += [(None, cue) for cue in cmd.cues]
-    for i, (delay, cue) in enumerate(plan):
-        out = base / f"kill{i:02d}"
-        over_existing = not cmd.resumable and i % 2 == 1
-        if over_existing:  # a complete output of an earlier run is being replaced
-            shutil.copytree(ref_out, out)
-        progress(f"{cmd.name} kill {i + 1}/{len(plan)} " + (f"after {delay:.2f}s" if cue is None else f"at {cue}"))
-        run = run_once(cmd.argv(out), base / "logs" / f"kill{i:02d}.err", delay=delay, cue=cue)
-        entry: dict[str, Any] = {"delay_s": delay, "cue": cue, "killed": run.killed, "rc": run.rc,
-                                 "over_existing": over_existing, "orphans": run.orphans,
-                                 "problems": check_outputs(cmd, out), "temporaries": _leftovers(cmd, out),
-                                 "present": [p.name for p in cmd.outputs(out) if p.exists()]}
-        if over_existing and not all(p.exists() for p in cmd.outputs(out)):
-            entry["problems"].append("the earlier complete output is gone")
-        # the next run: finishes (compress: resumes), then no temporary may be left
-        again = cmd.argv(out)
-        if cmd.resumable and (cmd.outputs(out)[0]).exists():
-            again = again + ["--resume"]
-        entry["next_run"] = "resume" if "--resume" in again else "fresh"
-        nxt = run_once(again, base / "logs" / f"next{i:02d}.err")
-        entry["next_rc"] = nxt.rc
-        entry["next_run_clean"] = nxt.rc == 0 and not check_outputs(cmd, out) and not _leftovers(cmd, out)
-        if cmd.resumable:
-            entry["bit_identical"] = nxt.rc == 0 and _weights_equal(ref_out / "run" / "model.safetensors",
-                                                                    out / "run" / "model.safetensors")
-        if run.killed:
-            shutil.rmtree(out, ignore_errors=True)  # keep the disk small; the record says it all
-        report.kills.append(entry)
+    # random delays over the measured duration until ``kills`` runs were killed (a run may finish
+    # first on a loaded machine: recorded, not counted), then one kill at each cue
+    plan: list[tuple[float | None, str | None]] = [(None, cue) for cue in cmd.cues]
+    i = 0
+    while sum(k["killed"] and k["cue"] is None for k in report.kills) < kills and i < 3 * kills:
+        report.kills.append(_kill_once(cmd, base, i, round(rng.uniform(0.0, ref.seconds), 3), None, ref_out, progress))
+        i += 1
+    for delay, cue in plan:
+        report.kills.append(_kill_once(cmd, base, i, delay, cue, ref_out, progress))
+        i += 1
     return report
+
+
+def _kill_once(cmd: Command, base: Path, i: int, delay: float | None, cue: str | None, ref_out: Path,
+               progress: Callable[[str], None]) -> dict[str, Any]:
+    """Kill run ``i`` of ``cmd`` (after ``delay`` s or at ``cue``), check its outputs, run it again."""
+    out = base / f"kill{i:02d}"
+    over_existing = not cmd.resumable and i % 2 == 1
+    if over_existing:  # a complete output of an earlier run is being replaced
+        shutil.copytree(ref_out, out)
+    progress(f"{cmd.name} kill {i + 1} " + (f"after {delay:.2f}s" if cue is None else f"at {cue}"))
+    run = run_once(cmd.argv(out), base / "logs" / f"kill{i:02d}.err", delay=delay, cue=cue)
+    entry: dict[str, Any] = {"delay_s": delay, "cue": cue, "killed": run.killed, "rc": run.rc,
+                             "over_existing": over_existing, "orphans": run.orphans,
+                             "problems": check_outputs(cmd, out), "temporaries": _leftovers(cmd, out),
+                             "present": [p.name for p in cmd.outputs(out) if p.exists()]}
+    if over_existing and not all(p.exists() for p in cmd.outputs(out)):
+        entry["problems"].append("the earlier complete output is gone")
+    # the next run: finishes (compress: resumes), then no temporary may be left
+    again = cmd.argv(out)
+    if cmd.resumable and (cmd.outputs(out)[0]).exists():
+        again = again + ["--resume"]
+    entry["next_run"] = "resume" if "--resume" in again else "fresh"
+    nxt = run_once(again, base / "logs" / f"next{i:02d}.err")
+    entry["next_rc"] = nxt.rc
+    entry["next_run_clean"] = nxt.rc == 0 and not check_outputs(cmd, out) and not _leftovers(cmd, out)
+    if cmd.resumable:
+        entry["bit_identical"] = nxt.rc == 0 and _weights_equal(ref_out / "run" / "model.safetensors",
+                                                                out / "run" / "model.safetensors")
+    shutil.rmtree(out, ignore_errors=True)  # keep the disk small; the record says it all
+    return entry
 
 
 def machine() -> dict[str, Any]:
