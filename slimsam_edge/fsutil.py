@@ -82,11 +82,23 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def sweep_temporaries(dest: Path | str) -> list[str]:
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and (".tmp" in name or name.endswith(".old"))
+
+
+#: folder -> the temporaries found in it by this process's first atomic write there (listing a
+#: folder once per process, not once per write, keeps writes into big folders cheap)
+_found: dict[str, list[str]] = {}
+
+
+def sweep_temporaries(dest: Path | str, *, listed: list[str] | None = None) -> list[str]:
     """Remove the temporaries of ``dest`` (``.<name>.*.tmp*`` beside it) whose writer died; return their names.
 
     A temporary is locked by its live writer (:func:`atomic_path`, :func:`atomic_dir`), so a
-    concurrent write of the same destination is never disturbed. Each atomic write sweeps first.
+    concurrent write of the same destination is never disturbed. The first atomic write of a
+    process into a folder finds the temporaries there (``listed``: names already found); each
+    write of a destination removes that destination's, so a temporary left by a killed process
+    is removed by the next run that writes the same output.
 
     Example:
         >>> import tempfile, pathlib
@@ -97,11 +109,12 @@ def sweep_temporaries(dest: Path | str) -> list[str]:
     """
     dest = Path(dest)
     prefix, swept = f".{dest.name}.", []
-    try:
-        names = sorted(os.listdir(dest.parent))
-    except OSError:
-        return swept
-    for name in names:
+    if listed is None:
+        try:
+            listed = [n for n in os.listdir(dest.parent) if _is_temporary(n)]
+        except OSError:
+            return swept
+    for name in sorted(listed):
         rest = name[len(prefix):]
         if not name.startswith(prefix) or not (".tmp" in rest or (rest == "old" and dest.exists())):
             continue
@@ -113,7 +126,20 @@ def sweep_temporaries(dest: Path | str) -> list[str]:
                 swept.append(name)
             finally:
                 os.close(fd)
+        if not path.exists() and name in listed:
+            listed.remove(name)
     return swept
+
+
+def _sweep_before_write(dest: Path) -> None:
+    key = os.path.abspath(dest.parent)
+    if key not in _found:
+        try:
+            _found[key] = [n for n in os.listdir(dest.parent) if _is_temporary(n)]
+        except OSError:
+            _found[key] = []
+    if _found[key]:
+        sweep_temporaries(dest, listed=_found[key])
 
 
 def _claimed(make: Callable[[], Path]) -> tuple[Path, int]:
@@ -156,7 +182,7 @@ def atomic_path(dest: Path | str, *, suffix: str | None = None) -> Iterator[Path
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(dest)
+    _sweep_before_write(dest)
 
     def make() -> Path:
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.",
@@ -186,7 +212,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    sweep_temporaries(dest)
+    _sweep_before_write(dest)
     tmp, lock = _claimed(lambda: Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)))
     try:
         yield tmp
