@@ -96,8 +96,10 @@ def growth(samples: list[dict[str, float]], warmup_calls: int) -> dict[str, floa
 
 def soak_backend(bundle: Path, backend: str, *, calls: int, images: int, every: int = 100,
                  warmup: float = 0.1, threads: int | None = 1,
-                 tick: Callable[[int], None] = lambda n: None) -> dict[str, Any]:
-    """``calls`` predictor calls over ``images`` images on ``backend``; usage sampled every ``every`` calls."""
+                 tick: Callable[[int], None] = lambda n: None,
+                 on_sample: Callable[[list[dict[str, Any]]], None] = lambda samples: None) -> dict[str, Any]:
+    """``calls`` predictor calls over ``images`` images on ``backend``; usage sampled every ``every``
+    calls (``on_sample(samples)`` after each sample: a long run keeps its figures if stopped)."""
     from ..data.procedural import generate_sample
     from ..predictor import EdgePredictor
 
@@ -120,7 +122,9 @@ def soak_backend(bundle: Path, backend: str, *, calls: int, images: int, every: 
             tick(1)
             if done % every == 0:
                 rss, fds = sample_usage()
-                samples.append({"calls": done, "images": k + 1, "rss_mb": round(rss, 2), "fds": fds})
+                samples.append({"calls": done, "images": k + 1, "rss_mb": round(rss, 2), "fds": fds,
+                                "s": round(time.perf_counter() - t0, 1)})
+                on_sample(samples)
     elapsed = time.perf_counter() - t0
     pred.close()
     warmup_calls = int(round(calls * warmup / every)) * every
@@ -172,6 +176,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     from .kill_points import machine
 
     backends = args.backend or ["onnxruntime", "openvino"]
+    meta = {"machine": machine(), "argv": sys.argv[1:]}
+
+    def save(rows: list[dict[str, Any]], partial: dict[str, Any] | None = None) -> None:
+        if args.json_out:
+            from ..fsutil import write_text_atomic
+
+            write_text_atomic(args.json_out, json.dumps({**meta, "rows": rows, "partial": partial}, indent=2))
     with tempfile.TemporaryDirectory(prefix="soak.") as tmp:
         bundle = args.bundle or export_bundle_for_soak(Path(tmp) / "sam_mini")
         rows = []
@@ -179,13 +190,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                       transient=False) as bar:
             for backend in backends:
                 task = bar.add_task(backend, total=args.calls)
-                rows.append(soak_backend(bundle, backend, calls=args.calls, images=args.images, every=args.every,
-                                         threads=args.threads, tick=lambda n, t=task: bar.advance(t, n)))
+                rows.append(soak_backend(
+                    bundle, backend, calls=args.calls, images=args.images, every=args.every, threads=args.threads,
+                    tick=lambda n, t=task: bar.advance(t, n),
+                    on_sample=lambda s, b=backend: save(rows, {"backend": b, "samples": s})))
+                save(rows)
     print(render_table(rows))
-    if args.json_out:
-        from ..fsutil import write_text_atomic
-
-        write_text_atomic(args.json_out, json.dumps({"machine": machine(), "argv": sys.argv[1:], "rows": rows}, indent=2))
     if not all(r["passed"] for r in rows):
         raise SystemExit(1)
     return rows
