@@ -366,19 +366,26 @@ def machine() -> dict[str, Any]:
 
 
 def run_kill_points(work: Path, *, kills: int = 5, seed: int = 0, only: Sequence[str] | None = None,
-                    progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Run every command's kill points in ``work``; the report (``rows``, ``commands``, ``machine``)."""
+                    progress: Callable[[str], None] = lambda s: None,
+                    on_command: Callable[[dict[str, Any]], None] = lambda report: None) -> dict[str, Any]:
+    """Run every command's kill points in ``work``; the report (``rows``, ``commands``, ``machine``),
+    also passed to ``on_command`` after each command (a long run keeps what it has measured)."""
     work.mkdir(parents=True, exist_ok=True)
     progress("preparing the inputs (sam-mini bundle, image)")
     prepare(work)
-    rng = random.Random(seed)
-    reports = []
+    reports: list[CommandReport] = []
+
+    def report() -> dict[str, Any]:
+        return {"seed": seed, "kills_per_command": kills, "machine": machine(),
+                "rows": [r.summary() for r in reports], "commands": {r.name: r.kills for r in reports}}
+
     for name, cmd in commands(work).items():
         if only and name not in only:
             continue
+        rng = random.Random(f"{seed}:{name}")  # each command's delays do not depend on which others ran
         reports.append(kill_command(cmd, work, kills=kills, rng=rng, progress=progress))
-    return {"seed": seed, "kills_per_command": kills, "machine": machine(),
-            "rows": [r.summary() for r in reports], "commands": {r.name: r.kills for r in reports}}
+        on_command(report())
+    return report()
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -415,15 +422,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     console = Console(stderr=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="kill_points."))
     t0 = time.time()
+
+    def save(report: dict[str, Any]) -> None:
+        if args.json_out:
+            from ..fsutil import write_text_atomic
+
+            write_text_atomic(args.json_out, json.dumps({**report, "argv": sys.argv[1:],
+                                                         "wall_s": round(time.time() - t0, 1)}, indent=2))
+
     with console.status("kill points") as status:
         report = run_kill_points(work, kills=args.kills, seed=args.seed, only=args.only,
-                                 progress=lambda s: status.update(s))
+                                 progress=lambda s: status.update(s), on_command=save)
     report["wall_s"] = round(time.time() - t0, 1)
     print(render_table(report))
-    if args.json_out:
-        from ..fsutil import write_text_atomic
-
-        write_text_atomic(args.json_out, json.dumps(report, indent=2))
+    save(report)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     failed = [r for r in report["rows"] if r["survived"] < r["kills"] or r["next_run_clean"] < r["kills"]]
