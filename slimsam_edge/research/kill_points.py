@@ -438,7 +438,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     save(report)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    failed = [r for r in report["rows"] if r["survived"] < r["kills"] or r["next_run_clean"] < r["kills"]]
+    failed = [r for r in report["rows"] if r["survived"] < r["kills"] or r["next_run_clean"] < r["kills"]
+              or r["orphans"] or r["resumed_bit_identical"] not in ("-", f"{r['kills']}/{r['kills']}")]
     if failed:
         print(f"FAILED: {', '.join(r['command'] for r in failed)}", file=sys.stderr)
         raise SystemExit(1)

@@ -136,3 +136,41 @@ def test_compress_killed_while_checkpointing_resumes_to_bit_identical_weights(tm
     assert res.returncode == 0, res.stderr
     assert _weights_equal(tmp_path / "ref" / "model.safetensors", tmp_path / "run" / "model.safetensors")
     assert temporaries(tmp_path / "run") == []
+
+
+def test_a_killed_bench_leaves_no_benchmark_running(tmp_path, mini_bundle):
+    """The benchmark worker dies with the bench process that started it (found by scripts/kill_points.py:
+    5 of 6 killed benches left their worker measuring on)."""
+    import time
+
+    from slimsam_edge.research.kill_points import _session_pids
+
+    argv = cli("bench", str(mini_bundle), "--out", str(tmp_path / "b.json"), "--backend", "onnxruntime",
+               "--runs", "100000", "--warmup", "0", "--prompts", "1", "--image-size", "64x64", "--threads", "1")
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+    def worker_pids():
+        found = []
+        for pid in _session_pids(proc.pid):
+            try:
+                if b"slimsam_edge.bench.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    try:
+        deadline = time.monotonic() + 600  # bounds the test only: waits for the worker to start
+        while not worker_pids() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert worker_pids(), "the benchmark worker never started"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 120  # bounds the test only: a worker that lives on fails here
+        while worker_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert worker_pids() == []
+    finally:
+        for pid in _session_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
