@@ -287,14 +287,57 @@ class CommandReport:
     kills: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        killed = [k for k in self.kills if k["killed"]]
-        resumed = [k for k in killed if k.get("bit_identical") is not None]
-        return {"command": self.name, "duration_s": round(self.duration_s, 2), "kills": len(killed),
-                "random": sum(k["cue"] is None for k in killed), "cued": sum(k["cue"] is not None for k in killed),
-                "survived": sum(not k["problems"] for k in killed),
-                "next_run_clean": sum(k["next_run_clean"] for k in killed),
-                "orphans": sum(k["orphans"] for k in killed),
-                "resumed_bit_identical": f"{sum(k['bit_identical'] for k in resumed)}/{len(resumed)}" if resumed else "-"}
+        return summarize(self.name, self.duration_s, self.kills)
+
+
+def summarize(name: str, duration_s: float, kills: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from a command's kill records.
+
+    Example:
+        >>> k = {"killed": True, "cue": None, "problems": [], "next_run_clean": True, "orphans": 0,
+        ...      "next_run": "resume", "bit_identical": True}
+        >>> summarize("compress", 40.0, [k, {**k, "next_run": "fresh"}])["resumed_bit_identical"]
+        '1/1 (+1 fresh)'
+    """
+    killed = [k for k in kills if k["killed"]]
+    resumed = [k for k in killed if k.get("bit_identical") is not None and k["next_run"] == "resume"]
+    fresh = [k for k in killed if k.get("bit_identical") is not None and k["next_run"] == "fresh"]
+    bits = "-"
+    if resumed or fresh:
+        bits = f"{sum(k['bit_identical'] for k in resumed)}/{len(resumed)}"
+        if fresh:
+            bits += f" (+{sum(k['bit_identical'] for k in fresh)} fresh)" if all(k["bit_identical"] for k in fresh) \
+                else f" (fresh: {sum(k['bit_identical'] for k in fresh)}/{len(fresh)})"
+    return {"command": name, "duration_s": round(duration_s, 2), "kills": len(killed),
+            "random": sum(k["cue"] is None for k in killed), "cued": sum(k["cue"] is not None for k in killed),
+            "survived": sum(not k["problems"] for k in killed),
+            "next_run_clean": sum(k["next_run_clean"] for k in killed),
+            "orphans": sum(k["orphans"] for k in killed),
+            "resumed_bit_identical": bits}
+
+
+def passed(row: dict[str, Any]) -> bool:
+    """Every kill survived, every next run clean, no orphan, every resume bit-identical.
+
+    Example:
+        >>> passed({"kills": 2, "survived": 2, "next_run_clean": 2, "orphans": 0, "resumed_bit_identical": "1/2"})
+        False
+    """
+    bits = row["resumed_bit_identical"]
+    done, _, total = bits.split(" ")[0].partition("/")
+    return (row["survived"] == row["next_run_clean"] == row["kills"] and not row["orphans"]
+            and "fresh:" not in bits and done == (total or done))
+
+
+def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs (e.g. one per command), rows recomputed from the kill records."""
+    out = {**reports[0], "commands": {}, "rows": [], "parts": [r.get("argv") for r in reports],
+           "wall_s": round(sum(r.get("wall_s", 0) for r in reports), 1)}
+    for r in reports:
+        for row in r["rows"]:
+            out["commands"][row["command"]] = r["commands"][row["command"]]
+            out["rows"].append(summarize(row["command"], row["duration_s"], r["commands"][row["command"]]))
+    return out
 
 
 def kill_command(cmd: Command, work: Path, *, kills: int, rng: random.Random,
@@ -414,7 +457,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--only", action="append", choices=["export", "compress", "segment", "bench"],
                     help="run only this command (repeatable)")
     ap.add_argument("--json", "--out", dest="json_out", type=Path, default=None, help="write the JSON report here")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="print one table from the JSON reports of earlier runs (with --json: write it) and exit")
     args = ap.parse_args(argv)
+    if args.merge:
+        merged = merge([json.loads(p.read_text()) for p in args.merge])
+        print(render_table(merged))
+        if args.json_out:
+            from ..fsutil import write_text_atomic
+
+            write_text_atomic(args.json_out, json.dumps(merged, indent=2))
+        return merged
     import tempfile
 
     from rich.console import Console
@@ -438,8 +491,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     save(report)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
-    failed = [r for r in report["rows"] if r["survived"] < r["kills"] or r["next_run_clean"] < r["kills"]
-              or r["orphans"] or r["resumed_bit_identical"] not in ("-", f"{r['kills']}/{r['kills']}")]
+    failed = [r for r in report["rows"] if not passed(r)]
     if failed:
         print(f"FAILED: {', '.join(r['command'] for r in failed)}", file=sys.stderr)
         raise SystemExit(1)
