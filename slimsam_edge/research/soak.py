@@ -135,6 +135,26 @@ def soak_backend(bundle: Path, backend: str, *, calls: int, images: int, every: 
             "passed": g["rss_growth_mb"] < MAX_GROWTH_MB and g["fd_growth"] <= 0, "samples": samples}
 
 
+def row_from_samples(backend: str, samples: list[dict[str, Any]], *, calls: int, images: int,
+                     warmup: float = 0.1) -> dict[str, Any]:
+    """A table row from the samples of a run stopped early (warm-up: ``warmup`` of the calls asked for).
+
+    Example:
+        >>> s = [{"calls": c, "images": c // 10, "rss_mb": 300.0, "fds": 8, "s": c / 2} for c in range(0, 501, 100)]
+        >>> r = row_from_samples("openvino", s, calls=1_000, images=100)
+        >>> r["calls"], r["images"], r["warmup_calls"], r["rss_growth_mb"], r["stopped_early"]
+        (500, 50, 100, 0.0, True)
+    """
+    every = samples[1]["calls"] - samples[0]["calls"]
+    warmup_calls = int(round(calls * warmup / every)) * every
+    g = growth(samples, warmup_calls)
+    last = samples[-1]
+    return {"backend": backend, "calls": last["calls"], "images": last["images"], "warmup_calls": warmup_calls,
+            "seconds": last["s"], "calls_per_s": round(last["calls"] / last["s"], 1), **g,
+            "passed": g["rss_growth_mb"] < MAX_GROWTH_MB and g["fd_growth"] <= 0,
+            "stopped_early": last["calls"] < calls, "asked": {"calls": calls, "images": images}, "samples": samples}
+
+
 def export_bundle_for_soak(out: Path) -> Path:
     """The shipped sam-mini exported for the cpu target (ONNX Runtime + OpenVINO), by the CLI."""
     subprocess.run([sys.executable, "-m", "slimsam_edge", "export", "--target", "cpu", "--no-validate",
@@ -170,7 +190,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--every", type=int, default=100, help="sample RSS / fds every N calls (default 100)")
     ap.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     ap.add_argument("--json", "--out", dest="json_out", type=Path, default=None, help="write the JSON report here")
+    ap.add_argument("--from-json", type=Path, nargs="+", default=None,
+                    help="print the table of earlier runs' JSON reports (a stopped run: from its samples) and exit")
     args = ap.parse_args(argv)
+    if args.from_json:
+        rows = []
+        for path in args.from_json:
+            saved = json.loads(path.read_text())
+            rows += saved["rows"]
+            if saved.get("partial"):
+                rows.append(row_from_samples(saved["partial"]["backend"], saved["partial"]["samples"],
+                                             calls=args.calls, images=args.images))
+        print(render_table(rows))
+        if args.json_out:
+            from ..fsutil import write_text_atomic
+
+            write_text_atomic(args.json_out, json.dumps({"parts": [json.loads(p.read_text()).get("argv")
+                                                                   for p in args.from_json],
+                                                         "machine": json.loads(args.from_json[0].read_text())["machine"],
+                                                         "rows": rows}, indent=2))
+        return rows
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .kill_points import machine
