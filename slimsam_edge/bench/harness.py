@@ -178,10 +178,16 @@ def profile_graphs(pred: Any, image: np.ndarray, runs: int) -> dict[str, Any]:
     return out
 
 
+#: the bench process's pid, given to its worker so that the worker dies with it (worker.die_with_parent)
+PARENT_ENV = "SLIMSAM_EDGE_BENCH_PARENT"
+
+
 def run_config(cfg: BenchConfig, *, timeout: float | None = None) -> dict[str, Any]:
-    """Run ``cfg`` in a fresh Python process (no shell) and return its result dict."""
+    """Run ``cfg`` in a fresh Python process (no shell) and return its result dict; the process
+    dies with this one (a killed bench leaves no worker measuring on)."""
     cmd = [sys.executable, "-m", "slimsam_edge.bench.worker", json.dumps(asdict(cfg))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, PARENT_ENV: str(os.getpid())})
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     if proc.returncode != 0 or not lines:
         msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
