@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
 from slimsam_edge.compress.data import ImageSource
 from slimsam_edge.compress.distill import DistillSpec, distill_loss
@@ -16,19 +12,15 @@ from slimsam_edge.compress.pipeline import CompressConfig, compress
 from slimsam_edge.errors import UsageError
 from slimsam_edge.models.build import build_sam, random_init_
 from slimsam_edge.models.io import save_model
-from slimsam_edge.models.regrid import (at_image_size, check_image_size, resample_model, resize_embedding,
+from slimsam_edge.models.regrid import (check_image_size, resample_model, resize_embedding,
                                         resize_input, resolution_sizes, resolution_window)
 from slimsam_edge.models.spec import PRESETS
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, run_command, tiny_compress_spec
 
 torch.set_num_threads(1)
-M = PRESETS["sam_mini"]
 #: 3 blocks (block 1 global), 128x128 input, 8x8 token grid, windows of 4
-SPEC = replace(M, model_type="custom", encoder=replace(
-    M.encoder, img_size=128, window_size=4, embed_dim=48, num_heads=4, global_attn_indexes=(1,),
-    qkv_dims=(48, 48, 48), mlp_dims=(96, 96, 96), out_chans=32),
-    decoder=replace(M.decoder, transformer_depth=1, transformer_mlp_dim=64, iou_head_hidden_dim=32, mask_in_chans=8))
+SPEC = tiny_compress_spec(128, 4)
 
 
 @pytest.fixture(scope="module")
@@ -118,16 +110,10 @@ def test_bad_sizes_refuse_with_the_list_of_sizes_that_work(size, fragment):
     assert "\n" not in str(err.value)
 
 
-def _app():
+def _run(*args):
     from slimsam_edge.cli.compress import compress as cmd
 
-    app = typer.Typer()
-    app.command()(cmd)
-    return app
-
-
-def _run(*args):
-    return CliRunner().invoke(_app(), [str(a) for a in args])
+    return run_command(cmd, *args)
 
 
 @pytest.mark.parametrize("size, fragment", [(100, "multiple of the patch size"), (112, "tiles"),

@@ -113,6 +113,8 @@ def compress(
                f"point mIoU {t['miou']['point']:.4f} -> {s['miou']['point']:.4f}, box {t['miou']['box']:.4f} -> "
                f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min on {report['device']}; "
                f"report: {out / 'report.md'}")
+    if s.get("image_size") != t.get("image_size"):
+        typer.echo(f"input {t['image_size']} px -> {s['image_size']} px (mIoU of both on the teacher's {t['image_size']} px images)")
     if report.get("best"):
         typer.echo(f"best validated step {report['best']['step']} (point mIoU {report['best']['miou']:.4f})")
 

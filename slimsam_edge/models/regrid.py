@@ -304,11 +304,7 @@ def resize_input(x: "torch.Tensor", size: int) -> "torch.Tensor":
         >>> tuple(resize_input(torch.zeros(2, 3, 256, 256), 192).shape)
         (2, 3, 192, 192)
     """
-    import torch.nn.functional as F
-
-    if x.shape[-1] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return _resize_square(x, size, antialias=True)
 
 
 def resize_embedding(t: "torch.Tensor", grid: int) -> "torch.Tensor":
@@ -320,8 +316,12 @@ def resize_embedding(t: "torch.Tensor", grid: int) -> "torch.Tensor":
         >>> tuple(resize_embedding(torch.zeros(1, 128, 16, 16), 12).shape)
         (1, 128, 12, 12)
     """
+    return _resize_square(t, grid, antialias=False)
+
+
+def _resize_square(t: "torch.Tensor", side: int, antialias: bool) -> "torch.Tensor":
     import torch.nn.functional as F
 
-    if t.shape[-1] == grid:
+    if t.shape[-1] == side:
         return t
-    return F.interpolate(t, size=(grid, grid), mode="bilinear", align_corners=False)
+    return F.interpolate(t, size=(side, side), mode="bilinear", align_corners=False, antialias=antialias)
