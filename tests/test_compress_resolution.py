@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +21,7 @@ from slimsam_edge.models.spec import PRESETS
 from helpers import assert_one_line_error, run_command, tiny_compress_spec
 
 torch.set_num_threads(1)
+M = PRESETS["sam_mini"]
 #: 3 blocks (block 1 global), 128x128 input, 8x8 token grid, windows of 4
 SPEC = tiny_compress_spec(128, 4)
 
@@ -172,3 +175,33 @@ def test_resolution_route_compresses_exports_validates_and_predicts(tmp_path, te
     masks, scores, low = pred.predict(point_coords=np.array([[120.0, 70.0]]), point_labels=np.array([1]),
                                       multimask_output=False)
     assert masks.shape == (1, 150, 200) and low.shape == (1, 24, 24) and scores.shape == (1,)
+
+
+def test_window_rule_property():
+    """Whatever the teacher's grid, patch and window: a size either gets a window that tiles its grid
+    (covering at least the teacher's window's share of the image, never more tokens) and a student
+    spec of that grid, or a one-line refusal whose list holds exactly the sizes that work."""
+    from hypothesis import given, settings, strategies as st
+
+    from slimsam_edge.models.regrid import at_image_size
+
+    @settings(max_examples=200, deadline=None)
+    @given(patch=st.sampled_from([4, 8, 16]), grid=st.integers(1, 48), window=st.integers(1, 16),
+           size=st.integers(-8, 900))
+    def check(patch, grid, window, size):
+        spec = replace(M, encoder=replace(M.encoder, img_size=grid * patch, patch_size=patch, window_size=window))
+        e = spec.encoder
+        w = resolution_window(e, size)
+        if w is None:
+            with pytest.raises(UsageError) as err:
+                at_image_size(spec, size)
+            listed = str(err.value).rsplit(": ", 1)[1]
+            assert [int(v) for v in listed.split(", ")] == resolution_sizes(e)
+            assert size not in resolution_sizes(e)
+        else:
+            new = at_image_size(spec, size).encoder
+            assert new.grid == size // patch and new.window_size == w
+            if size != e.img_size:
+                assert new.grid % w == 0 and w <= window and w * e.img_size >= window * size
+
+    check()
