@@ -14,7 +14,8 @@ Two measurements, one command (``python scripts/resolution.py``):
   once per round, rounds interleaved in one process (the start rotates), so a load change on a
   shared machine hits all of them alike.
 
-Finished compress runs under ``--workdir`` with the same settings (``report.json``) are reused.
+Finished compress runs under ``--workdir`` with the same settings (``report.json``), their ``eval``
+results (``eval.json``, for the same model file) and the speed bundles are reused.
 
 Example:
     >>> miou_rows({"teacher": {"point": 0.8, "box": 0.9}, "runs": [{"image_size": 128, "point": 0.6, "box": 0.7,
@@ -79,20 +80,31 @@ def measure_miou(sizes: Sequence[int], workdir: Path, settings: dict[str, Any], 
     teacher = require_reference_model()
     t_size = load_model(teacher)[1].image_size
 
-    def miou(path: Path) -> dict[str, float]:
+    def miou(path: Path, record: Path) -> dict[str, float]:
+        """``eval``'s point / box mIoU of ``path``, kept in ``record`` for the same model file."""
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if record.exists():
+            kept = json.loads(record.read_text())
+            if kept.get("sha256") == digest:
+                return kept["miou"]
         rep = run_eval(path, threads=threads)
-        return {"point": round(float(rep["point"]["miou"]), 4), "box": round(float(rep["box"]["miou"]), 4),
-                "n_images": rep["n_images"]}
+        got = {"point": round(float(rep["point"]["miou"]), 4), "box": round(float(rep["box"]["miou"]), 4),
+               "n_images": rep["n_images"]}
+        write_text_atomic(record, json.dumps({"sha256": digest, "miou": got}))
+        return got
 
     runs = []
     for size in sizes:
         rep = compress_run(size, t_size, workdir, settings, images, threads)
         _say(f"mini-{size}: eval")
-        runs.append({"image_size": size, **miou(workdir / f"mini-{size}" / "model.safetensors"),
+        runs.append({"image_size": size, **miou(workdir / f"mini-{size}" / "model.safetensors",
+                                                workdir / f"mini-{size}" / "eval.json"),
                      "encoder_params": rep["student"]["params"]["image_encoder"],
                      "elapsed_s": rep["elapsed_s"], "window": _window(workdir / f"mini-{size}" / "model.safetensors")})
     _say("teacher: eval")
-    return {"teacher": {"image_size": t_size, **miou(teacher)}, "runs": runs, "settings": settings,
+    return {"teacher": {"image_size": t_size, **miou(teacher, workdir / "teacher-eval.json")}, "runs": runs, "settings": settings,
             "images": images}
 
 
