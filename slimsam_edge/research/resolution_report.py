@@ -64,9 +64,11 @@ def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str
         if {k: v for k, v in (rep.get("config") or {}).items() if k not in RUN_ONLY} == json.loads(json.dumps(want)):
             _say(f"mini-{size}: reusing {done}")
             return rep
-    _say(f"mini-{size}: compressing (ratio {settings['ratio']}, {settings['steps']} steps per phase)")
+    resume = (out / "checkpoint.pt").exists()  # an interrupted run of the same flags continues
+    _say(f"mini-{size}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
+         f"{settings['steps']} steps per phase)")
     return run_request(CompressRequest(out, ratio=settings["ratio"], images=images, device="cpu",
-                                       cache_teacher=workdir / "teacher-cache", threads=threads,
+                                       cache_teacher=workdir / "teacher-cache", threads=threads, resume=resume,
                                        settings=job), quiet=True)  # type: ignore[return-value]
 
 
