@@ -204,8 +204,14 @@ def render(result: dict[str, Any], command: str) -> str:
                   "| input size | window | encoder params | compress min | point mIoU | box mIoU | point kept (% of teacher point) | box (% of teacher point) |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(r) + " |" for r in miou_rows(miou)]
-        lines += ["", "The 256 row is the same compression without `--image-size`: the difference to it is what "
-                  "the resolution costs; its difference to the teacher is what pruning and the short schedule cost.", ""]
+        if any(r["image_size"] == t["image_size"] for r in miou["runs"]):
+            lines += ["", f"The {t['image_size']} row is the same compression without `--image-size`: the difference to "
+                      "it is what the resolution costs; its difference to the teacher is what pruning and the short "
+                      "schedule cost.", ""]
+        else:
+            lines += ["", f"This run has no baseline at the teacher's {t['image_size']} px (the same compression without "
+                      "`--image-size`); `docs/results/demo-compression.md` measured these settings at 256 px (run "
+                      "`lr1e3c`, on the demo's 32 images). Run the command without `--mini-sizes` for it.", ""]
     speed = result.get("speed")
     if speed:
         lines += ["## Speed of the SlimSAM-77 architecture (random weights)", "",
