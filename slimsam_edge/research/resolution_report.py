@@ -176,6 +176,19 @@ def measure_speed(sizes: Sequence[int], workdir: Path, runs: int, threads: int |
     return {"rows": rows, "runs": runs, "threads": threads, "image_hw": list(image_hw)}
 
 
+def _speed(a: argparse.Namespace, record: Path) -> dict[str, Any]:
+    """Time now, or (``--reuse-speed``) take ``record`` when it holds the same sizes, runs and threads."""
+    if a.reuse_speed and record.exists():
+        kept = json.loads(record.read_text())
+        if (sorted({r["image_size"] for r in kept["rows"]}) == sorted(a.speed_sizes) and kept["runs"] == a.runs
+                and kept["threads"] == a.threads):
+            _say(f"speed: reusing {record}")
+            return kept
+    speed = measure_speed(a.speed_sizes, a.workdir, a.runs, a.threads)
+    write_text_atomic(record, json.dumps(speed, indent=2))
+    return speed
+
+
 def miou_rows(miou: dict[str, Any]) -> list[tuple[str, ...]]:
     """Table rows: size, window, encoder params, time, point / box mIoU, % of the teacher's point mIoU."""
     tp = miou["teacher"]["point"]
@@ -250,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--runs", type=int, default=10, help="interleaved timing rounds")
     ap.add_argument("--threads", type=int, default=None, help="torch / runtime threads (default: theirs)")
+    ap.add_argument("--reuse-speed", action="store_true",
+                    help="take the timings of an earlier run with the same sizes, runs and threads (WORKDIR/speed.json)")
     a = ap.parse_args(argv)
     from ..bench.matrix import machine_summary
 
@@ -259,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if a.mini_sizes:
         result["miou"] = measure_miou(a.mini_sizes, a.workdir, settings, a.images, a.threads)
     if a.speed_sizes:
-        result["speed"] = measure_speed(a.speed_sizes, a.workdir, a.runs, a.threads)
+        result["speed"] = _speed(a, a.workdir / "speed.json")
     result["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     command = ("python scripts/resolution.py " + shlex.join(argv)).strip()
