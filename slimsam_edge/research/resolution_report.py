@@ -153,7 +153,10 @@ def measure_speed(sizes: Sequence[int], workdir: Path, runs: int, threads: int |
     from ..data.procedural import generate_sample
     from ..predictor import EdgePredictor
 
+    import os
+
     preds, meta = {}, {}
+    load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     for size in sizes:
         out = speed_bundle(size, workdir)
         enc = load_bundle(out).manifest.model["spec"]["encoder"]
@@ -173,7 +176,8 @@ def measure_speed(sizes: Sequence[int], workdir: Path, runs: int, threads: int |
             times[k].append(preds[k].timings["encoder"] * 1000)
     rows = [{"image_size": s, **meta[s], "precision": p, "encoder_p50_ms": round(statistics.median(times[(s, p)]), 1),
              "encoder_min_ms": round(min(times[(s, p)]), 1)} for s, p in keys]
-    return {"rows": rows, "runs": runs, "threads": threads, "image_hw": list(image_hw)}
+    return {"rows": rows, "runs": runs, "threads": threads, "image_hw": list(image_hw),
+            "loadavg": [load_start, " ".join(f"{v:.2f}" for v in os.getloadavg())]}
 
 
 def _speed(a: argparse.Namespace, record: Path) -> dict[str, Any]:
@@ -230,7 +234,9 @@ def render(result: dict[str, Any], command: str) -> str:
         lines += ["## Speed of the SlimSAM-77 architecture (random weights)", "",
                   f"OpenVINO, encoder p50 of `set_image` on a {speed['image_hw'][0]}x{speed['image_hw'][1]} image "
                   f"(resize excluded), {speed['runs']} interleaved rounds, threads "
-                  f"{speed['threads'] or 'runtime default'}; bf16 = the fp32 IR with the bf16 inference-precision hint.", "",
+                  f"{speed['threads'] or 'runtime default'}; bf16 = the fp32 IR with the bf16 inference-precision hint. "
+                  f"Load average while timing: {' -> '.join(speed.get('loadavg', ['?']))}; on a loaded machine the "
+                  "absolute times are inflated and only the ratios (same rounds for every row) carry over.", "",
                   "| input size | token grid | window | " + " | ".join(f"{p} p50 ms" for p in SPEED_PRECISIONS)
                   + " | " + " | ".join(f"{p} vs 1024" for p in SPEED_PRECISIONS) + " |",
                   "|---" * (3 + 2 * len(SPEED_PRECISIONS)) + "|"]
