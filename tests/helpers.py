@@ -79,3 +79,26 @@ def doctor_reference(bundle_dir, key: str, change, *, rehash: bool = True) -> No
     if rehash:
         manifest["files"][rel] = sha256_file(root / rel)
         (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def tiny_compress_spec(img_size: int = 64, window_size: int = 2) -> ModelSpec:
+    """A 3-block sam-mini-like spec for compression tests (block 1 global, embed 48, 4 heads)."""
+    from dataclasses import replace
+
+    from slimsam_edge.models.spec import PRESETS
+
+    m = PRESETS["sam_mini"]
+    return replace(m, model_type="custom", encoder=replace(
+        m.encoder, img_size=img_size, window_size=window_size, embed_dim=48, num_heads=4, global_attn_indexes=(1,),
+        qkv_dims=(48, 48, 48), mlp_dims=(96, 96, 96), out_chans=32),
+        decoder=replace(m.decoder, transformer_depth=1, transformer_mlp_dim=64, iou_head_hidden_dim=32, mask_in_chans=8))
+
+
+def run_command(command, *args):
+    """``command`` (a Typer command function) run with ``args`` through a CliRunner."""
+    import typer
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    app.command()(command)
+    return CliRunner().invoke(app, [str(a) for a in args])

@@ -6,8 +6,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
 from slimsam_edge.compress.data import ImageSource
 from slimsam_edge.compress.distill import DistillSpec, distill, distill_loss
@@ -24,15 +22,12 @@ from slimsam_edge.models.spec import PRESETS
 from slimsam_edge.models.stats import count_params
 from slimsam_edge.models.batch import preprocess
 
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, run_command, tiny_compress_spec
 
 torch.set_num_threads(1)
 M = PRESETS["sam_mini"]
 #: 3 blocks (block 1 global), 64x64 input, 4x4 token grid, windows of 2
-SPEC = replace(M, model_type="custom", encoder=replace(
-    M.encoder, img_size=64, window_size=2, embed_dim=48, num_heads=4, global_attn_indexes=(1,),
-    qkv_dims=(48, 48, 48), mlp_dims=(96, 96, 96), out_chans=32),
-    decoder=replace(M.decoder, transformer_depth=1, transformer_mlp_dim=64, iou_head_hidden_dim=32, mask_in_chans=8))
+SPEC = tiny_compress_spec(64, 2)
 
 
 @pytest.fixture(scope="module")
@@ -258,16 +253,10 @@ def test_report_and_one_step(tmp_path, teacher, source):
 
 # --- CLI -------------------------------------------------------------------------------------
 
-def _app():
+def _run(*args):
     from slimsam_edge.cli.compress import compress as cmd
 
-    app = typer.Typer()
-    app.command()(cmd)
-    return app
-
-
-def _run(*args):
-    return CliRunner().invoke(_app(), [str(a) for a in args])
+    return run_command(cmd, *args)
 
 
 

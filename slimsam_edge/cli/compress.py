@@ -5,6 +5,7 @@ Example:
     $ slimsam-edge compress --teacher sam_vit_b.pth --data imgs/ --target-params 5.7M --out runs/b77
     $ slimsam-edge compress --ratio 0.5 --out runs/slim50 --resume              # continue a stopped job
     $ slimsam-edge compress --preset slimsam-77 --global-attention windowed --out runs/slim77w  # no global blocks
+    $ slimsam-edge compress --preset slimsam-77 --image-size 192 --out runs/slim77-192  # a 192 px student of the 256 px teacher
     $ slimsam-edge compress --teacher sam_vit_h.pth --base sam_vit_b.pth --preset slimsam-77 --out runs/h77
     $ torchrun --nproc_per_node 2 -m slimsam_edge compress --ratio 0.5 --batch 4 --out runs/ddp  # DDP (gloo)
     $ slimsam-edge compress --device cuda --preset slimsam-77 --steps 2000 --batch 16 --out runs/g77  # one GPU
@@ -63,6 +64,7 @@ def compress(
     schedule: Annotated[Schedule, typer.Option("--schedule", help="alternate (SlimSAM) or one-step pruning.")] = Schedule.alternate,
     scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
     global_attention: Annotated[GlobalAttention, typer.Option("--global-attention", help="keep: SlimSAM's global blocks; windowed: every block attends within windows (faster at 1024 px, trained by distillation; see docs/results/precision.md).")] = GlobalAttention.keep,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="The student's input size in pixels (smaller than the teacher's, a multiple of its patch size whose token grid its windows can tile; a bad size lists those that work): position embedding and relative-position tables are interpolated, windows re-tiled, and it is distilled against the teacher's embeddings resized to its grid. Default: the teacher's size.")] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
@@ -94,7 +96,8 @@ def compress(
                     scope=scope.value, schedule=schedule.value, steps=steps, batch=batch, accum=accum, lr=lr,
                     checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
                     val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
-                    global_attention=global_attention.value)
+                    global_attention=global_attention.value,
+                    **({"image_size": image_size} if image_size is not None else {}))
     report = run_request(CompressRequest(
         out, teacher=teacher, base=base, data=data, preset=preset, ratio=ratio, target_params=target_params,
         images=images, cache_teacher=cache_teacher, resume=resume, threads=threads, device=device.value,
@@ -110,6 +113,8 @@ def compress(
                f"point mIoU {t['miou']['point']:.4f} -> {s['miou']['point']:.4f}, box {t['miou']['box']:.4f} -> "
                f"{s['miou']['box']:.4f}; {report['elapsed_s'] / 60:.1f} min on {report['device']}; "
                f"report: {out / 'report.md'}")
+    if s.get("image_size") != t.get("image_size"):
+        typer.echo(f"input {t['image_size']} px -> {s['image_size']} px (mIoU of both on the teacher's {t['image_size']} px images)")
     if report.get("best"):
         typer.echo(f"best validated step {report['best']['step']} (point mIoU {report['best']['miou']:.4f})")
 

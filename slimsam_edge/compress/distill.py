@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError
 from ..fsutil import atomic_path
 from ..models.batch import preprocess
+from ..models.regrid import resize_embedding, resize_input
 from . import runtime
 from .cache import TeacherEmbeddings
 from .runtime import autocast
@@ -143,10 +144,12 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
                  teacher: torch.nn.Module, inter_teacher: torch.nn.Module | None = None,
                  targets: TeacherEmbeddings | None = None, images: list | None = None
                  ) -> dict[str, torch.Tensor]:
-    """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised ``images``).
+    """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised ``images`` at the teacher's
+    input size).
 
     ``targets`` supplies the teacher's embeddings (cached or computed); without it the teacher
-    runs. Forwards run under bf16 autocast (of ``x``'s device type) when ``spec.bf16``; the losses
+    runs. A student (or ``inter_teacher``) of a smaller input size (``compress --image-size``) sees
+    ``x`` resized to its size, and the teacher's embedding is resized (bilinear) to its grid. Forwards run under bf16 autocast (of ``x``'s device type) when ``spec.bf16``; the losses
     are computed in fp32.
     """
     inter_teacher = inter_teacher if inter_teacher is not None else teacher
@@ -158,12 +161,12 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     kind = x.device.type
     with torch.no_grad(), autocast(spec.bf16, kind), Capture(t_hooks) as tcap:
         if use_inter:
-            e = inter_teacher.image_encoder(x)
+            e = inter_teacher.image_encoder(resize_input(x, inter_teacher.image_encoder.img_size))
             computed = e if inter_teacher is teacher else None
     t_emb = targets(images, x, computed)
     with autocast(spec.bf16, kind), Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
-        s_emb = student.image_encoder(x)
-    embed = F.mse_loss(s_emb.float(), t_emb)
+        s_emb = student.image_encoder(resize_input(x, student.image_encoder.img_size))
+    embed = F.mse_loss(s_emb.float(), resize_embedding(t_emb, s_emb.shape[-1]))
     inter = torch.zeros((), device=x.device)
     if use_inter:
         terms = [feature_mse(s, t, x.shape[0], spec.relative_inter) for s, t in zip(scap.outputs, tcap.outputs)]
@@ -231,7 +234,7 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
         sums = {"loss": 0.0, "embed": 0.0, "inter": 0.0}
         for micro in range(spec.accum):
             images = source.images(runtime.shard(batch_indices(spec, step, micro)))
-            x = preprocess(student, images)
+            x = preprocess(teacher, images)  # at the teacher's size; the student's is resized from it
             res = distill_loss(student, x, spec, step, teacher=teacher, inter_teacher=inter_teacher,
                                targets=targets, images=images)
             (res["loss"] / spec.accum).backward()

@@ -210,6 +210,7 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
         keep = importance_keep(sam, spec, target, cfg, ["embed"], source, teacher)
     """
     from ..models.batch import preprocess
+    from ..models.regrid import resize_embedding, resize_input
     from . import runtime
     from .cache import TeacherEmbeddings
 
@@ -221,10 +222,11 @@ def importance_keep(sam: torch.nn.Module, spec: ModelSpec, target: ModelSpec, cf
         mine = runtime.strided(range(n))
         chunks = [mine[i:i + b] for i in range(0, len(mine), b)]
 
-        def loss(idx):
+        def loss(idx):  # a student of a smaller input size: its input and the teacher's target resized
             images = source.images(idx)
-            x = preprocess(sam, images)
-            t, s = targets(images, x), sam.image_encoder(x)
+            x = preprocess(teacher, images)
+            s = sam.image_encoder(resize_input(x, sam.image_encoder.img_size))
+            t = resize_embedding(targets(images, x), s.shape[-1])
             gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17 + i) for i in idx]
             return sum(crit.embedding_loss(s[j:j + 1], t[j:j + 1], g) for j, g in enumerate(gens))
 

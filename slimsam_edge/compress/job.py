@@ -48,7 +48,8 @@ class CompressRequest:
         threads: torch CPU threads.
         device: auto | cpu | cuda.
         settings: other :class:`~slimsam_edge.compress.pipeline.CompressConfig` fields (steps,
-            batch, lr, importance, ...); their defaults are CompressConfig's.
+            batch, lr, importance, ``image_size`` (the student's input size), ...); their defaults
+            are CompressConfig's.
     """
 
     out: Path | str
@@ -181,6 +182,10 @@ def _run(request: CompressRequest, kind: str, quiet: bool) -> dict[str, Any]:
         teacher = require_reference_model()
     teacher = Path(teacher)
     sam, spec = load_model(teacher)
+    if request.settings.get("image_size") is not None:  # one line before images, base or student exist
+        from ..models.regrid import check_image_size
+
+        check_image_size(spec.encoder, request.settings["image_size"])
     base = load_model(Path(request.base)) if request.base is not None else None
     ratio = request.pruning_ratio((base[1] if base is not None else spec).encoder)
     source = (ImageSource.from_folder(Path(request.data), spec.image_size, request.images)

@@ -62,6 +62,9 @@ SCHEDULES: dict[str, list[tuple[list[str], str]]] = {
 CHECKPOINT, STEP1, MODEL, LOG = "checkpoint.pt", "step1.safetensors", "model.safetensors", "log.jsonl"
 #: settings of where a job runs, not of what it computes: left out of the resume fingerprint
 RUN_ONLY = ("device",)
+#: settings added after jobs were recorded: left out of the record while they have this value, so
+#: older checkpoints resume and older reports are reused
+ABSENT = {"image_size": None}
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class CompressConfig:
     val_seed: int = 1002  # best-checkpoint images apart from the report's (seed 1001)
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
+    image_size: int | None = None  # the student's input size (None: the teacher's; see models/regrid.py)
     device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:
@@ -109,6 +113,18 @@ class CompressConfig:
             raise UsageError(f"unknown pruning engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
         if self.sigma < 0 or self.lr <= 0:
             raise UsageError("sigma must be >= 0 and lr > 0")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise UsageError(f"--image-size must be a positive number of pixels, got {self.image_size!r}")
+
+    def record(self) -> dict[str, Any]:
+        """The settings as recorded in logs and reports: every field but those of :data:`ABSENT` at
+        their absent value.
+
+        Example:
+            >>> "image_size" in CompressConfig(0.5).record(), CompressConfig(0.5, image_size=192).record()["image_size"]
+            (False, 192)
+        """
+        return {k: v for k, v in asdict(self).items() if not (k in ABSENT and v == ABSENT[k])}
 
     def identity(self) -> dict[str, Any]:
         """The settings that define the job's result (everything but :data:`RUN_ONLY`): what
@@ -118,7 +134,7 @@ class CompressConfig:
             >>> CompressConfig(0.5, device="cuda").identity() == CompressConfig(0.5).identity()
             True
         """
-        return {k: v for k, v in asdict(self).items() if k not in RUN_ONLY}
+        return {k: v for k, v in self.record().items() if k not in RUN_ONLY}
 
     def phase_units(self) -> list[list]:
         """Units pruned before each distillation phase."""
@@ -230,6 +246,20 @@ def _check_bf16(bf16: bool, kind: str, warn: bool) -> bool | None:
     return native
 
 
+def _at_image_size(cfg: CompressConfig, sam: Any, spec: ModelSpec) -> tuple[Any, ModelSpec]:
+    """The model to prune moved to ``cfg.image_size`` (:func:`~slimsam_edge.models.regrid.resample_model`);
+    one line for a size that does not work or an importance that cannot run at another size."""
+    if cfg.image_size is None or cfg.image_size == spec.image_size:
+        return sam, spec
+    from ..models.regrid import resample_model
+
+    if make_criterion(cfg.importance).needs == "labels":
+        raise UsageError(f"--importance {cfg.importance} scores with labelled images at the teacher's size; "
+                         "with --image-size use disturbed-taylor, magnitude or random")
+    sam, spec = resample_model(sam, spec, cfg.image_size)
+    return sam.eval().requires_grad_(False), spec
+
+
 def _place(t_sam: Any, b_sam: Any, device: torch.device) -> tuple[Any, Any]:
     """Teacher and base on ``device`` (one copy when the base is the teacher itself)."""
     t_dev = on_device(t_sam, device)
@@ -260,6 +290,8 @@ class _Job:
     student: Any = None
     spec: ModelSpec | None = None
     step1: Any = None
+    # phase 1's intermediate-feature target when it is not the teacher (another input size)
+    bottleneck_teacher: Any = None
 
     @property
     def last(self) -> int:
@@ -295,6 +327,7 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
         raise UsageError(f"images of {source.size}px do not fit the teacher's input {t_spec.image_size}px")
     b_sam, b_spec, aligned = hybrid_base(teacher, base)
     b_sam, b_spec = global_attention(cfg.global_attention).apply(b_sam, b_spec)
+    b_sam, b_spec = _at_image_size(cfg, b_sam, b_spec)
     main = runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
     t_weights = teacher_fingerprint(t_sam, t_spec)  # the same path with retrained weights is another teacher
@@ -317,13 +350,16 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
             (out / name).unlink(missing_ok=True)
     runtime.barrier()
     log = JobLog(out / LOG, quiet, enabled=main)
-    log.write({"event": "resume" if state else "start", "config": asdict(cfg), "teacher": teacher_id,
+    log.write({"event": "resume" if state else "start", "config": cfg.record(), "teacher": teacher_id,
                "base": base_id if base else None, "world_size": runtime.world_size()})
     # without intermediate features to align with (another teacher architecture) phase 1 aligns the embedding
     phases = [(units, "final" if mode == "bottleneck" and not aligned else mode)
               for units, mode in SCHEDULES[cfg.schedule]]
     job = _Job(cfg, out, device, main, t_sam, t_spec, b_sam, b_spec, t_weights, fingerprint, target, targets,
                validator, log, phases, t0)
+    # at another input size the teacher's q/k/v and MLP features live on another token grid: phase 1
+    # aligns them with the unpruned model moved to the student's size instead (the embedding stays the teacher's)
+    job.bottleneck_teacher = b_sam if b_spec.image_size != t_spec.image_size else None
     return job, state
 
 
@@ -375,7 +411,7 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
 
     if resumed is None or int(resumed["step"]) < cfg.steps:
         distill(student, dspec, teacher=job.t_sam, source=source,
-                inter_teacher=job.step1 if mode == "embedding" else None, state=resumed, save=save,
+                inter_teacher=job.step1 if mode == "embedding" else job.bottleneck_teacher, state=resumed, save=save,
                 checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=job.targets)
     if p == 0 and len(job.phases) > 1:
         if job.main:

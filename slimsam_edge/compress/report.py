@@ -17,13 +17,14 @@ from ..fsutil import write_text_atomic
 from ..models.stats import count_params, encoder_macs
 
 
-def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
+def model_summary(sam: Any, spec: Any, eval_images: int, size: int | None = None) -> dict[str, Any]:
     """Widths, params per part, encoder MACs and held-out point/box mIoU of one model (measured on
-    the model's device)."""
+    the model's device) on images of ``size`` (default: the model's input size; a student of a
+    smaller input size is measured on its teacher's images, resized)."""
     from ..eval.evaluate import HELDOUT_SEED, evaluate_sam
 
     e = spec.encoder
-    res = evaluate_sam(sam, n_images=eval_images, seed=HELDOUT_SEED, size=spec.image_size)
+    res = evaluate_sam(sam, n_images=eval_images, seed=HELDOUT_SEED, size=size or spec.image_size)
     return {
         "embed_dim": e.embed_dim, "qkv_dims": list(e.qkv_dims), "mlp_dims": list(e.mlp_dims),
         "head_dims": e.head_dims(), "global_attn_indexes": list(e.global_attn_indexes),
@@ -31,6 +32,7 @@ def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
                    "prompt_encoder": count_params(sam.prompt_encoder),
                    "mask_decoder": count_params(sam.mask_decoder), "total": count_params(sam)},
         "macs_image_encoder": encoder_macs(e),
+        "image_size": spec.image_size,
         "miou": {"point": round(float(res["point"]["miou"]), 5), "box": round(float(res["box"]["miou"]), 5),
                  "n_images": res["n_images"], "n_masks": res["n_annotations"], "seed": HELDOUT_SEED},
     }
@@ -38,7 +40,8 @@ def model_summary(sam: Any, spec: Any, eval_images: int) -> dict[str, Any]:
 
 def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: int = 1001) -> float:
     """Mean squared difference of the image embeddings on held-out procedural images (both
-    models on one device; the images are moved there).
+    models on one device; the images are moved there); a student of a smaller input size sees the
+    images resized and is compared with the teacher's embedding resized to its grid.
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -49,12 +52,14 @@ def embedding_mse(student: Any, teacher: Any, size: int, n_images: int, seed: in
 
     from ..data.procedural import procedural_sample
     from ..models.batch import preprocess
+    from ..models.regrid import resize_embedding, resize_input
 
     total = 0.0
     with torch.no_grad():
         for i in range(n_images):
             x = preprocess(teacher, [procedural_sample(seed, i, size).image])
-            total += float(torch.mean((student.image_encoder(x) - teacher.image_encoder(x)) ** 2))
+            s = student.image_encoder(resize_input(x, student.image_encoder.img_size))
+            total += float(torch.mean((s - resize_embedding(teacher.image_encoder(x), s.shape[-1])) ** 2))
     return round(total / n_images, 7)
 
 
@@ -69,11 +74,11 @@ def write_report(out: Path, cfg: Any, teacher: Any, t_spec: Any, student: Any, s
     ``eval_images``) skips re-evaluating the teacher (the ablation evaluates it once for 16 runs).
     """
     t = teacher_summary if teacher_summary is not None else model_summary(teacher, t_spec, cfg.eval_images)
-    s = model_summary(student, s_spec, cfg.eval_images)
+    s = model_summary(student, s_spec, cfg.eval_images, size=t_spec.image_size)
     s["embedding_mse"] = embedding_mse(student, teacher, t_spec.image_size, cfg.eval_images)
     enc_t, enc_s = t["params"]["image_encoder"], s["params"]["image_encoder"]
     report = {
-        "config": asdict(cfg), "teacher_id": teacher_id, "data": source, "teacher": t, "student": s,
+        "config": cfg.record() if hasattr(cfg, "record") else asdict(cfg), "teacher_id": teacher_id, "data": source, "teacher": t, "student": s,
         "encoder_params_kept": round(enc_s / enc_t, 5),
         "point_miou_kept": round(s["miou"]["point"] / t["miou"]["point"], 5) if t["miou"]["point"] else None,
         "elapsed_s": round(elapsed, 1), "model": str(Path(out) / "model.safetensors"),
@@ -92,6 +97,7 @@ def _markdown(r: dict[str, Any]) -> str:
             ("total params", t["params"]["total"], s["params"]["total"]),
             ("encoder MACs (linear/conv)", t["macs_image_encoder"]["linear_conv"], s["macs_image_encoder"]["linear_conv"]),
             ("encoder MACs (attention)", t["macs_image_encoder"]["attention"], s["macs_image_encoder"]["attention"]),
+            ("input size (px)", str(t.get("image_size", "?")), str(s.get("image_size", "?"))),
             ("embed dim", t["embed_dim"], s["embed_dim"]),
             ("global-attention blocks", _blocks(t), _blocks(s)),
             ("point mIoU", t["miou"]["point"], s["miou"]["point"]),

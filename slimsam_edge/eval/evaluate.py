@@ -239,7 +239,8 @@ def evaluate_sam(sam: Any, *, n_images: int = 32, seed: int = HELDOUT_SEED, size
                  point_multi: bool = False) -> dict:
     """:func:`evaluate` of a torch ``Sam`` (on its device, in eval mode, prompts of each image batched)
     on ``n_images`` procedural images of ``seed``, both prompt kinds: training-time selection and
-    compression reports.
+    compression reports. The images are rendered at ``size``; a model of another input size (a
+    ``compress --image-size`` student) gets them resized and answers at ``size``.
 
     Example:
         >>> from slimsam_edge.models.build import build_sam, random_init_
@@ -251,8 +252,6 @@ def evaluate_sam(sam: Any, *, n_images: int = 32, seed: int = HELDOUT_SEED, size
     """
     from ..models.batch import BatchPredictor
 
-    if size != sam.image_encoder.img_size:
-        raise UsageError(f"image size {size} differs from the model's input {sam.image_encoder.img_size}")
     data = default_eval_data(n_images, seed=seed, size=size)
     was_training = sam.training
     sam.eval()

@@ -258,10 +258,12 @@ class BatchPredictor:
     """A torch ``Sam`` behind ``set_image`` / ``predict_batch``: all prompts of an image in one decoder call.
 
     For the one evaluator (:func:`slimsam_edge.eval.evaluate.evaluate`) during training and
-    compression: the model stays on its device, images must already have the model's input size
-    (no resizing or padding, as procedural data), and masks are thresholded bilinear upsamplings of
-    the low-resolution logits (:func:`upscale`). Use :class:`slimsam_edge.predictor.EdgePredictor`
-    for images of any size.
+    compression: the model stays on its device, images must be square (no padding, as procedural
+    data), and masks are thresholded bilinear upsamplings of the low-resolution logits to the
+    image's size (:func:`upscale`). A square image of another size than the model's input (a
+    ``compress --image-size`` student evaluated on the teacher's images) is resized to it
+    (:func:`~slimsam_edge.models.regrid.resize_input`) and the prompts scaled with it. Use
+    :class:`slimsam_edge.predictor.EdgePredictor` for images of any shape.
 
     Example:
         >>> import numpy as np
@@ -279,15 +281,17 @@ class BatchPredictor:
         self.sam = sam
         self.size = int(sam.image_encoder.img_size)
         self.embedding: torch.Tensor | None = None
+        self.image_size = self.size
 
     def set_image(self, image: np.ndarray) -> None:
         from ..errors import ImageError
+        from .regrid import resize_input
 
-        if tuple(image.shape[:2]) != (self.size, self.size):
-            raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}; this predictor takes the model's "
-                             f"input size {self.size}x{self.size} only")
+        if image.shape[0] != image.shape[1]:
+            raise ImageError(f"image is {image.shape[1]}x{image.shape[0]}; this predictor takes square images only")
+        self.image_size = int(image.shape[0])
         with torch.no_grad():
-            self.embedding = self.sam.image_encoder(preprocess(self.sam, [image]))
+            self.embedding = self.sam.image_encoder(resize_input(preprocess(self.sam, [image]), self.size))
 
     def predict_batch(self, points: np.ndarray | None = None, labels: np.ndarray | None = None,
                       boxes: np.ndarray | None = None, multimask_output: bool = True
@@ -299,10 +303,11 @@ class BatchPredictor:
             raise RuntimeError("call set_image before predict_batch")
         dev = self.sam.pixel_mean.device
         n = len(points if points is not None else boxes)  # type: ignore[arg-type]
-        pts = None if points is None else (_tensor(points, device=dev), _tensor(labels, torch.int64, dev))
-        bx = None if boxes is None else _tensor(boxes, device=dev)
+        f = self.size / self.image_size  # prompts in the model's input frame
+        pts = None if points is None else (_tensor(points, device=dev) * f, _tensor(labels, torch.int64, dev))
+        bx = None if boxes is None else _tensor(boxes, device=dev) * f
         with torch.no_grad():
             low, iou = decode(self.sam, self.embedding.expand(n, -1, -1, -1), pts, bx)
             sel = slice(1, 4) if multimask_output else slice(0, 1)
-            masks = upscale(low[:, sel], self.size) > 0
+            masks = upscale(low[:, sel], self.image_size) > 0
         return masks.cpu().numpy(), iou[:, sel].cpu().numpy(), low[:, sel].cpu().numpy()
