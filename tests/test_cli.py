@@ -333,10 +333,11 @@ def test_devices_target_a_new_board_file(tmp_path):
 def test_bench_runs_the_pair_picked_for_this_machine(tiny_bundle, image_file, tmp_path, monkeypatch):
     from slimsam_edge.devices import profile
 
-    r = run("bench", tiny_bundle, "--runs", "1", "--warmup", "0", "--prompts", "1", "--image-size", "60x90", "--json")
+    r = run("bench", tiny_bundle, "--runs", "1", "--warmup", "0", "--prompts", "1", "--image-size", "60x90",
+            "--repeats", "1", "--no-peak", "--no-accuracy", "--energy", "none", "--json")
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
-    assert [(x["config"]["backend"], x["config"]["precision"]) for x in rep["results"]] == [("onnxruntime", "fp32")]
+    assert [(x["backend"], x["precision"]) for x in rep["rows"]] == [("onnxruntime", "fp32")]
     monkeypatch.setattr(profile, "_DETECTED", [{"supports_bf16": False, "cpu_model": "Fake CPU", "is_jetson": False}])
     assert_one_line_error(run("bench", tiny_bundle, "--precision", "bf16"), "bf16 needs a CPU with AVX512_BF16",
                           "Fake CPU has none")

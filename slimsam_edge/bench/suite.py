@@ -269,7 +269,8 @@ def bench_suite(
     Raises:
         UsageError: a folder that is not a bundle, an unknown peer or scenario, nothing runnable.
     """
-    from ..devices import detect, detected
+    from ..devices import detect, detected, why_not
+    from ..errors import UnsupportedOnThisMachineError
     from ..runtimes import runtime_distributions
     from .harness import BenchConfig, run_config
     from .peak import cached_peak, fingerprint
@@ -282,6 +283,9 @@ def bench_suite(
     stage_lists = {sc: get_scenario(sc).stages for sc in scenarios}
     base = base or BenchConfig(bundle="", backend="")
     info = detected()
+    for pr in precisions or []:  # asked for by name: refused on a CPU without it, never skipped
+        if why_not(pr, info):
+            raise UnsupportedOnThisMachineError(why_not(pr, info))
     machine = detect(runtime_distributions())
     tmp = tempfile.TemporaryDirectory(prefix="slimsam-bench-") if peers and not workdir else None
     try:
