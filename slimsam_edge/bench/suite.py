@@ -286,6 +286,16 @@ def bench_suite(
     for pr in precisions or []:  # asked for by name: refused on a CPU without it, never skipped
         if why_not(pr, info):
             raise UnsupportedOnThisMachineError(why_not(pr, info))
+    if data is not None and accuracy:  # checked before any measuring: a folder without labels
+        from ..data.auto import open_labelled
+        from ..errors import DataError
+
+        try:
+            if len(open_labelled(Path(data))) == 0:
+                raise DataError(f"{data} holds no labelled image")
+        except DataError as err:
+            raise UsageError(f"--data: {err}; accuracy needs labelled images (an SA-1B folder with its "
+                             "JSON files, or a COCO instances file), or pass --no-accuracy") from None
     machine = detect(runtime_distributions())
     tmp = tempfile.TemporaryDirectory(prefix="slimsam-bench-") if peers and not workdir else None
     try:

@@ -91,3 +91,15 @@ def test_video_scenario_through_the_pipeline(mini_bundle):
     assert res["counts"]["frames"] == 3 and res["counts"]["dropped"] == 0 and res["counts"]["objects"] >= 1
     assert res["extra"]["fps"] > 0
     assert res["energy"]["per_frame"]["count"] == 3
+
+
+def test_data_without_labels_is_refused_before_measuring(mini_bundle, tmp_path):
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(UsageError, match="accuracy needs labelled images"):
+        bench_suite([str(mini_bundle)], data=str(folder), base=BASE, peak=False,
+                    progress=lambda *a: pytest.fail("measured before refusing"))
