@@ -599,3 +599,15 @@ def test_video_source_that_cannot_open_says_one_line_without_native_logs(tmp_pat
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "cannot be opened" in r.stderr, r.stderr
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bench_bad_input_is_one_line(tiny_bundle, tmp_path):
+    assert_one_line_error(run("bench", tiny_bundle, "--peer", "sam-z"), "unknown peer 'sam-z'",
+                          "mobilesam, sam-b, efficientvit-sam-l0")
+    assert_one_line_error(run("bench"), "at least one bundle")
+    assert_one_line_error(run("bench", tmp_path), "not a bundle folder")
+    assert_one_line_error(run("bench", "diff", tmp_path / "a.json"), "needs two reports")
+    report = tmp_path / "r.json"
+    report.write_text('{"results": []}')
+    assert_one_line_error(run("bench", "diff", report, report), "not a bench report")
+    assert not list(tmp_path.glob("*.tmp*"))
