@@ -171,7 +171,8 @@ def commands(work: Path) -> dict[str, Command]:
         "bench": Command(
             "bench", lambda o: cli("bench", str(bundle), "--out", str(o / "bench.json"), "--backend", "onnxruntime",
                                    "--runs", "3", "--warmup", "1", "--prompts", "5", "--image-size", "480x640",
-                                   "--threads", "1", "--json"),
+                                   "--threads", "1", "--repeats", "1", "--no-peak", "--no-accuracy",
+                                   "--energy", "none", "--json"),
             lambda o: [o / "bench.json"], check_json, ["bench.json"]),
     }
 

@@ -102,7 +102,7 @@ def test_segment_killed_between_its_two_pngs(tmp_path, mini_bundle, image):
     args = cli("segment", str(image), "--bundle", str(mini_bundle), "--out", str(mask), "--point", "80,60",
                "--backend", "onnxruntime", "--threads", "1")
     assert _run(args, cue="m_overlay.png").returncode == -signal.SIGKILL
-    assert check_png(mask) is None and not overlay.exists()
+    assert not mask.exists() and not overlay.exists()  # the pair is renamed only when both are whole
     res = _run(args)
     assert res.returncode == 0, res.stderr
     assert check_png(mask) is None and check_png(overlay) is None and temporaries(tmp_path) == []
@@ -112,7 +112,8 @@ def test_bench_out_killed_at_its_write_keeps_the_earlier_report(tmp_path, mini_b
     out = tmp_path / "bench.json"
     out.write_text('{"earlier": true}')
     args = cli("bench", str(mini_bundle), "--out", str(out), "--backend", "onnxruntime", "--runs", "1",
-               "--warmup", "0", "--prompts", "1", "--image-size", "64x64", "--threads", "1", "--json")
+               "--warmup", "0", "--prompts", "1", "--image-size", "64x64", "--threads", "1", "--repeats", "1",
+               "--no-peak", "--no-accuracy", "--energy", "none", "--json")
     assert _run(args, cue="bench.json").returncode == -signal.SIGKILL
     assert json.loads(out.read_text()) == {"earlier": True}
     assert _run(args).returncode == 0
@@ -146,7 +147,8 @@ def test_a_killed_bench_leaves_no_benchmark_running(tmp_path, mini_bundle):
     from slimsam_edge.research.kill_points import _session_pids
 
     argv = cli("bench", str(mini_bundle), "--out", str(tmp_path / "b.json"), "--backend", "onnxruntime",
-               "--runs", "100000", "--warmup", "0", "--prompts", "1", "--image-size", "64x64", "--threads", "1")
+               "--runs", "100000", "--warmup", "0", "--prompts", "1", "--image-size", "64x64", "--threads", "1",
+               "--no-peak", "--no-accuracy", "--energy", "none")
     proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
 
