@@ -60,13 +60,17 @@ def cells(row: dict) -> dict[str, str]:
 def reasons(report: dict) -> list[str]:
     """One line per distinct reason a cell says n/a (accuracy, energy, % of peak), and the skips."""
     seen: dict[str, None] = {}
+    rows_by: dict[tuple[str, str], list[str]] = {}  # (what, reason) -> the rows it applies to
     for row in report["rows"]:
         for what, block in (("accuracy", row.get("accuracy", {})), ("% of peak", row.get("efficiency", {}))):
             if block.get("reason"):
-                seen[f"{what} of {row['label']} ({row['scenario']}): {block['reason']}"] = None
+                rows_by.setdefault((what, block["reason"]), []).append(f"{row['label']} ({row['scenario']})")
         for part, e in row.get("energy", {}).items():
             if e.get("joules_per_item") is None and e.get("reason"):
                 seen[f"energy: {e['reason']}"] = None
+    for (what, reason), labels in rows_by.items():
+        which = labels[0] if len(labels) == 1 else f"{len(labels)} rows ({'; '.join(labels)})"
+        seen[f"{what} of {which}: {reason}"] = None
     for s in report.get("skipped", []):
         what = "/".join(x for x in (s.get("backend"), s.get("precision")) if x)
         seen[f"skipped {s.get('label', '')} {what}: {s['reason']}".replace("  ", " ")] = None

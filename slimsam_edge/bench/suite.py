@@ -171,8 +171,11 @@ def _macs(bundle: str) -> tuple[float | None, str]:
     from ..models.stats import encoder_macs
 
     model = load_bundle(bundle, verify=False).manifest.model
-    if isinstance(model.get("encoder_macs"), (int, float)) and model["encoder_macs"] > 0:
-        return float(model["encoder_macs"]), "counted by the peer's exporter"
+    counted = model.get("encoder_macs")
+    if isinstance(counted, dict):  # a peer's exporter: {"linear_conv", "attention", "total"}
+        counted = counted.get("total")
+    if isinstance(counted, (int, float)) and not isinstance(counted, bool) and counted > 0:
+        return float(counted), "counted by the peer's exporter"
     try:
         return float(encoder_macs(ModelSpec.from_dict(model["spec"]).encoder)["total"]), "from the model spec"
     except Exception as err:  # noqa: BLE001 - a spec we cannot count: the column says why
