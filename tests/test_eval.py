@@ -261,9 +261,10 @@ def test_open_model_reads_and_hashes_a_bundle_once(tiny: dict[str, Path],
     files = list(load_bundle(tiny["bundle"]).hashed_files())  # each distinct file once
     loads: list[Path] = []
     hashed: list[str] = []
-    real_load, real_sha = bundle_mod.load_bundle, bundle_mod.sha256_file
+    real_load, real_sha = bundle_mod.load_bundle, bundle_mod.sha256_inside
     monkeypatch.setattr(bundle_mod, "load_bundle", lambda path, **kw: loads.append(path) or real_load(path, **kw))
-    monkeypatch.setattr(bundle_mod, "sha256_file", lambda path: hashed.append(Path(path).name) or real_sha(path))
+    monkeypatch.setattr(bundle_mod, "sha256_inside",
+                        lambda root, rel, where: hashed.append(Path(rel).name) or real_sha(root, rel, where))
     predictor, about = open_model(tiny["bundle"], backend="onnxruntime", threads=1)
     assert len(loads) == 1 and about["kind"] == "bundle" and about["backend"] == "onnxruntime"
     assert sorted(hashed) == sorted(Path(f).name for f in files)
