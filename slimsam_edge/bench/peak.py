@@ -69,7 +69,13 @@ def fingerprint(info: dict[str, Any], threads: int | None) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _best(fn: Callable[[], None], reps: int) -> float:
+def best_seconds(fn: Callable[[], object], reps: int) -> float:
+    """The fastest of ``reps`` timed calls of ``fn`` after one untimed call (seconds).
+
+    Example:
+        >>> best_seconds(lambda: None, 3) >= 0
+        True
+    """
     fn()  # warm-up: thread pools, first-touch pages, kernel selection
     best = float("inf")
     for _ in range(reps):
@@ -85,7 +91,7 @@ def numpy_gemm_gflops(n: int = 2048, reps: int = 3) -> float:
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     out = np.empty((n, n), np.float32)
-    sec = _best(lambda: np.matmul(a, b, out=out), reps)
+    sec = best_seconds(lambda: np.matmul(a, b, out=out), reps)
     return round(2.0 * n**3 / sec / 1e9, 2)
 
 
@@ -93,7 +99,7 @@ def memory_gbps(mib: int = 256, reps: int = 3) -> float:
     """Copy bandwidth: bytes read plus bytes written per second, GB/s (10^9)."""
     src = np.ones(mib * 2**20 // 4, np.float32)
     dst = np.empty_like(src)
-    sec = _best(lambda: np.copyto(dst, src), reps)
+    sec = best_seconds(lambda: np.copyto(dst, src), reps)
     return round(2.0 * src.nbytes / sec / 1e9, 2)
 
 
@@ -118,7 +124,7 @@ def _openvino_gemm(n: int, kind: str, threads: int | None, reps: int) -> float:
     req = compiled.create_infer_request()
     rng = np.random.default_rng(0)
     feed = {0: rng.uniform(0, 8, (n, n)).astype(np.float32), 1: rng.uniform(-4, 4, (n, n)).astype(np.float32)}
-    sec = _best(lambda: req.infer(feed), reps)
+    sec = best_seconds(lambda: req.infer(feed), reps)
     return round(2.0 * n**3 / sec / 1e9, 2)
 
 

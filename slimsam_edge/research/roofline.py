@@ -21,8 +21,9 @@ Example:
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from ..bench.peak import best_seconds
 
 
 def attention_floor(*, heads: int, tokens: int, head_dim: int, gemm_gflops: float, exp_per_s: float) -> dict[str, float]:
@@ -114,16 +115,6 @@ def exact_route_bound(report: dict[str, Any], spec: Any, gidx: int, rates: dict[
     return out
 
 
-def _best_seconds(fn, reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def measure_machine(threads: int = 2, gemm_size: int = 2048, exp_elements: int = 1 << 16, reps: int = 5) -> dict[str, Any]:
     """This machine's fp32 GEMM rate (GFLOP/s) and cache-resident ``exp`` rate (per second), in torch.
 
@@ -145,7 +136,7 @@ def measure_machine(threads: int = 2, gemm_size: int = 2048, exp_elements: int =
         g = torch.Generator().manual_seed(0)
         a = torch.randn(gemm_size, gemm_size, generator=g)
         b = torch.randn(gemm_size, gemm_size, generator=g)
-        gemm_s = _best_seconds(lambda: torch.mm(a, b), reps)
+        gemm_s = best_seconds(lambda: torch.mm(a, b), reps)
         torch.set_num_threads(1)
         x = torch.rand(exp_elements, generator=g)
         out = torch.empty_like(x)
@@ -155,7 +146,7 @@ def measure_machine(threads: int = 2, gemm_size: int = 2048, exp_elements: int =
             for _ in range(inner):
                 torch.exp(x, out=out)
 
-        exp_s = _best_seconds(exps, reps)
+        exp_s = best_seconds(exps, reps)
     finally:
         torch.set_num_threads(previous)
     return {"threads": threads, "gemm_size": gemm_size, "gemm_gflops": 2 * gemm_size**3 / gemm_s / 1e9,
