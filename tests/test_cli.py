@@ -49,7 +49,7 @@ def test_help_does_not_import_torch():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "NO-TORCH"
-    libs = ("slimsam_edge.demo", "slimsam_edge.compress.job", "slimsam_edge.eval.run", "slimsam_edge.bench.run",
+    libs = ("slimsam_edge.demo", "slimsam_edge.compress.job", "slimsam_edge.eval.run", "slimsam_edge.bench.suite",
             "slimsam_edge.apps.segment", "slimsam_edge.data.inspect")
     code = f"import sys, {', '.join(libs)}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -186,7 +186,7 @@ def _profile(tmp_path, backends: list[str], default_precision: str):
 
 def test_a_precision_the_machine_lacks_is_refused_and_never_picked(tiny_bundle, tmp_path, monkeypatch):
     from slimsam_edge.apps.segment import segment_file
-    from slimsam_edge.bench.run import bench_bundle
+    from slimsam_edge.bench.suite import bench_suite
     from slimsam_edge.errors import UnsupportedOnThisMachineError
 
     import cv2
@@ -196,7 +196,7 @@ def test_a_precision_the_machine_lacks_is_refused_and_never_picked(tiny_bundle, 
     _machine(monkeypatch, NO_BF16, _profile(tmp_path, ["openvino", "onnxruntime"], "bf16"))
     for call in (lambda: EdgePredictor.from_bundle(bf16, precision="bf16"),
                  lambda: segment_file(tmp_path / "x.png", bf16, tmp_path / "m.png", points=[(1, 1)], precision="bf16"),
-                 lambda: bench_bundle(bf16, precisions=["bf16"])):
+                 lambda: bench_suite([str(bf16)], precisions=["bf16"])):
         with pytest.raises(UnsupportedOnThisMachineError) as err:
             call()
         assert "bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Fake CPU without BF16 has none" in str(err.value)

@@ -143,10 +143,8 @@ def _pool(results: list[dict], stages: Sequence[str]) -> dict[str, Any]:
         raw = [v for r in results for v in r.get("raw_s", {}).get(stage, [])]
         if not raw:
             continue
-        stats = latency_stats(raw)
-        stats["spread_ms"] = spread_ms([r[stage]["p50_ms"] for r in results if r.get(stage, {}).get("n")])
-        stats["repeat_p50_ms"] = [r[stage]["p50_ms"] for r in results if r.get(stage, {}).get("n")]
-        out[stage] = stats
+        p50s = [r[stage]["p50_ms"] for r in results if r.get(stage, {}).get("n")]
+        out[stage] = {**latency_stats(raw), "spread_ms": spread_ms(p50s), "repeat_p50_ms": p50s}
     return out
 
 
@@ -165,12 +163,12 @@ def _energy(results: list[dict]) -> dict[str, Any]:
     return parts
 
 
-def _macs(bundle: str) -> tuple[float | None, str]:
-    from ..bundle import load_bundle
+def _macs(manifest: Any) -> tuple[float | None, str]:
+    """The encoder's MACs from a bundle's manifest (a peer's counted ones, else from its spec)."""
     from ..models.spec import ModelSpec
     from ..models.stats import encoder_macs
 
-    model = load_bundle(bundle, verify=False).manifest.model
+    model = manifest.model
     counted = model.get("encoder_macs")
     if isinstance(counted, dict):  # a peer's exporter: {"linear_conv", "attention", "total"}
         counted = counted.get("total")
@@ -272,6 +270,7 @@ def bench_suite(
     Raises:
         UsageError: a folder that is not a bundle, an unknown peer or scenario, nothing runnable.
     """
+    from ..bundle import load_bundle
     from ..devices import detect, detected, why_not
     from ..errors import UnsupportedOnThisMachineError
     from ..runtimes import runtime_distributions
@@ -318,6 +317,7 @@ def bench_suite(
             results.setdefault(slot.index, []).append(run_config(cfg))
         tell(len(slots), len(slots), "accuracy")
         acc_cache: dict = {}
+        manifests = {s.bundle: load_bundle(s.bundle, verify=False).manifest for s in {r.subject for r in rows}}
         out_rows = []
         for i, row in enumerate(rows):
             rs = results[i]
@@ -332,8 +332,9 @@ def bench_suite(
                 "counts": {k: sum(r["counts"].get(k, 0) for r in rs) for k in rs[0]["counts"]},
                 "extra": rs[-1].get("extra", {}),
                 "energy": _energy(rs),
-                "efficiency": _efficiency(row, stages, peak_info, _macs(row.subject.bundle)),
-                "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache, _size(row))
+                "efficiency": _efficiency(row, stages, peak_info, _macs(manifests[row.subject.bundle])),
+                "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache,
+                                       int(manifests[row.subject.bundle].image_size))
                              if accuracy else {"reason": "accuracy was turned off (--no-accuracy)"}),
                 "image_hw": rs[0]["image_hw"], "notes": rs[0].get("notes", []),
                 **({"profile": next((r["profile"] for r in rs if "profile" in r), None)} if profile else {}),
@@ -351,12 +352,6 @@ def bench_suite(
     finally:
         if tmp is not None:
             tmp.cleanup()
-
-
-def _size(row: Row) -> int:
-    from ..bundle import load_bundle
-
-    return int(load_bundle(row.subject.bundle, verify=False).manifest.image_size)
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -385,19 +380,29 @@ def save_history(path: str | Path, report: dict) -> Path:
     return write_text_atomic(p, old + json.dumps(report, allow_nan=False, default=str) + "\n")
 
 
+def check_outputs(*, out: Path | str | None = None, csv: Path | str | None = None, md: Path | str | None = None,
+                  plot: Path | str | None = None, save: Path | str | None = None) -> None:
+    """Refuse, in one line, an output that cannot be written (a folder where a file is wanted, a
+    file where the plot folder is, a path under a regular file): ``bench`` calls it before it
+    measures, :func:`write_outputs` before it writes."""
+    from ..safeio import require_output_path
+
+    for flag, path in {"--out": out, "--csv": csv, "--md": md, "--save": save}.items():
+        if path is not None:
+            require_output_path(path, flag)
+    if plot is not None:
+        require_output_path(plot, "--plot", folder=True)
+
+
 def write_outputs(report: dict, *, out: Path | str | None = None, csv: Path | str | None = None,
                   md: Path | str | None = None, plot: Path | str | None = None) -> list[Path]:
-    """Write the report's files (each atomically; a folder where a file is wanted is refused
-    before anything is written). Returns the paths written."""
+    """Write the report's files (each atomically; :func:`check_outputs` refuses a bad path before
+    anything is written). Returns the paths written."""
     from ..fsutil import write_text_atomic
     from .render import to_csv, to_markdown
 
+    check_outputs(out=out, csv=csv, md=md, plot=plot)
     files = {"--out": out, "--csv": csv, "--md": md}
-    for flag, path in files.items():
-        if path is not None and Path(path).is_dir():
-            raise UsageError(f"{flag} {path} is a folder; name a file")
-    if plot is not None and Path(plot).exists() and not Path(plot).is_dir():
-        raise UsageError(f"--plot {plot} is a file; name a folder for the PNGs")
     written: list[Path] = []
     text = {"--out": lambda: json.dumps(report, indent=2, allow_nan=False, default=str) + "\n",
             "--csv": lambda: to_csv(report), "--md": lambda: to_markdown(report)}

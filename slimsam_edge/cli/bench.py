@@ -78,16 +78,10 @@ def bench(
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from ..bench.harness import BenchConfig
-    from ..bench.suite import bench_suite, save_history, write_outputs
-
-    from ..safeio import require_output_path
+    from ..bench.suite import bench_suite, check_outputs, save_history, write_outputs
 
     hw = _hw(image_size)
-    for flag, path in {"--out": out, "--csv": csv_out, "--md": md_out, "--save": save}.items():
-        if path is not None:
-            require_output_path(path, flag)
-    if plot is not None:
-        require_output_path(plot, "--plot", folder=True)
+    check_outputs(out=out, csv=csv_out, md=md_out, plot=plot, save=save)
     base = BenchConfig(bundle="", backend="", threads=threads, image_hw=hw, image=str(image) if image else None,
                        warmup=warmup, runs=runs, prompts=prompts, points=points, resize=resize.value,
                        duration_s=duration, energy=energy.value, points_per_side=points_per_side)

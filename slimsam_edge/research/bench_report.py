@@ -78,10 +78,12 @@ def subjects(workdir: Path, *, reuse: bool, say: Any, skip_1024: bool = False) -
 def refresh_derived(report: dict[str, Any]) -> None:
     """Compute the derived columns (% of peak from the stored stages, peak and MACs) again."""
     from ..bench.suite import Row, Subject, _efficiency, _macs
+    from ..bundle import load_bundle
 
+    manifests = {b: load_bundle(b, verify=False).manifest for b in {r["bundle"] for r in report["rows"]}}
     for r in report["rows"]:
         row = Row(Subject(r["model"], r["bundle"], r.get("peer")), r["backend"], r["precision"], r["scenario"])
-        r["efficiency"] = _efficiency(row, r["stages"], report.get("peak"), _macs(r["bundle"]))
+        r["efficiency"] = _efficiency(row, r["stages"], report.get("peak"), _macs(manifests[r["bundle"]]))
 
 
 def render(report: dict[str, Any], command: str) -> str:

@@ -495,14 +495,14 @@ def test_nncf_leaves_attention_matmuls_in_float(bundle, int8, int8_bf16) -> None
 
 
 def test_int8_bf16_refused_without_bf16(bundle, int8_bf16, tmp_path, monkeypatch) -> None:
-    from slimsam_edge.bench.run import bench_bundle
+    from slimsam_edge.bench.suite import bench_suite
     from slimsam_edge.devices import profile
     from slimsam_edge.errors import UnsupportedOnThisMachineError
     from slimsam_edge.predictor import EdgePredictor
 
     monkeypatch.setattr(profile, "_DETECTED", [NO_BF16])
     for call in (lambda: EdgePredictor.from_bundle(bundle, backend="openvino", precision="int8-bf16"),
-                 lambda: bench_bundle(bundle, precisions=["int8-bf16"])):
+                 lambda: bench_suite([str(bundle)], precisions=["int8-bf16"])):
         with pytest.raises(UnsupportedOnThisMachineError) as err:
             call()
         assert str(err.value) == ("int8-bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16 and Fake CPU without "
