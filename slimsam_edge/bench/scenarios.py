@@ -171,7 +171,6 @@ class Everything(Scenario):
             found.append(len(gen.generate(image)))
             return time.perf_counter() - t
 
-        lat: list[float] = []
         meter.start()
         lat = single_stream(query, min_queries=cfg.runs, min_duration_s=cfg.duration_s, tick=tick)
         reading = meter.stop()
