@@ -331,6 +331,7 @@ def bench_suite(
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "counts": {k: sum(r["counts"].get(k, 0) for r in rs) for k in rs[0]["counts"]},
                 "extra": rs[-1].get("extra", {}),
+                "extra_repeats": [r.get("extra", {}) for r in rs],
                 "energy": _energy(rs),
                 "efficiency": _efficiency(row, stages, peak_info, _macs(manifests[row.subject.bundle])),
                 "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache,

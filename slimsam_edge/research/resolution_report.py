@@ -47,13 +47,16 @@ def _say(msg: str) -> None:
 
 
 def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str, Any], images: int,
-                 threads: int | None) -> dict[str, Any]:
-    """Compress the shipped sam-mini at input ``size`` into ``workdir/mini-<size>`` (or reuse a
-    finished run of the same settings there); the run's report."""
+                 threads: int | None, name: str | None = None) -> dict[str, Any]:
+    """Compress the shipped sam-mini at input ``size`` into ``workdir/<name>`` (default
+    ``mini-<size>``; or reuse a finished run of the same settings there); the run's report.
+    ``settings`` holds ``ratio`` and any other :class:`~slimsam_edge.compress.pipeline.CompressConfig`
+    field (``steps``, ``lr``, ``global_attention``, ...)."""
     from ..compress.job import CompressRequest, run_request
     from ..compress.pipeline import RUN_ONLY, CompressConfig
 
-    out = workdir / f"mini-{size}"
+    name = name or f"mini-{size}"
+    out = workdir / name
     job = {k: v for k, v in settings.items() if k != "ratio"}
     if size != teacher_size:
         job["image_size"] = size
@@ -62,10 +65,10 @@ def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str
     if done.exists():
         rep = json.loads(done.read_text())
         if {k: v for k, v in (rep.get("config") or {}).items() if k not in RUN_ONLY} == json.loads(json.dumps(want)):
-            _say(f"mini-{size}: reusing {done}")
+            _say(f"{name}: reusing {done}")
             return rep
     resume = (out / "checkpoint.pt").exists()  # an interrupted run of the same flags continues
-    _say(f"mini-{size}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
+    _say(f"{name}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
          f"{settings['steps']} steps per phase)")
     return run_request(CompressRequest(out, ratio=settings["ratio"], images=images, device="cpu",
                                        cache_teacher=workdir / "teacher-cache", threads=threads, resume=resume,
