@@ -196,13 +196,16 @@ def p77_bundles(sizes: Sequence[int], attentions: Sequence[str], workdir: Path, 
 
 
 def peer_bundle(workdir: Path, reuse: bool, say: Callable[[str], None]) -> Path:
-    """MobileSAM's bundle (random weights) with fp32 and int8 artifacts."""
+    """MobileSAM's bundle (random weights) with fp32 and int8 artifacts (int8 calibrated on 8
+    procedural images, as the SlimSAM-77 routes are)."""
     from ..exporters.peer_export import export_peer
+    from ..exporters.precision import PrecisionOptions
 
     dest = workdir / f"peer-{PEER}"
     if not (reuse and (dest / "manifest.json").exists()):
         say(f"peer {PEER}: exporting (fp32 + int8)")
-        export_peer(PEER, dest, validate=False, reference=False, precisions=("fp32", "int8"))
+        export_peer(PEER, dest, validate=False, reference=False, precisions=("fp32", "int8"),
+                    precision_options=PrecisionOptions(calib_images=8, gate_images=4, allow_accuracy_drop=True))
     return dest
 
 
