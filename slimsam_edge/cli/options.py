@@ -19,6 +19,25 @@ Backend = Enum("Backend", {name: name for name in registered_backends()}, type=s
 #: ``--precision`` choices
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
 
+#: ``--decoder-precision`` of segment, eval and bench: EdgePredictor.from_bundle(decoder_precision=...)
+DecoderPrecisionOpt = Annotated[
+    Optional[Precision],
+    typer.Option("--decoder-precision", help="The mask decoder's precision when it differs from the encoder's "
+                 "(default: the encoder's): e.g. bf16 runs the fp32 decoder with OpenVINO's bf16 hint behind an "
+                 "fp32 or int8 encoder. Refused (exit 2) where the bundle lacks it for the backend or the CPU "
+                 "lacks it (bf16 without BF16)."),
+]
+
+
+def enum_value(choice: Optional[Enum]) -> Optional[str]:
+    """The string of an optional enum option (``None`` stays ``None``).
+
+    Example:
+        >>> enum_value(Precision("int8")), enum_value(None)
+        ('int8', None)
+    """
+    return None if choice is None else choice.value
+
 
 class Resize(str, Enum):
     sam = "sam"
