@@ -354,7 +354,7 @@ def jetson_cli_bundle(tmp_path_factory, tiny_checkpoint):
     os.chdir(folder)  # a relative --out, as users type it
     try:
         r = run("export", tiny_checkpoint, "--target", "jetson-orin-nano", "--out", "b", "--no-simplify",
-                "--calib-images", "16", "--gate-images", "2")
+                "--calib-images", "16", "--gate-images", "2", "--allow-accuracy-drop")  # tiny random model: int8 agreement varies by CPU
     finally:
         os.chdir(here)
     out = folder / "b"
