@@ -574,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only time the routes into WORKDIR/latency.json (join later with --reuse-latency)")
     a = ap.parse_args(argv)
     try:
         check_sizes(a.sizes)
@@ -585,6 +587,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = BenchConfig(bundle="", backend="", threads=a.threads, image_hw=(720, 1280), warmup=1, runs=a.runs,
                        prompts=a.prompts, energy="none")
     latency = measure_latency(a, ok, base)
+    if a.latency_only:
+        _say(f"timed {len(latency['rows'])} rows into {a.workdir / 'latency.json'}")
+        return latency
     settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr}
     minis = students([s * MINI_SIZE // TEACHER_SIZE for s in a.sizes], a.attentions, a.students, a.workdir,
                      settings, a.images, a.threads, a.reuse, _say)

@@ -130,3 +130,11 @@ def test_a_size_either_model_cannot_run_is_refused_before_any_work(size, says, c
     with pytest.raises(SystemExit) as err:
         sr.main(["--sizes", "768", str(size)])
     assert err.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_latency_only_times_and_stops_before_students(tmp_path, monkeypatch):
+    monkeypatch.setattr(sr, "measure_latency", lambda a, ok, base: {"rows": BENCH})
+    monkeypatch.setattr(sr, "students", lambda *a: pytest.fail("compressed students with --latency-only"))
+    out = tmp_path / "speed.md"
+    assert sr.main(["--latency-only", "--out", str(out)]) == {"rows": BENCH}
+    assert not out.exists()
