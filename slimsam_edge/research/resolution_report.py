@@ -46,6 +46,28 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def finished_run(out: Path, settings: dict[str, Any], image_size: int | None = None) -> bool:
+    """Whether ``out`` holds a finished compress run (its report and model) made with ``settings``
+    (``ratio`` + other :class:`~slimsam_edge.compress.pipeline.CompressConfig` fields) at
+    ``image_size`` (``None``: the teacher's).
+
+    Example:
+        >>> finished_run(Path("/nonexistent"), {"ratio": 0.5, "steps": 40})
+        False
+    """
+    from ..compress.pipeline import RUN_ONLY, CompressConfig
+
+    done = out / "report.json"
+    if not (done.is_file() and (out / "model.safetensors").is_file()):
+        return False
+    job = {k: v for k, v in settings.items() if k != "ratio"}
+    if image_size is not None:
+        job["image_size"] = image_size
+    want = json.loads(json.dumps(CompressConfig(ratio=settings["ratio"], **job).identity()))
+    got = json.loads(done.read_text(encoding="utf-8")).get("config") or {}
+    return {k: v for k, v in got.items() if k not in RUN_ONLY} == want
+
+
 def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str, Any], images: int,
                  threads: int | None, name: str | None = None) -> dict[str, Any]:
     """Compress the shipped sam-mini at input ``size`` into ``workdir/<name>`` (default
@@ -53,20 +75,15 @@ def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str
     ``settings`` holds ``ratio`` and any other :class:`~slimsam_edge.compress.pipeline.CompressConfig`
     field (``steps``, ``lr``, ``global_attention``, ...)."""
     from ..compress.job import CompressRequest, run_request
-    from ..compress.pipeline import RUN_ONLY, CompressConfig
 
     name = name or f"mini-{size}"
     out = workdir / name
     job = {k: v for k, v in settings.items() if k != "ratio"}
     if size != teacher_size:
         job["image_size"] = size
-    want = CompressConfig(ratio=settings["ratio"], **job).identity()
-    done = out / "report.json"
-    if done.exists():
-        rep = json.loads(done.read_text())
-        if {k: v for k, v in (rep.get("config") or {}).items() if k not in RUN_ONLY} == json.loads(json.dumps(want)):
-            _say(f"{name}: reusing {done}")
-            return rep
+    if finished_run(out, settings, image_size=job.get("image_size")):
+        _say(f"{name}: reusing {out / 'report.json'}")
+        return json.loads((out / "report.json").read_text())
     resume = (out / "checkpoint.pt").exists()  # an interrupted run of the same flags continues
     _say(f"{name}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
          f"{settings['steps']} steps per phase)")

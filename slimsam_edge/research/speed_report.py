@@ -166,18 +166,23 @@ def _digest(path: Path) -> str:
 
 def students(sizes: Sequence[int], attentions: Sequence[str], students_dir: Path, workdir: Path,
              settings: dict[str, Any], images: int, threads: int | None, reuse: bool,
-             say: Callable[[str], None]) -> dict[tuple[int, str], Path]:
+             say: Callable[[str], None], compress: bool = True) -> dict[tuple[int, str], Path]:
     """Compress (or reuse) each sam-mini analogue and export it; ``{(mini size, attention): bundle}``,
-    with the shipped teacher under ``(256, "teacher")``."""
+    with the shipped teacher under ``(256, "teacher")``. ``compress=False``: only the analogues
+    already compressed with these settings (the others are left out, and their routes have no
+    accuracy)."""
     from ..assets import require_reference_model
     from .precision_report import _shipped, _shipped_key
-    from .resolution_report import compress_run
+    from .resolution_report import compress_run, finished_run
 
     out = {(MINI_SIZE, "teacher"): _export_int8(_shipped, _shipped_key(), workdir / "sam-mini", reuse, say)}
     for attention in attentions:
         for size in sizes:
             name = student_name(size, attention)
             job = dict(settings) if attention == "keep" else {**settings, "global_attention": attention}
+            if not compress and not finished_run(students_dir / name, job, None if size == MINI_SIZE else size):
+                say(f"{name}: not compressed with these settings; left out (--no-compress)")
+                continue
             compress_run(size, MINI_SIZE, students_dir, job, images, threads, name=name)
             model = students_dir / name / "model.safetensors"
             out[(size, attention)] = _export_int8(student_loader(model), f"{name}:{_digest(model)}",
@@ -574,6 +579,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
+    ap.add_argument("--no-compress", action="store_true",
+                    help="use only the sam-mini analogues already compressed under --students (no new compress runs)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only time the routes into WORKDIR/latency.json (join later with --reuse-latency)")
     a = ap.parse_args(argv)
@@ -592,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return latency
     settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr}
     minis = students([s * MINI_SIZE // TEACHER_SIZE for s in a.sizes], a.attentions, a.students, a.workdir,
-                     settings, a.images, a.threads, a.reuse, _say)
+                     settings, a.images, a.threads, a.reuse, _say, compress=not a.no_compress)
     accuracy = measure_accuracy(minis, ok, a.accuracy_images, _say)
     routes = join(latency["rows"], accuracy)
     best = mobilesam_best(latency["rows"])

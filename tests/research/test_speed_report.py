@@ -102,7 +102,7 @@ def test_main_measures_joins_and_writes_page_json_and_plot(tmp_path, monkeypatch
                 "bundles": {"768-windowed": str(tmp_path / "b768"), "512-windowed": str(tmp_path / "b512"),
                             "1024-keep": str(tmp_path / "b1024")}}
 
-    def students(sizes, attentions, *args):
+    def students(sizes, attentions, *args, compress=True):
         seen["mini_sizes"] = list(sizes)
         return {}
 
@@ -138,3 +138,27 @@ def test_latency_only_times_and_stops_before_students(tmp_path, monkeypatch):
     out = tmp_path / "speed.md"
     assert sr.main(["--latency-only", "--out", str(out)]) == {"rows": BENCH}
     assert not out.exists()
+
+
+def test_no_compress_uses_only_finished_analogues(tmp_path, monkeypatch):
+    from slimsam_edge.research import resolution_report
+
+    settings = {"ratio": 0.5, "steps": 40, "lr": 1e-3, "eval_images": 16}
+    done = tmp_path / "students" / "mini-192-windowed"
+    done.mkdir(parents=True)
+    (done / "model.safetensors").write_bytes(b"weights")
+    from slimsam_edge.compress.pipeline import CompressConfig
+
+    job = {"steps": 40, "lr": 1e-3, "eval_images": 16, "global_attention": "windowed", "image_size": 192}
+    (done / "report.json").write_text(json.dumps({"config": CompressConfig(ratio=0.5, **job).identity()}))
+    assert resolution_report.finished_run(done, {**settings, "global_attention": "windowed"}, 192)
+    assert not resolution_report.finished_run(done, {**settings, "steps": 80, "global_attention": "windowed"}, 192)
+    compressed, exported = [], []
+    monkeypatch.setattr(resolution_report, "compress_run", lambda size, *a, name=None: compressed.append(name))
+    monkeypatch.setattr(sr, "_export_int8", lambda load, key, out, reuse, say, calib_images=16: exported.append(out.name) or out)
+    said = []
+    got = sr.students([192, 128], ["windowed"], tmp_path / "students", tmp_path / "work", settings, 10, None, True,
+                      said.append, compress=False)
+    assert compressed == ["mini-192-windowed"] and sorted(got) == [(192, "windowed"), (256, "teacher")]
+    assert exported == ["sam-mini", "mini-192-windowed"]
+    assert any("mini-128-windowed: not compressed with these settings" in m for m in said)
