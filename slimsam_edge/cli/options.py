@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..devices import PRECISIONS, list_profiles
 from ..errors import UsageError
-from ..runtimes import registered_backends
+from ..runtimes import PERFORMANCE_HINTS, registered_backends
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtimes.tuning import RuntimeTuning
 
 
 #: ``--backend`` choices: every registered backend (runtimes/registry.py)
@@ -64,3 +67,36 @@ def _target_help() -> str:
 
 
 TargetOpt = Annotated[str, typer.Option("--target", help=_target_help())]
+
+
+# -- runtime tuning (slimsam_edge.runtimes.tuning): `video` and `bench` ------------------------------
+#: ``--hint`` choices: OpenVINO's performance hints
+Hint = Enum("Hint", {name: name for name in PERFORMANCE_HINTS}, type=str)  # type: ignore[misc]
+
+
+def _graph_threads(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+    """--encoder-threads / --decoder-threads: as --threads (1 .. 4 x usable CPUs)."""
+    from ..limits import check_threads
+
+    name = param.opts[0] if param.opts else "--threads"
+    try:
+        if value is not None and value < 1:
+            raise UsageError(f"{name} {value} must be at least 1 (omit it for --threads or the runtime's default)")
+        return check_threads(value, name)
+    except UsageError as err:
+        raise typer.BadParameter(str(err).removeprefix(f"{name} ")) from None
+
+
+HintOpt = Annotated[Optional[Hint], typer.Option("--hint", help="OpenVINO performance hint of the encoder: latency (default: every thread on one frame), throughput or cumulative_throughput (several streams, frames encoded side by side; pair with --encode-requests).")]
+EncoderThreadsOpt = Annotated[Optional[int], typer.Option("--encoder-threads", callback=_graph_threads, help="Inference threads of the encoder (default: --threads).")]
+DecoderThreadsOpt = Annotated[Optional[int], typer.Option("--decoder-threads", callback=_graph_threads, help="Inference threads of the decoder (default: --threads).")]
+EncodeRequestsOpt = Annotated[int, typer.Option("--encode-requests", min=1, max=16, help="Frames encoded at once: that many encoder infer requests (OpenVINO) and encode threads in the video pipeline, so frame n+1's encoding overlaps frame n's.")]
+
+
+def make_tuning(hint: Optional[Enum], encoder_threads: Optional[int], decoder_threads: Optional[int],
+                encode_requests: int) -> "RuntimeTuning":
+    """The :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` of the tuning options."""
+    from ..runtimes.tuning import RuntimeTuning
+
+    return RuntimeTuning(hint=hint.value if hint is not None else None, encoder_threads=encoder_threads,
+                         decoder_threads=decoder_threads, encode_requests=encode_requests)
