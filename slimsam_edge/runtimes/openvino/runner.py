@@ -112,8 +112,9 @@ class _Slot:
 
 
 class RequestPool:
-    """``size`` slots handed to one caller each: :meth:`take` waits for a free one, :meth:`close`
-    waits until every slot is back and then refuses further takers (one-line RunnerError).
+    """``size`` slots handed to one caller each: :meth:`take` waits for a free one; :meth:`close`
+    refuses every further taker (one-line RunnerError), those waiting too, and returns once every
+    slot is back.
 
     Example:
         >>> pool = RequestPool(["a", "b"])
@@ -168,10 +169,10 @@ class RequestPool:
 
     def close(self) -> None:
         with self._cond:
-            while len(self._slots) < self.size:
-                self._cond.wait()
-            self._closed = True
+            self._closed = True  # from now on a taker is refused, also one already waiting
             self._cond.notify_all()
+            while len(self._slots) < self.size:  # the calls in flight give theirs back
+                self._cond.wait()
 
 
 class OpenVinoRunner(Runner):
