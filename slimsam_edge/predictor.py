@@ -219,7 +219,7 @@ class EdgePredictor:
         from .bundle import Bundle, load_bundle
 
         check_threads(threads, "threads")  # before the bundle's files are hashed
-        tuning = tuning or RuntimeTuning()
+        tuning = RuntimeTuning() if tuning is None else tuning
         if not isinstance(tuning, RuntimeTuning):
             raise UsageError(f"tuning must be a RuntimeTuning, not {type(tuning).__name__}")
         if tuning.hint is not None and backend is not None:

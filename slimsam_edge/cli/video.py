@@ -100,7 +100,10 @@ def video(
         outputs = str(out) + (f" + {masks}" if masks is not None else "")
         dropped = f", {result['dropped']} dropped" if realtime else ""
         head = "interrupted: kept " if result["interrupted"] else ""
+        t = result["tuning"]
+        tuned = "".join([f", {t['hint']}" if t["hint"] else "",
+                         f", {t['encode_requests']} encode requests" if t["encode_requests"] > 1 else ""])
         typer.echo(f"{head}{result['frames_done']} frames -> {outputs} ({result['fps']:.1f} fps{dropped}; latency "
-                   f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms) [{result['backend']}/{result['precision']}]")
+                   f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms) [{result['backend']}/{result['precision']}{tuned}]")
     if result["interrupted"]:
         raise typer.Exit(130)

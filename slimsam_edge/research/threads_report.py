@@ -69,7 +69,7 @@ CONFIGS = (
 #: the bundles measured: key -> (label, frames per round)
 MODELS = {
     "sam-mini": ("sam-mini (shipped, trained) @256", 24),
-    "p77": ("SlimSAM-77 architecture @1024, random weights", 3),
+    "p77": ("SlimSAM-77 architecture @1024, random weights", 5),
 }
 
 
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
     ap.add_argument("--configs", nargs="*", choices=[c.name for c in CONFIGS], default=[c.name for c in CONFIGS])
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
-    ap.add_argument("--frames", type=int, default=None, help="frames per round (default: 24 sam-mini, 3 SlimSAM-77)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per round (default: 24 sam-mini, 5 SlimSAM-77)")
     ap.add_argument("--image-size", default="480x640", help="clip HxW")
     a = ap.parse_args(argv)
     from ..bench.matrix import machine_summary

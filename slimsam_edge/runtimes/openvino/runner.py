@@ -325,7 +325,7 @@ class OpenVinoRunner(Runner):
         from ..profiling import group_openvino_counters
 
         config = {**self.options.extra.get("config", {}), "PERF_COUNT": True}
-        extra = {**self.options.extra, "config": config, "static_axis0": False}
+        extra = {**self.options.extra, "config": config, "static_axis0": False, "requests": 1}
         twin = type(self)(self.artifact, dataclasses.replace(self.options, extra=extra)).activate()
         try:
             infos: list[Any] = []
