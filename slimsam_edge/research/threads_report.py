@@ -21,10 +21,10 @@ Example:
     >>> [c.name for c in CONFIGS]
     ['latency', 'throughput-x2', 'split-2/1', 'latency-x2', 'throughput-x1']
     >>> rows = table_rows({"configs": [{"name": "latency", "tuning": {"hint": None, "encoder_threads": None,
-    ...     "decoder_threads": None, "encode_requests": 1}, "fps": 2.0, "latency_p50_ms": 900.0,
-    ...     "latency_p95_ms": 950.0, "compiled": "NUM_STREAMS=1"}]})
+    ...     "decoder_threads": None, "encode_requests": 1}, "fps": 2.0, "fps_rounds": [1.9, 2.1],
+    ...     "latency_p50_ms": 900.0, "latency_p95_ms": 950.0, "compiled": "NUM_STREAMS=1"}]})
     >>> rows[0]
-    ('latency', 'latency', 'default', 'default', '1', '2.00', '1.00x', '900', '950', 'NUM_STREAMS=1')
+    ('latency', 'latency', 'default', 'default', '1', '2.00', '1.90, 2.10', '1.00x', '900', '950', 'NUM_STREAMS=1')
 """
 
 from __future__ import annotations
@@ -152,14 +152,15 @@ def measure_model(model: str, bundle: Path, configs: Sequence[Config], rounds: i
 
 
 def table_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Table rows of one model: name, hint, threads, requests, fps, fps vs the first row, latency."""
+    """Table rows of one model: name, hint, threads, requests, fps (median, each round), fps vs the
+    first row, latency."""
     base = result["configs"][0]["fps"] or 1.0
     out = []
     for r in result["configs"]:
         t = r["tuning"]
         out.append((r["name"], t["hint"] or "latency", str(t["encoder_threads"] or "default"),
                     str(t["decoder_threads"] or "default"), str(t["encode_requests"]), f"{r['fps']:.2f}",
-                    f"{r['fps'] / base:.2f}x", f"{r['latency_p50_ms']:.0f}", f"{r['latency_p95_ms']:.0f}",
+                    ", ".join(f"{v:.2f}" for v in r["fps_rounds"]), f"{r['fps'] / base:.2f}x", f"{r['latency_p50_ms']:.0f}", f"{r['latency_p95_ms']:.0f}",
                     r["compiled"]))
     return out
 
@@ -187,31 +188,44 @@ def render(result: dict[str, Any], command: str) -> str:
         lines += [f"## {model['label']}", "",
                   f"{model['rounds']} interleaved rounds of {model['frames_per_round']} frames (fps: median of the "
                   "rounds; latency percentiles over every frame).", "",
-                  "| config | hint | encoder threads | decoder threads | encode requests | fps | fps vs latency | "
-                  "latency p50 ms | latency p95 ms | the encoder compiled with |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| config | hint | encoder threads | decoder threads | encode requests | fps | fps per round | "
+                  "fps vs latency | latency p50 ms | latency p95 ms | the encoder compiled with |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         lines += ["| " + " | ".join(r) + " |" for r in table_rows(model)]
         lines.append("")
     lines += ["## Reading it", "", *result.get("reading", []), ""]
+    load = float(str(result["loadavg_start"]).split()[0])
+    if load > (m.get("cores") or 1):
+        lines += [f"The 1-minute load average ({load:.1f}) was above the {m.get('cores')} cores while this ran: "
+                  "every configuration got a share of the cores, an inference on several threads then waits at "
+                  "each of its barriers for threads that are descheduled, and one on fewer threads (a THROUGHPUT "
+                  "stream) loses less that way. On a quiet machine the order of the rows may differ; rerun the "
+                  "command there before choosing a default.", ""]
     return "\n".join(lines) + "\n"
 
 
 def reading(result: dict[str, Any]) -> list[str]:
-    """Plain sentences on what the numbers say (best fps per model, and the throughput hint's cost)."""
+    """Sentences on what the numbers say, from the numbers: the baseline, the best configuration,
+    each configuration's ratio, and the round-to-round spread that bounds what is a difference.
+
+    Example:
+        >>> rows = [{"name": n, "fps": f, "fps_rounds": r, "latency_p50_ms": 100.0} for n, f, r in
+        ...         [("latency", 1.0, [0.9, 1.1]), ("throughput-x2", 1.5, [1.4, 1.6])]]
+        >>> print(reading({"models": [{"label": "m", "configs": rows}]})[0])
+        - m: LATENCY baseline 1.00 fps; fastest `throughput-x2`, 1.50 fps (1.50x; latency p50 100 ms vs 100 ms). Ratios to the baseline: throughput-x2 1.50x. Round-to-round spread of one configuration's fps: up to 22%; a ratio closer to 1 than that is not a measured difference.
+    """
     out = []
     for model in result["models"]:
-        rows = {r["name"]: r for r in model["configs"]}
-        base = rows[CONFIGS[0].name]
-        best = max(model["configs"], key=lambda r: r["fps"])
-        text = (f"- {model['label']}: the fastest pipeline is `{best['name']}` at {best['fps']:.2f} fps "
-                f"({best['fps'] / (base['fps'] or 1):.2f}x the LATENCY baseline's {base['fps']:.2f} fps; latency p50 "
-                f"{best['latency_p50_ms']:.0f} ms vs {base['latency_p50_ms']:.0f} ms).")
-        if "throughput-x1" in rows:
-            t1 = rows["throughput-x1"]
-            text += (f" One request under the THROUGHPUT hint delivers {t1['fps']:.2f} fps "
-                     f"({t1['fps'] / (base['fps'] or 1):.2f}x): the hint splits the cores into streams, so one "
-                     "frame gets fewer threads; it pays only when as many frames are encoded at once.")
-        out.append(text)
+        rows = model["configs"]
+        base = rows[0]
+        best = max(rows, key=lambda r: r["fps"])
+        spread = max(max(r["fps_rounds"]) / max(min(r["fps_rounds"]), 1e-9) - 1 for r in rows)
+        ratios = ", ".join(f"{r['name']} {r['fps'] / (base['fps'] or 1):.2f}x" for r in rows[1:])
+        out.append(f"- {model['label']}: LATENCY baseline {base['fps']:.2f} fps; fastest `{best['name']}`, "
+                   f"{best['fps']:.2f} fps ({best['fps'] / (base['fps'] or 1):.2f}x; latency p50 "
+                   f"{best['latency_p50_ms']:.0f} ms vs {base['latency_p50_ms']:.0f} ms). Ratios to the baseline: "
+                   f"{ratios}. Round-to-round spread of one configuration's fps: up to {spread:.0%}; a ratio "
+                   "closer to 1 than that is not a measured difference.")
     return out
 
 
@@ -226,7 +240,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds")
     ap.add_argument("--frames", type=int, default=None, help="frames per round (default: 24 sam-mini, 5 SlimSAM-77)")
     ap.add_argument("--image-size", default="480x640", help="clip HxW")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render the page from its JSON (the measured numbers and the command that measured them)")
     a = ap.parse_args(argv)
+    if a.render_only:
+        result = json.loads(a.results.with_suffix(".json").read_text())
+        result["reading"] = reading(result)
+        write_text_atomic(a.results, render(result, result["command"]))
+        write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
+        print(f"wrote {a.results}")
+        return result
     from ..bench.matrix import machine_summary
     from ..errors import UsageError
 
@@ -249,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     result["reading"] = reading(result)
-    command = ("python scripts/threads.py " + shlex.join(argv)).strip()
+    result["command"] = command = ("python scripts/threads.py " + shlex.join(argv)).strip()
     write_text_atomic(a.results, render(result, command))
     write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
     print(f"wrote {a.results}")

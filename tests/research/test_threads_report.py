@@ -31,7 +31,7 @@ def test_measure_model_runs_each_configuration_and_the_page_tables_them(tiny_bun
     assert "`python scripts/threads.py`" in md and "flags: avx2" in md
     assert md.count("| throughput-x2 | throughput | default | default | 2 |") == 1
     assert "| latency | latency | default | default | 1 |" in md and "1.00x" in md
-    assert "fastest pipeline" in md
+    assert "LATENCY baseline" in md and "Round-to-round spread" in md
     json.dumps(result)  # JSON-ready
 
 
