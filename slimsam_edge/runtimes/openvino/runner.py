@@ -18,8 +18,9 @@ from __future__ import annotations
 import importlib.util
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -153,19 +154,14 @@ class RequestPool:
             self._slots.append(slot)
             self._cond.notify_all()
 
-    def slot(self) -> Any:
-        """A context manager: a slot taken on entry and given back on exit."""
-        from contextlib import contextmanager
-
-        @contextmanager
-        def held() -> Any:
-            got = self.take()
-            try:
-                yield got
-            finally:
-                self.give(got)
-
-        return held()
+    @contextmanager
+    def slot(self) -> Iterator[Any]:
+        """A slot taken on entry and given back on exit."""
+        got = self.take()
+        try:
+            yield got
+        finally:
+            self.give(got)
 
     def close(self) -> None:
         with self._cond:
