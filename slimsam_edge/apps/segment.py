@@ -31,6 +31,7 @@ def segment_file(
     precision: str | None = None,
     threads: int | None = None,
     multimask: bool = True,
+    decoder_precision: str | None = None,
 ) -> dict[str, Any]:
     """Segment ``image`` with a bundle; keep the best-scored mask; write it and an overlay.
 
@@ -43,10 +44,12 @@ def segment_file(
         backend, precision, threads: as :meth:`EdgePredictor.from_bundle` (``None``: picked for
             this machine; a precision it cannot run is refused).
         multimask: predict 3 masks and keep the best scored (SAM's advice for a single point).
+        decoder_precision: the decoder's precision when it differs from the encoder's
+            (:meth:`EdgePredictor.from_bundle`; ``None``: the encoder's).
 
     Returns:
         ``{"image", "mask", "overlay", "score", "area", "image_size", "backend", "precision",
-        "timings_ms"}`` (backend and precision: what ran).
+        "decoder_precision", "timings_ms"}`` (backend and precisions: what ran).
 
     Raises:
         UsageError: no prompt, a label other than 0/1, or ``out`` not a .png.
@@ -73,7 +76,8 @@ def segment_file(
         raise UsageError(f"--out {out}: must end in .png")
     overlay_path = _check_outputs(out)
     rgb = _read_image(image)
-    predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+    predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads,
+                                          decoder_precision=decoder_precision)
     predictor.set_image(rgb)
     masks, scores, _ = predictor.predict(
         point_coords=np.array(coords) if coords else None,
@@ -91,6 +95,7 @@ def segment_file(
         "image": str(image), "mask": str(out), "overlay": str(overlay_path), "score": float(scores[best]),
         "area": int(mask.sum()), "image_size": list(rgb.shape[:2]),
         "backend": predictor.backend, "precision": predictor.precision,
+        "decoder_precision": predictor.decoder_precision,
         "timings_ms": {k: round(v * 1e3, 2) for k, v in predictor.timings.items()},
     }
 
@@ -104,13 +109,14 @@ def segment_everything_file(
     precision: str | None = None,
     threads: int | None = None,
     progress: Any = None,
+    decoder_precision: str | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Segment everything in ``image`` with a bundle; write the masks as a JSON list of COCO-RLE
     records (segment-anything's keys) and an overlay PNG beside it (``<name>_overlay.png``).
 
     Arguments:
-        image, bundle, backend, precision, threads: as :func:`segment_file`.
+        image, bundle, backend, precision, threads, decoder_precision: as :func:`segment_file`.
         out: JSON file to write (must end in ``.json``).
         progress: optional ``callback(done_points, total_points)``.
         settings: :class:`~slimsam_edge.apps.everything.MaskGenerator` settings
@@ -119,7 +125,7 @@ def segment_everything_file(
 
     Returns:
         ``{"image", "masks", "overlay", "count", "image_size", "backend", "precision",
-        "points_per_side", "seconds"}``.
+        "decoder_precision", "points_per_side", "seconds"}``.
 
     Raises:
         UsageError: ``out`` not a .json, or a setting out of range.
@@ -147,7 +153,8 @@ def segment_everything_file(
     overlay_path = _check_outputs(out)
     generator = MaskGenerator(None, output_mode="uncompressed_rle", progress=progress, **settings)
     rgb = _read_image(image)
-    generator.predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+    generator.predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads,
+                                                    decoder_precision=decoder_precision)
     t0 = time.perf_counter()
     records = generator.generate(rgb)
     seconds = time.perf_counter() - t0
@@ -163,7 +170,7 @@ def segment_everything_file(
     return {
         "image": str(image), "masks": str(out), "overlay": str(overlay_path), "count": len(records),
         "image_size": list(rgb.shape[:2]), "backend": predictor.backend, "precision": predictor.precision,
-        "points_per_side": int(np.sqrt(len(generator.grids[0]))), "seconds": round(seconds, 3),
+        "decoder_precision": predictor.decoder_precision, "points_per_side": int(np.sqrt(len(generator.grids[0]))), "seconds": round(seconds, 3),
     }
 
 

@@ -52,6 +52,8 @@ class BenchConfig:
         raw: also return every latency (seconds) per stage, for pooling repeats.
         profile: also profile the encoder and decoder graphs once (``profile_runs`` inferences
             each) with the runtime's profiler: time per op group.
+        decoder_precision: the decoder's precision when it differs from ``precision``
+            (:meth:`~slimsam_edge.predictor.EdgePredictor.from_bundle`); ``None``: ``precision``.
         hint, encoder_threads, decoder_threads, encode_requests, streams: the runtime tuning
             (:class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`; ``encode_requests`` is also the
             video scenario's encode threads).
@@ -76,6 +78,7 @@ class BenchConfig:
     raw: bool = False
     profile: bool = False
     profile_runs: int = 3
+    decoder_precision: str | None = None
     hint: str | None = None
     encoder_threads: int | None = None
     decoder_threads: int | None = None
@@ -143,6 +146,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
     t0 = time.perf_counter()
     pred = EdgePredictor.from_bundle(
         cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads, resize=cfg.resize,
+        decoder_precision=cfg.decoder_precision,
         tuning=cfg.tuning(),
     ).activate()
     cold = time.perf_counter() - t0
@@ -152,6 +156,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
     result = {
         "config": asdict(cfg),
         "scenario": scenario.name,
+        "decoder_precision": pred.decoder_precision,
         "image_hw": [h, w],
         "cold_start_s": round(cold, 4),
         "encoder_session_s": round(pred.encoder.activate_seconds or 0.0, 4),
@@ -216,5 +221,6 @@ def run_config(cfg: BenchConfig, *, timeout: float | None = None) -> dict[str, A
         msg = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
         if proc.returncode == 2:
             raise UsageError(msg.removeprefix("error: "))
-        raise SlimSamEdgeError(f"benchmark of {cfg.backend}/{cfg.precision} failed: {msg}")
+        dec = f" (decoder {cfg.decoder_precision})" if cfg.decoder_precision not in (None, cfg.precision) else ""
+        raise SlimSamEdgeError(f"benchmark of {cfg.backend}/{cfg.precision}{dec} failed: {msg}")
     return json.loads(lines[-1])

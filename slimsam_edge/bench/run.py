@@ -48,3 +48,23 @@ def runnable_pairs(bundle: Any, backends: Sequence[str],
         raise UsageError("nothing to benchmark: " + "; ".join(s["reason"] for s in skipped)
                          + "; export that precision (slimsam-edge export --precision ...)")
     return pairs, skipped
+
+
+def runnable_decoder(bundle: Any, backend: str, precision: str) -> str | None:
+    """Why ``bundle`` (a loaded Bundle) cannot run its decoder on ``backend`` in ``precision``
+    (``--decoder-precision``), or ``None`` when it can: the artifact, or the fp32 / int8 one a
+    bf16 / int8-bf16 hint runs on (:func:`~slimsam_edge.predictor.find_artifact`).
+
+    Illustration (not run as a doctest: it needs files or a model)::
+
+        runnable_decoder(load_bundle("bundle/"), "onnxruntime", "fp16")
+        # -> 'no fp16 decoder for onnxruntime: ...'
+    """
+    from ..errors import BundleError
+    from ..predictor import DECODER, find_artifact
+
+    try:
+        find_artifact(bundle, DECODER, backend, precision)
+    except BundleError as err:
+        return f"no {precision} decoder for {backend}: {err}"
+    return None

@@ -14,7 +14,10 @@ The report users can trust puts, in one row per (model, backend, precision, scen
   machine's peak for that precision (:mod:`~slimsam_edge.bench.peak`);
 - the ratio of each row's headline latency to the first row's.
 
-Peers (``--peer``) are exported on the fly with random weights: latency only, labelled so.
+Peers (``--peer``) are exported on the fly with random weights: latency only, labelled so; in
+fp32 and in the precisions asked for (``--precision int8``: its int8 artifacts, calibrated and
+gated as ``export`` makes ours). A peer bundle given as a folder is labelled the same way.
+``base.decoder_precision`` runs every row's decoder in that precision (rows say so).
 
 Illustration (not run as a doctest: it needs files or a model)::
 
@@ -63,30 +66,41 @@ class Row:
     backend: str
     precision: str
     scenario: str
+    #: the decoder's precision where it differs from ``precision`` (``--decoder-precision``)
+    decoder_precision: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.subject.label} {self.backend}/{self.precision}"
+        dec = f" (decoder {self.decoder_precision})" if self.decoder_precision else ""
+        return f"{self.subject.label} {self.backend}/{self.precision}{dec}"
 
 
 def _subjects(bundles: Sequence[str | Subject], peers: Sequence[str], workdir: Path,
-              progress: SuiteProgress) -> list[Subject]:
+              progress: SuiteProgress, backends: Sequence[str] | None = None,
+              precisions: Sequence[str] | None = None) -> list[Subject]:
+    from ..bundle import load_bundle
+
     found: list[tuple[str, str, str | None]] = []
     given = [b for b in bundles if isinstance(b, Subject)]
     for b in (b for b in bundles if not isinstance(b, Subject)):
         if not Path(b, "manifest.json").is_file():
             raise UsageError(f"{b} is not a bundle folder (no manifest.json); export one with "
                              "`slimsam-edge export` or name a peer with --peer")
-        found.append((Path(b).resolve().name or str(b), str(b), None))
+        peer = load_bundle(b, verify=False).manifest.model.get("peer")  # a peer bundle: latency only
+        found.append((Path(b).resolve().name or str(b), str(b), peer if isinstance(peer, str) else None))
     if peers:
-        from ..exporters.peer_export import export_peer
+        from ..exporters.peer_export import PEER_BACKENDS, export_peer, peer_artifact_precisions
         from ..models.peers import get_peer
 
         for name in peers:
             get_peer(name)  # an unknown name is refused before any export
+        # the backends asked for that a peer bundle holds (else both), the precisions' artifacts
+        peer_backends = tuple(b for b in backends or () if b in PEER_BACKENDS) or PEER_BACKENDS
+        wanted = peer_artifact_precisions(precisions or ())
         for i, name in enumerate(peers):
-            progress(i, len(peers), f"exporting peer {name} (random weights)")
-            path = export_peer(name, workdir / name, validate=False, reference=False)
+            progress(i, len(peers), f"exporting peer {name} (random weights, {', '.join(wanted)})")
+            path = export_peer(name, workdir / name, backends=peer_backends, precisions=wanted, validate=False,
+                               reference=False)
             found.append((f"{name} (random weights)", str(path), name))
     labels = [label for label, _, _ in found] + [g.label for g in given]
     # two bundles with the same folder name are told apart by their paths
@@ -95,11 +109,12 @@ def _subjects(bundles: Sequence[str | Subject], peers: Sequence[str], workdir: P
 
 
 def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precisions: Sequence[str] | None,
-          scenarios: Sequence[str], info: dict, all_pairs: bool = False) -> tuple[list[Row], list[dict]]:
+          scenarios: Sequence[str], info: dict, all_pairs: bool = False,
+          decoder_precision: str | None = None) -> tuple[list[Row], list[dict]]:
     from ..bundle import load_bundle
     from ..devices import why_not
     from ..predictor import auto_pick
-    from .run import runnable_pairs
+    from .run import runnable_pairs, runnable_decoder
 
     rows, skipped = [], []
     for s in subjects:
@@ -129,7 +144,13 @@ def _rows(subjects: Sequence[Subject], backends: Sequence[str] | None, precision
             if why_not(pr, info):
                 skipped.append({"label": s.label, "backend": be, "precision": pr, "reason": why_not(pr, info)})
                 continue
-            rows += [Row(s, be, pr, sc) for sc in scenarios]
+            dec = decoder_precision if decoder_precision not in (None, pr) else None
+            why = runnable_decoder(b, be, dec) if dec else None
+            if why:
+                skipped.append({"label": s.label, "backend": be, "precision": pr, "decoder_precision": dec,
+                                "reason": why})
+                continue
+            rows += [Row(s, be, pr, sc, dec) for sc in scenarios]
     if not rows:
         raise UsageError("nothing to benchmark: " + ("; ".join(x["reason"] for x in skipped) or "no pair"))
     return rows, skipped
@@ -208,7 +229,7 @@ def _accuracy(row: Row, data: str | None, limit: int | None, cache: dict, image_
     if data is None and image_size > PROCEDURAL_MAX_SIZE:
         return {"reason": f"no --data given; the procedural held-out set is the default only for bundles of "
                           f"{PROCEDURAL_MAX_SIZE} px or less (this one is {image_size} px); accuracy needs labelled data"}
-    key = (row.subject.bundle, row.backend, row.precision)
+    key = (row.subject.bundle, row.backend, row.precision, row.decoder_precision)
     if key not in cache:
         cache[key] = _measure_accuracy(row, data, limit)
     return cache[key]
@@ -220,14 +241,16 @@ def _measure_accuracy(row: Row, data: str | None, limit: int | None) -> dict[str
     from ..eval.run import run_eval
     from ..predictor import EdgePredictor
 
-    rep = run_eval(row.subject.bundle, data=data, backend=row.backend, precision=row.precision, limit=limit)
+    rep = run_eval(row.subject.bundle, data=data, backend=row.backend, precision=row.precision, limit=limit,
+                   decoder_precision=row.decoder_precision)
     out = {"point_miou": round(rep["point"]["miou"], 4) if rep.get("point") else None,
            "box_miou": round(rep["box"]["miou"], 4) if rep.get("box") else None,
            "images": rep.get("n_images"), "data": "procedural held-out" if data is None else str(data)}
-    if row.precision != "fp32":
+    if (row.precision, row.decoder_precision or row.precision) != ("fp32", "fp32"):
         try:
             ref = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision="fp32")
-            cand = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision=row.precision)
+            cand = EdgePredictor.from_bundle(row.subject.bundle, backend=row.backend, precision=row.precision,
+                                             decoder_precision=row.decoder_precision)
             agree = compare_predictors(ref, cand, default_eval_data(min(limit or 16, 16)))
             out["agreement_fp32"] = round(agree["agreement"], 4)
         except Exception as err:  # noqa: BLE001 - no fp32 to compare with: the column says why
@@ -263,7 +286,8 @@ def bench_suite(
 
     ``base`` is a :class:`~slimsam_edge.bench.harness.BenchConfig` whose protocol fields (threads,
     image, runs, prompts, warmup, duration_s, energy, points_per_side) every row uses; its
-    ``runs`` / ``prompts`` / ``duration_s`` are per repeat. ``profile``: each row's graphs are
+    ``runs`` / ``prompts`` / ``duration_s`` are per repeat; its ``decoder_precision`` applies to
+    every row (a pair whose backend lacks it is skipped with the reason). ``profile``: each row's graphs are
     also profiled once, after its first round's timed part. A :class:`Subject` in ``bundles``
     keeps its own label and pairs.
 
@@ -285,8 +309,8 @@ def bench_suite(
     stage_lists = {sc: get_scenario(sc).stages for sc in scenarios}
     base = base or BenchConfig(bundle="", backend="")
     info = detected()
-    for pr in precisions or []:  # asked for by name: refused on a CPU without it, never skipped
-        if why_not(pr, info):
+    for pr in [*(precisions or []), *([base.decoder_precision] if base.decoder_precision else [])]:
+        if why_not(pr, info):  # asked for by name: refused on a CPU without it, never skipped
             raise UnsupportedOnThisMachineError(why_not(pr, info))
     if data is not None and accuracy:  # checked before any measuring: a folder without labels
         from ..data.auto import open_labelled
@@ -302,8 +326,8 @@ def bench_suite(
     tmp = tempfile.TemporaryDirectory(prefix="slimsam-bench-") if peers and not workdir else None
     try:
         work = Path(workdir or (tmp.name if tmp else "."))
-        subjects = _subjects(bundles, peers, work, tell)
-        rows, skipped = _rows(subjects, backends, precisions, scenarios, info, all_pairs)
+        subjects = _subjects(bundles, peers, work, tell, backends, precisions)
+        rows, skipped = _rows(subjects, backends, precisions, scenarios, info, all_pairs, base.decoder_precision)
         peak_info = cached_peak(peak_cache, machine, threads=base.threads) if peak else None
         slots = interleave(rows, repeats)
         results: dict[int, list[dict]] = {}
@@ -311,7 +335,7 @@ def bench_suite(
             row = slot.config
             tell(n, len(slots), f"{row.label} {row.scenario} (round {slot.repeat + 1}/{repeats})")
             cfg = replace(base, bundle=row.subject.bundle, backend=row.backend, precision=row.precision,
-                          scenario=row.scenario, raw=True)
+                          decoder_precision=row.decoder_precision, scenario=row.scenario, raw=True)
             if profile and slot.repeat == 0:  # once per row, in its first round (untimed part)
                 cfg = replace(cfg, profile=True)
             results.setdefault(slot.index, []).append(run_config(cfg))
@@ -325,12 +349,13 @@ def bench_suite(
             out_rows.append({
                 "label": row.label, "model": row.subject.label, "bundle": row.subject.bundle,
                 "peer": row.subject.peer, "backend": row.backend, "precision": row.precision,
-                "scenario": row.scenario, "repeats": len(rs), "stages": stages,
+                "decoder_precision": row.decoder_precision or row.precision, "scenario": row.scenario, "repeats": len(rs), "stages": stages,
                 "headline": get_scenario(row.scenario).headline,
                 "cold_start_s": round(sorted(r["cold_start_s"] for r in rs)[len(rs) // 2], 4),
                 "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                 "counts": {k: sum(r["counts"].get(k, 0) for r in rs) for k in rs[0]["counts"]},
                 "extra": rs[-1].get("extra", {}),
+                "extra_repeats": [r.get("extra", {}) for r in rs],
                 "energy": _energy(rs),
                 "efficiency": _efficiency(row, stages, peak_info, _macs(manifests[row.subject.bundle])),
                 "accuracy": (_accuracy(row, data, accuracy_limit, acc_cache,
@@ -347,7 +372,8 @@ def bench_suite(
                              "warmup": base.warmup, "duration_s_per_repeat": base.duration_s,
                              "threads": base.threads, "image_hw": list(base.image_hw), "image": base.image,
                              "resize": base.resize, "points_per_prompt": base.points,
-                             "energy": base.energy, "scenarios": list(scenarios)},
+                             "energy": base.energy, "scenarios": list(scenarios),
+                             "decoder_precision": base.decoder_precision},
                 "peak": peak_info, "rows": out_rows, "skipped": skipped}
     finally:
         if tmp is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .feeds import (
     CALIB_SEED,
+    CALIB_SIZE,
     DEFAULT_CALIB_IMAGES,
     MAX_CALIB_IMAGES,
     CalibrationFeeds,
@@ -26,6 +27,6 @@ from .feeds import (
 )
 
 __all__ = [
-    "CALIB_SEED", "DEFAULT_CALIB_IMAGES", "MAX_CALIB_IMAGES", "CalibrationFeeds",
+    "CALIB_SEED", "CALIB_SIZE", "DEFAULT_CALIB_IMAGES", "MAX_CALIB_IMAGES", "CalibrationFeeds",
     "CalibrationImages", "calibration_images", "decoder_feeds", "encoder_feeds",
 ]

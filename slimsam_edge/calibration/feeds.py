@@ -27,6 +27,8 @@ DEFAULT_CALIB_IMAGES = 64
 MAX_CALIB_IMAGES = 512
 #: procedural seed of calibration images (training uses 1, held-out evaluation 1001)
 CALIB_SEED = 3003
+#: default side of procedural calibration images (a model of another input size may ask for its own)
+CALIB_SIZE = 256
 
 
 class CalibrationImages:
@@ -40,10 +42,12 @@ class CalibrationImages:
     Example:
         >>> imgs = CalibrationImages(None, 3, size=32)
         >>> len(imgs), imgs.describe()
-        (3, 'procedural images (seed 3003)')
+        (3, 'procedural images (seed 3003, 32 px)')
+        >>> CalibrationImages(None, 3).describe()
+        'procedural images (seed 3003)'
     """
 
-    def __init__(self, source: Path | str | None, count: int = DEFAULT_CALIB_IMAGES, *, size: int = 256):
+    def __init__(self, source: Path | str | None, count: int = DEFAULT_CALIB_IMAGES, *, size: int = CALIB_SIZE):
         if not 1 <= int(count) <= MAX_CALIB_IMAGES:
             raise UsageError(f"--calib-images {count}: choose 1..{MAX_CALIB_IMAGES} calibration images")
         self.count = int(count)
@@ -73,7 +77,8 @@ class CalibrationImages:
     def describe(self) -> str:
         """One phrase for manifests and notes."""
         if self.source is None:
-            return f"procedural images (seed {CALIB_SEED})"
+            at = "" if self.size == CALIB_SIZE else f", {self.size} px"
+            return f"procedural images (seed {CALIB_SEED}{at})"
         return f"{self.count} images from {self.source}"
 
 
@@ -98,7 +103,7 @@ def _folder_images(folder: Path, count: int) -> list[Path]:
 
 
 def calibration_images(source: Path | str | None, count: int = DEFAULT_CALIB_IMAGES, *,
-                       size: int = 256) -> CalibrationImages:
+                       size: int = CALIB_SIZE) -> CalibrationImages:
     """The calibration images of ``source`` (see :class:`CalibrationImages`).
 
     Illustration (not run as a doctest: it needs files or a model)::

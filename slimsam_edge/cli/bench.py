@@ -10,7 +10,7 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors, progress_bar
-from .options import Backend, JsonOpt, Precision, Resize, ThreadsOpt
+from .options import Backend, DecoderPrecisionOpt, JsonOpt, Precision, Resize, ThreadsOpt, enum_value
 from .options import DecoderThreadsOpt, EncoderThreadsOpt, EncodeRequestsOpt, HintOpt, make_tuning
 
 
@@ -44,6 +44,7 @@ def bench(
     peer: Annotated[Optional[list[str]], typer.Option("--peer", help="Also time a peer architecture exported now with random weights (latency only): mobilesam, sam-b, efficientvit-sam-l0. Repeatable.")] = None,
     backend: Annotated[Optional[list[Backend]], typer.Option("--backend", "-b", help="Backends to measure (repeatable); default: the pair picked for this machine, or every backend with --precision / --all.")] = None,
     precision: Annotated[Optional[list[Precision]], typer.Option("--precision", help="Precisions to measure (repeatable); default: the pair picked for this machine, or every precision with --backend / --all. Refused when the CPU lacks it (bf16 without BF16).")] = None,
+    decoder_precision: DecoderPrecisionOpt = None,
     all_pairs: Annotated[bool, typer.Option("--all", help="Every (backend, precision) pair each bundle holds and this machine can run.")] = False,
     scenario: Annotated[Optional[list[Scenario]], typer.Option("--scenario", help="click (one encoder run + --prompts prompts), video (frames through the tracking pipeline: fps, capture-to-mask latency, drops) or everything (segment everything). Repeatable; default click.")] = None,
     repeats: Annotated[int, typer.Option("--repeats", min=1, max=100, help="Interleaved rounds: every row runs once per round in a fresh process, so drift hits all rows alike.")] = 3,
@@ -91,7 +92,7 @@ def bench(
     base = BenchConfig(bundle="", backend="", threads=threads, image_hw=hw, image=str(image) if image else None,
                        warmup=warmup, runs=runs, prompts=prompts, points=points, resize=resize.value,
                        duration_s=duration, energy=energy.value, points_per_side=points_per_side,
-                       **tuning.to_dict())
+                       decoder_precision=enum_value(decoder_precision), **tuning.to_dict())
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not json_out) as update:
         report = bench_suite(

@@ -15,7 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from .common import emit_json, handle_errors, progress_bar
-from .options import Backend, JsonOpt, ModelTypeOpt, Precision, ThreadsOpt, TrustPickleOpt
+from .options import (Backend, DecoderPrecisionOpt, JsonOpt, ModelTypeOpt, Precision, ThreadsOpt, TrustPickleOpt,
+                      enum_value)
 
 
 class PromptKind(str, Enum):
@@ -41,6 +42,7 @@ def eval_cmd(
         "--backend", help="Runtime for a bundle (default: the bundle's first); checkpoints run in torch.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(
         "--precision", help="Artifact precision or run-time hint (bf16 on OpenVINO/torch).")] = None,
+    decoder_precision: DecoderPrecisionOpt = None,
     threads: ThreadsOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate at most N images.")] = None,
     strict: Annotated[bool, typer.Option(
@@ -64,7 +66,7 @@ def eval_cmd(
             model_or_bundle, data=data, image_dir=image_dir, prompt=prompt.value,
             backend=backend.value if backend else None, precision=precision.value if precision else None,
             threads=threads, limit=limit, strict=strict, model_type=model_type, trust_pickle=trust_pickle,
-            out=out, progress=progress,
+            out=out, progress=progress, decoder_precision=enum_value(decoder_precision),
         )
     if json_out:
         emit_json(report)
@@ -87,7 +89,9 @@ def _print(report: dict) -> None:
     m, d = report["model"], report["data"]
     kinds = [k for k in ("point", "box") if report.get(k)]
     c = Console()
-    c.print(f"{m['kind']} {m['path']} ({m['model']}, {m['backend']}/{m['precision']}) "
+    dec = m.get("decoder_precision")
+    ran = f"{m['backend']}/{m['precision']}" + (f", decoder {dec}" if dec not in (None, m["precision"]) else "")
+    c.print(f"{m['kind']} {m['path']} ({m['model']}, {ran}) "
             f"on {d['source']}: {report['n_images']} images, {report['n_annotations']} annotations "
             f"in {report['seconds']:.1f} s")
     t = Table("mIoU", *[f"{k} prompt" for k in kinds], "annotations",

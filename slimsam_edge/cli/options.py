@@ -22,6 +22,25 @@ Backend = Enum("Backend", {name: name for name in registered_backends()}, type=s
 #: ``--precision`` choices
 Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
 
+#: ``--decoder-precision`` of segment, eval and bench: EdgePredictor.from_bundle(decoder_precision=...)
+DecoderPrecisionOpt = Annotated[
+    Optional[Precision],
+    typer.Option("--decoder-precision", help="The mask decoder's precision when it differs from the encoder's "
+                 "(default: the encoder's): e.g. bf16 runs the fp32 decoder with OpenVINO's bf16 hint behind an "
+                 "fp32 or int8 encoder. Refused (exit 2) where the bundle lacks it for the backend or the CPU "
+                 "lacks it (bf16 without BF16)."),
+]
+
+
+def enum_value(choice: Optional[Enum]) -> Optional[str]:
+    """The string of an optional enum option (``None`` stays ``None``).
+
+    Example:
+        >>> enum_value(Precision("int8")), enum_value(None)
+        ('int8', None)
+    """
+    return None if choice is None else choice.value
+
 
 class Resize(str, Enum):
     sam = "sam"
@@ -43,16 +62,21 @@ TrustPickleOpt = Annotated[
     typer.Option("--trust-pickle", help="Allow loading pickled model objects (runs code from the file; "
                  "only for checkpoints from a source you trust)."),
 ]
-def _threads(value: Optional[int]) -> Optional[int]:
-    """--threads: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
+def _thread_count(value: Optional[int], name: str, omitted: str) -> Optional[int]:
+    """A thread-count option: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
     from ..limits import check_threads
 
     try:
         if value is not None and value < 1:
-            raise UsageError(f"--threads {value} must be at least 1 (omit it for the runtime's default)")
-        return check_threads(value, "--threads")
+            raise UsageError(f"{name} {value} must be at least 1 (omit it for {omitted})")
+        return check_threads(value, name)
     except UsageError as err:  # raised while parsing: Click's error, printed as one line, exit 2
-        raise typer.BadParameter(str(err).removeprefix("--threads ")) from None
+        raise typer.BadParameter(str(err).removeprefix(f"{name} ")) from None
+
+
+def _threads(value: Optional[int]) -> Optional[int]:
+    """--threads: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
+    return _thread_count(value, "--threads", "the runtime's default")
 
 
 #: ``--threads`` of every command: 1 .. 4 x usable CPUs (slimsam_edge.limits), checked while parsing
@@ -75,16 +99,8 @@ Hint = Enum("Hint", {name: name for name in PERFORMANCE_HINTS}, type=str)  # typ
 
 
 def _graph_threads(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
-    """--encoder-threads / --decoder-threads: as --threads (1 .. 4 x usable CPUs)."""
-    from ..limits import check_threads
-
-    name = param.opts[0] if param.opts else "--threads"
-    try:
-        if value is not None and value < 1:
-            raise UsageError(f"{name} {value} must be at least 1 (omit it for --threads or the runtime's default)")
-        return check_threads(value, name)
-    except UsageError as err:
-        raise typer.BadParameter(str(err).removeprefix(f"{name} ")) from None
+    """--encoder-threads / --decoder-threads: as --threads."""
+    return _thread_count(value, param.opts[0], "--threads or the runtime's default")
 
 
 HintOpt = Annotated[Optional[Hint], typer.Option("--hint", help="OpenVINO performance hint of the encoder: latency (default: every thread on one frame), throughput or cumulative_throughput (several streams, frames encoded side by side; pair with --encode-requests).")]
@@ -98,5 +114,5 @@ def make_tuning(hint: Optional[Enum], encoder_threads: Optional[int], decoder_th
     """The :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` of the tuning options."""
     from ..runtimes.tuning import RuntimeTuning
 
-    return RuntimeTuning(hint=hint.value if hint is not None else None, encoder_threads=encoder_threads,
+    return RuntimeTuning(hint=enum_value(hint), encoder_threads=encoder_threads,
                          decoder_threads=decoder_threads, encode_requests=encode_requests)

@@ -10,7 +10,8 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors, parse_floats
-from .options import MAX_POINTS_PER_SIDE, Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
+from .options import (MAX_POINTS_PER_SIDE, Backend, BundleOpt, DecoderPrecisionOpt, JsonOpt, Precision, ThreadsOpt,
+                      enum_value)
 
 
 @handle_errors
@@ -22,6 +23,7 @@ def segment(
     box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 in image pixels.")] = None,
     backend: Annotated[Optional[Backend], typer.Option("--backend", help="Runtime (default: picked for this machine: the detected profile's first backend the bundle holds and that is installed).")] = None,
     precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (bf16 on OpenVINO; refused on a CPU without BF16); default: the detected profile's precision when the bundle has it, else fp32.")] = None,
+    decoder_precision: DecoderPrecisionOpt = None,
     multimask: Annotated[bool, typer.Option("--multimask/--single-mask", help="Predict 3 masks and keep the best scored (SAM's advice for a single point).")] = True,
     everything: Annotated[bool, typer.Option("--everything", help="Segment every object (a grid of point prompts, SAM's automatic mask generator); --out is a .json COCO-RLE list.")] = False,
     points_per_side: Annotated[Optional[int], typer.Option("--points-per-side", max=MAX_POINTS_PER_SIDE, help="With --everything: grid points per side (default 32).")] = None,
@@ -41,7 +43,8 @@ def segment(
             raise UsageError("--everything segments the whole image from a grid of points; drop --point/--box, "
                              "or drop --everything to segment one object")
         _everything(image, bundle, out, settings, backend=backend.value if backend else None,
-                    precision=precision.value if precision else None, threads=threads, json_out=json_out)
+                    precision=precision.value if precision else None,
+                    decoder_precision=enum_value(decoder_precision), threads=threads, json_out=json_out)
         return
     if settings:
         raise UsageError("--points-per-side, --pred-iou-thresh, --stability-thresh and --min-area apply only "
@@ -56,12 +59,27 @@ def segment(
     box_vals = parse_floats(box, (4,), "--box") if box is not None else None
     result = segment_file(image, bundle, out, points=coords, labels=labels, box=box_vals,
                           backend=backend.value if backend else None,
-                          precision=precision.value if precision else None, threads=threads, multimask=multimask)
+                          precision=precision.value if precision else None,
+                          decoder_precision=enum_value(decoder_precision), threads=threads, multimask=multimask)
     if json_out:
         emit_json(result)
     else:
         typer.echo(f"mask {out} (score {result['score']:.3f}, {result['area']} px), overlay {result['overlay']} "
-                   f"[{result['backend']}/{result['precision']}]")
+                   f"[{_ran(result)}]")
+
+
+def _ran(result: dict) -> str:
+    """``backend/precision`` that ran, and the decoder's precision where it differs.
+
+    Example:
+        >>> _ran({"backend": "openvino", "precision": "int8", "decoder_precision": "bf16"})
+        'openvino/int8, decoder bf16'
+        >>> _ran({"backend": "onnxruntime", "precision": "fp32", "decoder_precision": "fp32"})
+        'onnxruntime/fp32'
+    """
+    ran = f"{result['backend']}/{result['precision']}"
+    dec = result.get("decoder_precision")
+    return ran if dec in (None, result["precision"]) else f"{ran}, decoder {dec}"
 
 
 #: MaskGenerator setting -> its flag here (errors name the flag)
@@ -70,7 +88,7 @@ _FLAGS = {"points_per_side": "--points-per-side", "pred_iou_thresh": "--pred-iou
 
 
 def _everything(image: Path, bundle: Path, out: Path, settings: dict, *, backend: str | None,
-                precision: str | None, threads: int | None, json_out: bool) -> None:
+                precision: str | None, decoder_precision: str | None, threads: int | None, json_out: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from ..apps.everything import MaskGenerator
@@ -87,10 +105,11 @@ def _everything(image: Path, bundle: Path, out: Path, settings: dict, *, backend
     with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       enabled=not json_out, stderr=True) as update:
         result = segment_everything_file(
-            image, bundle, out, backend=backend, precision=precision, threads=threads,
+            image, bundle, out, backend=backend, precision=precision, decoder_precision=decoder_precision,
+            threads=threads,
             progress=lambda done, total: update(done, total, "points"), **settings)
     if json_out:
         emit_json(result)
     else:
         typer.echo(f"{result['count']} masks {out}, overlay {result['overlay']} ({result['seconds']:.1f} s) "
-                   f"[{result['backend']}/{result['precision']}]")
+                   f"[{_ran(result)}]")

@@ -310,15 +310,17 @@ def open_model(
     threads: int | None = None,
     model_type: str | None = None,
     trust_pickle: bool = False,
+    decoder_precision: str | None = None,
 ) -> tuple["EdgePredictor", dict]:
     """Open a bundle folder (with ``manifest.json``) or a PyTorch checkpoint as an EdgePredictor.
 
     A checkpoint runs in PyTorch (needs the ``export`` extra) and accepts only ``backend`` None or
-    "torch" and precision fp32/bf16; export a bundle to evaluate other runtimes.
+    "torch", precision fp32/bf16 and no ``decoder_precision``; export a bundle to evaluate other
+    runtimes. A bundle's ``decoder_precision`` is :meth:`EdgePredictor.from_bundle`'s.
 
     Returns:
         ``(predictor, description)``; the description says what was opened (``kind``, ``path``,
-        ``model``, ``backend``, ``precision``, ``threads``).
+        ``model``, ``backend``, ``precision``, ``threads``; a bundle's ``decoder_precision`` too).
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -341,12 +343,17 @@ def open_model(
         from ..bundle import load_bundle
 
         bundle = load_bundle(bundle_dir)  # read and hashed once, for the predictor and the description
-        predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+        predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads,
+                                              decoder_precision=decoder_precision)
         model = bundle.manifest.model
         about = {"kind": "bundle", "path": str(bundle_dir), "model": model.get("id") or model.get("type"),
                  "backend": getattr(predictor.encoder, "backend", backend),
-                 "precision": precision or "fp32", "threads": threads}
+                 "precision": predictor.precision, "decoder_precision": predictor.decoder_precision,
+                 "threads": threads}
         return predictor, about
+    if decoder_precision is not None:
+        raise UsageError(f"--decoder-precision applies to bundles; the checkpoint {path} runs in one precision "
+                         "(export a bundle to give its decoder another)")
     if backend not in (None, "torch"):
         raise UsageError(
             f"{path} is a PyTorch checkpoint, which runs only with --backend torch; to evaluate "

@@ -40,6 +40,7 @@ def run_eval(
     trust_pickle: bool = False,
     out: Path | str | None = None,
     progress: EvalProgress | None = None,
+    decoder_precision: str | None = None,
 ) -> dict:
     """Evaluate a bundle or checkpoint on labelled data with SlimSAM's protocol.
 
@@ -49,7 +50,7 @@ def run_eval(
             (:func:`~slimsam_edge.eval.evaluate.default_eval_data`).
         image_dir: COCO image folder (needs ``data``).
         prompt, limit: as :func:`~slimsam_edge.eval.evaluate.evaluate`.
-        backend, precision, threads, model_type, trust_pickle: as
+        backend, precision, threads, model_type, trust_pickle, decoder_precision: as
             :func:`~slimsam_edge.eval.evaluate.open_model`.
         strict: stop at the first bad image or annotation instead of skipping it.
         out: also write the report there (JSON, atomically).
@@ -78,7 +79,8 @@ def run_eval(
     if out is not None and Path(out).is_dir():
         raise UsageError(f"--out {out} is a folder; pass a file name such as report.json")
     predictor, about = open_model(model_or_bundle, backend=backend, precision=precision, threads=threads,
-                                  model_type=model_type, trust_pickle=trust_pickle)
+                                  model_type=model_type, trust_pickle=trust_pickle,
+                                  decoder_precision=decoder_precision)
     samples, data_about = _open_data(data, image_dir, strict)
     label = f"{about['model']} ({about['backend']})"
     tick = None if progress is None else (lambda done, total: progress(done, total, label))

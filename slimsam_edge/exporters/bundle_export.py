@@ -136,6 +136,31 @@ def precision_backends(profile: DeviceProfile, precision: str) -> tuple[str, ...
     return chosen
 
 
+def add_reduced_precision(root: Path, precision: str, reduced: tuple[str, ...], artifacts: list[Artifact],
+                          onnx_files: dict[str, list[Path]], spec: ModelSpec, options: "PrecisionOptions | None",
+                          say: Progress) -> tuple[list[Artifact], dict, list[str]]:
+    """The ``precision`` artifacts of backends ``reduced`` (:func:`precision_backends`), made from
+    the fp32 ones among ``artifacts`` by :func:`~slimsam_edge.exporters.precision.add_precision`
+    (calibrated, then gated against fp32) at ``spec``'s input size and pixel mean / std:
+    ``(artifacts, {"backend/precision": gate result}, notes)``.
+
+    Illustration (not run as a doctest: it needs a model)::
+
+        made, accuracy, notes = add_reduced_precision(root, "int8", ("onnxruntime",), artifacts,
+                                                      onnx_files, spec, None, print)
+        accuracy["onnxruntime/int8"]["agreement"]
+        # -> 0.97
+    """
+    from .precision import add_precision
+
+    fp32 = {(a.graph, a.backend): a for a in artifacts if a.precision == "fp32"}
+    return add_precision(
+        root, precision, reduced, fp32, {g: files[0] for g, files in onnx_files.items()},
+        image_size=spec.image_size, pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std),
+        options=options, progress=say,
+    )
+
+
 def export_bundle(
     sam: torch.nn.Module,
     spec: ModelSpec,
@@ -179,23 +204,17 @@ def export_bundle(
     with atomic_dir(out) as root:
         say("weights")
         save_model(sam, spec, root / "model.safetensors")
-        onnx_files, graph_notes = _export_graphs(sam, exported, root, profile, simplify, say,
-                                                 model_id or spec.model_type)
-        artifacts, validation = _convert(sam, root, profile, onnx_files, validate, say)
+        onnx_files, graph_notes = export_graphs(sam, exported, root, profile, simplify, say,
+                                                model_id or spec.model_type)
+        artifacts, validation = convert_graphs(sam, root, profile, onnx_files, validate, say)
         artifacts += _reference_artifacts(root)
         graphs = [g for g in ALL_GRAPHS if g in onnx_files or any(a.graph == g for a in artifacts)]
-        reference, reference_files, reference_notes = _reference_io(sam, spec, root, graphs, say)
+        reference, reference_files, reference_notes = write_reference_io(sam, spec, root, graphs, say)
         accuracy: dict = {}
         extra_notes: list[str] = []
         if reduced:
-            from .precision import add_precision
-
-            fp32 = {(a.graph, a.backend): a for a in artifacts}
-            extra_arts, accuracy, extra_notes = add_precision(
-                root, precision, reduced, fp32, {g: files[0] for g, files in onnx_files.items()},
-                image_size=spec.image_size, pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std),
-                options=precision_options, progress=say,
-            )
+            extra_arts, accuracy, extra_notes = add_reduced_precision(
+                root, precision, reduced, artifacts, onnx_files, spec, precision_options, say)
             artifacts += extra_arts
         plan = _plan(root, profile, onnx_files, artifacts, spec, precision_options, say)
         accuracy.update(plan.accuracy)
@@ -206,7 +225,7 @@ def export_bundle(
             pixel_mean=list(spec.pixel_mean), pixel_std=list(spec.pixel_std), mask_threshold=0.0,
             tool_versions=tool_versions(), validation=validation, accuracy=accuracy,
             notes=notes + graph_notes + reference_notes + extra_notes, backend_preference=list(profile.backends),
-            prompt_frame=_prompt_frame(spec, profile), reference=reference,
+            prompt_frame=bundle_prompt_frame(spec, profile), reference=reference,
             files={**reference_files, **plan.files}, build_plan=plan.entries,
         )
         say("manifest")
@@ -214,9 +233,18 @@ def export_bundle(
     return manifest
 
 
-def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, profile: DeviceProfile,
-                   simplify: bool, say: Progress, model_id: str | None = None) -> tuple[dict[str, list[Path]], list[str]]:
-    """Phase 1: every graph some backend of the target gets, to ONNX (the converters' source)."""
+def export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, profile: DeviceProfile,
+                  simplify: bool, say: Progress, model_id: str | None = None) -> tuple[dict[str, list[Path]], list[str]]:
+    """Phase 1: every graph some backend of ``profile`` gets, to ONNX under ``root/onnx`` (the
+    converters' source): ``({graph: [file, external data files...]}, notes)``. ``exported`` is the
+    model the encoder graph is traced from (an attention variant of ``sam``, or ``sam`` itself).
+
+    Illustration (not run as a doctest: it needs a model)::
+
+        files, notes = export_graphs(sam, sam, root, resolve_target("cpu"), True, print)
+        files["image_encoder"][0]
+        # -> PosixPath('root/onnx/image_encoder.onnx')
+    """
     wanted = {g for graphs in profile.graphs.values() for g in graphs}
     files: dict[str, list[Path]] = {}
     notes: list[str] = []
@@ -230,14 +258,23 @@ def _export_graphs(sam: torch.nn.Module, exported: torch.nn.Module, root: Path, 
     return files, notes
 
 
-def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
-             validate: bool, say: Progress) -> tuple[list[Artifact], dict[str, dict]]:
-    """Phase 2: each backend's converter makes its fp32 artifact of each graph; validated, listed.
+def convert_graphs(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_files: dict[str, list[Path]],
+                   validate: bool, say: Progress) -> tuple[list[Artifact], dict[str, dict]]:
+    """Phase 2: each backend's converter makes its fp32 artifact of each graph of
+    :func:`export_graphs`; validated against ``sam`` (when ``validate``), listed:
+    ``(fp32 artifacts, {"graph/backend/fp32": validation summary})``.
 
     An on-device backend's converter gives the ONNX it ships instead: validated here with its
     ``source_backend``'s runner, listed later in the build plan (:func:`_plan`). A backend whose
     runtime is not installed here (onnxruntime-cuda on a CPU host) is validated with its converter's
-    ``validate_with`` backend, which reads the same files."""
+    ``validate_with`` backend, which reads the same files.
+
+    Illustration (not run as a doctest: it needs a model)::
+
+        artifacts, validation = convert_graphs(sam, root, profile, files, True, print)
+        validation["image_encoder/onnxruntime/fp32"]["ok"]
+        # -> True
+    """
     artifacts: list[Artifact] = []
     validation: dict[str, dict] = {}
     done: dict[tuple[Path, str], dict] = {}  # (file, runner backend) -> its validation summary
@@ -271,13 +308,13 @@ def _convert(sam: torch.nn.Module, root: Path, profile: DeviceProfile, onnx_file
     return artifacts, validation
 
 
-def _prompt_frame(spec: ModelSpec, profile: DeviceProfile) -> dict:
+def bundle_prompt_frame(spec: ModelSpec, profile: DeviceProfile) -> dict:
     """The manifest's ``prompt_frame``: the coordinate frame and ``mask_input`` size of the graphs
     the target holds (the same facts every exported ONNX file carries in its metadata).
 
     Example:
         >>> from slimsam_edge.models.spec import PRESETS
-        >>> _prompt_frame(PRESETS["sam_mini"], resolve_target("onnx"))["mask_input_size"]
+        >>> bundle_prompt_frame(PRESETS["sam_mini"], resolve_target("onnx"))["mask_input_size"]
         [64, 64]
     """
     held = [g for graphs in profile.graphs.values() for g in graphs]
@@ -379,7 +416,7 @@ def _write_calibration(root: Path, spec: ModelSpec, options: "PrecisionOptions |
     from .precision import PrecisionOptions
 
     opts = options or PrecisionOptions()
-    images = calibration_images(opts.calib_data, opts.calib_images)
+    images = calibration_images(opts.calib_data, opts.calib_images, size=opts.calib_size)
     size = spec.image_size
     pixels = np.zeros((len(images), size, size, 3), np.uint8)
     input_hw = np.zeros((len(images), 2), np.int32)
@@ -392,10 +429,17 @@ def _write_calibration(root: Path, spec: ModelSpec, options: "PrecisionOptions |
     return write_bytes_atomic(root / CALIBRATION_DIR / f"{ENCODER}.npz", buf.getvalue())
 
 
-def _reference_io(sam: torch.nn.Module, spec: ModelSpec, root: Path, graphs: list[str],
-                  say: Progress) -> tuple[dict, dict[str, str], list[str]]:
+def write_reference_io(sam: torch.nn.Module, spec: ModelSpec, root: Path, graphs: list[str],
+                       say: Progress) -> tuple[dict, dict[str, str], list[str]]:
     """Phase 4: the reference I/O of ``graphs`` (every graph the bundle has), computed by the PyTorch
-    model (the fp32 truth) and written to ``reference/io.npz``: ``(reference entry, hashed files, notes)``."""
+    model (the fp32 truth) and written to ``reference/io.npz``: ``(reference entry, hashed files, notes)``.
+
+    Illustration (not run as a doctest: it needs a model)::
+
+        entry, files, notes = write_reference_io(sam, sam.spec, root, ["image_encoder"], print)
+        sorted(files)
+        # -> ['reference/io.npz']
+    """
     from ..deploy.reference_io import reference_cases, write_reference
     from ..models.graph_spec import ONNX_SPECS
     from ..models.graphs import make_wrapper

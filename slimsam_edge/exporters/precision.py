@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..bundle import Artifact
-from ..calibration import DEFAULT_CALIB_IMAGES, CalibrationFeeds
+from ..calibration import CALIB_SIZE, DEFAULT_CALIB_IMAGES, CalibrationFeeds
 from ..deploy.verify import DEFAULT_THRESHOLDS
 from ..devices import quantized
 from ..errors import BackendUnavailableError, UsageError
@@ -34,6 +34,8 @@ class PrecisionOptions:
     Arguments:
         calib_data: image / SA-1B folder for calibration (``None`` = procedural images).
         calib_images: number of calibration images.
+        calib_size: side of the procedural calibration images (without ``calib_data``): 256 by
+            default; a model exported at another input size may calibrate at its own (peers do).
         gate_images: held-out procedural images (with labels) for the accuracy gate.
         threshold: minimum agreement; ``None`` = :data:`DEFAULT_THRESHOLDS` of the precision.
         allow_accuracy_drop: keep artifacts below the threshold (numbers are recorded anyway).
@@ -49,6 +51,7 @@ class PrecisionOptions:
 
     calib_data: Path | None = None
     calib_images: int = DEFAULT_CALIB_IMAGES
+    calib_size: int = CALIB_SIZE
     gate_images: int = 8
     threshold: float | None = None
     allow_accuracy_drop: bool = False
@@ -173,7 +176,7 @@ def _feeds(recipes: list[Recipe], opts: PrecisionOptions, onnx_paths: dict[str, 
     from ..calibration import calibration_images, decoder_feeds, encoder_feeds
     from ..runtimes import open_runner
 
-    images = calibration_images(opts.calib_data, opts.calib_images)
+    images = calibration_images(opts.calib_data, opts.calib_images, size=opts.calib_size)
     kw = {"image_size": image_size, "pixel_mean": mean, "pixel_std": std}
     encoder = open_runner(onnx_paths["image_encoder"], backend="onnxruntime")  # fp32 embeddings
     feeds = {"image_encoder": encoder_feeds(images, **kw)}

@@ -47,13 +47,16 @@ def _say(msg: str) -> None:
 
 
 def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str, Any], images: int,
-                 threads: int | None) -> dict[str, Any]:
-    """Compress the shipped sam-mini at input ``size`` into ``workdir/mini-<size>`` (or reuse a
-    finished run of the same settings there); the run's report."""
+                 threads: int | None, name: str | None = None) -> dict[str, Any]:
+    """Compress the shipped sam-mini at input ``size`` into ``workdir/<name>`` (default
+    ``mini-<size>``; or reuse a finished run of the same settings there); the run's report.
+    ``settings`` holds ``ratio`` and any other :class:`~slimsam_edge.compress.pipeline.CompressConfig`
+    field (``steps``, ``lr``, ``global_attention``, ...)."""
     from ..compress.job import CompressRequest, run_request
     from ..compress.pipeline import RUN_ONLY, CompressConfig
 
-    out = workdir / f"mini-{size}"
+    name = name or f"mini-{size}"
+    out = workdir / name
     job = {k: v for k, v in settings.items() if k != "ratio"}
     if size != teacher_size:
         job["image_size"] = size
@@ -62,10 +65,10 @@ def compress_run(size: int, teacher_size: int, workdir: Path, settings: dict[str
     if done.exists():
         rep = json.loads(done.read_text())
         if {k: v for k, v in (rep.get("config") or {}).items() if k not in RUN_ONLY} == json.loads(json.dumps(want)):
-            _say(f"mini-{size}: reusing {done}")
+            _say(f"{name}: reusing {done}")
             return rep
     resume = (out / "checkpoint.pt").exists()  # an interrupted run of the same flags continues
-    _say(f"mini-{size}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
+    _say(f"{name}: {'resuming' if resume else 'compressing'} (ratio {settings['ratio']}, "
          f"{settings['steps']} steps per phase)")
     return run_request(CompressRequest(out, ratio=settings["ratio"], images=images, device="cpu",
                                        cache_teacher=workdir / "teacher-cache", threads=threads, resume=resume,
@@ -155,13 +158,17 @@ def measure_speed(sizes: Sequence[int], workdir: Path, runs: int, threads: int |
 
     import os
 
+    from ..devices import detected, why_not
+
     preds, meta = {}, {}
     load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    precisions = [p for p in SPEED_PRECISIONS if not why_not(p, detected())]
+    refused = {p: why_not(p, detected()) for p in SPEED_PRECISIONS if p not in precisions}
     for size in sizes:
         out = speed_bundle(size, workdir)
         enc = load_bundle(out).manifest.model["spec"]["encoder"]
         meta[size] = {"grid": enc["img_size"] // enc["patch_size"], "window": enc["window_size"]}
-        for p in SPEED_PRECISIONS:
+        for p in precisions:
             preds[(size, p)] = EdgePredictor.from_bundle(out, backend="openvino", precision=p, threads=threads,
                                                          resize="fast").activate()
     image = generate_sample(0, image_hw)[0]
@@ -176,7 +183,8 @@ def measure_speed(sizes: Sequence[int], workdir: Path, runs: int, threads: int |
             times[k].append(preds[k].timings["encoder"] * 1000)
     rows = [{"image_size": s, **meta[s], "precision": p, "encoder_p50_ms": round(statistics.median(times[(s, p)]), 1),
              "encoder_min_ms": round(min(times[(s, p)]), 1)} for s, p in keys]
-    return {"rows": rows, "runs": runs, "threads": threads, "image_hw": list(image_hw),
+    return {"rows": rows, "runs": runs, "threads": threads, "image_hw": list(image_hw), "precisions": precisions,
+            "refused": refused,
             "loadavg": [load_start, " ".join(f"{v:.2f}" for v in os.getloadavg())]}
 
 
@@ -231,22 +239,24 @@ def render(result: dict[str, Any], command: str) -> str:
                       "`lr1e3c`, on the demo's 32 images). Run the command without `--mini-sizes` for it.", ""]
     speed = result.get("speed")
     if speed:
+        precisions = speed.get("precisions", SPEED_PRECISIONS)
         lines += ["## Speed of the SlimSAM-77 architecture (random weights)", "",
                   f"OpenVINO, encoder p50 of `set_image` on a {speed['image_hw'][0]}x{speed['image_hw'][1]} image "
                   f"(resize excluded), {speed['runs']} interleaved rounds, threads "
                   f"{speed['threads'] or 'runtime default'}; bf16 = the fp32 IR with the bf16 inference-precision hint. "
                   f"Load average while timing: {' -> '.join(speed.get('loadavg', ['?']))}; on a loaded machine the "
-                  "absolute times are inflated and only the ratios (same rounds for every row) carry over.", "",
-                  "| input size | token grid | window | " + " | ".join(f"{p} p50 ms" for p in SPEED_PRECISIONS)
-                  + " | " + " | ".join(f"{p} vs 1024" for p in SPEED_PRECISIONS) + " |",
-                  "|---" * (3 + 2 * len(SPEED_PRECISIONS)) + "|"]
+                  "absolute times are inflated and only the ratios (same rounds for every row) carry over.", ""]
+        lines += [f"Not timed here: {p} ({why})." for p, why in (speed.get("refused") or {}).items()]
+        lines += ["", "| input size | token grid | window | " + " | ".join(f"{p} p50 ms" for p in precisions)
+                  + " | " + " | ".join(f"{p} vs 1024" for p in precisions) + " |",
+                  "|---" * (3 + 2 * len(precisions)) + "|"]
         by = {(r["image_size"], r["precision"]): r for r in speed["rows"]}
         sizes = sorted({r["image_size"] for r in speed["rows"]}, reverse=True)
         top = sizes[0]
         for s in sizes:
-            r0 = by[(s, SPEED_PRECISIONS[0])]
-            ms = [by[(s, p)]["encoder_p50_ms"] for p in SPEED_PRECISIONS]
-            rel = [f"{by[(s, p)]['encoder_p50_ms'] / by[(top, p)]['encoder_p50_ms']:.2f}x" for p in SPEED_PRECISIONS]
+            r0 = by[(s, precisions[0])]
+            ms = [by[(s, p)]["encoder_p50_ms"] for p in precisions]
+            rel = [f"{by[(s, p)]['encoder_p50_ms'] / by[(top, p)]['encoder_p50_ms']:.2f}x" for p in precisions]
             lines.append(f"| {s} | {r0['grid']}x{r0['grid']} | {r0['window']} | " + " | ".join(f"{v:.1f}" for v in ms)
                          + " | " + " | ".join(rel) + " |")
         lines.append("")

@@ -122,3 +122,60 @@ def test_data_without_labels_is_refused_before_measuring(mini_bundle, tmp_path):
     with pytest.raises(UsageError, match="accuracy needs labelled images"):
         bench_suite([str(mini_bundle)], data=str(folder), base=BASE, peak=False,
                     progress=lambda *a: pytest.fail("measured before refusing"))
+
+
+# -- peers in reduced precision: `bench --peer NAME --precision int8`, `bench PEERBUNDLE --precision int8` --
+
+@pytest.fixture(scope="module")
+def peer_int8(tmp_path_factory):
+    """MobileSAM's architecture at 64 px, ONNX Runtime fp32 + int8 (a quick calibration)."""
+    from slimsam_edge.exporters.peer_export import export_peer
+    from slimsam_edge.exporters.precision import PrecisionOptions
+
+    return export_peer("mobilesam", tmp_path_factory.mktemp("peer") / "mobilesam", image_size=64,
+                       backends=("onnxruntime",), precisions=("fp32", "int8"), validate=False, reference=False,
+                       precision_options=PrecisionOptions(calib_images=2, gate_images=1, allow_accuracy_drop=True))
+
+
+CLI_BENCH = ("--runs", "1", "--warmup", "0", "--prompts", "1", "--repeats", "1", "--image-size", "60x90",
+             "--no-peak", "--energy", "none", "--threads", "1", "--json")
+
+
+def test_a_peer_bundle_runs_in_int8_labelled_latency_only(peer_int8):
+    from typer.testing import CliRunner
+
+    from slimsam_edge.cli.app import app
+
+    r = CliRunner().invoke(app, ["bench", str(peer_int8), "--backend", "onnxruntime", "--precision", "int8",
+                                 *CLI_BENCH])
+    assert r.exit_code == 0, r.output
+    [row] = json.loads(r.stdout)["rows"]
+    assert (row["backend"], row["precision"], row["peer"]) == ("onnxruntime", "int8", "mobilesam")
+    assert "random weights: latency only" in row["accuracy"]["reason"]  # never an mIoU of random weights
+    assert row["stages"]["encoder"]["n"] == 1
+
+
+def test_bench_peer_exports_the_precisions_asked_for(peer_int8, monkeypatch):
+    """``--peer mobilesam --precision int8``: the peer is exported with its int8 artifacts for the
+    backends asked for (the export itself is the fixture's, copied: export_peer is tested apart)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    import slimsam_edge.exporters.peer_export as pe
+    from slimsam_edge.cli.app import app
+
+    asked = []
+
+    def export(name, out, **kw):
+        asked.append((name, kw["backends"], kw["precisions"]))
+        shutil.copytree(peer_int8, out)
+        return out
+
+    monkeypatch.setattr(pe, "export_peer", export)
+    r = CliRunner().invoke(app, ["bench", "--peer", "mobilesam", "--backend", "onnxruntime", "--precision", "int8",
+                                 *CLI_BENCH])
+    assert r.exit_code == 0, r.output
+    assert asked == [("mobilesam", ("onnxruntime",), ("fp32", "int8"))]
+    [row] = json.loads(r.stdout)["rows"]
+    assert (row["model"], row["precision"], row["peer"]) == ("mobilesam (random weights)", "int8", "mobilesam")

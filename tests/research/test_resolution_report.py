@@ -24,3 +24,18 @@ def test_render_tables_share_of_teacher_and_speed_ratios():
     assert "`python scripts/resolution.py`" in md and "avx512_bf16, amx_bf16" in md
     assert "| 128 | 4 | 1,000 | 0.5 | 0.6000 | 0.7000 | 75.0% | 87.5% |" in md
     assert "| 512 | 32x32 | 8 | 200.0 | 125.0 | 0.20x | 0.25x |" in md
+
+
+def test_speed_table_on_a_cpu_without_bf16_has_fp32_columns_and_says_why_bf16_is_missing():
+    result = {
+        "machine": {"cpu": "AVX2 CPU", "cores": 2, "isa": ["avx2"], "supports_bf16": False},
+        "loadavg_start": "0.1", "loadavg_end": "0.2", "elapsed_s": 60.0,
+        "speed": {"runs": 3, "threads": None, "image_hw": [720, 1280], "precisions": ["fp32"],
+                  "refused": {"bf16": "bf16 needs a CPU with AVX512_BF16, AMX or Arm BF16"},
+                  "rows": [{"image_size": s, "grid": s // 16, "window": w, "precision": "fp32", "encoder_p50_ms": ms}
+                           for s, w, ms in [(1024, 14, 800.0), (512, 8, 100.0)]]},
+    }
+    md = render(result, "python scripts/resolution.py --mini-sizes")
+    assert "| input size | token grid | window | fp32 p50 ms | fp32 vs 1024 |" in md
+    assert "| 512 | 32x32 | 8 | 100.0 | 0.12x |" in md
+    assert "Not timed here: bf16 (bf16 needs a CPU with AVX512_BF16" in md
