@@ -28,6 +28,7 @@ from .limits import MAX_MASK_LOGIT, MAX_POINTS_PER_PROMPT, MAX_PROMPTS, check_im
 from .models.graph_spec import DECODER_LOWRES as DECODER
 from .models.graph_spec import ENCODER
 from .runtimes import Runner, RunnerOptions, get_backend, open_runner
+from .runtimes.tuning import RuntimeTuning, check_count
 from .transforms import ResizeLongestSide, preprocess, upscale_masks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,34 +63,51 @@ PREDICTOR_THREADS = ("give each thread its own EdgePredictor (EdgePredictor.from
 
 
 class ExclusiveUse:
-    """A guard that refuses, instead of waiting for, a second thread (one-line ConcurrentUseError
-    naming ``what`` and saying ``advice``); the thread inside may enter again.
+    """A guard that refuses, instead of waiting for, a thread beyond the ``limit`` threads inside
+    (default 1: a second thread; one-line ConcurrentUseError naming ``what`` and saying
+    ``advice``); a thread inside may enter again.
 
     Example:
         >>> g = ExclusiveUse("this tracker", "use it from one thread")
         >>> with g:
         ...     with g:  # the same thread again: allowed
         ...         pass
+        >>> two = ExclusiveUse("the encoder", limit=2)
+        >>> with two:
+        ...     t = threading.Thread(target=lambda: two.__enter__() or two.__exit__())
+        ...     t.start(); t.join()  # a second thread while this one is inside: allowed up to 2
     """
 
-    def __init__(self, what: str, advice: str = PREDICTOR_THREADS):
+    def __init__(self, what: str, advice: str = PREDICTOR_THREADS, limit: int = 1):
         self.what = what
         self.advice = advice
-        self._lock = threading.RLock()
+        self.limit = int(limit)
+        self._lock = threading.Lock()
+        self._inside: dict[int, int] = {}  # thread id -> depth
 
     def __enter__(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            raise ConcurrentUseError(f"{self.what} is in use by another thread; {self.advice}")
+        me = threading.get_ident()
+        with self._lock:
+            if me not in self._inside and len(self._inside) >= self.limit:
+                more = "another thread" if self.limit == 1 else f"{self.limit} other threads"
+                raise ConcurrentUseError(f"{self.what} is in use by {more}; {self.advice}")
+            self._inside[me] = self._inside.get(me, 0) + 1
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.release()
+        me = threading.get_ident()
+        with self._lock:
+            self._inside[me] -= 1
+            if not self._inside[me]:
+                del self._inside[me]
 
 
 class EdgePredictor:
     """Compute an image embedding once, then predict masks for prompts (SamPredictor semantics).
 
-    Threads: one thread may run :meth:`encode` while one other runs :meth:`set_embedding` and the
-    ``predict`` calls (the encoder and the decoder are separate sessions); any other concurrent use
+    Threads: one thread may run :meth:`encode` (``encode_requests`` threads with a
+    :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` asking for more) while one other runs
+    :meth:`set_embedding` and the ``predict`` calls (the encoder and the decoder are separate
+    sessions); any other concurrent use
     is refused with :class:`~slimsam_edge.errors.ConcurrentUseError` instead of racing on the
     current image, and so is ``predict`` on an image another thread made current (a thread that
     set its image, then predicts after a second thread set another, would get that image's masks).
@@ -104,6 +122,8 @@ class EdgePredictor:
         mask_threshold: logit threshold for binary masks (0.0 for SAM).
         resize: "sam" reproduces segment-anything's PIL resize; "fast" uses cv2 (INTER_AREA),
             quicker on large photos and within about one grey level of it.
+        encode_requests: how many threads may run :meth:`encode` at once (the encoder runner must
+            run concurrent calls or serialise them, as every :class:`~slimsam_edge.runtimes.Runner` does).
     """
 
     def __init__(
@@ -116,6 +136,7 @@ class EdgePredictor:
         pixel_std: tuple[float, ...],
         mask_threshold: float = 0.0,
         resize: str = "sam",
+        encode_requests: int = 1,
     ):
         if resize not in ("sam", "fast"):
             raise UsageError(f"resize must be 'sam' (exact SAM preprocessing) or 'fast' (cv2), not {resize!r}")
@@ -136,7 +157,9 @@ class EdgePredictor:
         self.precision: str | None = None
         #: the decoder's precision (``precision`` unless ``from_bundle(decoder_precision=...)``)
         self.decoder_precision: str | None = None
-        self._encoding = ExclusiveUse("the encoder of this EdgePredictor")
+        #: how the runners were tuned (:meth:`from_bundle`'s ``tuning``; the default otherwise)
+        self.tuning = RuntimeTuning(encode_requests=check_count(encode_requests, "encode_requests"))
+        self._encoding = ExclusiveUse("the encoder of this EdgePredictor", limit=encode_requests)
         self._decoding = ExclusiveUse("the current image and decoder of this EdgePredictor")
         self.reset_image()
 
@@ -153,6 +176,7 @@ class EdgePredictor:
         verify: bool = True,
         resize: str = "sam",
         decoder_precision: str | None = None,
+        tuning: RuntimeTuning | None = None,
     ) -> "EdgePredictor":
         """Open a bundle written by ``slimsam-edge export`` (hashes verified first).
 
@@ -180,10 +204,26 @@ class EdgePredictor:
                 bf16 hint behind an fp32 or int8 encoder (OpenVINO on a BF16 / AMX CPU: about half
                 the decoder's time, masks at mean IoU ~0.98 with fp32's on sam-mini, see
                 docs/results/decoder.md).
+            tuning: the performance hint, threads per graph and concurrent encodes
+                (:class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`; its thread counts override
+                ``threads`` for their graph); ``None`` = the defaults. A hint on a backend without
+                performance hints is refused (UsageError).
+
+        Example (the hint is checked against the backend before any file is read):
+            >>> EdgePredictor.from_bundle("no-such-bundle/", backend="onnxruntime",
+            ...                           tuning=RuntimeTuning(hint="throughput"))
+            Traceback (most recent call last):
+            ...
+            slimsam_edge.errors.UsageError: onnxruntime has no performance hint (hint 'throughput'); drop it, or use a backend that has one: openvino
         """
         from .bundle import Bundle, load_bundle
 
         check_threads(threads, "threads")  # before the bundle's files are hashed
+        tuning = RuntimeTuning() if tuning is None else tuning
+        if not isinstance(tuning, RuntimeTuning):
+            raise UsageError(f"tuning must be a RuntimeTuning, not {type(tuning).__name__}")
+        if tuning.hint is not None and backend is not None:
+            check_hint_backend(backend, tuning.hint)
         bundle = path if isinstance(path, Bundle) else load_bundle(path, verify=verify)
         m = bundle.manifest
         backend, precision = auto_pick(bundle, backend, precision)
@@ -192,14 +232,20 @@ class EdgePredictor:
         default_device, default_threads = runtime_defaults(backend)
         device = device or default_device
         threads = threads if threads is not None else default_threads
+        if tuning.hint is not None:
+            check_hint_backend(backend, tuning.hint)
         runners, arts = [], []
-        for graph, wanted in ((ENCODER, precision), (DECODER, decoder_precision or precision)):
+        for graph, wanted, role, extra in ((ENCODER, precision, "encoder", tuning.encoder_extra()),
+                                           (DECODER, decoder_precision or precision, "decoder", tuning.decoder_extra())):
             arts.append(find_artifact(bundle, graph, backend, wanted))
-            runners.append(open_artifact(bundle.root, arts[-1], precision=wanted, device=device, threads=threads))
+            runners.append(open_artifact(bundle.root, arts[-1], precision=wanted, device=device,
+                                         threads=tuning.threads_for(role, threads), extra=extra))
         predictor = cls(
             runners[0], runners[1], image_size=m.image_size, pixel_mean=tuple(m.pixel_mean),
             pixel_std=tuple(m.pixel_std), mask_threshold=m.mask_threshold, resize=resize,
+            encode_requests=tuning.encode_requests,
         )
+        predictor.tuning = tuning
         predictor.backend, predictor.precision = runners[0].backend, precision or arts[0].precision
         predictor.decoder_precision = decoder_precision or predictor.precision
         return predictor
@@ -714,12 +760,13 @@ def find_artifact(bundle: Any, graph: str, backend: str | None, precision: str |
 
 
 def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, device: str | None = None,
-                  threads: int | None = None) -> Runner:
+                  threads: int | None = None, extra: dict[str, Any] | None = None) -> Runner:
     """A (not yet activated) runner of ``art``, a file of the bundle in ``root``: opened with the
     artifact's precision hint (else fp32), or with ``precision`` where that is a run-time hint on
     the artifact's precision (:data:`HINTED_ON`: bf16 / fp16 on an fp32 artifact, int8-bf16 on an
     int8 one), and only the validated facts its runner checks (``Backend.runner_extra``: every
-    ``extra`` key checked against the backend's schema, no runtime settings from the manifest). The one way a bundle's artifact is opened
+    ``extra`` key checked against the backend's schema, no runtime settings from the manifest), plus
+    the run-time settings ``extra`` (a :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`'s). The one way a bundle's artifact is opened
     (:meth:`EdgePredictor.from_bundle`, ``slimsam-edge verify``, the export's accuracy gate).
 
     Raises:
@@ -736,11 +783,31 @@ def open_artifact(root: Path | str, art: Any, *, precision: str | None = None, d
     where = f"bundle {root}: {MANIFEST}"
     stored = art.precision_hint(where) or "fp32"
     hint = precision if precision is not None and HINTED_ON.get(precision) == art.precision else stored
-    extra = get_backend(art.backend).runner_extra(art, where)  # every extra key checked (manifest_schema)
-    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra=extra)
+    facts = get_backend(art.backend).runner_extra(art, where)  # every extra key checked (manifest_schema)
+    opts = RunnerOptions(threads=threads, device=device or "cpu", precision=hint, extra={**facts, **(extra or {})})
     from .bundle import artifact_source  # its files are read as verified bytes when it activates
 
     return open_runner(artifact_source(root, art), backend=art.backend, options=opts)
+
+
+def check_hint_backend(backend: str, hint: str) -> None:
+    """Refuse (one-line UsageError) a performance ``hint`` for a backend whose runner has none
+    (:attr:`Runner.performance_hints <slimsam_edge.runtimes.base.Runner.performance_hints>`).
+
+    Example:
+        >>> check_hint_backend("openvino", "throughput")
+        >>> check_hint_backend("torch", "latency")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: torch has no performance hint (hint 'latency'); drop it, or use a backend that has one: openvino
+    """
+    from .runtimes import registered_backends
+
+    if hint in get_backend(backend).runner.performance_hints:
+        return
+    having = [b for b in registered_backends() if hint in get_backend(b).runner.performance_hints]
+    raise UsageError(f"{backend} has no performance hint (hint {hint!r}); drop it, or use a backend that has "
+                     f"one: {', '.join(having) or 'none installed'}")
 
 
 def runtime_defaults(backend: str | None, info: dict[str, Any] | None = None) -> tuple[str | None, int | None]:

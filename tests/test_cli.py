@@ -611,3 +611,25 @@ def test_bench_bad_input_is_one_line(tiny_bundle, tmp_path):
     report.write_text('{"results": []}')
     assert_one_line_error(run("bench", "diff", report, report), "not a bench report")
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_video_tuning_options_run_and_refuse_bad_values(tmp_path, tiny_bundle):
+    """`video --hint --encoder-threads --decoder-threads --encode-requests`: the JSON records the
+    tuning; bad values end in one line, exit 2."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.roll(photo((60, 80), seed=5), 2 * i, axis=1)[..., ::-1])
+    base = ("video", frames, "--bundle", tiny_bundle, "--out", tmp_path / "o.mp4", "--point", "40,30")
+    r = run(*base, "--backend", "openvino", "--hint", "throughput", "--encoder-threads", "1", "--decoder-threads", "1",
+            "--encode-requests", "2", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["frames_done"] == 3 and res["tuning"] == {"hint": "throughput", "encoder_threads": 1,
+                                                          "decoder_threads": 1, "encode_requests": 2, "streams": None}
+    bad = ("video", frames, "--bundle", tiny_bundle, "--out", tmp_path / "bad.mp4", "--point", "40,30")
+    assert_one_line_error(run(*bad, "--backend", "onnxruntime", "--hint", "latency"), "onnxruntime has no performance hint")
+    assert_one_line_error(run(*bad, "--hint", "fast"), "--hint")
+    assert_one_line_error(run(*bad, "--encode-requests", "0"), "--encode-requests")
+    assert_one_line_error(run(*bad, "--encoder-threads", "0"), "--encoder-threads", "at least 1")
+    assert not (tmp_path / "bad.mp4").exists()

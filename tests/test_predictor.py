@@ -491,3 +491,89 @@ def test_predictor_refuses_concurrent_decoder_use():
         p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))
     p.set_image(np.zeros((64, 64, 3), np.uint8))
     p.predict(point_coords=np.array([[5, 5]]), point_labels=np.array([1]))  # free again
+
+
+# -- runtime tuning (slimsam_edge.runtimes.tuning) ----------------------------------------------
+
+
+def test_encode_requests_lets_that_many_threads_encode_at_once_and_refuses_one_more():
+    """Two encodes meet inside the encoder (a barrier of two: neither finishes until both are in);
+    a third thread while both are inside is refused in one line, and the decode guard is unchanged."""
+    import threading
+
+    from slimsam_edge.errors import ConcurrentUseError
+
+    both_in, release = threading.Barrier(3), threading.Event()
+
+    class Encoder:
+        def infer(self, feed):
+            both_in.wait(10)
+            assert release.wait(10)
+            return {"image_embeddings": np.full((1, 8, 4, 4), feed["image"].mean(), np.float32)}
+
+    p = EdgePredictor(Encoder(), None, image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1), encode_requests=2)
+    assert p.tuning.encode_requests == 2
+    out = {}
+    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, p.encode(np.full((64, 64, 3), k, np.uint8))))
+               for k in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        both_in.wait(10)  # both encodes are inside the encoder now
+        with pytest.raises(ConcurrentUseError, match="in use by 2 other threads") as err:
+            p.encode(np.zeros((64, 64, 3), np.uint8))
+        assert "\n" not in str(err.value)
+    finally:
+        release.set()
+        for t in threads:
+            t.join(10)
+    assert sorted(out) == [0, 1] and float(out[1].features.mean()) == 1.0
+    with pytest.raises(UsageError, match="encode_requests must be a whole number"):
+        EdgePredictor(Encoder(), None, image_size=64, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1), encode_requests=0)
+
+
+def test_from_bundle_tunes_each_runner_and_two_threads_encode_the_serial_embeddings(tiny_bundle):
+    import threading
+
+    from slimsam_edge.runtimes import RuntimeTuning
+
+    tuning = RuntimeTuning(hint="throughput", encoder_threads=2, decoder_threads=1, encode_requests=2)
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="openvino", threads=1, tuning=tuning).activate()
+    assert p.tuning == tuning
+    enc, dec = p.encoder.options, p.decoder.options
+    assert (enc.threads, dec.threads) == (2, 1)
+    assert enc.extra["performance_hint"] == "throughput" and enc.extra["requests"] == 2
+    assert "performance_hint" not in dec.extra and "requests" not in dec.extra
+    assert "PERFORMANCE_HINT=THROUGHPUT" in p.encoder.notes[0] and "infer requests: 2" in p.encoder.notes[0]
+    assert "PERFORMANCE_HINT=LATENCY" in p.decoder.notes[0] and "INFERENCE_NUM_THREADS=1" in p.decoder.notes[0]
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(6)]
+    serial = EdgePredictor.from_bundle(tiny_bundle, backend="openvino", threads=1)
+    want = [serial.encode(img).features for img in images]
+    got: dict[int, np.ndarray] = {}
+
+    def encode(k):
+        for j in range(k, len(images), 2):
+            got[j] = p.encode(images[j]).features
+
+    threads = [threading.Thread(target=encode, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for j, w in enumerate(want):
+        np.testing.assert_allclose(got[j], w, rtol=1e-4, atol=1e-4)
+    p.close()
+
+
+def test_a_hint_on_a_backend_without_hints_is_refused(tiny_bundle):
+    from slimsam_edge.runtimes import RuntimeTuning
+
+    with pytest.raises(UsageError, match="onnxruntime has no performance hint .* openvino"):
+        EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime", tuning=RuntimeTuning(hint="latency"))
+    with pytest.raises(UsageError, match="tuning must be a RuntimeTuning"):
+        EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime", tuning={"hint": "latency"})
+    # threads per graph and concurrent encodes apply to every backend
+    p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime",
+                                  tuning=RuntimeTuning(encoder_threads=2, decoder_threads=1, encode_requests=2))
+    assert (p.encoder.options.threads, p.decoder.options.threads, p.tuning.encode_requests) == (2, 1, 2)

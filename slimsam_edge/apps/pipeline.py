@@ -3,6 +3,10 @@
 Each stage runs on its own thread, joined by bounded queues, so the image encoder works on frame
 *n + 1* while the decoder (or tracker) works on frame *n* and the sink writes frame *n - 1*
 (:class:`~slimsam_edge.predictor.EdgePredictor` allows one encode thread and one decode thread).
+With ``encoders=N`` the encode stage is N threads (an EdgePredictor tuned with ``encode_requests=N``
+takes N concurrent encodes): each takes the next frame as soon as it is free, so the encoding of
+frame *n + 1* starts while frame *n* is still being encoded; encoded frames are handed on strictly
+in the order they were taken, so process and sink still see frames in capture order.
 
 Two modes:
 
@@ -148,6 +152,7 @@ class Pipeline:
         realtime: encode the newest frame and drop older ones (counted) instead of every frame.
         queue_size: capacity of the encode -> process and process -> sink queues (and of the
             capture -> encode queue in every-frame mode), >= 1.
+        encoders: encode threads, >= 1; ``encode`` must then take that many concurrent calls.
 
     Illustration (not run as a doctest: it needs a camera and a model)::
 
@@ -163,9 +168,12 @@ class Pipeline:
 
     def __init__(self, frames: Iterable[tuple[int, np.ndarray]], encode: Callable[[np.ndarray], Any],
                  process: Callable[[int, np.ndarray, Any], Any], sink: Callable[[int, np.ndarray, Any], Any],
-                 *, realtime: bool = False, queue_size: int = 2):
+                 *, realtime: bool = False, queue_size: int = 2, encoders: int = 1):
         if not isinstance(queue_size, int) or isinstance(queue_size, bool) or queue_size < 1:
             raise UsageError(f"queue_size must be a whole number >= 1, got {queue_size!r}")
+        if not isinstance(encoders, int) or isinstance(encoders, bool) or encoders < 1:
+            raise UsageError(f"encoders must be a whole number >= 1, got {encoders!r}")
+        self.encoders = encoders
         self.frames = frames
         self.encode = encode
         self.process = process
@@ -200,9 +208,19 @@ class Pipeline:
         self._encoded: queue.Queue = queue.Queue(self.queue_size)
         self._processed: queue.Queue = queue.Queue(self.queue_size)
         self._t0 = time.perf_counter()
-        targets = (self._capture, self._encode, self._process, self._sink)
+        # the encode threads take frames one at a time (a frame and its turn number together) and
+        # hand them on in turn order
+        self._take = threading.Lock()
+        self._taken = 0  # frames taken by the encode threads so far: the next turn number
+        self._input_done = False  # an encode thread has seen the end of the input
+        self._turn = threading.Condition()
+        self._next_turn = 0  # the turn whose frame goes into the encoded queue next
+        self._encoders_left = self.encoders
+        stages = [("capture", self._capture)]
+        stages += [(f"encode{k if self.encoders > 1 else ''}", self._encode) for k in range(self.encoders)]
+        stages += [("process", self._process), ("sink", self._sink)]
         threads = [threading.Thread(target=self._guard, args=(fn,), name=f"slimsam-{name}", daemon=True)
-                   for name, fn in zip(self.STAGES, targets)]
+                   for name, fn in stages]
         self._running = len(threads)
         self._finished = threading.Event()  # set by the last stage thread to end
         try:
@@ -281,12 +299,44 @@ class Pipeline:
                     pass
         self._put(self._captured, _END)
 
+    def _next_frame(self) -> tuple[int, Any]:
+        """``(turn, item)``: the next captured frame and its turn number, ``(-1, _END)`` at the end."""
+        with self._take:
+            if self._input_done:
+                return -1, _END
+            item = self._get(self._captured)
+            if item is _END:
+                self._input_done = True
+                return -1, _END
+            self._taken += 1
+            return self._taken - 1, item
+
+    def _hand_on(self, turn: int, item: Any) -> bool:
+        """Put ``item`` into the encoded queue once every earlier turn has; False when stopping."""
+        with self._turn:
+            while self._next_turn != turn:
+                if self._stop.is_set():
+                    return False
+                self._turn.wait(_POLL)
+        ok = self._put(self._encoded, item)
+        with self._turn:
+            self._next_turn += 1
+            self._turn.notify_all()
+        return ok
+
     def _encode(self) -> None:
-        while (item := self._get(self._captured)) is not _END:
+        while True:
+            turn, item = self._next_frame()
+            if item is _END:
+                break
             index, frame, t_read = item
-            if not self._put(self._encoded, (index, frame, t_read, self.encode(frame))):
+            if not self._hand_on(turn, (index, frame, t_read, self.encode(frame))):
                 return
-        self._put(self._encoded, _END)
+        with self._turn:
+            self._encoders_left -= 1
+            last = self._encoders_left == 0
+        if last:  # every other encode thread has handed on all it took
+            self._put(self._encoded, _END)
 
     def _process(self) -> None:
         while (item := self._get(self._encoded)) is not _END:

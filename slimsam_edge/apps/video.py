@@ -421,6 +421,7 @@ def run_video(
     backend: str | None = None,
     precision: str | None = None,
     threads: int | None = None,
+    tuning: Any = None,
     progress: Callable[[int, int | None, float, int], None] | None = None,
 ) -> dict[str, Any]:
     """Track the ``targets`` (first-frame objects) and the prompts file's objects through ``source``,
@@ -430,6 +431,9 @@ def run_video(
     Arguments:
         source: video file, camera index ("0"), folder or glob of images, or stream URL.
         bundle, backend, precision, threads: as :meth:`EdgePredictor.from_bundle`.
+        tuning: a :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` (hint, threads per graph,
+            concurrent encodes), as :meth:`EdgePredictor.from_bundle`; the pipeline runs
+            ``encode_requests`` encode threads, so frame *n + 1*'s encoding overlaps frame *n*'s.
         targets: first-frame objects (ids 1..K); prompts_file: later prompts (module docstring).
         everything: segment every object of each frame instead (no targets, no prompts file);
             ``everything_settings``: MaskGenerator settings (``points_per_side``, ...).
@@ -442,7 +446,7 @@ def run_video(
 
     Returns:
         ``{"source", "out", "masks", "mode", "frames_read", "frames_done", "dropped", "fps", "seconds",
-        "latency_ms", "objects" ({id: last state}), "frame_size", "backend", "precision",
+        "latency_ms", "objects" ({id: last state}), "frame_size", "backend", "precision", "tuning",
         "realtime", "interrupted"}``. Ctrl-C ends the run early with ``"interrupted": True``; the
         outputs then hold the frames done so far.
 
@@ -489,7 +493,8 @@ def run_video(
                 e.target.check_inside(w, h)
         video = stack.enter_context(VideoWriter(out, fps or src.fps or DEFAULT_FPS))
         lines = stack.enter_context(JsonlWriter(masks)) if masks is not None else None
-        predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads)
+        predictor = EdgePredictor.from_bundle(bundle, backend=backend, precision=precision, threads=threads,
+                                              tuning=tuning)
         stage: Any = (EverythingStage(predictor, dict(everything_settings or {})) if everything
                       else TrackStage(predictor, events))
         total = src.frame_count
@@ -500,7 +505,7 @@ def run_video(
             stream = paced(stream, fps or src.fps or DEFAULT_FPS)
         # real-time: one embedding waiting at most, so what is decoded is as fresh as it can be
         pipe = Pipeline(stream, predictor.encode, stage, _Sink(video, lines), realtime=realtime,
-                        queue_size=1 if realtime else 2)
+                        queue_size=1 if realtime else 2, encoders=predictor.tuning.encode_requests)
         report = None if progress is None else (lambda done, rate, dropped: progress(done, total, rate, dropped))
         interrupted = False
         try:
@@ -512,5 +517,5 @@ def run_video(
         "source": str(source), "out": str(out), "masks": None if masks is None else str(masks),
         "mode": EVERYTHING if everything else "track", **stats.to_dict(), "objects": objects,
         "frame_size": [int(h), int(w)], "backend": predictor.backend, "precision": predictor.precision,
-        "realtime": bool(realtime), "interrupted": interrupted,
+        "tuning": predictor.tuning.to_dict(), "realtime": bool(realtime), "interrupted": interrupted,
     }

@@ -54,6 +54,9 @@ class BenchConfig:
             each) with the runtime's profiler: time per op group.
         decoder_precision: the decoder's precision when it differs from ``precision``
             (:meth:`~slimsam_edge.predictor.EdgePredictor.from_bundle`); ``None``: ``precision``.
+        hint, encoder_threads, decoder_threads, encode_requests, streams: the runtime tuning
+            (:class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`; ``encode_requests`` is also the
+            video scenario's encode threads).
     """
 
     bundle: str
@@ -76,6 +79,24 @@ class BenchConfig:
     profile: bool = False
     profile_runs: int = 3
     decoder_precision: str | None = None
+    hint: str | None = None
+    encoder_threads: int | None = None
+    decoder_threads: int | None = None
+    encode_requests: int = 1
+    streams: int | None = None
+
+    def tuning(self) -> Any:
+        """The :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` of this configuration.
+
+        Example:
+            >>> BenchConfig(bundle="b", backend="openvino", hint="throughput", encode_requests=2).tuning().encoder_extra()
+            {'performance_hint': 'throughput', 'requests': 2}
+        """
+        from ..runtimes.tuning import RuntimeTuning
+
+        return RuntimeTuning(hint=self.hint, encoder_threads=self.encoder_threads,
+                             decoder_threads=self.decoder_threads, encode_requests=self.encode_requests,
+                             streams=self.streams)
 
 
 def peak_rss_mb() -> float:
@@ -126,6 +147,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
     pred = EdgePredictor.from_bundle(
         cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads, resize=cfg.resize,
         decoder_precision=cfg.decoder_precision,
+        tuning=cfg.tuning(),
     ).activate()
     cold = time.perf_counter() - t0
     with open_meter(cfg.energy) as meter:
@@ -146,6 +168,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_sessions_mb": round(rss_before, 1),
         "notes": pred.encoder.notes + pred.decoder.notes,
+        "tuning": pred.tuning.to_dict(),
     }
     if cfg.profile:
         result["profile"] = profile_graphs(pred, image, cfg.profile_runs)

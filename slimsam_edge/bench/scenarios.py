@@ -10,8 +10,9 @@ reason where the machine has no energy source).
   + postprocess), repeated SingleStream-style: at least ``min_queries`` images and ``duration_s``
   seconds. Joules per image and per prompt.
 - ``video``: a procedural clip with three objects through the camera pipeline
-  (:class:`~slimsam_edge.apps.pipeline.Pipeline`: capture, encode, track, sink threads), every
-  frame kept; capture-to-mask latency per frame, fps, drops. Joules per frame.
+  (:class:`~slimsam_edge.apps.pipeline.Pipeline`: capture, encode, track, sink threads; as many
+  encode threads as the predictor's ``tuning.encode_requests``), every frame kept;
+  capture-to-mask latency per frame, fps, drops. Joules per frame.
 - ``everything``: segment everything (:class:`~slimsam_edge.apps.everything.MaskGenerator`,
   ``points_per_side`` grid) per image; latency per image and masks found. Joules per image.
 
@@ -141,14 +142,15 @@ class Video(Scenario):
             tick()
 
         meter.start()
+        encoders = pred.tuning.encode_requests
         stats = Pipeline(source(), pred.encode, lambda i, f, emb: tracker.update(f, embedding=emb), sink,
-                         realtime=False).run()
+                         realtime=False, encoders=encoders).run()
         reading = meter.stop()
         d = stats.to_dict()
         return {"stages": {"frame": latencies}, "counts": {"frames": d["frames_done"], "dropped": d["dropped"],
                                                            "objects": len(tracker.objects)},
                 "energy": {"per_frame": _energy(reading, d["frames_done"])},
-                "extra": {"fps": d["fps"], "pipeline_seconds": d["seconds"]}}
+                "extra": {"fps": d["fps"], "pipeline_seconds": d["seconds"], "encoders": encoders}}
 
 
 class Everything(Scenario):

@@ -11,6 +11,7 @@ import typer
 from ..errors import UsageError
 from .common import emit_json, handle_errors, progress_bar
 from .options import Backend, DecoderPrecisionOpt, JsonOpt, Precision, Resize, ThreadsOpt, enum_value
+from .options import DecoderThreadsOpt, EncoderThreadsOpt, EncodeRequestsOpt, HintOpt, make_tuning
 
 
 class Scenario(str, Enum):
@@ -57,6 +58,10 @@ def bench(
     image: Annotated[Optional[Path], typer.Option("--image", help="Time on this image instead.")] = None,
     resize: Annotated[Resize, typer.Option("--resize", help="Preprocessing resize: sam (exact) or fast (cv2 INTER_AREA).")] = Resize.sam,
     threads: ThreadsOpt = None,
+    hint: HintOpt = None,
+    encoder_threads: EncoderThreadsOpt = None,
+    decoder_threads: DecoderThreadsOpt = None,
+    encode_requests: EncodeRequestsOpt = 1,
     data: Annotated[Optional[Path], typer.Option("--data", help="Labelled data for the accuracy columns (SA-1B folder or COCO file). Default: the procedural held-out set for bundles of 256 px or less (sam-mini and its students).")] = None,
     accuracy_images: Annotated[Optional[int], typer.Option("--accuracy-images", min=1, max=100000, help="Evaluate accuracy on at most this many images.")] = 32,
     no_accuracy: Annotated[bool, typer.Option("--no-accuracy", help="Skip the accuracy columns.")] = False,
@@ -82,11 +87,12 @@ def bench(
     from ..bench.suite import bench_suite, check_outputs, save_history, write_outputs
 
     hw = _hw(image_size)
+    tuning = make_tuning(hint, encoder_threads, decoder_threads, encode_requests)  # checked before any work
     check_outputs(out=out, csv=csv_out, md=md_out, plot=plot, save=save)
     base = BenchConfig(bundle="", backend="", threads=threads, image_hw=hw, image=str(image) if image else None,
                        warmup=warmup, runs=runs, prompts=prompts, points=points, resize=resize.value,
                        duration_s=duration, energy=energy.value, points_per_side=points_per_side,
-                       decoder_precision=enum_value(decoder_precision))
+                       decoder_precision=enum_value(decoder_precision), **tuning.to_dict())
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not json_out) as update:
         report = bench_suite(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..devices import PRECISIONS, list_profiles
 from ..errors import UsageError
-from ..runtimes import registered_backends
+from ..runtimes import PERFORMANCE_HINTS, registered_backends
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..runtimes.tuning import RuntimeTuning
 
 
 #: ``--backend`` choices: every registered backend (runtimes/registry.py)
@@ -59,16 +62,21 @@ TrustPickleOpt = Annotated[
     typer.Option("--trust-pickle", help="Allow loading pickled model objects (runs code from the file; "
                  "only for checkpoints from a source you trust)."),
 ]
-def _threads(value: Optional[int]) -> Optional[int]:
-    """--threads: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
+def _thread_count(value: Optional[int], name: str, omitted: str) -> Optional[int]:
+    """A thread-count option: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
     from ..limits import check_threads
 
     try:
         if value is not None and value < 1:
-            raise UsageError(f"--threads {value} must be at least 1 (omit it for the runtime's default)")
-        return check_threads(value, "--threads")
+            raise UsageError(f"{name} {value} must be at least 1 (omit it for {omitted})")
+        return check_threads(value, name)
     except UsageError as err:  # raised while parsing: Click's error, printed as one line, exit 2
-        raise typer.BadParameter(str(err).removeprefix("--threads ")) from None
+        raise typer.BadParameter(str(err).removeprefix(f"{name} ")) from None
+
+
+def _threads(value: Optional[int]) -> Optional[int]:
+    """--threads: at least 1 and at most the limit of slimsam_edge.limits (4 x usable CPUs)."""
+    return _thread_count(value, "--threads", "the runtime's default")
 
 
 #: ``--threads`` of every command: 1 .. 4 x usable CPUs (slimsam_edge.limits), checked while parsing
@@ -83,3 +91,28 @@ def _target_help() -> str:
 
 
 TargetOpt = Annotated[str, typer.Option("--target", help=_target_help())]
+
+
+# -- runtime tuning (slimsam_edge.runtimes.tuning): `video` and `bench` ------------------------------
+#: ``--hint`` choices: OpenVINO's performance hints
+Hint = Enum("Hint", {name: name for name in PERFORMANCE_HINTS}, type=str)  # type: ignore[misc]
+
+
+def _graph_threads(ctx: typer.Context, param: typer.CallbackParam, value: Optional[int]) -> Optional[int]:
+    """--encoder-threads / --decoder-threads: as --threads."""
+    return _thread_count(value, param.opts[0], "--threads or the runtime's default")
+
+
+HintOpt = Annotated[Optional[Hint], typer.Option("--hint", help="OpenVINO performance hint of the encoder: latency (default: every thread on one frame), throughput or cumulative_throughput (several streams, frames encoded side by side; pair with --encode-requests).")]
+EncoderThreadsOpt = Annotated[Optional[int], typer.Option("--encoder-threads", callback=_graph_threads, help="Inference threads of the encoder (default: --threads).")]
+DecoderThreadsOpt = Annotated[Optional[int], typer.Option("--decoder-threads", callback=_graph_threads, help="Inference threads of the decoder (default: --threads).")]
+EncodeRequestsOpt = Annotated[int, typer.Option("--encode-requests", min=1, max=16, help="Frames encoded at once: that many encoder infer requests (OpenVINO) and encode threads in the video pipeline, so frame n+1's encoding overlaps frame n's.")]
+
+
+def make_tuning(hint: Optional[Enum], encoder_threads: Optional[int], decoder_threads: Optional[int],
+                encode_requests: int) -> "RuntimeTuning":
+    """The :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` of the tuning options."""
+    from ..runtimes.tuning import RuntimeTuning
+
+    return RuntimeTuning(hint=enum_value(hint), encoder_threads=encoder_threads,
+                         decoder_threads=decoder_threads, encode_requests=encode_requests)

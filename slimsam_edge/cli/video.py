@@ -1,5 +1,6 @@
 """``slimsam-edge video SOURCE --bundle DIR (--point x,y | --box x0,y0,x1,y1)... | --everything --out OUT.mp4
-[--masks OUT.jsonl] [--prompts FILE.json] [--realtime] [--max-frames N]``: track objects through a video,
+[--masks OUT.jsonl] [--prompts FILE.json] [--realtime] [--max-frames N] [--hint H] [--encoder-threads N]
+[--decoder-threads N] [--encode-requests N]``: track objects through a video,
 camera or stream (or segment everything in each frame) and write an overlay video."""
 
 from __future__ import annotations
@@ -11,7 +12,19 @@ import typer
 
 from ..errors import UsageError
 from .common import emit_json, handle_errors, parse_floats
-from .options import MAX_POINTS_PER_SIDE, Backend, BundleOpt, JsonOpt, Precision, ThreadsOpt
+from .options import (
+    MAX_POINTS_PER_SIDE,
+    Backend,
+    BundleOpt,
+    DecoderThreadsOpt,
+    EncoderThreadsOpt,
+    EncodeRequestsOpt,
+    HintOpt,
+    JsonOpt,
+    Precision,
+    ThreadsOpt,
+    make_tuning,
+)
 
 _PROMPTS_HELP = (
     'Prompts on later frames, a JSON file: {"prompts": [{"frame": 30, "box": [x0, y0, x1, y1]}, '
@@ -38,6 +51,10 @@ def video(
     backend: Annotated[Optional[Backend], typer.Option("--backend", help="Runtime (default: picked for this machine).")] = None,
     precision: Annotated[Optional[Precision], typer.Option("--precision", help="Artifact precision or run-time hint (default: the detected profile's when the bundle has it, else fp32).")] = None,
     threads: ThreadsOpt = None,
+    hint: HintOpt = None,
+    encoder_threads: EncoderThreadsOpt = None,
+    decoder_threads: DecoderThreadsOpt = None,
+    encode_requests: EncodeRequestsOpt = 1,
     json_out: JsonOpt = False,
 ) -> None:
     """Track objects through a video, camera or stream (or segment everything), writing an overlay video.
@@ -64,6 +81,7 @@ def video(
     if points_per_side is not None and not everything:
         raise UsageError("--points-per-side applies only with --everything")
     settings = {} if points_per_side is None else {"points_per_side": points_per_side}
+    tuning = make_tuning(hint, encoder_threads, decoder_threads, encode_requests)
     with progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       enabled=not json_out, stderr=True) as update:
         def progress(done: int, total: int | None, rate: float, dropped: int) -> None:
@@ -73,7 +91,8 @@ def video(
         result = run_video(source, bundle, out, targets=targets, prompts_file=prompts, everything=everything,
                            everything_settings=settings, masks=masks, realtime=realtime, max_frames=max_frames,
                            fps=fps, backend=backend.value if backend else None,
-                           precision=precision.value if precision else None, threads=threads, progress=progress)
+                           precision=precision.value if precision else None, threads=threads, tuning=tuning,
+                           progress=progress)
     if json_out:
         emit_json(result)
     else:
@@ -81,7 +100,10 @@ def video(
         outputs = str(out) + (f" + {masks}" if masks is not None else "")
         dropped = f", {result['dropped']} dropped" if realtime else ""
         head = "interrupted: kept " if result["interrupted"] else ""
+        t = result["tuning"]
+        tuned = "".join([f", {t['hint']}" if t["hint"] else "",
+                         f", {t['encode_requests']} encode requests" if t["encode_requests"] > 1 else ""])
         typer.echo(f"{head}{result['frames_done']} frames -> {outputs} ({result['fps']:.1f} fps{dropped}; latency "
-                   f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms) [{result['backend']}/{result['precision']}]")
+                   f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms) [{result['backend']}/{result['precision']}{tuned}]")
     if result["interrupted"]:
         raise typer.Exit(130)

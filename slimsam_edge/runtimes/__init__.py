@@ -22,10 +22,11 @@ from .registry import (
     runtime_distributions,
     unregister_backend,
 )
+from .tuning import PERFORMANCE_HINTS, RuntimeTuning
 
 __all__ = [
-    "BUILTIN_BACKENDS", "Backend", "BuildContext", "Converter", "FeedDict", "OnnxAsIs", "Recipe",
+    "BUILTIN_BACKENDS", "PERFORMANCE_HINTS", "Backend", "BuildContext", "Converter", "FeedDict", "OnnxAsIs", "Recipe",
     "Runner", "RunnerOptions", "TensorSpec", "backends", "get_backend", "open_runner", "recipes",
     "register_backend", "registered_backends", "runner_class", "runtime_devices", "runtime_distributions",
-    "unregister_backend",
+    "RuntimeTuning", "unregister_backend",
 ]

@@ -84,15 +84,19 @@ class Runner(abc.ABC):
     """Base class of every backend's runner; the registry sets ``backend`` when it registers it.
 
     Threads: a runner may be shared. :meth:`activate` / :meth:`deactivate` are serialised, and so is
-    :meth:`infer` unless the backend's session runs concurrent calls safely
-    (:attr:`concurrent_infer`, e.g. ONNX Runtime); a backend with one infer request or execution
-    context (OpenVINO, TensorRT) is therefore correct from many threads, one call at a time.
+    :meth:`infer` unless the backend runs concurrent calls safely itself (:attr:`concurrent_infer`:
+    ONNX Runtime's session is thread-safe; OpenVINO hands each call one of its ``requests`` infer
+    requests and makes further callers wait for a free one); a backend with one execution context
+    (TensorRT, torch) is therefore correct from many threads, one call at a time.
     """
 
     backend: ClassVar[str] = ""
     #: True when the backend's ``_infer`` may run on several threads at once (its session is
-    #: thread-safe); False serialises :meth:`infer` with a lock
+    #: thread-safe, or it hands out infer requests itself); False serialises :meth:`infer` with a lock
     concurrent_infer: ClassVar[bool] = False
+    #: the performance hints ``extra["performance_hint"]`` may name (lower case; none: the backend
+    #: has no such setting, and :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` ``hint`` is refused)
+    performance_hints: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, artifact: Path | str | Any, options: RunnerOptions | None = None):
         self.artifact = artifact

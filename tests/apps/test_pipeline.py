@@ -169,6 +169,122 @@ def test_a_pipeline_runs_once_and_refuses_a_bad_queue_size():
         Pipeline(_frames(2), lambda f: None, lambda i, f, e: None, lambda *a: None, queue_size=0)
 
 
+# -- several encode threads -------------------------------------------------------------------
+
+
+def test_two_encoders_overlap_and_results_stay_in_frame_order():
+    """Frame 0's encode cannot finish until frame 1's has started (an event, not a clock): with one
+    encode thread this would deadlock; with two it ends, and frame 1 (done first) waits its turn."""
+    one_started = threading.Event()
+    order = []
+
+    def encode(frame):
+        index = int(frame[0, 0, 0])
+        if index == 0:
+            assert one_started.wait(10), "frame 1's encode never started while frame 0's ran"
+        elif index == 1:
+            one_started.set()
+        order.append(index)
+        return index
+
+    got, sink = _collect()
+    stats = Pipeline(_frames(12), encode, lambda i, f, enc: enc * 2, sink, encoders=2).run()
+    assert order[:2] == [1, 0]  # frame 1 finished encoding before frame 0 ...
+    assert got == [(i, i * 2) for i in range(12)]  # ... yet process and sink saw frames in order
+    assert (stats.frames_read, stats.frames_done, stats.dropped) == (12, 12, 0)
+
+
+@pytest.mark.parametrize("encoders", [2, 3])
+def test_many_encoders_with_uneven_encode_times_keep_every_frame_in_order(encoders):
+    rng = np.random.default_rng(encoders)
+    delays = rng.uniform(0, 0.004, 40)
+    busy, most = [0], [0]
+    lock = threading.Lock()
+
+    def encode(frame):
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(delays[int(frame[0, 0, 0])])
+        with lock:
+            busy[0] -= 1
+        return int(frame[0, 0, 0])
+
+    processed = []
+    got, sink = _collect()
+    Pipeline(_frames(40), encode, lambda i, f, e: processed.append(i) or e, sink, encoders=encoders,
+             queue_size=1).run()
+    assert processed == list(range(40)) and got == [(i, i) for i in range(40)]
+    assert most[0] <= encoders
+
+
+def test_two_encoders_in_realtime_mode_take_the_newest_frames_and_count_drops():
+    """Frame 0 is never dropped; while both encoders are busy newer frames replace older ones
+    (counted); what is encoded reaches the sink in capture order."""
+    release, read_all = threading.Event(), threading.Event()
+    both_busy = threading.Barrier(2)
+    encoded = []
+
+    def source():
+        yield 0, np.zeros((2, 2, 3), np.uint8)
+        yield 1, np.full((2, 2, 3), 1, np.uint8)
+        assert release.wait(10)  # both encoders hold frames 0 and 1 while 2..19 arrive
+        for i in range(2, 20):
+            yield i, np.full((2, 2, 3), i, np.uint8)
+        read_all.set()
+
+    def encode(frame):
+        index = int(frame[0, 0, 0])
+        if index in (0, 1):
+            both_busy.wait(10)
+            release.set()
+            assert read_all.wait(10)
+        encoded.append(index)
+        return index
+
+    got, sink = _collect()
+    stats = Pipeline(source(), encode, lambda i, f, enc: enc, sink, realtime=True, queue_size=1,
+                     encoders=2).run()
+    assert sorted(encoded) == [0, 1, 19]  # 2..18 were replaced by newer frames before an encoder was free
+    assert got == [(0, 0), (1, 1), (19, 19)]
+    assert (stats.frames_read, stats.frames_done, stats.dropped) == (20, 3, 17)
+
+
+def test_an_error_in_one_of_two_encoders_is_raised_and_no_thread_is_left():
+    def encode(frame):
+        if int(frame[0, 0, 0]) == 5:
+            raise DataError("encode of frame 5 failed")
+        return None
+
+    got, sink = _collect()
+    with pytest.raises(DataError, match="frame 5"):
+        Pipeline(_frames(1000), encode, lambda i, f, e: None, sink, encoders=2).run()
+    assert [i for i, _ in got] == list(range(len(got))) and len(got) <= 5  # never past the failed frame
+
+
+def test_ctrl_c_with_two_encoders_stops_every_thread(ctrl_c):
+    got = []
+
+    def sink(index, frame, result):
+        got.append(index)
+        if len(got) == 3:
+            ctrl_c()
+
+    def long():
+        for i in range(100_000):
+            yield i, np.zeros((2, 2, 3), np.uint8)
+
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(long(), lambda f: time.sleep(0.001), lambda i, f, e: None, sink, encoders=2).run()
+    assert got[:3] == [0, 1, 2] and got == sorted(got)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "2"])
+def test_a_bad_encoder_count_is_refused(bad):
+    with pytest.raises(UsageError, match="encoders must be a whole number >= 1"):
+        Pipeline(_frames(2), lambda f: None, lambda i, f, e: None, lambda *a: None, encoders=bad)
+
+
 def test_the_camera_app_example_runs_headless_on_a_clip(mini_bundle, tmp_path):
     """examples/camera_app.py (docs/embedding.md's app) on a generated clip with two clicks: it
     prints both objects on the first frame, each state valid, and the pipeline's stats at the end."""

@@ -114,6 +114,32 @@ def test_tracks_prompted_objects_adds_and_removes_them_and_matches_the_tracker(c
             np.testing.assert_array_equal(got[k], r.mask)
 
 
+def test_two_encode_requests_track_what_one_does_and_the_result_records_the_tuning(clip, tiny_bundle, tmp_path):
+    """OpenVINO with the throughput hint and two encode threads: the same objects on every frame,
+    the masks of the one-request run (the encoder runs the same graph, two frames at a time)."""
+    from slimsam_edge.runtimes import RuntimeTuning
+
+    folder, frames = clip
+    x, y = _peak(frames[0].mask(1))
+    runs = {}
+    for name, tuning in (("one", None), ("two", RuntimeTuning(hint="throughput", encode_requests=2))):
+        masks = tmp_path / f"{name}.jsonl"
+        runs[name] = run_video(str(folder), tiny_bundle, tmp_path / f"{name}.mp4", targets=[Target(((x, y, 1.0),))],
+                               masks=masks, backend="openvino", threads=1, tuning=tuning)
+        runs[name]["lines"] = _lines(masks)
+    one, two = runs["one"], runs["two"]
+    assert one["tuning"] == {"hint": None, "encoder_threads": None, "decoder_threads": None,
+                             "encode_requests": 1, "streams": None}
+    assert two["tuning"]["hint"] == "throughput" and two["tuning"]["encode_requests"] == 2
+    assert two["frames_done"] == FRAMES and [r["frame"] for r in two["lines"]] == list(range(FRAMES))
+    for a, b in zip(one["lines"], two["lines"]):
+        assert [o["id"] for o in a["objects"]] == [o["id"] for o in b["objects"]]
+        for oa, ob in zip(a["objects"], b["objects"]):
+            ma, mb = _decode(oa["rle"]), _decode(ob["rle"])
+            union = np.logical_or(ma, mb).sum()
+            assert union == 0 or np.logical_and(ma, mb).sum() / union >= 0.99
+
+
 def test_rle_is_pycocotools_encoding(clip, tiny_bundle, tmp_path):
     mask_utils = pytest.importorskip("pycocotools.mask")
     folder, frames = clip

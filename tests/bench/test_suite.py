@@ -93,6 +93,25 @@ def test_video_scenario_through_the_pipeline(mini_bundle):
     assert res["energy"]["per_frame"]["count"] == 3
 
 
+def test_video_scenario_runs_the_tuning_it_is_given(tiny_bundle):
+    """The tuning reaches the predictor (OpenVINO's notes say what the encoder compiled with), the
+    pipeline runs encode_requests encode threads, and the result records it."""
+    from dataclasses import replace
+
+    from slimsam_edge.bench.harness import bench_in_process
+
+    cfg = replace(BASE, bundle=str(tiny_bundle), backend="openvino", scenario="video", runs=4, image_hw=(96, 128),
+                  hint="throughput", encoder_threads=1, decoder_threads=1, encode_requests=2)
+    res = bench_in_process(cfg)
+    assert res["tuning"] == {"hint": "throughput", "encoder_threads": 1, "decoder_threads": 1,
+                             "encode_requests": 2, "streams": None}
+    assert res["config"]["hint"] == "throughput" and res["extra"]["encoders"] == 2
+    assert res["counts"]["frames"] == 4 and res["counts"]["dropped"] == 0
+    assert any("PERFORMANCE_HINT=THROUGHPUT" in n and "infer requests: 2" in n for n in res["notes"])
+    with pytest.raises(UsageError, match="onnxruntime has no performance hint"):
+        bench_in_process(replace(cfg, backend="onnxruntime"))
+
+
 def test_data_without_labels_is_refused_before_measuring(mini_bundle, tmp_path):
     import cv2
     import numpy as np

@@ -16,15 +16,18 @@ Illustration (not run as a doctest: it needs files or a model)::
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from ...errors import BackendUnavailableError, BundleError, RunnerError, UnsupportedOnThisMachineError, UsageError
 from ...fsutil import HashedFiles
 from ..base import FeedDict, Runner, TensorSpec
+from ..tuning import PERFORMANCE_HINTS, check_count, check_hint
 
 #: RunnerOptions.precision -> (INFERENCE_PRECISION_HINT value, capabilities the device must list).
 #: int8 lives in the IR (FakeQuantize from NNCF); the hint sets what its other ops compute in, always
@@ -45,6 +48,9 @@ _MULTI_PREFIXES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
 #: most axis-0 sizes an :class:`OpenVinoRunner` keeps a static compile of
 STATIC_AXIS0_KEPT = 4
+
+#: compiled-model properties a runner's notes record (what OpenVINO actually chose)
+COMPILED_PROPERTIES = ("PERFORMANCE_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS", "OPTIMAL_NUMBER_OF_INFER_REQUESTS")
 
 
 def one_line(message: str, limit: int = 200) -> str:
@@ -72,13 +78,110 @@ def _dynamic_axis0(pshape: Any) -> bool:
     return pshape.rank.is_static and len(pshape) > 0 and pshape[0].is_dynamic
 
 
+def _text(value: Any) -> str:
+    return str(getattr(value, "name", value))  # an enum property (PerformanceMode.LATENCY) by its name
+
+
+def compiled_properties(compiled: Any) -> str:
+    """``NAME=value, ...`` of :data:`COMPILED_PROPERTIES` a compiled model exposes (AUTO / MULTI
+    expose fewer; the unreadable ones are left out).
+
+    Example:
+        >>> class Compiled:
+        ...     def get_property(self, name):
+        ...         if name == "NUM_STREAMS": raise RuntimeError("not supported")
+        ...         return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2}.get(name, 1)
+        >>> compiled_properties(Compiled())
+        'PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=2, OPTIMAL_NUMBER_OF_INFER_REQUESTS=1'
+    """
+    found = []
+    for name in COMPILED_PROPERTIES:
+        try:
+            found.append(f"{name}={_text(compiled.get_property(name))}")
+        except (RuntimeError, TypeError):
+            continue
+    return ", ".join(found)
+
+
+class _Slot:
+    """One infer request of the dynamic compile and, made on first use, one of each static
+    axis-0 compile (size -> (compiled model, its request))."""
+
+    def __init__(self, request: Any):
+        self.request = request
+        self.static: dict[int, tuple[Any, Any]] = {}
+
+
+class RequestPool:
+    """``size`` slots handed to one caller each: :meth:`take` waits for a free one; :meth:`close`
+    refuses every further taker (one-line RunnerError), those waiting too, and returns once every
+    slot is back.
+
+    Example:
+        >>> pool = RequestPool(["a", "b"])
+        >>> with pool.slot() as first, pool.slot() as second:
+        ...     first, second, pool.free
+        ('a', 'b', 0)
+        >>> pool.free
+        2
+        >>> pool.close(); pool.take()
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.RunnerError: openvino: the runner was closed while a call waited for an infer request
+    """
+
+    def __init__(self, slots: list[Any]):
+        self._slots = list(slots)
+        self.size = len(self._slots)
+        self._cond = threading.Condition()
+        self._closed = False
+
+    @property
+    def free(self) -> int:
+        with self._cond:
+            return len(self._slots)
+
+    def take(self) -> Any:
+        with self._cond:
+            while not self._slots and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                raise RunnerError("openvino: the runner was closed while a call waited for an infer request")
+            return self._slots.pop(0)
+
+    def give(self, slot: Any) -> None:
+        with self._cond:
+            self._slots.append(slot)
+            self._cond.notify_all()
+
+    @contextmanager
+    def slot(self) -> Iterator[Any]:
+        """A slot taken on entry and given back on exit."""
+        got = self.take()
+        try:
+            yield got
+        finally:
+            self.give(got)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True  # from now on a taker is refused, also one already waiting
+            self._cond.notify_all()
+            while len(self._slots) < self.size:  # the calls in flight give theirs back
+                self._cond.wait()
+
+
 class OpenVinoRunner(Runner):
     """Run an OpenVINO IR or ONNX file with the OpenVINO runtime.
 
     Options used: ``device`` (upper-cased: "CPU", "GPU", "GPU.1", "NPU", "AUTO"), ``precision``
     ("fp32", "bf16", "fp16", "int8", "int8-bf16": an int8 IR with its other ops in bf16),
     ``threads`` (INFERENCE_NUM_THREADS),
-    ``extra["performance_hint"]`` ("LATENCY" by default), ``extra["config"]`` (raw properties
+    ``extra["performance_hint"]`` (:data:`~slimsam_edge.runtimes.tuning.PERFORMANCE_HINTS`, any
+    case; "latency" by default), ``extra["num_streams"]`` (NUM_STREAMS; default: what the hint
+    picks), ``extra["requests"]`` (infer requests, default 1: up to that many threads run
+    :meth:`infer` at once, each on its own request, further callers wait for a free one),
+    ``extra["config"]`` (raw properties
     passed to ``compile_model`` last) and ``extra["static_axis0"]`` (default on): a graph whose
     inputs have a dynamic axis 0 (the low-res decoder's prompt axis) is also compiled with that
     axis fixed, for 1 at activation and for any other size the second time a feed has it (at most
@@ -92,12 +195,22 @@ class OpenVinoRunner(Runner):
         r.infer({"x": np.ones((2, 3), np.float32)})["y"]
     """
 
+    #: the pool hands out infer requests (one caller each), so concurrent calls are safe
+    concurrent_infer = True
+    performance_hints = PERFORMANCE_HINTS
+
     def __init__(self, artifact: Any, options: Any = None):
         super().__init__(artifact, options)
+        extra = self.options.extra
+        self._hint = check_hint(extra.get("performance_hint", "latency"), "openvino: performance hint") or "latency"
+        self._requests = check_count(extra.get("requests", 1), "openvino: requests")
+        streams = extra.get("num_streams")
+        self._streams = None if streams is None else check_count(streams, "openvino: num_streams")
         self._compiled: Any = None
-        self._request: Any = None
+        self._pool: RequestPool | None = None
+        self._lock = threading.Lock()  # the static compiles, their LRU and the sizes seen
         self._model: Any = None  # the dynamic model, reshaped for the static axis-0 compiles
-        self._static: OrderedDict[int, Any] = OrderedDict()  # axis-0 size -> its request (LRU)
+        self._static: OrderedDict[int, Any] = OrderedDict()  # axis-0 size -> its compiled model (LRU)
         self._axis0: list[str] = []  # inputs with a dynamic axis 0
         self._seen: dict[int, int] = {}
         self._core: Any = None
@@ -123,9 +236,9 @@ class OpenVinoRunner(Runner):
 
     def _config(self, core: Any, device: str) -> dict[str, Any]:
         opts = self.options
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": str(opts.extra.get("performance_hint", "LATENCY")).upper()
-        }
+        config: dict[str, Any] = {"PERFORMANCE_HINT": self._hint.upper()}
+        if self._streams is not None:
+            config["NUM_STREAMS"] = self._streams
         if opts.threads is not None:
             if opts.threads < 1:
                 raise UsageError(f"threads must be >= 1, got {opts.threads}")
@@ -171,7 +284,7 @@ class OpenVinoRunner(Runner):
             raise BackendUnavailableError(
                 f"openvino could not compile {self.artifact} for {device}: {one_line(str(err))}"
             ) from None
-        self._request = self._compiled.create_infer_request()
+        self._pool = RequestPool([_Slot(self._compiled.create_infer_request()) for _ in range(self._requests)])
         self._out_names = [self._name(o, f"output_{i}") for i, o in enumerate(self._compiled.outputs)]
         note = f"device: {device}"
         try:
@@ -179,6 +292,9 @@ class OpenVinoRunner(Runner):
             note += f", INFERENCE_PRECISION_HINT={getattr(hint, 'to_string', hint.__str__)()}"
         except RuntimeError:
             pass  # AUTO / MULTI compiled models do not expose the hint
+        chosen = compiled_properties(self._compiled)
+        note += f", {chosen}" if chosen else ""
+        note += f", infer requests: {self._requests}"
         if "CPU" in _devices_in(device) and self.options.precision.lower() in ("bf16", "int8", "int8-bf16"):
             from ...devices import detected
 
@@ -193,7 +309,7 @@ class OpenVinoRunner(Runner):
                            if _dynamic_axis0(port.get_partial_shape())]
         if self._axis0:
             self._model, self._core, self._device, self._compile_config = model, core, device, config
-            if self._static_request(1) is not None:
+            if self._static_compile(1) is not None:
                 self.notes.append("axis 0 also compiled static (" + ", ".join(self._axis0) + "): 1, and "
                                   "other sizes when fed twice")
 
@@ -205,19 +321,23 @@ class OpenVinoRunner(Runner):
         from ..profiling import group_openvino_counters
 
         config = {**self.options.extra.get("config", {}), "PERF_COUNT": True}
-        extra = {**self.options.extra, "config": config, "static_axis0": False}
+        extra = {**self.options.extra, "config": config, "static_axis0": False, "requests": 1}
         twin = type(self)(self.artifact, dataclasses.replace(self.options, extra=extra)).activate()
         try:
             infos: list[Any] = []
+            assert twin._pool is not None
+            with twin._pool.slot() as slot:  # the twin's one request: what twin.infer runs on
+                request = slot.request
             for _ in range(max(1, runs)):
                 twin.infer(feed)
-                infos += list(twin._request.get_profiling_info())
+                infos += list(request.get_profiling_info())
         finally:
             twin.deactivate()
         return group_openvino_counters(infos, runs=max(1, runs))
 
-    def _static_request(self, size: int) -> Any:
-        """The request of the compile with axis 0 = ``size`` (made now), ``None`` if it fails."""
+    def _static_compile(self, size: int) -> Any:
+        """The compiled model with axis 0 = ``size`` (compiled now), ``None`` if that fails; call
+        with ``self._lock`` held (or before any infer)."""
         if size in self._static:
             self._static.move_to_end(size)
             return self._static[size]
@@ -231,15 +351,36 @@ class OpenVinoRunner(Runner):
                 shapes[port] = ov.PartialShape([ov.Dimension(size)] + [pshape[k] for k in range(1, len(pshape))])
         try:
             fixed.reshape(shapes)
-            request = self._core.compile_model(fixed, self._device, self._compile_config).create_infer_request()
+            compiled = self._core.compile_model(fixed, self._device, self._compile_config)
         except RuntimeError as err:  # a graph that does not reshape: the dynamic one serves all
             self.notes.append(f"axis 0 = {size} not compiled static ({one_line(str(err), 100)})")
             self._axis0 = []
             return None
-        self._static[size] = request
+        self._static[size] = compiled
         while len(self._static) > STATIC_AXIS0_KEPT:
             self._static.popitem(last=False)
-        return request
+        return compiled
+
+    def _request_for(self, slot: _Slot, feed: FeedDict) -> Any:
+        """The request of ``slot`` that runs ``feed``: the static compile's of its axis-0 size
+        when there is one (made for this slot on first use), else the dynamic one."""
+        with self._lock:
+            sizes = {feed[n].shape[0] for n in self._axis0}
+            if len(sizes) != 1:
+                return slot.request
+            size = sizes.pop()
+            self._seen[size] = self._seen.get(size, 0) + 1
+            if size not in self._static and self._seen[size] < 2:
+                return slot.request
+            compiled = self._static_compile(size)
+            if compiled is None:
+                return slot.request
+            mine = slot.static.get(size)
+            if mine is None or mine[0] is not compiled:
+                # drop this slot's requests of compiles the LRU has let go, then make this one's
+                slot.static = {s: v for s, v in slot.static.items() if self._static.get(s) is v[0]}
+                mine = slot.static[size] = (compiled, compiled.create_infer_request())
+            return mine[1]
 
     def _read(self, core: Any) -> Any:
         if isinstance(self.artifact, HashedFiles):
@@ -284,9 +425,12 @@ class OpenVinoRunner(Runner):
             ) from None
 
     def _deactivate(self) -> None:
-        self._request = self._compiled = self._model = None
+        if self._pool is not None:
+            self._pool.close()  # waits for the calls in flight; later ones get a RunnerError
+        self._pool = self._compiled = self._model = None
         self._weights = None
-        self._static.clear()
+        with self._lock:
+            self._static.clear()
 
     # -- graph ---------------------------------------------------------------------------------
     @staticmethod
@@ -325,15 +469,13 @@ class OpenVinoRunner(Runner):
         return inputs, outputs
 
     def _infer(self, feed: FeedDict) -> FeedDict:
-        request = self._request
-        sizes = {feed[n].shape[0] for n in self._axis0}
-        if len(sizes) == 1:
-            size = sizes.pop()
-            self._seen[size] = self._seen.get(size, 0) + 1
-            if size in self._static or self._seen[size] >= 2:
-                request = self._static_request(size) or request
-        request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
-        return {
-            name: request.get_output_tensor(i).data.copy()
-            for i, name in enumerate(self._out_names)
-        }
+        pool = self._pool
+        if pool is None:
+            raise RunnerError(f"openvino runner for {self.artifact}: closed while a call started; activate it again")
+        with pool.slot() as slot:
+            request = self._request_for(slot, feed)
+            request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+            return {
+                name: request.get_output_tensor(i).data.copy()
+                for i, name in enumerate(self._out_names)
+            }
