@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fsutil import write_text_atomic
+from . import publish
 
 #: the demo's compression settings (slimsam_edge/demo.py: ratio 0.5, 40 steps per phase, lr 1e-3)
 DEMO_SETTINGS: dict[str, Any] = {"ratio": 0.5, "steps": 40, "lr": 1e-3, "eval_images": 16}
@@ -311,9 +312,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     command = ("python scripts/resolution.py " + shlex.join(argv)).strip()
-    write_text_atomic(a.results, render(result, command))
-    write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
-    print(f"wrote {a.results}")
+    publish(a.results, render(result, command), result)
     return result
 
 

@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
+from . import publish
 
 #: input sizes of the 1024 px SlimSAM-77 routes; the sam-mini analogue runs at a quarter of each
 SIZES = (1024, 768, 512)
@@ -617,10 +618,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "accuracy_images": a.accuracy_images, "routes": routes, "mobilesam": mobilesam,
               "mobilesam_best": best_info, "refused": refused, "accuracy": accuracy, "video": video,
               "latency_rows": latency["rows"], "elapsed_s": round(time.perf_counter() - t0, 1)}
-    write_text_atomic(a.out.with_suffix(".json"), json.dumps(result, indent=1, default=str))
     plot(result, a.out.parent / a.out.stem / "routes.png")
-    write_text_atomic(a.out, render(result))
-    _say(f"wrote {a.out}, {a.out.with_suffix('.json')} and {a.out.parent / a.out.stem}/routes.png")
+    publish(a.out, render(result), result)
     return result
 
 

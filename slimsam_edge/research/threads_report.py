@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..fsutil import write_text_atomic
+from . import publish
 from ..runtimes.tuning import RuntimeTuning
 
 
@@ -273,9 +274,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     result["reading"] = reading(result)
     result["command"] = command = ("python scripts/threads.py " + shlex.join(argv)).strip()
-    write_text_atomic(a.results, render(result, command))
-    write_text_atomic(a.results.with_suffix(".json"), json.dumps(result, indent=2))
-    print(f"wrote {a.results}")
+    publish(a.results, render(result, command), result)
     return result
 
 
