@@ -34,3 +34,22 @@ def publish(page: Path, markdown: str, result: dict[str, Any]) -> None:
     write_text_atomic(page.with_suffix(".json"), json.dumps(result, indent=2, default=str))
     write_text_atomic(page, markdown)
     print(f"wrote {page} and {page.with_suffix('.json').name}")
+
+
+
+def load_note(start: str, end: str, cores: int | None) -> str:
+    """What the 1-minute load averages at the start and end of a timed run (``os.getloadavg()``
+    joined by spaces) say about the numbers.
+
+    Example:
+        >>> load_note("1.9 2.2 4.0", "1.6 1.8 3.3", 2).startswith("no other work")
+        True
+        >>> load_note("6.0 6.1 6.2", "5.0 5.5 6.0", 2).startswith("the machine was shared")
+        True
+    """
+    loads = [float(x.split()[0]) for x in (start, end) if x and x.split()]
+    if loads and max(loads) > (cores or 1) + 0.5:
+        return ("the machine was shared with other jobs: absolute numbers are inflated; the rows of one table "
+                "ran in the same interleaved rounds, so their ratios are what carries over")
+    return ("no other work competed for the cores (load at or below the core count); rows of one table ran in "
+            "the same interleaved rounds")

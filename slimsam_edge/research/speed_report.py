@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import UsageError
 from ..fsutil import write_text_atomic
-from . import publish
+from . import load_note, publish
 
 #: input sizes of the 1024 px SlimSAM-77 routes; the sam-mini analogue runs at a quarter of each
 SIZES = (1024, 768, 512)
@@ -402,7 +402,8 @@ def render(result: dict[str, Any]) -> str:
              f"Made by one command, in one run: `{result['command']}` ({result['elapsed_s'] / 60:.0f} min).", "",
              f"Machine: {m.get('cpu')}, {m.get('cores')} logical cores, flags: "
              f"{', '.join(m.get('isa') or []) or 'none of note'}; BF16: {'yes' if m.get('supports_bf16') else 'no'}. "
-             f"Load average {result['loadavg_start']} -> {result['loadavg_end']} (start -> end of the timed part).", "",
+             f"Load average {result['loadavg_start']} -> {result['loadavg_end']} (start -> end of the timed part: "
+             f"{load_note(result['loadavg_start'], result['loadavg_end'], m.get('cores'))}).", "",
              "## Goals (issue 18)", "", *goal_lines(result), "",
              "## Every route", "",
              "Latency: the SlimSAM-77 architecture (random weights) at that input size and attention, click scenario "
