@@ -256,6 +256,10 @@ def render(result: dict[str, Any], command: str) -> str:
                       "`--image-size`); `docs/results/demo-compression.md` measured these settings at 256 px (run "
                       "`lr1e3c`, on the demo's 32 images). Run the command without `--mini-sizes` for it.", ""]
     speed = result.get("speed")
+    if not speed:
+        lines += ["## Speed", "", "Not timed in this run: the SlimSAM-77 architecture at 1024 / 768 / 512 px, plain and "
+                  "windowed, in every precision and next to MobileSAM, is timed by `python scripts/speed.py` "
+                  "([speed.md](speed.md)).", ""]
     if speed:
         precisions = speed.get("precisions", SPEED_PRECISIONS)
         lines += ["## Speed of the SlimSAM-77 architecture (random weights)", "",

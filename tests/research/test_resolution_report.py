@@ -39,3 +39,9 @@ def test_speed_table_on_a_cpu_without_bf16_has_fp32_columns_and_says_why_bf16_is
     assert "| input size | token grid | window | fp32 p50 ms | fp32 vs 1024 |" in md
     assert "| 512 | 32x32 | 8 | 100.0 | 0.12x |" in md
     assert "Not timed here: bf16 (bf16 needs a CPU with AVX512_BF16" in md
+
+
+def test_a_run_without_timings_points_at_the_speed_report():
+    result = {"machine": {"cpu": "C", "cores": 2, "isa": [], "supports_bf16": False}, "loadavg_start": "0",
+              "loadavg_end": "0", "elapsed_s": 6.0}
+    assert "`python scripts/speed.py` ([speed.md](speed.md))" in render(result, "python scripts/resolution.py --speed-sizes")
