@@ -34,7 +34,7 @@ def jetson_bundle(tmp_path_factory, tiny_model) -> Path:
 
     out = tmp_path_factory.mktemp("jetson") / "b"
     export_bundle(tiny_model, tiny_model.spec, out, target="jetson-orin-nano", simplify=False, model_id="tiny",
-                  precision_options=PrecisionOptions(calib_images=16, gate_images=2))
+                  precision_options=PrecisionOptions(calib_images=16, gate_images=2, allow_accuracy_drop=True))
     return out
 
 
@@ -51,7 +51,13 @@ def machine(monkeypatch: pytest.MonkeyPatch):
     import slimsam_edge.devices as devices
 
     def setup(info: dict = NANO, version: str | None = "10.3.0", **kw):
+        from slimsam_edge.deploy import verify
+
         monkeypatch.setattr(devices, "detect", lambda *a, **k: dict(info))
+        # the fake runs an int8 "engine" as ONNX Runtime's Q/DQ graph of a tiny random model, whose
+        # agreement with fp32 depends on the CPU (0.93 on AVX2 without VNNI): these tests check the
+        # build, so int8 is held to what any CPU gives (a broken engine still fails, see below)
+        monkeypatch.setitem(verify.DEFAULT_THRESHOLDS, "int8", 0.8)
         if version is None:
             return None, None
         return fake_tensorrt.install(monkeypatch, version, devices=kw.pop("devices", (ORIN,)), **kw)
