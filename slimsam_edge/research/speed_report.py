@@ -387,11 +387,13 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"- **Decoder + postprocessing per prompt at 1024 px:** best {_ms(d['decoder_post_ms'])} ms "
                      f"({d['backend']}/{d['precision']}); the goal is <= 15 ms on a CPU with BF16 — this CPU "
                      + ("has BF16." if bf16 else "has no BF16, so the bf16 decoder is refused here and the "
-                        "number is fp32 / int8's."))
+                        "number is fp32 / int8's.")
+                     + " The same per prompt against the plain path before issue 18, on this CPU: "
+                       "[decoder-avx2.md](decoder-avx2.md) (`scripts/bench_decoder.py`).")
     for v in result.get("video", []):
         lines.append(f"- **Click-to-mask tracking, {v['label']}:** {v['fps']:.1f} fps through the video pipeline "
                      f"(frame latency p50 {_ms(v['frame_p50_ms'])} ms, {v['objects']} objects tracked per frame); "
-                     f"serial encoder + one prompt: {v['click_fps'] or 0:.1f} fps.")
+                     + (f"serial encoder + one prompt: {v['click_fps']:.1f} fps." if v.get("click_fps") else ""))
     return lines
 
 
@@ -399,7 +401,10 @@ def render(result: dict[str, Any]) -> str:
     """The Markdown page of a speed ``result`` (see :func:`main`)."""
     m = result["machine"]
     lines = ["# Speed routes: input size x windowed attention x precision, against MobileSAM", "",
-             f"Made by one command, in one run: `{result['command']}` ({result['elapsed_s'] / 60:.0f} min).", "",
+             f"Made by `{result['command']}` ({result['elapsed_s'] / 60:.0f} min)"
+             + (f", with the timings of an earlier `{result['latency_command']}` in the same work folder"
+                if result.get("latency_command") and result["latency_command"] != result["command"] else "")
+             + "; `python scripts/speed.py` alone does both in one run.", "",
              f"Machine: {m.get('cpu')}, {m.get('cores')} logical cores, flags: "
              f"{', '.join(m.get('isa') or []) or 'none of note'}; BF16: {'yes' if m.get('supports_bf16') else 'no'}. "
              f"Load average {result['loadavg_start']} -> {result['loadavg_end']} (start -> end of the timed part: "
@@ -504,12 +509,10 @@ def video_rows(routes: Sequence[dict[str, Any]], mobilesam: dict[str, Any] | Non
                       accuracy=False, peak=False, progress=lambda d, t, label: _say(f"[video {d}/{t}] {label}"))
     out = []
     for r, s in zip(rep["rows"], subs):
-        click = next((x for x in routes if x["label"] == s.label), None) if s.peer is None else mobilesam
         out.append({"label": s.label, "fps": video_fps(r),
                     "fps_repeats": [x.get("fps") for x in r.get("extra_repeats", [])],
                     "frame_p50_ms": _p50(r, "frame"),
-                    "objects": (r.get("counts") or {}).get("objects", 0) // max(r.get("repeats", 1), 1),
-                    "click_fps": (click or {}).get("click_fps")})
+                    "objects": (r.get("counts") or {}).get("objects", 0) // max(r.get("repeats", 1), 1)})
     return out
 
 
@@ -546,7 +549,7 @@ def measure_latency(a: argparse.Namespace, ok: Sequence[tuple[str, str]], base: 
     load0 = " ".join(f"{v:.2f}" for v in os.getloadavg())
     rep = bench_suite(_subjects(p77, peer, ok), repeats=a.repeats, base=base, accuracy=False, peak=False,
                       progress=lambda d, t, label: _say(f"[{d}/{t}] {label}"))
-    out = {"key": key, "rows": _bench_rows(rep), "loadavg_start": load0,
+    out = {"key": key, "command": _command(a.argv), "rows": _bench_rows(rep), "loadavg_start": load0,
            "loadavg_end": " ".join(f"{v:.2f}" for v in os.getloadavg()),
            "bundles": {f"{s}-{att}": str(b) for (s, att), b in p77.items()}, "peer": str(peer)}
     write_text_atomic(record, json.dumps(out, indent=1, default=str))
@@ -585,7 +588,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     help="use only the sam-mini analogues already compressed under --students (no new compress runs)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only time the routes into WORKDIR/latency.json (join later with --reuse-latency)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="re-render the page from the JSON next to --out (no measuring)")
     a = ap.parse_args(argv)
+    a.argv = argv
+    if a.render_only:
+        return render_only(a.out, argv)
     try:
         check_sizes(a.sizes)
     except UsageError as err:
@@ -603,25 +611,66 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     minis = students([s * MINI_SIZE // TEACHER_SIZE for s in a.sizes], a.attentions, a.students, a.workdir,
                      settings, a.images, a.threads, a.reuse, _say, compress=not a.no_compress)
     accuracy = measure_accuracy(minis, ok, a.accuracy_images, _say)
-    routes = join(latency["rows"], accuracy)
-    best = mobilesam_best(latency["rows"])
-    mobilesam = [{"backend": r["backend"], "precision": r["precision"], "encoder_ms": _p50(r, "encoder"),
-                  "decoder_post_ms": _p50(r, "decoder_plus_postprocess")}
-                 for r in latency["rows"] if r.get("peer") == PEER]
-    best_info = {"label": f"{best['backend']}/{best['precision']}", "encoder_ms": _p50(best, "encoder"),
-                 "backend": best["backend"], "precision": best["precision"]} if best else None
+    result = derive({"latency_rows": latency["rows"], "accuracy": accuracy, "video": []})
     p77 = {tuple(k.split("-", 1)): Path(v) for k, v in latency["bundles"].items()}
     p77 = {(int(s), att): b for (s, att), b in p77.items()}
-    video = video_rows(routes, best_info, p77, Path(latency["peer"]), base, a.video_repeats)
-    result = {"command": ("python scripts/speed.py " + shlex.join(argv)).strip(), "machine": machine_summary(),
-              "loadavg_start": latency["loadavg_start"], "loadavg_end": latency["loadavg_end"],
-              "image": "720x1280", "repeats": a.repeats, "settings": settings, "images": a.images,
-              "accuracy_images": a.accuracy_images, "routes": routes, "mobilesam": mobilesam,
-              "mobilesam_best": best_info, "refused": refused, "accuracy": accuracy, "video": video,
-              "latency_rows": latency["rows"], "elapsed_s": round(time.perf_counter() - t0, 1)}
-    plot(result, a.out.parent / a.out.stem / "routes.png")
-    publish(a.out, render(result), result)
+    result["video"] = video_rows(result["routes"], result["mobilesam_best"], p77, Path(latency["peer"]), base,
+                                 a.video_repeats)
+    result.update({"command": _command(argv), "latency_command": latency.get("command"),
+                   "machine": machine_summary(), "loadavg_start": latency["loadavg_start"],
+                   "loadavg_end": latency["loadavg_end"], "image": "720x1280", "repeats": a.repeats,
+                   "settings": settings, "images": a.images, "accuracy_images": a.accuracy_images,
+                   "refused": refused, "elapsed_s": round(time.perf_counter() - t0, 1)})
+    return _publish(derive(result), a.out)
+
+
+def _command(argv: Sequence[str]) -> str:
+    return ("python scripts/speed.py " + shlex.join(argv)).strip()
+
+
+def _publish(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    plot(result, out.parent / out.stem / "routes.png")
+    publish(out, render(result), result)
     return result
+
+
+def derive(result: dict[str, Any]) -> dict[str, Any]:
+    """Fill in what a result's measurements imply (``latency_rows`` + ``accuracy``): the routes,
+    MobileSAM's rows and best row, and the serial click fps of the video rows; returns ``result``.
+
+    Example:
+        >>> rows = [{"model": "m", "peer": "mobilesam", "backend": "openvino", "precision": "fp32",
+        ...          "scenario": "click", "stages": {"encoder": {"p50_ms": 90.0},
+        ...          "decoder_plus_postprocess": {"p50_ms": 10.0}}}]
+        >>> r = derive({"latency_rows": rows, "accuracy": [],
+        ...             "video": [{"label": "MobileSAM openvino/fp32", "fps": 5.0}]})
+        >>> r["mobilesam_best"]["click_fps"], r["video"][0]["click_fps"]
+        (10.0, 10.0)
+    """
+    rows = result["latency_rows"]
+    result["routes"] = join(rows, result["accuracy"])
+    result["mobilesam"] = [{"backend": r["backend"], "precision": r["precision"], "encoder_ms": _p50(r, "encoder"),
+                            "decoder_post_ms": _p50(r, "decoder_plus_postprocess")}
+                           for r in rows if r.get("peer") == PEER]
+    best = mobilesam_best(rows)
+    info = None
+    if best:
+        enc, dec = _p50(best, "encoder"), _p50(best, "decoder_plus_postprocess")
+        info = {"label": f"{best['backend']}/{best['precision']}", "encoder_ms": enc, "decoder_post_ms": dec,
+                "backend": best["backend"], "precision": best["precision"],
+                "click_fps": round(1000.0 / (enc + dec), 2) if enc and dec else None}
+    result["mobilesam_best"] = info
+    for v in result.get("video", []):
+        route = next((x for x in result["routes"] if x["label"] == v["label"]), None)
+        v["click_fps"] = (route or (info if info and v["label"] == f"MobileSAM {info['label']}" else None) or {}
+                          ).get("click_fps")
+    return result
+
+
+def render_only(out: Path, argv: Sequence[str]) -> dict[str, Any]:
+    """Re-render ``out`` (and its plot) from the JSON next to it, the derived columns recomputed."""
+    result = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    return _publish(derive(result), out)
 
 
 if __name__ == "__main__":  # python -m slimsam_edge.research.speed_report

@@ -162,3 +162,16 @@ def test_no_compress_uses_only_finished_analogues(tmp_path, monkeypatch):
     assert compressed == ["mini-192-windowed"] and sorted(got) == [(192, "windowed"), (256, "teacher")]
     assert exported == ["sam-mini", "mini-192-windowed"]
     assert any("mini-128-windowed: not compressed with these settings" in m for m in said)
+
+
+def test_render_only_recomputes_from_the_json_and_names_the_timing_run(tmp_path):
+    out = tmp_path / "speed.md"
+    result = _result([], video=[{"label": "MobileSAM openvino/int8", "fps": 2.0, "frame_p50_ms": 900.0,
+                                 "objects": 3}])
+    result.update({"latency_rows": BENCH, "latency_command": "python scripts/speed.py --latency-only"})
+    out.with_suffix(".json").write_text(json.dumps(result))
+    got = sr.main(["--render-only", "--out", str(out)])
+    assert got["routes"][0]["label"] == "512 px windowed openvino/int8"
+    md = out.read_text()
+    assert "with the timings of an earlier `python scripts/speed.py --latency-only`" in md
+    assert "MobileSAM openvino/int8:** 2.0 fps" in md and "serial encoder + one prompt: 4.3 fps" in md
