@@ -17,12 +17,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import SlimSamEdgeError, UsageError
+from ..runtimes.tuning import RuntimeTuning
 from .stats import latency_stats
 
 
@@ -54,9 +55,14 @@ class BenchConfig:
             each) with the runtime's profiler: time per op group.
         decoder_precision: the decoder's precision when it differs from ``precision``
             (:meth:`~slimsam_edge.predictor.EdgePredictor.from_bundle`); ``None``: ``precision``.
-        hint, encoder_threads, decoder_threads, encode_requests, streams: the runtime tuning
-            (:class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`; ``encode_requests`` is also the
+        tuning: the runtime tuning (:class:`~slimsam_edge.runtimes.tuning.RuntimeTuning`: hint,
+            encoder / decoder threads, encode requests, streams; ``encode_requests`` is also the
             video scenario's encode threads).
+
+    Example:
+        >>> cfg = BenchConfig(bundle="b", backend="openvino", tuning=RuntimeTuning(hint="throughput"))
+        >>> BenchConfig.from_record(asdict(cfg)) == cfg
+        True
     """
 
     bundle: str
@@ -79,24 +85,16 @@ class BenchConfig:
     profile: bool = False
     profile_runs: int = 3
     decoder_precision: str | None = None
-    hint: str | None = None
-    encoder_threads: int | None = None
-    decoder_threads: int | None = None
-    encode_requests: int = 1
-    streams: int | None = None
+    tuning: RuntimeTuning = field(default_factory=RuntimeTuning)
 
-    def tuning(self) -> Any:
-        """The :class:`~slimsam_edge.runtimes.tuning.RuntimeTuning` of this configuration.
-
-        Example:
-            >>> BenchConfig(bundle="b", backend="openvino", hint="throughput", encode_requests=2).tuning().encoder_extra()
-            {'performance_hint': 'throughput', 'requests': 2}
-        """
-        from ..runtimes.tuning import RuntimeTuning
-
-        return RuntimeTuning(hint=self.hint, encoder_threads=self.encoder_threads,
-                             decoder_threads=self.decoder_threads, encode_requests=self.encode_requests,
-                             streams=self.streams)
+    @classmethod
+    def from_record(cls, raw: dict[str, Any]) -> "BenchConfig":
+        """The configuration ``asdict`` (a result's ``config``, the worker's argument) was made from;
+        its tuning validated again."""
+        raw = dict(raw)
+        raw["image_hw"] = tuple(raw.get("image_hw", (1500, 2250)))
+        raw["tuning"] = RuntimeTuning(**(raw.get("tuning") or {}))
+        return cls(**raw)
 
 
 def peak_rss_mb() -> float:
@@ -147,7 +145,7 @@ def bench_in_process(cfg: BenchConfig, tick: Callable[[], None] | None = None) -
     pred = EdgePredictor.from_bundle(
         cfg.bundle, backend=cfg.backend, precision=cfg.precision, threads=cfg.threads, resize=cfg.resize,
         decoder_precision=cfg.decoder_precision,
-        tuning=cfg.tuning(),
+        tuning=cfg.tuning,
     ).activate()
     cold = time.perf_counter() - t0
     with open_meter(cfg.energy) as meter:

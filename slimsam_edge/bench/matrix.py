@@ -86,8 +86,18 @@ class MatrixConfig:
     export_only: bool = False  # export (and gate) now, benchmark in a later run with reuse on a quiet machine
 
 
-def _export(sam: Any, spec: Any, key: str, out: Path, precision: str, cfg: MatrixConfig,
-            say: Callable[[str], None]) -> Any:
+def export_cached(sam: Any, spec: Any, key: str, out: Path, precision: str, cfg: MatrixConfig,
+                  say: Callable[[str], None]) -> Any:
+    """Export ``sam`` (of ``spec``) as a CPU bundle with ``precision`` artifacts into ``out``; its
+    manifest. With ``cfg.reuse`` a bundle already in ``out`` made from the same model id ``key``
+    and spec is reused, not re-exported. int8 is calibrated on ``cfg.calib_images`` procedural
+    images and gated on ``cfg.gate_images`` (a drop is recorded, not fatal: latency studies).
+
+    Illustration (not run as a doctest: it exports a model)::
+
+        manifest = export_cached(sam, spec, "vit_p77:random", Path("runs/p77"), "int8",
+                                 MatrixConfig(workdir="runs", reuse=True), print)
+    """
     from ..exporters.bundle_export import export_bundle
     from ..exporters.precision import PrecisionOptions
 
@@ -120,7 +130,7 @@ def measure_model(model: MatrixModel, cfg: MatrixConfig, say: Callable[[str], No
     for precision in sorted({_bundle_for(p) for _, p in model.pairs}):
         t0 = time.perf_counter()
         try:
-            manifests[precision] = _export(sam, spec, model.key or model.name, root / precision, precision, cfg, say)
+            manifests[precision] = export_cached(sam, spec, model.key or model.name, root / precision, precision, cfg, say)
         except (SlimSamEdgeError, MemoryError) as err:
             manifests[precision] = err
         export_s[precision] = round(time.perf_counter() - t0, 1)

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..errors import UsageError
 
@@ -48,7 +49,25 @@ def _pyplot(cache: str) -> Any:
     return plt
 
 
-def _save(fig: Any, dest: Path) -> Path:
+@contextmanager
+def headless_pyplot() -> Iterator[Any]:
+    """matplotlib's ``pyplot`` on the Agg backend (no display), its config and cache in a temporary
+    folder removed on exit (nothing written under the user's home).
+
+    Raises:
+        UsageError: matplotlib is not installed (the ``plot`` extra).
+
+    Example:
+        >>> with headless_pyplot() as plt:
+        ...     fig, ax = plt.subplots()
+        ...     plt.close(fig)
+    """
+    with tempfile.TemporaryDirectory(prefix="slimsam-mpl-") as cache:
+        yield _pyplot(cache)
+
+
+def save_png(fig: Any, dest: Path) -> Path:
+    """Write ``fig`` to ``dest`` as a PNG under a temporary name, renamed into place; ``dest``."""
     from ..fsutil import atomic_path
 
     with atomic_path(dest, suffix=".tmp.png") as tmp:
@@ -78,7 +97,7 @@ def _pareto(plt: Any, report: dict, dest: Path) -> Path:
         fig.text(0.01, -0.02, "not drawn (no accuracy): " + "; ".join(without), fontsize=7, ha="left", va="top",
                  wrap=True)
     try:
-        return _save(fig, dest)
+        return save_png(fig, dest)
     finally:
         plt.close(fig)
 
@@ -96,7 +115,7 @@ def _stages(plt: Any, report: dict, dest: Path) -> Path:
     ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if rows else -0.1))
     ax.grid(axis="x", alpha=0.3)
     try:
-        return _save(fig, dest)
+        return save_png(fig, dest)
     finally:
         plt.close(fig)
 
@@ -110,8 +129,7 @@ def write_plots(report: dict, out_dir: Path | str) -> list[Path]:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--plot {out} is a file; name a folder for the PNGs")
-    with tempfile.TemporaryDirectory(prefix="slimsam-mpl-") as cache:
-        plt = _pyplot(cache)
+    with headless_pyplot() as plt:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:

@@ -31,9 +31,7 @@ def die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     die_with_parent()
     try:
-        raw = json.loads(argv[0])
-        raw["image_hw"] = tuple(raw.get("image_hw", (1500, 2250)))
-        cfg = BenchConfig(**raw)
+        cfg = BenchConfig.from_record(json.loads(argv[0]))
         result = bench_in_process(cfg)
     except SlimSamEdgeError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -92,7 +92,7 @@ def bench(
     base = BenchConfig(bundle="", backend="", threads=threads, image_hw=hw, image=str(image) if image else None,
                        warmup=warmup, runs=runs, prompts=prompts, points=points, resize=resize.value,
                        duration_s=duration, energy=energy.value, points_per_side=points_per_side,
-                       decoder_precision=enum_value(decoder_precision), **tuning.to_dict())
+                       decoder_precision=enum_value(decoder_precision), tuning=tuning)
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not json_out) as update:
         report = bench_suite(

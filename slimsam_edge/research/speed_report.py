@@ -129,12 +129,12 @@ def _export_int8(load: Callable[[], tuple[Any, Any]], key: str, out: Path, reuse
     """Export (or reuse) a CPU bundle holding fp32 and int8 artifacts for both CPU runtimes; bf16
     and int8-bf16 run those with OpenVINO's bf16 hint. ``calib_images`` procedural images calibrate
     int8 (half as many gate it against fp32)."""
-    from ..bench.matrix import MatrixConfig, _export
+    from ..bench.matrix import MatrixConfig, export_cached
 
     cfg = MatrixConfig(workdir=str(out.parent), reuse=reuse, calib_images=calib_images,
                        gate_images=max(calib_images // 2, 1))
     sam, spec = load()
-    _export(sam, spec, key, out, "int8", cfg, say)
+    export_cached(sam, spec, key, out, "int8", cfg, say)
     return out
 
 
@@ -449,12 +449,9 @@ def render(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], dest: Path) -> Path:
     """``routes.png``: encoder p50 against point mIoU kept, one point per route, with the goals."""
-    import tempfile
+    from ..bench.plot import headless_pyplot, save_png
 
-    from ..bench.plot import _pyplot, _save
-
-    with tempfile.TemporaryDirectory(prefix="slimsam-mpl-") as cache:
-        plt = _pyplot(cache)
+    with headless_pyplot() as plt:
         fig, ax = plt.subplots(figsize=(8, 5))
         markers = {1024: "o", 768: "s", 512: "^"}
         for r in (r for r in result["routes"] if r["kept"] is not None and r["encoder_ms"]):
@@ -477,7 +474,7 @@ def plot(result: dict[str, Any], dest: Path) -> Path:
         ax.legend(fontsize=7, loc="lower right")
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            return _save(fig, dest)
+            return save_png(fig, dest)
         finally:
             plt.close(fig)
 

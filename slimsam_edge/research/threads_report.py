@@ -125,7 +125,7 @@ def measure_model(model: str, bundle: Path, configs: Sequence[Config], rounds: i
         preds[c.name] = EdgePredictor.from_bundle(bundle, backend="openvino", precision="fp32", resize="fast",
                                                   tuning=c.tuning).activate()
         cfgs[c.name] = BenchConfig(bundle=str(bundle), backend="openvino", runs=frames, warmup=1, seed=0,
-                                   image_hw=image_hw, **c.tuning.to_dict())
+                                   image_hw=image_hw, tuning=c.tuning)
     fps: dict[str, list[float]] = {c.name: [] for c in configs}
     lat: dict[str, list[float]] = {c.name: [] for c in configs}
     names = [c.name for c in configs]

@@ -14,6 +14,7 @@ from slimsam_edge.bench.harness import BenchConfig
 from slimsam_edge.bench.render import COLUMNS, reasons, to_csv, to_markdown
 from slimsam_edge.bench.suite import bench_suite, save_history
 from slimsam_edge.errors import UsageError
+from slimsam_edge.runtimes.tuning import RuntimeTuning
 
 BASE = BenchConfig(bundle="", backend="", runs=2, prompts=2, warmup=0, image_hw=(96, 128), threads=1, points_per_side=4)
 
@@ -101,11 +102,11 @@ def test_video_scenario_runs_the_tuning_it_is_given(tiny_bundle):
     from slimsam_edge.bench.harness import bench_in_process
 
     cfg = replace(BASE, bundle=str(tiny_bundle), backend="openvino", scenario="video", runs=4, image_hw=(96, 128),
-                  hint="throughput", encoder_threads=1, decoder_threads=1, encode_requests=2)
+                  tuning=RuntimeTuning(hint="throughput", encoder_threads=1, decoder_threads=1, encode_requests=2))
     res = bench_in_process(cfg)
     assert res["tuning"] == {"hint": "throughput", "encoder_threads": 1, "decoder_threads": 1,
                              "encode_requests": 2, "streams": None}
-    assert res["config"]["hint"] == "throughput" and res["extra"]["encoders"] == 2
+    assert res["config"]["tuning"]["hint"] == "throughput" and res["extra"]["encoders"] == 2
     assert res["counts"]["frames"] == 4 and res["counts"]["dropped"] == 0
     assert any("PERFORMANCE_HINT=THROUGHPUT" in n and "infer requests: 2" in n for n in res["notes"])
     with pytest.raises(UsageError, match="onnxruntime has no performance hint"):
