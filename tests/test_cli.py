@@ -610,6 +610,10 @@ def test_bench_bad_input_is_one_line(tiny_bundle, tmp_path):
     report = tmp_path / "r.json"
     report.write_text('{"results": []}')
     assert_one_line_error(run("bench", "diff", report, report), "not a bench report")
+    from slimsam_edge.data.synth_video import MAX_OBJECTS
+
+    assert_one_line_error(run("bench", tiny_bundle, "--scenario", "video", "--objects", str(MAX_OBJECTS + 1)),
+                          "--objects", f"less than or equal to {MAX_OBJECTS}")
     assert not list(tmp_path.glob("*.tmp*"))
 
 

@@ -50,6 +50,8 @@ class BenchConfig:
             (``runs`` / ``prompts`` are then the minimum counts).
         energy: energy source (:func:`~slimsam_edge.devices.energy.open_meter`), "none" to skip.
         points_per_side: the "everything" scenario's grid.
+        objects: the "video" scenario's objects tracked per frame (1: click-to-mask tracking, the
+            encoder and one prompt per frame).
         raw: also return every latency (seconds) per stage, for pooling repeats.
         profile: also profile the encoder and decoder graphs once (``profile_runs`` inferences
             each) with the runtime's profiler: time per op group.
@@ -81,6 +83,7 @@ class BenchConfig:
     duration_s: float = 0.0
     energy: str = "none"
     points_per_side: int = 16
+    objects: int = 3
     raw: bool = False
     profile: bool = False
     profile_runs: int = 3

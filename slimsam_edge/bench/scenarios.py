@@ -9,7 +9,7 @@ reason where the machine has no energy source).
 - ``click``: one encoder run (preprocess + encoder) then ``prompts`` single-point prompts (decoder
   + postprocess), repeated SingleStream-style: at least ``min_queries`` images and ``duration_s``
   seconds. Joules per image and per prompt.
-- ``video``: a procedural clip with three objects through the camera pipeline
+- ``video``: a procedural clip with ``objects`` objects (default 3) through the camera pipeline
   (:class:`~slimsam_edge.apps.pipeline.Pipeline`: capture, encode, track, sink threads; as many
   encode threads as the predictor's ``tuning.encode_requests``), every frame kept;
   capture-to-mask latency per frame, fps, drops. Joules per frame.
@@ -117,7 +117,7 @@ class Video(Scenario):
         from ..data.synth_video import ProceduralVideo
 
         frames = max(cfg.runs, 2) + cfg.warmup
-        video = ProceduralVideo(seed=cfg.seed, frames=frames + 1, size=tuple(cfg.image_hw), objects=3)
+        video = ProceduralVideo(seed=cfg.seed, frames=frames + 1, size=tuple(cfg.image_hw), objects=cfg.objects)
         clip = list(video)
         tracker = Tracker(pred)
         first = clip[0]

@@ -54,6 +54,7 @@ def bench(
     prompts: Annotated[int, typer.Option("--prompts", min=1, max=100000, help="click: at least this many one-point prompts per round.")] = 20,
     points: Annotated[int, typer.Option("--points", min=1, max=64, help="Points per prompt.")] = 1,
     points_per_side: Annotated[int, typer.Option("--points-per-side", min=1, max=64, help="everything: the point grid.")] = 16,
+    objects: Annotated[int, typer.Option("--objects", min=1, max=12, help="video: objects tracked per frame (1: click-to-mask tracking, the encoder and one prompt per frame).")] = 3,
     image_size: Annotated[str, typer.Option("--image-size", help="Synthetic image HxW (original size; masks are resized to it).")] = "1500x2250",
     image: Annotated[Optional[Path], typer.Option("--image", help="Time on this image instead.")] = None,
     resize: Annotated[Resize, typer.Option("--resize", help="Preprocessing resize: sam (exact) or fast (cv2 INTER_AREA).")] = Resize.sam,
@@ -91,7 +92,7 @@ def bench(
     check_outputs(out=out, csv=csv_out, md=md_out, plot=plot, save=save)
     base = BenchConfig(bundle="", backend="", threads=threads, image_hw=hw, image=str(image) if image else None,
                        warmup=warmup, runs=runs, prompts=prompts, points=points, resize=resize.value,
-                       duration_s=duration, energy=energy.value, points_per_side=points_per_side,
+                       duration_s=duration, energy=energy.value, points_per_side=points_per_side, objects=objects,
                        decoder_precision=enum_value(decoder_precision), tuning=tuning)
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not json_out) as update:

@@ -392,7 +392,7 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
                        "[decoder-avx2.md](decoder-avx2.md) (`scripts/bench_decoder.py`).")
     for v in result.get("video", []):
         lines.append(f"- **Click-to-mask tracking, {v['label']}:** {v['fps']:.1f} fps through the video pipeline "
-                     f"(frame latency p50 {_ms(v['frame_p50_ms'])} ms, {v['objects']} objects tracked per frame); "
+                     f"(frame latency p50 {_ms(v['frame_p50_ms'])} ms, {_tracked(v['objects'])} per frame); "
                      + (f"serial encoder + one prompt: {v['click_fps']:.1f} fps." if v.get("click_fps") else ""))
     return lines
 
@@ -486,8 +486,9 @@ def _bench_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def video_rows(routes: Sequence[dict[str, Any]], mobilesam: dict[str, Any] | None, p77: dict, peer: Path,
-               base: Any, repeats: int) -> list[dict[str, Any]]:
-    """The video scenario for the best route and MobileSAM's best row, interleaved."""
+               base: Any, repeats: int, objects: int = 1) -> list[dict[str, Any]]:
+    """The video scenario for the best route and MobileSAM's best row, interleaved, ``objects``
+    tracked per frame (1: click-to-mask tracking, the encoder and one prompt per frame)."""
     from dataclasses import replace
 
     from ..bench.suite import Subject, bench_suite
@@ -502,7 +503,7 @@ def video_rows(routes: Sequence[dict[str, Any]], mobilesam: dict[str, Any] | Non
                             pairs=((mobilesam["backend"], mobilesam["precision"]),)))
     if not subs:
         return []
-    rep = bench_suite(subs, scenarios=("video",), repeats=repeats, base=replace(base, runs=max(base.runs, 12)),
+    rep = bench_suite(subs, scenarios=("video",), repeats=repeats, base=replace(base, runs=max(base.runs, 12), objects=objects),
                       accuracy=False, peak=False, progress=lambda d, t, label: _say(f"[video {d}/{t}] {label}"))
     out = []
     for r, s in zip(rep["rows"], subs):
@@ -511,6 +512,10 @@ def video_rows(routes: Sequence[dict[str, Any]], mobilesam: dict[str, Any] | Non
                     "frame_p50_ms": _p50(r, "frame"),
                     "objects": (r.get("counts") or {}).get("objects", 0) // max(r.get("repeats", 1), 1)})
     return out
+
+
+def _tracked(objects: int) -> str:
+    return "1 object tracked" if objects == 1 else f"{objects} objects tracked"
 
 
 def video_fps(row: dict[str, Any]) -> float:
@@ -581,6 +586,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
+    ap.add_argument("--video-objects", type=int, default=1, choices=range(1, 13), metavar="1..12",
+                    help="objects tracked per frame in the video rows (1: encoder + one prompt per frame)")
     ap.add_argument("--no-compress", action="store_true",
                     help="use only the sam-mini analogues already compressed under --students (no new compress runs)")
     ap.add_argument("--latency-only", action="store_true",
@@ -612,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p77 = {tuple(k.split("-", 1)): Path(v) for k, v in latency["bundles"].items()}
     p77 = {(int(s), att): b for (s, att), b in p77.items()}
     result["video"] = video_rows(result["routes"], result["mobilesam_best"], p77, Path(latency["peer"]), base,
-                                 a.video_repeats)
+                                 a.video_repeats, a.video_objects)
     result.update({"command": _command(argv), "latency_command": latency.get("command"),
                    "machine": machine_summary(), "loadavg_start": latency["loadavg_start"],
                    "loadavg_end": latency["loadavg_end"], "image": "720x1280", "repeats": a.repeats,

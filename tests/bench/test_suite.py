@@ -94,6 +94,16 @@ def test_video_scenario_through_the_pipeline(mini_bundle):
     assert res["energy"]["per_frame"]["count"] == 3
 
 
+def test_video_scenario_tracks_the_objects_it_is_asked_for(mini_bundle):
+    """objects=1 is click-to-mask tracking (encoder + one prompt per frame); the clip has that many."""
+    from dataclasses import replace
+
+    from slimsam_edge.bench.harness import bench_in_process
+
+    cfg = replace(BASE, bundle=str(mini_bundle), backend="onnxruntime", scenario="video", runs=2, image_hw=(120, 160))
+    assert [bench_in_process(replace(cfg, objects=n))["counts"]["objects"] for n in (1, 2)] == [1, 2]
+
+
 def test_video_scenario_runs_the_tuning_it_is_given(tiny_bundle):
     """The tuning reaches the predictor (OpenVINO's notes say what the encoder compiled with), the
     pipeline runs encode_requests encode threads, and the result records it."""

@@ -109,15 +109,20 @@ def test_main_measures_joins_and_writes_page_json_and_plot(tmp_path, monkeypatch
     monkeypatch.setattr(sr, "measure_latency", latency)
     monkeypatch.setattr(sr, "students", students)
     monkeypatch.setattr(sr, "measure_accuracy", lambda minis, ok, limit, say: ACCURACY)
-    monkeypatch.setattr(sr, "video_rows", lambda routes, best, p77, peer, base, repeats: [
-        {"label": sr.pick_best(routes)["label"], "fps": 5.0, "frame_p50_ms": 300.0, "objects": 3, "click_fps": 9.0}])
+    def video_rows(routes, best, p77, peer, base, repeats, objects):
+        seen["objects"] = objects
+        return [{"label": sr.pick_best(routes)["label"], "fps": 5.0, "frame_p50_ms": 300.0, "objects": objects,
+                 "click_fps": 9.0}]
+
+    monkeypatch.setattr(sr, "video_rows", video_rows)
     out = tmp_path / "docs" / "speed.md"
     result = sr.main(["--out", str(out), "--runs", "2", "--sizes", "1024", "768", "512"])
     assert seen["mini_sizes"] == [256, 192, 128] and seen["runs"] == 2
     assert ("openvino", "int8") in seen["pairs"]
     assert result["mobilesam_best"]["label"] == "openvino/int8"
     assert json.loads(out.with_suffix(".json").read_text())["routes"][0]["label"] == "512 px windowed openvino/int8"
-    assert "5.0 fps through the video pipeline" in out.read_text()
+    assert seen["objects"] == 1  # the click-to-mask tracking: encoder + one prompt per frame
+    assert "5.0 fps through the video pipeline (frame latency p50 300.0 ms, 1 object tracked per frame)" in out.read_text()
     assert (tmp_path / "docs" / "speed" / "routes.png").is_file()
     assert not list(Path(out.parent).glob("*.tmp*"))
 
