@@ -53,6 +53,11 @@ MAX_POINTS_PER_PROMPT = 64
 #: grid, which the mask generator sends 64 at a time.
 MAX_PROMPTS = 1024
 
+#: Most points per side of a "segment everything" grid (:class:`~slimsam_edge.apps.everything.MaskGenerator`,
+#: ``--points-per-side``): 256 x 256 = 65,536 prompts an image (SAM uses 32); 10**12 would ask for
+#: a grid of 10**24 points.
+MAX_POINTS_PER_SIDE = 256
+
 #: Largest magnitude of a ``mask_input`` logit. A decoder returns logits of a few tens; values near
 #: float32's range overflow inside the decoder's convolutions into NaN scores.
 MAX_MASK_LOGIT = 1e4

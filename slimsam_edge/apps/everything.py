@@ -27,6 +27,7 @@ import numpy as np
 
 from ..data.rle import coco_rle, masks_to_rle, rle_area, rle_to_mask
 from ..errors import UsageError
+from ..limits import MAX_POINTS_PER_SIDE
 
 OUTPUT_MODES = ("coco_rle", "binary_mask", "uncompressed_rle")
 #: masks whose box lies within this many pixels of a crop's inner edge are dropped (SAM's value)
@@ -297,6 +298,9 @@ class MaskGenerator:
                             ("crop_n_points_downscale_factor", crop_n_points_downscale_factor)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{name} must be a whole number >= 1, got {value!r}")
+        if points_per_side > MAX_POINTS_PER_SIDE:
+            raise UsageError(f"points_per_side must be at most {MAX_POINTS_PER_SIDE} (a {MAX_POINTS_PER_SIDE}^2 grid "
+                             f"per crop), got {points_per_side}; SAM uses 32")
         if not isinstance(crop_n_layers, (int, np.integer)) or crop_n_layers < 0:
             raise UsageError(f"crop_n_layers must be a whole number >= 0, got {crop_n_layers!r}")
         for name, value in (("pred_iou_thresh", pred_iou_thresh), ("stability_score_thresh", stability_score_thresh),

@@ -47,10 +47,6 @@ class Resize(str, Enum):
     fast = "fast"
 
 
-#: most ``--points-per-side`` of segment everything (a 256 x 256 grid: 65,536 prompts an image; SAM
-#: uses 32): 10**12 would ask for a grid of 10**24 points
-MAX_POINTS_PER_SIDE = 256
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 ModelTypeOpt = Annotated[
     Optional[str],

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
+from ..limits import MAX_POINTS_PER_SIDE
 from .common import emit_json, handle_errors, parse_floats
-from .options import (MAX_POINTS_PER_SIDE, Backend, BundleOpt, DecoderPrecisionOpt, JsonOpt, Precision, ThreadsOpt,
+from .options import (Backend, BundleOpt, DecoderPrecisionOpt, JsonOpt, Precision, ThreadsOpt,
                       enum_value)
 
 

@@ -235,6 +235,7 @@ def test_output_modes_and_records(tiny_onnx) -> None:
     (dict(stability_score_thresh=-0.1), "stability_score_thresh must be in [0, 1]"),
     (dict(box_nms_thresh=float("nan")), "box_nms_thresh must be in [0, 1]"),
     (dict(points_per_side=0), "points_per_side must be a whole number >= 1"),
+    (dict(points_per_side=10**12), "points_per_side must be at most 256"),  # the library, not only the CLI
     (dict(points_per_batch=2.5), "points_per_batch must be a whole number >= 1"),
     (dict(crop_n_layers=-1), "crop_n_layers must be a whole number >= 0"),
     (dict(min_mask_region_area=-1), "min_mask_region_area must be a number of pixels >= 0"),
