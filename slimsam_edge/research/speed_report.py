@@ -397,8 +397,9 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(result: dict[str, Any]) -> str:
-    """The Markdown page of a speed ``result`` (see :func:`main`)."""
+def render(result: dict[str, Any], plot_name: str = "speed/routes.png") -> str:
+    """The Markdown page of a speed ``result`` (see :func:`main`), showing the plot at ``plot_name``
+    (relative to the page)."""
     m = result["machine"]
     lines = ["# Speed routes: input size x windowed attention x precision, against MobileSAM", "",
              f"Made by `{result['command']}` ({result['elapsed_s'] / 60:.0f} min)"
@@ -443,7 +444,7 @@ def render(result: dict[str, Any]) -> str:
     for a in result["accuracy"]:
         name = "teacher (sam-mini)" if a["attention"] == "teacher" else student_name(a["size"], a["attention"])
         lines.append(f"| {name} | {a['backend']}/{a['precision']} | {a['point_miou']:.4f} | {a['box_miou']:.4f} |")
-    lines += ["", "![encoder latency vs point mIoU kept](speed/routes.png)", ""]
+    lines += ["", f"![encoder latency vs point mIoU kept]({plot_name})", ""]
     return "\n".join(lines)
 
 
@@ -634,7 +635,7 @@ def _command(argv: Sequence[str]) -> str:
 
 def _publish(result: dict[str, Any], out: Path) -> dict[str, Any]:
     plot(result, out.parent / out.stem / "routes.png")
-    publish(out, render(result), result)
+    publish(out, render(result, f"{out.stem}/routes.png"), result)
     return result
 
 

@@ -123,7 +123,11 @@ def test_main_measures_joins_and_writes_page_json_and_plot(tmp_path, monkeypatch
     assert json.loads(out.with_suffix(".json").read_text())["routes"][0]["label"] == "512 px windowed openvino/int8"
     assert seen["objects"] == 1  # the click-to-mask tracking: encoder + one prompt per frame
     assert "5.0 fps through the video pipeline (frame latency p50 300.0 ms, 1 object tracked per frame)" in out.read_text()
-    assert (tmp_path / "docs" / "speed" / "routes.png").is_file()
+    assert (tmp_path / "docs" / "speed" / "routes.png").is_file() and "](speed/routes.png)" in out.read_text()
+    other = out.with_name("speed-s240.md")  # another page name: its plot beside it, linked by that name
+    other.with_suffix(".json").write_text(out.with_suffix(".json").read_text())
+    sr.main(["--render-only", "--out", str(other)])
+    assert (tmp_path / "docs" / "speed-s240" / "routes.png").is_file() and "](speed-s240/routes.png)" in other.read_text()
     assert not list(Path(out.parent).glob("*.tmp*"))
 
 
