@@ -58,6 +58,9 @@ MAX_PROMPTS = 1024
 #: a grid of 10**24 points.
 MAX_POINTS_PER_SIDE = 256
 
+#: Most objects in a procedural video clip (``data video --objects``, ``bench --objects``).
+MAX_OBJECTS = 12
+
 #: Largest magnitude of a ``mask_input`` logit. A decoder returns logits of a few tens; values near
 #: float32's range overflow inside the decoder's convolutions into NaN scores.
 MAX_MASK_LOGIT = 1e4

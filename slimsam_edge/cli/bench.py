@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import UsageError
+from ..limits import MAX_OBJECTS
 from .common import emit_json, handle_errors, progress_bar
 from .options import Backend, DecoderPrecisionOpt, JsonOpt, Precision, Resize, ThreadsOpt, enum_value
 from .options import DecoderThreadsOpt, EncoderThreadsOpt, EncodeRequestsOpt, HintOpt, make_tuning
@@ -54,7 +55,7 @@ def bench(
     prompts: Annotated[int, typer.Option("--prompts", min=1, max=100000, help="click: at least this many one-point prompts per round.")] = 20,
     points: Annotated[int, typer.Option("--points", min=1, max=64, help="Points per prompt.")] = 1,
     points_per_side: Annotated[int, typer.Option("--points-per-side", min=1, max=64, help="everything: the point grid.")] = 16,
-    objects: Annotated[int, typer.Option("--objects", min=1, max=12, help="video: objects tracked per frame (1: click-to-mask tracking, the encoder and one prompt per frame).")] = 3,
+    objects: Annotated[int, typer.Option("--objects", min=1, max=MAX_OBJECTS, help="video: objects tracked per frame (1: click-to-mask tracking, the encoder and one prompt per frame).")] = 3,
     image_size: Annotated[str, typer.Option("--image-size", help="Synthetic image HxW (original size; masks are resized to it).")] = "1500x2250",
     image: Annotated[Optional[Path], typer.Option("--image", help="Time on this image instead.")] = None,
     resize: Annotated[Resize, typer.Option("--resize", help="Preprocessing resize: sam (exact) or fast (cv2 INTER_AREA).")] = Resize.sam,

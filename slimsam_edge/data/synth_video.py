@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import DataError, UsageError
 from ..fsutil import atomic_dir
+from ..limits import MAX_OBJECTS
 from .procedural import ShapeSpec, background, image_hw, pick_colour, sample_shape, texture
 
 #: shapes used in videos (no thin bars: they are hard to follow and to click); ellipses and convex
@@ -48,7 +49,6 @@ VIDEO_FILLS = ("flat", "flat", "gradient", "noise", "stripes")
 VIDEO_BACKGROUNDS = ("gradient", "stripes", "checker", "noise", "noise")
 #: an object's shape covers at least this fraction of the frame (redrawn until it does)
 MIN_OBJECT_FRACTION = 0.025
-MAX_OBJECTS = 12
 #: an object is "occluded" while other objects hide more than this fraction of its in-frame area
 OCCLUDED_FRACTION = 0.3
 #: nominal frame rate written into meta.json and video.mp4

@@ -564,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ..bench.harness import BenchConfig
     from ..bench.matrix import machine_summary
     from ..devices import detected
+    from ..limits import MAX_OBJECTS
     from .resolution_report import DEMO_SETTINGS
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -587,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
-    ap.add_argument("--video-objects", type=int, default=1, choices=range(1, 13), metavar="1..12",
+    ap.add_argument("--video-objects", type=int, default=1, choices=range(1, MAX_OBJECTS + 1), metavar=f"1..{MAX_OBJECTS}",
                     help="objects tracked per frame in the video rows (1: encoder + one prompt per frame)")
     ap.add_argument("--no-compress", action="store_true",
                     help="use only the sam-mini analogues already compressed under --students (no new compress runs)")
