@@ -559,13 +559,13 @@ def test_device_is_not_part_of_the_job_identity():
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _resumed_on(device, cfg, tmp_path, teacher, source):
+def _resumed_on(device, cfg, tmp_path, teacher, source, kill_at=(1, 1)):
     """``(reference report, resumed report, reference weights, resumed weights)``: ``cfg`` run whole,
-    and run again killed in phase 2 then resumed with ``device``."""
+    and run again killed at ``kill_at`` (phase, step; default in phase 2) then resumed with ``device``."""
     ref = compress(cfg, tmp_path / "ref", teacher=(teacher, SPEC), source=source)
 
     def killer(phase, step, _losses):
-        if (phase, step) == (1, 1):
+        if (phase, step) == kill_at:
             raise Stop
 
     with pytest.raises(Stop):
@@ -655,3 +655,69 @@ def test_compress_on_cuda(tmp_path, teacher, source, teacher_ckpt):
                "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["device"] == "cuda:0"
+
+
+# --- the mask-decoder phase (--decoder-steps) ---------------------------------------------------
+
+def test_decoder_phase_starts_from_the_best_encoder_and_tunes_only_the_decoder(tmp_path, teacher, source):
+    """The encoder of a run with a decoder phase is the best validated encoder of the same run
+    without it; the decoder phase records its untuned start as step 0; only the decoder changed."""
+    plain = compress(_cfg(val_every=1, val_images=2), tmp_path / "plain", teacher=(teacher, SPEC), source=source)
+    tuned = compress(_cfg(val_every=1, val_images=2, decoder_steps=2), tmp_path / "tuned", teacher=(teacher, SPEC),
+                     source=source)
+    assert tuned["phase_modes"] == ["bottleneck", "embedding", "decoder"]
+    phase2 = [h for h in tuned["validation"]["history"] if h["phase"] == 2]
+    assert [h["step"] for h in phase2] == [0, 1, 2] and phase2[0]["miou"] == plain["best"]["miou"]
+    assert tuned["best"]["phase"] == 2
+    a, b = _weights(tmp_path / "plain" / MODEL), _weights(tmp_path / "tuned" / MODEL)
+    assert a.keys() == b.keys()
+    for k in a:
+        if not k.startswith("mask_decoder."):
+            assert torch.equal(a[k], b[k]), k
+    if tuned["best"]["step"] > 0:  # a tuned step won: its decoder is not the teacher's
+        assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("mask_decoder."))
+    assert "mask decoder tuned on the teacher's masks for 2 steps (lr 0.0001)" in (tmp_path / "tuned" / "report.md").read_text()
+
+
+def test_kill_and_resume_inside_the_decoder_phase_is_exact(tmp_path, teacher, source):
+    cfg = _cfg(schedule="one-step", steps=2, decoder_steps=3, val_every=1, val_images=1, image_size=32)
+    ref, again, a, b = _resumed_on("cpu", cfg, tmp_path, teacher, source, kill_at=(1, 2))
+    assert again["best"] == ref["best"] and again["validation"] == ref["validation"]
+    assert again["phase_modes"] == ["final", "decoder"] and not (tmp_path / "run" / "step1.safetensors").exists()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_decoder_steps(tmp_path, teacher_ckpt):
+    """(A negative --decoder-steps is one line, exit 2 through the app: tests/hardening/test_cli_fuzz.py.)"""
+    import json
+
+    args = ["--out", tmp_path / "o", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 1, "--images", 4,
+            "--importance-images", 2, "--eval-images", 1, "--batch", 1, "--val-images", 1]
+    res = _run(*args, "--decoder-steps", 1, "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["config"]["decoder_steps"] == 1 and rep["phase_modes"][-1] == "decoder"
+    assert_one_line_error(_run(*args, "--decoder-steps", 2, "--resume"), "another configuration")
+    with pytest.raises(UsageError, match="decoder_steps"):
+        CompressConfig(0.5, decoder_steps=-1).validate()
+    for bad in ({"decoder_lr": float("nan")}, {"lr": float("inf")}, {"decoder_lr": 0.0}, {"sigma": float("nan")}):
+        with pytest.raises(UsageError, match="finite"):
+            CompressConfig(0.5, **bad).validate()
+
+
+def test_a_finished_job_continues_with_a_decoder_phase(tmp_path, teacher, source):
+    """``--decoder-steps N --resume`` on a finished encoder job runs only the decoder phase and ends
+    where one job with the decoder phase ends."""
+    cfg = _cfg(val_every=1, val_images=1, decoder_steps=2)
+    ref = compress(cfg, tmp_path / "ref", teacher=(teacher, SPEC), source=source)
+    compress(replace(cfg, decoder_steps=0), tmp_path / "run", teacher=(teacher, SPEC), source=source)
+    steps = []
+    again = compress(cfg, tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True,
+                     on_step=lambda phase, step, _l: steps.append((phase, step)))
+    assert steps == [(2, 1), (2, 2)] and again["best"] == ref["best"] and again["validation"] == ref["validation"]
+    a, b = _weights(tmp_path / "ref" / MODEL), _weights(tmp_path / "run" / MODEL)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match="another configuration"):  # inside the decoder phase: same N only
+        compress(replace(cfg, decoder_steps=3), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+    with pytest.raises(CheckpointError, match="another configuration"):  # nor another decoder lr
+        compress(replace(cfg, decoder_lr=1e-3), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)

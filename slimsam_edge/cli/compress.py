@@ -66,6 +66,8 @@ def compress(
     global_attention: Annotated[GlobalAttention, typer.Option("--global-attention", help="keep: SlimSAM's global blocks; windowed: every block attends within windows (faster at 1024 px, trained by distillation; see docs/results/precision.md).")] = GlobalAttention.keep,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="The student's input size in pixels (smaller than the teacher's, a multiple of its patch size whose token grid its windows can tile; a bad size lists those that work): position embedding and relative-position tables are interpolated, windows re-tiled, and it is distilled against the teacher's embeddings resized to its grid. Default: the teacher's size.")] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
+    decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="Steps of a last phase that tunes the student's mask decoder on the teacher's masks for random point and box prompts (label-free, encoder frozen; from the best validated encoder). Worth it with --image-size or --global-attention windowed, where the teacher's decoder reads a grid it was not trained on. 0: keep the teacher's decoder.")] = 0,
+    decoder_lr: Annotated[float, typer.Option("--decoder-lr", help="Peak AdamW learning rate of the decoder phase (cosine schedule).")] = 1e-4,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule).")] = 1e-4,
@@ -93,7 +95,8 @@ def compress(
     from ..compress.job import CompressRequest, run_request
 
     settings = dict(importance=importance.value, sigma=sigma, importance_images=importance_images,
-                    scope=scope.value, schedule=schedule.value, steps=steps, batch=batch, accum=accum, lr=lr,
+                    scope=scope.value, schedule=schedule.value, steps=steps, decoder_steps=decoder_steps, decoder_lr=decoder_lr, batch=batch,
+                    accum=accum, lr=lr,
                     checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
                     val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
                     global_attention=global_attention.value,

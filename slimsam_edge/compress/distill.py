@@ -10,6 +10,8 @@ Modes (``DistillSpec.mode``):
   model and on the image embedding against the original teacher; the intermediate weight decays
   linearly to zero.
 - ``"final"`` (one-step schedule): the image-embedding MSE only.
+- ``"decoder"`` (``compress --decoder-steps``): the encoder is frozen and the mask decoder learns
+  the teacher's masks for random prompts (:mod:`.decoder_tune`).
 
 Intermediate terms are averaged over the aligned tensors; with ``relative_inter`` (default) each
 image's MSE is divided by that image's teacher-feature mean square (:func:`feature_mse`), because
@@ -85,6 +87,21 @@ class DistillSpec:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def trainable(student: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """The parameters a phase of ``mode`` trains: the mask decoder's in ``"decoder"``, else the image
+    encoder's (the prompt encoder and whatever is not listed stay as they are).
+
+    Example:
+        >>> from slimsam_edge.models.build import build_sam
+        >>> from slimsam_edge.models.spec import PRESETS
+        >>> sam = build_sam(PRESETS["sam_mini"])
+        >>> len(trainable(sam, "decoder")) == len(list(sam.mask_decoder.parameters()))
+        True
+    """
+    module = student.mask_decoder if mode == "decoder" else student.image_encoder
+    return list(module.parameters())
+
+
 def hooked_modules(sam: torch.nn.Module, mode: str) -> list[torch.nn.Module]:
     """The modules whose outputs are aligned in ``mode``."""
     blocks = list(sam.image_encoder.blocks)
@@ -142,10 +159,11 @@ def feature_mse(s: torch.Tensor, t: torch.Tensor, batch: int, relative: bool = T
 
 def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, step: int, *,
                  teacher: torch.nn.Module, inter_teacher: torch.nn.Module | None = None,
-                 targets: TeacherEmbeddings | None = None, images: list | None = None
-                 ) -> dict[str, torch.Tensor]:
+                 targets: TeacherEmbeddings | None = None, images: list | None = None,
+                 indices: list[int] | None = None) -> dict[str, torch.Tensor]:
     """``{"loss", "embed", "inter"}`` of one micro-batch ``x`` (normalised ``images`` at the teacher's
-    input size).
+    input size); in the ``"decoder"`` mode ``{"loss", "mask", "iou"}`` of
+    :func:`~.decoder_tune.decoder_loss` (``indices``, the images' indices, seed their prompts).
 
     ``targets`` supplies the teacher's embeddings (cached or computed); without it the teacher
     runs. A student (or ``inter_teacher``) of a smaller input size (``compress --image-size``) sees
@@ -154,6 +172,9 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     """
     inter_teacher = inter_teacher if inter_teacher is not None else teacher
     targets = targets if targets is not None else TeacherEmbeddings(teacher, bf16=spec.bf16)
+    if spec.mode == "decoder":
+        return _decoder_step(student, x, spec, teacher=teacher, targets=targets, images=images,
+                             indices=indices if indices is not None else list(range(x.shape[0])))
     w = spec.inter_weight_at(step)
     use_inter = w > 0 and spec.mode in ("bottleneck", "embedding")
     computed = None
@@ -174,9 +195,24 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     return {"loss": embed + w * inter, "embed": embed.detach(), "inter": inter.detach()}
 
 
+def _decoder_step(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, *, teacher: torch.nn.Module,
+                  targets: TeacherEmbeddings, images: list | None, indices: list[int]) -> dict[str, torch.Tensor]:
+    """The ``"decoder"`` mode's loss: both embeddings without gradients (the encoder is frozen),
+    then :func:`~.decoder_tune.decoder_loss` under autocast when ``spec.bf16``."""
+    from .decoder_tune import decoder_loss
+
+    kind = x.device.type
+    t_emb = targets(images, x, None)
+    with torch.no_grad(), autocast(spec.bf16, kind):
+        s_emb = student.image_encoder(resize_input(x, student.image_encoder.img_size))
+    with autocast(spec.bf16, kind):
+        return decoder_loss(student, teacher, s_emb.float(), t_emb.float(), indices)
+
+
 def make_optimizer(student: torch.nn.Module, spec: DistillSpec):
-    """AdamW over the image encoder (prompt encoder and decoder stay the teacher's) + schedule."""
-    params = [p for p in student.image_encoder.parameters()]
+    """AdamW over what ``spec.mode`` trains (:func:`trainable`: the image encoder, or the mask decoder
+    in ``"decoder"``; the rest is frozen) + schedule."""
+    params = trainable(student, spec.mode)
     for p in student.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -228,18 +264,19 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
     if inter_teacher is not None:
         inter_teacher.eval()
     student.train()
-    params = list(student.image_encoder.parameters())
+    params = trainable(student, spec.mode)
     for step in range(start, spec.steps):
         opt.zero_grad(set_to_none=True)
-        sums = {"loss": 0.0, "embed": 0.0, "inter": 0.0}
+        sums: dict[str, float] = {}
         for micro in range(spec.accum):
-            images = source.images(runtime.shard(batch_indices(spec, step, micro)))
+            indices = runtime.shard(batch_indices(spec, step, micro))
+            images = source.images(indices)
             x = preprocess(teacher, images)  # at the teacher's size; the student's is resized from it
             res = distill_loss(student, x, spec, step, teacher=teacher, inter_teacher=inter_teacher,
-                               targets=targets, images=images)
+                               targets=targets, images=images, indices=indices)
             (res["loss"] / spec.accum).backward()
-            for k in sums:
-                sums[k] += float(res[k].detach()) / spec.accum
+            for k, v in res.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / spec.accum
         runtime.average_grads_(params)
         opt.step()
         sched.step()

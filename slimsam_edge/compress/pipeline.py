@@ -2,7 +2,10 @@
 
 Schedules (:data:`SCHEDULES`): ``alternate`` (SlimSAM): embedding pruning + bottleneck aligning,
 then bottleneck pruning + embedding aligning; ``one-step``: everything pruned at once, then
-embedding distillation. With ``base`` (a model other than the teacher, e.g. SAM-B pruned toward
+embedding distillation. With ``decoder_steps`` (``compress --decoder-steps``) a last phase tunes the
+student's mask decoder on the teacher's masks with the encoder frozen (:mod:`.decoder_tune`), starting
+from the best validated weights of the encoder's last phase; a finished job gains that phase with
+``--decoder-steps N --resume`` (:data:`LATER_PHASES`). With ``base`` (a model other than the teacher, e.g. SAM-B pruned toward
 SAM-H) the pruned model is the base's encoder with the teacher's prompt encoder and mask decoder;
 phase 1 aligns intermediate features only when the two encoders have the same depth and bottleneck
 widths, else the final embedding alone. Files under ``out`` (rank 0 only under torchrun):
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -62,9 +66,13 @@ SCHEDULES: dict[str, list[tuple[list[str], str]]] = {
 CHECKPOINT, STEP1, MODEL, LOG = "checkpoint.pt", "step1.safetensors", "model.safetensors", "log.jsonl"
 #: settings of where a job runs, not of what it computes: left out of the resume fingerprint
 RUN_ONLY = ("device",)
+#: settings of phases after the encoder's: left out of the resume fingerprint, so a finished (or
+#: interrupted) job continues with a decoder phase added (``--decoder-steps N --resume``); a job stopped
+#: inside its decoder phase resumes only with the same value (:func:`_resume_state`)
+LATER_PHASES = ("decoder_steps", "decoder_lr")
 #: settings added after jobs were recorded: left out of the record while they have this value, so
 #: older checkpoints resume and older reports are reused
-ABSENT = {"image_size": None}
+ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4}
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class CompressConfig:
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
     image_size: int | None = None  # the student's input size (None: the teacher's; see models/regrid.py)
+    decoder_steps: int = 0  # steps of the last phase tuning the mask decoder (0: the teacher's decoder as is)
+    decoder_lr: float = 1e-4  # its peak learning rate (a trained decoder is fine-tuned, not distilled from scratch)
     device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:
@@ -104,15 +114,16 @@ class CompressConfig:
             raise UsageError(f"unknown scope {self.scope!r}; choose local or global")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.val_every < 0:
-            raise UsageError(f"val_every must be >= 0, got {self.val_every}")
+        if self.val_every < 0 or self.decoder_steps < 0:
+            raise UsageError(f"val_every and decoder_steps must be >= 0, got {self.val_every} and {self.decoder_steps}")
         for k in ("steps", "batch", "accum", "importance_images", "eval_images", "val_images"):
             if getattr(self, k) < 1:
                 raise UsageError(f"{k} must be >= 1, got {getattr(self, k)}")
         if self.engine not in ENGINES:
             raise UsageError(f"unknown pruning engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
-        if self.sigma < 0 or self.lr <= 0:
-            raise UsageError("sigma must be >= 0 and lr > 0")
+        if not (0 <= self.sigma < math.inf and 0 < self.lr < math.inf and 0 < self.decoder_lr < math.inf):
+            raise UsageError(f"--sigma must be a finite number >= 0 and --lr / --decoder-lr finite numbers > 0, got "
+                             f"{self.sigma}, {self.lr} and {self.decoder_lr}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
             raise UsageError(f"--image-size must be a positive number of pixels, got {self.image_size!r}")
 
@@ -139,6 +150,30 @@ class CompressConfig:
     def phase_units(self) -> list[list]:
         """Units pruned before each distillation phase."""
         return [units for units, _ in SCHEDULES[self.schedule]]
+
+    def phases(self, aligned: bool = True) -> list[tuple[list[str], str]]:
+        """``(units pruned before it, mode)`` of every phase: the schedule's (phase 1 aligns the final
+        embedding alone when the model is not ``aligned`` with the teacher's intermediate features),
+        then ``"decoder"`` with ``decoder_steps``.
+
+        Example:
+            >>> [m for _, m in CompressConfig(0.5, decoder_steps=10).phases()]
+            ['bottleneck', 'embedding', 'decoder']
+            >>> [m for _, m in CompressConfig(0.5, schedule="one-step").phases(aligned=False)]
+            ['final']
+        """
+        out = [(units, "final" if mode == "bottleneck" and not aligned else mode)
+               for units, mode in SCHEDULES[self.schedule]]
+        return out + ([([], "decoder")] if self.decoder_steps else [])
+
+    def phase_schedule(self, mode: str) -> tuple[int, float]:
+        """``(optimiser steps, peak learning rate)`` of a phase of ``mode``.
+
+        Example:
+            >>> CompressConfig(0.5, steps=40, lr=1e-3, decoder_steps=10).phase_schedule("decoder")
+            (10, 0.0001)
+        """
+        return (self.decoder_steps, self.decoder_lr) if mode == "decoder" else (self.steps, self.lr)
 
 
 def _units(kinds: list[str], spec: ModelSpec) -> list:
@@ -297,6 +332,11 @@ class _Job:
     def last(self) -> int:
         return len(self.phases) - 1
 
+    @property
+    def last_encoder(self) -> int:
+        """The last phase that trains the encoder (its best weights start the decoder phase)."""
+        return max(i for i, (_, mode) in enumerate(self.phases) if mode != "decoder")
+
 
 def _job(cfg: CompressConfig, out: Path, device: torch.device, bf16_native: bool | None, *,
          teacher: tuple[Any, ModelSpec], source: ImageSource, teacher_id: str,
@@ -331,7 +371,8 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
     main = runtime.is_main()
     out.mkdir(parents=True, exist_ok=True)
     t_weights = teacher_fingerprint(t_sam, t_spec)  # the same path with retrained weights is another teacher
-    fingerprint = json.dumps({"config": cfg.identity(), "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
+    encoder_config = {k: v for k, v in cfg.identity().items() if k not in LATER_PHASES}
+    fingerprint = json.dumps({"config": encoder_config, "teacher": teacher_id, "teacher_spec": t_spec.to_dict(),
                               "teacher_weights": t_weights,
                               "base": base_id if base else None, "base_spec": b_spec.to_dict() if base else None,
                               "cached": cache_dir is not None, "data": source.describe()}, sort_keys=True)
@@ -344,7 +385,7 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
     targets = TeacherEmbeddings(t_sam, cache_dir, key=t_weights if cache_dir else "",
                                 bf16=cfg.bf16)
     validator = Validator(cfg.val_every, cfg.val_images, cfg.val_seed, t_spec.image_size)
-    state = _resume_state(out / CHECKPOINT, fingerprint) if resume else None
+    state = _resume_state(out / CHECKPOINT, fingerprint, cfg) if resume else None
     if main and not resume:  # a fresh start: no stale checkpoint or log lines
         for name in (CHECKPOINT, LOG):
             (out / name).unlink(missing_ok=True)
@@ -353,8 +394,7 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
     log.write({"event": "resume" if state else "start", "config": cfg.record(), "teacher": teacher_id,
                "base": base_id if base else None, "world_size": runtime.world_size()})
     # without intermediate features to align with (another teacher architecture) phase 1 aligns the embedding
-    phases = [(units, "final" if mode == "bottleneck" and not aligned else mode)
-              for units, mode in SCHEDULES[cfg.schedule]]
+    phases = cfg.phases(aligned)
     job = _Job(cfg, out, device, main, t_sam, t_spec, b_sam, b_spec, t_weights, fingerprint, target, targets,
                validator, log, phases, t0)
     # at another input size the teacher's q/k/v and MLP features live on another token grid: phase 1
@@ -370,7 +410,7 @@ def _restore(job: _Job, state: dict) -> int:
     job.student = build_sam(job.spec, device=job.device)  # before its optimiser state is loaded (distill)
     job.student.load_state_dict(state["model"])
     job.validator.load_state_dict(state.get("validator"))
-    if phase == 1:
+    if job.phases[phase][1] == "embedding":  # its block-output target
         from ..models.io import load_model
 
         job.step1 = load_model(job.out / STEP1)[0].to(job.device).requires_grad_(False)
@@ -382,9 +422,12 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
     """Phase ``p``: prune (unless resumed inside it), distil with checkpoints and validation, and
     after phase 0 of several keep the step-1 model."""
     cfg, (units, mode) = job.cfg, job.phases[p]
-    dspec = DistillSpec(mode, steps=cfg.steps, lr=cfg.lr, batch=cfg.batch, accum=cfg.accum,
+    steps, lr = cfg.phase_schedule(mode)
+    dspec = DistillSpec(mode, steps=steps, lr=lr, batch=cfg.batch, accum=cfg.accum,
                         inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16)
-    if resumed is None:
+    if resumed is None and mode == "decoder":
+        _start_decoder_phase(job, p)
+    elif resumed is None:
         src, src_spec = (copy.deepcopy(job.b_sam), job.b_spec) if p == 0 else (job.student, job.spec)
         src.requires_grad_(True)
         keep = importance_keep(src, src_spec, job.target, cfg, _units(units, src_spec), source, job.t_sam,
@@ -399,24 +442,34 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
                 "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": torch.get_rng_state(), "validator": job.validator.state_dict(),
-                "fingerprint": job.fingerprint, "elapsed_s": time.time() - job.t0})
+                "fingerprint": job.fingerprint, "later_phases": {k: getattr(cfg, k) for k in LATER_PHASES},
+                "elapsed_s": time.time() - job.t0})
 
     def step_cb(step, losses):
-        job.log.step(p, step, cfg.steps, len(job.phases), losses)
-        if job.validator.due(step, cfg.steps):
-            miou = job.validator(student, p, step, final_phase=p == job.last)
+        job.log.step(p, step, steps, len(job.phases), losses)
+        if job.validator.due(step, steps):
+            miou = job.validator(student, p, step, final_phase=p >= job.last_encoder)
             job.log.write({"event": "val", "phase": p, "step": step, "point_miou": miou})
         if on_step is not None:
             on_step(p, step, losses)
 
-    if resumed is None or int(resumed["step"]) < cfg.steps:
+    if resumed is None or int(resumed["step"]) < steps:
         distill(student, dspec, teacher=job.t_sam, source=source,
                 inter_teacher=job.step1 if mode == "embedding" else job.bottleneck_teacher, state=resumed, save=save,
                 checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=job.targets)
-    if p == 0 and len(job.phases) > 1:
+    if p == 0 and any(m == "embedding" for _, m in job.phases):  # phase 2 aligns block outputs with it
         if job.main:
             save_model(student, spec, job.out / STEP1)
         job.step1 = copy.deepcopy(student).eval().requires_grad_(False)
+
+
+def _start_decoder_phase(job: _Job, p: int) -> None:
+    """Enter the decoder phase from the best validated weights of the last encoder phase (when
+    validation is on), measured again as the phase's step 0: the untuned decoder stays a candidate
+    for ``model.safetensors``."""
+    if job.validator.select(job.student, job.last_encoder) is not None:
+        miou = job.validator(job.student, p, 0, final_phase=True)
+        job.log.write({"event": "val", "phase": p, "step": 0, "point_miou": miou})
 
 
 def _finish(job: _Job, bf16_native: bool | None, *, teacher_id: str, source: ImageSource, base_id: str | None,
@@ -442,11 +495,16 @@ def _finish(job: _Job, bf16_native: bool | None, *, teacher_id: str, source: Ima
     return report
 
 
-def _resume_state(path: Path, fingerprint: str) -> dict | None:
+def _resume_state(path: Path, fingerprint: str, cfg: CompressConfig) -> dict | None:
+    """The checkpoint's state if it continues this job: the same encoder configuration, and — when
+    it was written inside the decoder phase — the same :data:`LATER_PHASES` settings (one line otherwise)."""
     if not path.exists():
         return None
     state = load_checkpoint(path)
-    if state.get("fingerprint") != fingerprint:
+    n_encoder = len(SCHEDULES[cfg.schedule])
+    in_decoder = int(state.get("phase", 0)) >= n_encoder
+    later = {k: getattr(cfg, k) for k in LATER_PHASES}
+    if state.get("fingerprint") != fingerprint or (in_decoder and state.get("later_phases") != later):
         raise CheckpointError(f"{path}: was written by a job with another configuration (teacher, data or "
                               "settings differ); use the same flags or another --out")
     return state

@@ -12,6 +12,10 @@ import json
 from pathlib import Path
 
 
+#: the losses shown beside the bar (the log keeps every value)
+LABELS = {"loss": "loss", "embed": "emb", "inter": "inter", "mask": "mask", "iou": "iou"}
+
+
 class JobLog:
     """JSONL records in ``path`` + a rich progress bar on stderr (``enabled=False``: neither)."""
 
@@ -33,7 +37,7 @@ class JobLog:
                 f.write(json.dumps(record, default=str) + "\n")
 
     def step(self, phase: int, step: int, steps: int, n_phases: int, losses: dict) -> None:
-        info = f"loss {losses['loss']:.5f} emb {losses['embed']:.5f} inter {losses['inter']:.5f}"
+        info = " ".join(f"{LABELS.get(k, k)} {float(v):.5f}" for k, v in losses.items() if k in LABELS)
         self.bar.update(self.task, description=f"phase {phase + 1}/{n_phases}", total=steps,
                         completed=step, info=info)
         self.write({"event": "step", "phase": phase, "step": step,

@@ -106,13 +106,24 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = [f"# Compression report ({r['teacher_id']})", "",
              f"ratio {c['ratio']}, schedule {c['schedule']}, importance {c['importance']} (sigma {c['sigma']}), "
              f"scope {c['scope']}, {c['steps']} steps per phase, global attention "
-             f"{c.get('global_attention', 'keep')}, {r['elapsed_s']} s", "",
+             f"{c.get('global_attention', 'keep')}{_decoder_words(c)}, {r['elapsed_s']} s", "",
              "| | teacher | student |", "|---|---|---|"]
     lines += [f"| {name} | {a:,} | {b:,} |" if isinstance(a, int) else f"| {name} | {a} | {b} |" for name, a, b in rows]
     lines += ["", f"student MLP widths {s['mlp_dims']}, head dims {s['head_dims']}; "
               f"mIoU on {s['miou']['n_images']} held-out procedural images (seed {s['miou']['seed']})", ""]
     lines += [line for line in _extra_lines(r) if line]
     return "\n".join(lines) + "\n"
+
+
+def _decoder_words(c: dict[str, Any]) -> str:
+    """How the student's mask decoder was made (the teacher's, or tuned for N steps).
+
+    Example:
+        >>> _decoder_words({"decoder_steps": 30})
+        ", mask decoder tuned on the teacher's masks for 30 steps (lr 0.0001)"
+    """
+    n = c.get("decoder_steps", 0)
+    return f", mask decoder tuned on the teacher's masks for {n} steps (lr {c.get('decoder_lr', 1e-4)})" if n else ""
 
 
 def _blocks(summary: dict[str, Any]) -> str:

@@ -436,7 +436,8 @@ def render(result: dict[str, Any], plot_name: str = "speed/routes.png") -> str:
     s = result["settings"]
     lines += ["", "## The sam-mini analogues", "",
               f"`compress` of the shipped sam-mini (256 px teacher) with ratio {s['ratio']}, {s['steps']} steps per "
-              f"phase, lr {s['lr']}, alternate slimming + disturbed Taylor, {result['images']} procedural images, at "
+              f"phase, lr {s['lr']}, alternate slimming + disturbed Taylor{_decoder_phase(s)}, {result['images']} "
+              "procedural images, at "
               "each size (`--image-size`) and attention (`--global-attention`); each exported (fp32 + int8, "
               f"calibrated on procedural images) and evaluated on {result['accuracy_images']} held-out procedural "
               "images through the runtime and precision of the row.", "",
@@ -559,6 +560,17 @@ def measure_latency(a: argparse.Namespace, ok: Sequence[tuple[str, str]], base: 
     return out
 
 
+def _decoder_phase(settings: dict[str, Any]) -> str:
+    """The analogues' decoder phase in words (none: the teacher's decoder).
+
+    Example:
+        >>> _decoder_phase({"decoder_steps": 200, "decoder_lr": 1e-4})
+        ', then a mask-decoder phase of 200 steps (lr 0.0001, `--decoder-steps`)'
+    """
+    n = settings.get("decoder_steps", 0)
+    return f", then a mask-decoder phase of {n} steps (lr {settings.get('decoder_lr', 1e-4)}, `--decoder-steps`)" if n else ""
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry (``python scripts/speed.py --help``)."""
     from ..bench.harness import BenchConfig
@@ -585,6 +597,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ratio", type=float, default=DEMO_SETTINGS["ratio"])
     ap.add_argument("--steps", type=int, default=DEMO_SETTINGS["steps"], help="distillation steps per phase")
     ap.add_argument("--lr", type=float, default=DEMO_SETTINGS["lr"])
+    ap.add_argument("--decoder-steps", type=int, default=0,
+                    help="steps of each analogue's mask-decoder phase (compress --decoder-steps; 0: the teacher's decoder)")
+    ap.add_argument("--decoder-lr", type=float, default=1e-4, help="its peak learning rate (compress --decoder-lr)")
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
@@ -613,7 +628,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if a.latency_only:
         _say(f"timed {len(latency['rows'])} rows into {a.workdir / 'latency.json'}")
         return latency
-    settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr}
+    settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr,
+                **({"decoder_steps": a.decoder_steps, "decoder_lr": a.decoder_lr} if a.decoder_steps else {})}
     minis = students([s * MINI_SIZE // TEACHER_SIZE for s in a.sizes], a.attentions, a.students, a.workdir,
                      settings, a.images, a.threads, a.reuse, _say, compress=not a.no_compress)
     accuracy = measure_accuracy(minis, ok, a.accuracy_images, _say)

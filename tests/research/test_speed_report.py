@@ -184,3 +184,29 @@ def test_render_only_recomputes_from_the_json_and_names_the_timing_run(tmp_path)
     md = out.read_text()
     assert "with the timings of an earlier `python scripts/speed.py --latency-only`" in md
     assert "MobileSAM openvino/int8:** 2.0 fps" in md and "serial encoder + one prompt: 4.3 fps" in md
+
+
+def test_decoder_steps_reach_the_analogues_settings_and_the_page(tmp_path, monkeypatch):
+    from slimsam_edge.research import resolution_report
+
+    seen = {}
+    monkeypatch.setattr(sr, "measure_latency", lambda a, ok, base: {
+        "rows": BENCH, "loadavg_start": "0.1", "loadavg_end": "0.2", "peer": str(tmp_path / "peer"), "bundles": {}})
+    monkeypatch.setattr(sr, "students", lambda sizes, attentions, sdir, wdir, settings, *a, compress=True:
+                        seen.setdefault("settings", settings) and {})
+    monkeypatch.setattr(sr, "measure_accuracy", lambda minis, ok, limit, say: ACCURACY)
+    monkeypatch.setattr(sr, "video_rows", lambda *a: [])
+    out = tmp_path / "speed.md"
+    sr.main(["--out", str(out), "--decoder-steps", "200", "--steps", "240"])
+    assert seen["settings"]["decoder_steps"] == 200 and seen["settings"]["decoder_lr"] == 1e-4
+    assert "then a mask-decoder phase of 200 steps (lr 0.0001, `--decoder-steps`)" in out.read_text()
+    # a run finished without the decoder phase is not an analogue of these settings (it is continued)
+    done = tmp_path / "mini-192"
+    done.mkdir()
+    (done / "model.safetensors").write_bytes(b"w")
+    from slimsam_edge.compress.pipeline import CompressConfig
+
+    plain = {"ratio": 0.5, "steps": 240, "lr": 1e-3, "eval_images": 16}
+    (done / "report.json").write_text(json.dumps({"config": CompressConfig(image_size=192, **plain).identity()}))
+    assert resolution_report.finished_run(done, plain, 192)
+    assert not resolution_report.finished_run(done, seen["settings"], 192)
