@@ -6,8 +6,9 @@ was trained on; a student of a smaller input size (``compress --image-size``) or
 global attention hands it a coarser or differently built embedding (a 12x12 grid where it learned
 16x16), and the masks lose detail the embedding MSE does not measure.
 
-This phase (``compress --decoder-steps N``, distillation mode ``"decoder"``) freezes the encoder and
-trains the mask decoder on the teacher's answers — no labels: for each image, random point prompts
+This phase (``compress --decoder-steps N``, distillation mode ``"decoder"``) trains the mask decoder
+(with ``--decoder-trains encoder+decoder`` the image encoder too, through the decoder) on the
+teacher's answers — no labels: for each image, random point prompts
 (``PROMPTS_PER_IMAGE``) and the boxes around the teacher's masks for them go to both models; the
 student's four low-resolution mask logits, upsampled to the teacher's low-resolution size, are pulled
 toward the teacher's (binary cross-entropy against the teacher's probabilities plus a soft Dice term)

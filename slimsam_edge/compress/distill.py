@@ -65,6 +65,7 @@ class DistillSpec:
     relative_inter: bool = True  # intermediate MSE divided by the teacher feature's mean square
     offset: int = 0  # first image index of this phase
     bf16: bool = False  # forwards under bf16 autocast
+    decoder_trains: str = "decoder"  # "decoder" mode: what the mask loss trains (see DECODER_TRAINS)
 
     def inter_weight_at(self, step: int) -> float:
         """Weight of the intermediate terms at ``step`` (0-based).
@@ -87,9 +88,15 @@ class DistillSpec:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def trainable(student: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
-    """The parameters a phase of ``mode`` trains: the mask decoder's in ``"decoder"``, else the image
-    encoder's (the prompt encoder and whatever is not listed stay as they are).
+#: what the ``"decoder"`` mode's mask loss trains: the mask decoder alone, or it and the image encoder
+#: (the encoder then learns from the teacher's masks through the decoder, prompt in the loop)
+DECODER_TRAINS = {"decoder": ("mask_decoder",), "encoder+decoder": ("image_encoder", "mask_decoder")}
+
+
+def trainable(student: torch.nn.Module, mode: str, decoder_trains: str = "decoder") -> list[torch.nn.Parameter]:
+    """The parameters a phase of ``mode`` trains: in ``"decoder"`` those of :data:`DECODER_TRAINS`
+    ``[decoder_trains]``, else the image encoder's (the prompt encoder and whatever is not listed
+    stay as they are).
 
     Example:
         >>> from slimsam_edge.models.build import build_sam
@@ -97,9 +104,11 @@ def trainable(student: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
         >>> sam = build_sam(PRESETS["sam_mini"])
         >>> len(trainable(sam, "decoder")) == len(list(sam.mask_decoder.parameters()))
         True
+        >>> len(trainable(sam, "decoder", "encoder+decoder")) == len(trainable(sam, "decoder")) + len(trainable(sam, "final"))
+        True
     """
-    module = student.mask_decoder if mode == "decoder" else student.image_encoder
-    return list(module.parameters())
+    names = DECODER_TRAINS[decoder_trains] if mode == "decoder" else ("image_encoder",)
+    return [p for name in names for p in getattr(student, name).parameters()]
 
 
 def hooked_modules(sam: torch.nn.Module, mode: str) -> list[torch.nn.Module]:
@@ -197,13 +206,14 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
 
 def _decoder_step(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, *, teacher: torch.nn.Module,
                   targets: TeacherEmbeddings, images: list | None, indices: list[int]) -> dict[str, torch.Tensor]:
-    """The ``"decoder"`` mode's loss: both embeddings without gradients (the encoder is frozen),
-    then :func:`~.decoder_tune.decoder_loss` under autocast when ``spec.bf16``."""
+    """The ``"decoder"`` mode's loss: the teacher's embedding, the student's (with gradients only
+    when its encoder trains too), then :func:`~.decoder_tune.decoder_loss`; forwards under autocast
+    when ``spec.bf16``."""
     from .decoder_tune import decoder_loss
 
     kind = x.device.type
     t_emb = targets(images, x, None)
-    with torch.no_grad(), autocast(spec.bf16, kind):
+    with torch.set_grad_enabled("image_encoder" in DECODER_TRAINS[spec.decoder_trains]), autocast(spec.bf16, kind):
         s_emb = student.image_encoder(resize_input(x, student.image_encoder.img_size))
     with autocast(spec.bf16, kind):
         return decoder_loss(student, teacher, s_emb.float(), t_emb.float(), indices)
@@ -212,7 +222,7 @@ def _decoder_step(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, 
 def make_optimizer(student: torch.nn.Module, spec: DistillSpec):
     """AdamW over what ``spec.mode`` trains (:func:`trainable`: the image encoder, or the mask decoder
     in ``"decoder"``; the rest is frozen) + schedule."""
-    params = trainable(student, spec.mode)
+    params = trainable(student, spec.mode, spec.decoder_trains)
     for p in student.parameters():
         p.requires_grad_(False)
     for p in params:
@@ -264,7 +274,7 @@ def distill(student: torch.nn.Module, spec: DistillSpec, *, teacher: torch.nn.Mo
     if inter_teacher is not None:
         inter_teacher.eval()
     student.train()
-    params = trainable(student, spec.mode)
+    params = trainable(student, spec.mode, spec.decoder_trains)
     for step in range(start, spec.steps):
         opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}

@@ -3,7 +3,7 @@
 Schedules (:data:`SCHEDULES`): ``alternate`` (SlimSAM): embedding pruning + bottleneck aligning,
 then bottleneck pruning + embedding aligning; ``one-step``: everything pruned at once, then
 embedding distillation. With ``decoder_steps`` (``compress --decoder-steps``) a last phase tunes the
-student's mask decoder on the teacher's masks with the encoder frozen (:mod:`.decoder_tune`), starting
+student's mask decoder (``decoder_trains``: and the encoder) on the teacher's masks (:mod:`.decoder_tune`), starting
 from the best validated weights of the encoder's last phase; a finished job gains that phase with
 ``--decoder-steps N --resume`` (:data:`LATER_PHASES`). With ``base`` (a model other than the teacher, e.g. SAM-B pruned toward
 SAM-H) the pruned model is the base's encoder with the teacher's prompt encoder and mask decoder;
@@ -47,7 +47,7 @@ from .attention import global_attention
 from .cache import TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
 from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
-from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
+from .distill import DECODER_TRAINS, DistillSpec, distill, load_checkpoint, save_checkpoint
 from .importance import importance_keep, make_criterion
 from .job import ENGINES
 from .progress import JobLog
@@ -69,10 +69,10 @@ RUN_ONLY = ("device",)
 #: settings of phases after the encoder's: left out of the resume fingerprint, so a finished (or
 #: interrupted) job continues with a decoder phase added (``--decoder-steps N --resume``); a job stopped
 #: inside its decoder phase resumes only with the same value (:func:`_resume_state`)
-LATER_PHASES = ("decoder_steps", "decoder_lr")
+LATER_PHASES = ("decoder_steps", "decoder_lr", "decoder_trains")
 #: settings added after jobs were recorded: left out of the record while they have this value, so
 #: older checkpoints resume and older reports are reused
-ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4}
+ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4, "decoder_trains": "decoder"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class CompressConfig:
     image_size: int | None = None  # the student's input size (None: the teacher's; see models/regrid.py)
     decoder_steps: int = 0  # steps of the last phase tuning the mask decoder (0: the teacher's decoder as is)
     decoder_lr: float = 1e-4  # its peak learning rate (a trained decoder is fine-tuned, not distilled from scratch)
+    decoder_trains: str = "decoder"  # what its mask loss trains: see distill.DECODER_TRAINS
     device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:
@@ -114,6 +115,8 @@ class CompressConfig:
             raise UsageError(f"unknown scope {self.scope!r}; choose local or global")
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.decoder_trains not in DECODER_TRAINS:
+            raise UsageError(f"unknown --decoder-trains {self.decoder_trains!r}; choose one of: {', '.join(DECODER_TRAINS)}")
         if self.val_every < 0 or self.decoder_steps < 0:
             raise UsageError(f"val_every and decoder_steps must be >= 0, got {self.val_every} and {self.decoder_steps}")
         for k in ("steps", "batch", "accum", "importance_images", "eval_images", "val_images"):
@@ -424,7 +427,8 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
     cfg, (units, mode) = job.cfg, job.phases[p]
     steps, lr = cfg.phase_schedule(mode)
     dspec = DistillSpec(mode, steps=steps, lr=lr, batch=cfg.batch, accum=cfg.accum,
-                        inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16)
+                        inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16,
+                        decoder_trains=cfg.decoder_trains)
     if resumed is None and mode == "decoder":
         _start_decoder_phase(job, p)
     elif resumed is None:

@@ -88,3 +88,15 @@ def test_the_decoder_phase_trains_only_the_mask_decoder_and_lowers_its_loss():
     after = student.state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     assert not torch.equal(after["mask_decoder.iou_token.weight"], teacher.mask_decoder.iou_token.weight)
+
+
+def test_encoder_and_decoder_learn_from_the_masks_when_asked(teacher):
+    """``decoder_trains="encoder+decoder"``: the mask loss reaches the encoder (prompt in the loop);
+    the prompt encoder stays as it was."""
+    student, _ = resample_model(copy.deepcopy(teacher), SPEC, 32)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    distill(student, DistillSpec("decoder", steps=2, lr=1e-2, batch=1, decoder_trains="encoder+decoder"),
+            teacher=teacher, source=ImageSource.procedural(count=4, size=64))
+    after = student.state_dict()
+    changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"image_encoder", "mask_decoder"}
