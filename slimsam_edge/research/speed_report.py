@@ -564,11 +564,12 @@ def _decoder_phase(settings: dict[str, Any]) -> str:
     """The analogues' decoder phase in words (none: the teacher's decoder).
 
     Example:
-        >>> _decoder_phase({"decoder_steps": 200, "decoder_lr": 1e-4})
-        ', then a mask-decoder phase of 200 steps (lr 0.0001, `--decoder-steps`)'
+        >>> _decoder_phase({"decoder_steps": 200, "decoder_lr": 1e-4, "decoder_trains": "encoder+decoder"})
+        ", then a mask-decoder phase of 200 steps training the encoder and decoder on the teacher's masks (lr 0.0001, `--decoder-steps`)"
     """
-    n = settings.get("decoder_steps", 0)
-    return f", then a mask-decoder phase of {n} steps (lr {settings.get('decoder_lr', 1e-4)}, `--decoder-steps`)" if n else ""
+    n, trains = settings.get("decoder_steps", 0), settings.get("decoder_trains", "decoder")
+    return (f", then a mask-decoder phase of {n} steps training the {'encoder and ' * (trains != 'decoder')}decoder on "
+            f"the teacher's masks (lr {settings.get('decoder_lr', 1e-4)}, `--decoder-steps`)") if n else ""
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -600,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--decoder-steps", type=int, default=0,
                     help="steps of each analogue's mask-decoder phase (compress --decoder-steps; 0: the teacher's decoder)")
     ap.add_argument("--decoder-lr", type=float, default=1e-4, help="its peak learning rate (compress --decoder-lr)")
+    ap.add_argument("--decoder-trains", default="decoder", choices=("decoder", "encoder+decoder"),
+                    help="what its mask loss trains (compress --decoder-trains)")
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
     ap.add_argument("--video-repeats", type=int, default=3)
@@ -629,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _say(f"timed {len(latency['rows'])} rows into {a.workdir / 'latency.json'}")
         return latency
     settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr,
-                **({"decoder_steps": a.decoder_steps, "decoder_lr": a.decoder_lr} if a.decoder_steps else {})}
+                **({"decoder_steps": a.decoder_steps, "decoder_lr": a.decoder_lr, "decoder_trains": a.decoder_trains}
+                   if a.decoder_steps else {})}
     minis = students([s * MINI_SIZE // TEACHER_SIZE for s in a.sizes], a.attentions, a.students, a.workdir,
                      settings, a.images, a.threads, a.reuse, _say, compress=not a.no_compress)
     accuracy = measure_accuracy(minis, ok, a.accuracy_images, _say)

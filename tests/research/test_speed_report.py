@@ -197,9 +197,10 @@ def test_decoder_steps_reach_the_analogues_settings_and_the_page(tmp_path, monke
     monkeypatch.setattr(sr, "measure_accuracy", lambda minis, ok, limit, say: ACCURACY)
     monkeypatch.setattr(sr, "video_rows", lambda *a: [])
     out = tmp_path / "speed.md"
-    sr.main(["--out", str(out), "--decoder-steps", "200", "--steps", "240"])
+    sr.main(["--out", str(out), "--decoder-steps", "200", "--steps", "240", "--decoder-trains", "encoder+decoder"])
     assert seen["settings"]["decoder_steps"] == 200 and seen["settings"]["decoder_lr"] == 1e-4
-    assert "then a mask-decoder phase of 200 steps (lr 0.0001, `--decoder-steps`)" in out.read_text()
+    assert seen["settings"]["decoder_trains"] == "encoder+decoder"
+    assert "then a mask-decoder phase of 200 steps training the encoder and decoder" in out.read_text()
     # a run finished without the decoder phase is not an analogue of these settings (it is continued)
     done = tmp_path / "mini-192"
     done.mkdir()
