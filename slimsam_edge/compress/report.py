@@ -121,9 +121,12 @@ def _decoder_words(c: dict[str, Any]) -> str:
     Example:
         >>> _decoder_words({"decoder_steps": 30})
         ", mask decoder tuned on the teacher's masks for 30 steps (lr 0.0001)"
+        >>> _decoder_words({"decoder_steps": 30, "decoder_trains": "encoder+decoder"})[:26]
+        ', encoder and mask decoder'
     """
     n = c.get("decoder_steps", 0)
-    return f", mask decoder tuned on the teacher's masks for {n} steps (lr {c.get('decoder_lr', 1e-4)})" if n else ""
+    what = {"encoder+decoder": "encoder and mask decoder"}.get(c.get("decoder_trains", "decoder"), "mask decoder")
+    return f", {what} tuned on the teacher's masks for {n} steps (lr {c.get('decoder_lr', 1e-4)})" if n else ""
 
 
 def _blocks(summary: dict[str, Any]) -> str:
