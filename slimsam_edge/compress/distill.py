@@ -10,8 +10,9 @@ Modes (``DistillSpec.mode``):
   model and on the image embedding against the original teacher; the intermediate weight decays
   linearly to zero.
 - ``"final"`` (one-step schedule): the image-embedding MSE only.
-- ``"decoder"`` (``compress --decoder-steps``): the encoder is frozen and the mask decoder learns
-  the teacher's masks for random prompts (:mod:`.decoder_tune`).
+- ``"decoder"`` (``compress --decoder-steps``): the mask decoder (with ``decoder_trains=
+  "encoder+decoder"`` the encoder too, through it) learns the teacher's masks for random prompts
+  (:mod:`.decoder_tune`).
 
 Intermediate terms are averaged over the aligned tensors; with ``relative_inter`` (default) each
 image's MSE is divided by that image's teacher-feature mean square (:func:`feature_mse`), because
