@@ -724,3 +724,10 @@ def test_a_finished_job_continues_with_a_decoder_phase(tmp_path, teacher, source
         compress(replace(cfg, decoder_steps=3), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
     with pytest.raises(CheckpointError, match="another configuration"):  # nor another decoder lr
         compress(replace(cfg, decoder_lr=1e-3), tmp_path / "run", teacher=(teacher, SPEC), source=source, resume=True)
+
+
+def test_decoder_phase_without_validation_goes_on_from_the_last_weights(tmp_path, teacher, source):
+    rep = compress(_cfg(val_every=0, decoder_steps=2, schedule="one-step"), tmp_path, teacher=(teacher, SPEC),
+                   source=source)
+    assert rep["best"] is None and rep["validation"]["history"] == [] and rep["phase_modes"] == ["final", "decoder"]
+    assert "the last step's weights (validation off)" in (tmp_path / "report.md").read_text()
