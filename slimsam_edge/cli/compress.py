@@ -101,9 +101,8 @@ def compress(
     from ..compress.job import CompressRequest, run_request
 
     settings = dict(importance=importance.value, sigma=sigma, importance_images=importance_images,
-                    scope=scope.value, schedule=schedule.value, steps=steps, decoder_steps=decoder_steps, decoder_lr=decoder_lr,
-                    decoder_trains=decoder_trains.value, batch=batch,
-                    accum=accum, lr=lr,
+                    scope=scope.value, schedule=schedule.value, steps=steps, batch=batch, accum=accum, lr=lr,
+                    decoder_steps=decoder_steps, decoder_lr=decoder_lr, decoder_trains=decoder_trains.value,
                     checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
                     val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
                     global_attention=global_attention.value,

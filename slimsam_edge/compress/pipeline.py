@@ -169,6 +169,15 @@ class CompressConfig:
                for units, mode in SCHEDULES[self.schedule]]
         return out + ([([], "decoder")] if self.decoder_steps else [])
 
+    def later_phases(self) -> dict[str, Any]:
+        """The :data:`LATER_PHASES` settings (kept in the checkpoint; checked when resuming inside them).
+
+        Example:
+            >>> CompressConfig(0.5, decoder_steps=10).later_phases()["decoder_steps"]
+            10
+        """
+        return {k: getattr(self, k) for k in LATER_PHASES}
+
     def phase_schedule(self, mode: str) -> tuple[int, float]:
         """``(optimiser steps, peak learning rate)`` of a phase of ``mode``.
 
@@ -446,7 +455,7 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
                 "phase": p, "step": step, "model": student.state_dict(), "spec": spec.to_json(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": torch.get_rng_state(), "validator": job.validator.state_dict(),
-                "fingerprint": job.fingerprint, "later_phases": {k: getattr(cfg, k) for k in LATER_PHASES},
+                "fingerprint": job.fingerprint, "later_phases": cfg.later_phases(),
                 "elapsed_s": time.time() - job.t0})
 
     def step_cb(step, losses):
@@ -507,8 +516,7 @@ def _resume_state(path: Path, fingerprint: str, cfg: CompressConfig) -> dict | N
     state = load_checkpoint(path)
     n_encoder = len(SCHEDULES[cfg.schedule])
     in_decoder = int(state.get("phase", 0)) >= n_encoder
-    later = {k: getattr(cfg, k) for k in LATER_PHASES}
-    if state.get("fingerprint") != fingerprint or (in_decoder and state.get("later_phases") != later):
+    if state.get("fingerprint") != fingerprint or (in_decoder and state.get("later_phases") != cfg.later_phases()):
         raise CheckpointError(f"{path}: was written by a job with another configuration (teacher, data or "
                               "settings differ); use the same flags or another --out")
     return state

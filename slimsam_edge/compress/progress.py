@@ -37,7 +37,7 @@ class JobLog:
                 f.write(json.dumps(record, default=str) + "\n")
 
     def step(self, phase: int, step: int, steps: int, n_phases: int, losses: dict) -> None:
-        info = " ".join(f"{LABELS.get(k, k)} {float(v):.5f}" for k, v in losses.items() if k in LABELS)
+        info = " ".join(f"{LABELS[k]} {float(v):.5f}" for k, v in losses.items() if k in LABELS)
         self.bar.update(self.task, description=f"phase {phase + 1}/{n_phases}", total=steps,
                         completed=step, info=info)
         self.write({"event": "step", "phase": phase, "step": step,

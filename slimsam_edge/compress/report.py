@@ -106,7 +106,8 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = [f"# Compression report ({r['teacher_id']})", "",
              f"ratio {c['ratio']}, schedule {c['schedule']}, importance {c['importance']} (sigma {c['sigma']}), "
              f"scope {c['scope']}, {c['steps']} steps per phase, global attention "
-             f"{c.get('global_attention', 'keep')}{_decoder_words(c)}, {r['elapsed_s']} s", "",
+             f"{c.get('global_attention', 'keep')}{', ' + decoder_phase_words(c) if c.get('decoder_steps') else ''}, "
+             f"{r['elapsed_s']} s", "",
              "| | teacher | student |", "|---|---|---|"]
     lines += [f"| {name} | {a:,} | {b:,} |" if isinstance(a, int) else f"| {name} | {a} | {b} |" for name, a, b in rows]
     lines += ["", f"student MLP widths {s['mlp_dims']}, head dims {s['head_dims']}; "
@@ -115,18 +116,18 @@ def _markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _decoder_words(c: dict[str, Any]) -> str:
-    """How the student's mask decoder was made (the teacher's, or tuned for N steps).
+def decoder_phase_words(c: dict[str, Any]) -> str:
+    """A job's decoder phase in words, from its recorded settings ``c`` (``decoder_steps`` > 0; the
+    compress report and the speed report's analogues both say it this way).
 
     Example:
-        >>> _decoder_words({"decoder_steps": 30})
-        ", mask decoder tuned on the teacher's masks for 30 steps (lr 0.0001)"
-        >>> _decoder_words({"decoder_steps": 30, "decoder_trains": "encoder+decoder"})[:26]
-        ', encoder and mask decoder'
+        >>> decoder_phase_words({"decoder_steps": 30})
+        "mask decoder tuned on the teacher's masks for 30 steps (lr 0.0001)"
+        >>> decoder_phase_words({"decoder_steps": 30, "decoder_trains": "encoder+decoder"})[:24]
+        'encoder and mask decoder'
     """
-    n = c.get("decoder_steps", 0)
     what = {"encoder+decoder": "encoder and mask decoder"}.get(c.get("decoder_trains", "decoder"), "mask decoder")
-    return f", {what} tuned on the teacher's masks for {n} steps (lr {c.get('decoder_lr', 1e-4)})" if n else ""
+    return f"{what} tuned on the teacher's masks for {c['decoder_steps']} steps (lr {c.get('decoder_lr', 1e-4)})"
 
 
 def _blocks(summary: dict[str, Any]) -> str:

@@ -5,8 +5,8 @@ with the one evaluator (:func:`~slimsam_edge.eval.evaluate.evaluate_sam`) on
 ``n_images`` held-out procedural images (``compress`` uses seed 1002). Every measurement is kept in
 ``history``; the best one of the *final* phase (earliest step on ties) keeps a copy of its weights,
 which become ``model.safetensors``. With a decoder phase (``--decoder-steps``) the encoder's last
-phase is tracked as well: its best weights start the decoder phase, whose best then replaces them. The whole state goes into ``checkpoint.pt`` so a resumed job
-selects exactly as an uninterrupted one.
+phase is tracked as well: its best weights start the decoder phase, whose best then replaces them.
+The whole state goes into ``checkpoint.pt`` so a resumed job selects exactly as an uninterrupted one.
 
 The report's held-out mIoU uses images of seed 1001, so ``compress`` selects on seed 1002 by
 default: the selection never sees the report's images. A model on a GPU is measured there (the

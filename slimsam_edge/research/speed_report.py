@@ -562,15 +562,15 @@ def measure_latency(a: argparse.Namespace, ok: Sequence[tuple[str, str]], base: 
 
 
 def _decoder_phase(settings: dict[str, Any]) -> str:
-    """The analogues' decoder phase in words (none: the teacher's decoder).
+    """The analogues' decoder phase in the compress report's words (none: the teacher's decoder).
 
     Example:
         >>> _decoder_phase({"decoder_steps": 200, "decoder_lr": 1e-4, "decoder_trains": "encoder+decoder"})
-        ", then a mask-decoder phase of 200 steps training the encoder and decoder on the teacher's masks (lr 0.0001, `--decoder-steps`)"
+        ", then (`--decoder-steps`) the encoder and mask decoder tuned on the teacher's masks for 200 steps (lr 0.0001)"
     """
-    n, trains = settings.get("decoder_steps", 0), settings.get("decoder_trains", "decoder")
-    return (f", then a mask-decoder phase of {n} steps training the {'encoder and ' * (trains != 'decoder')}decoder on "
-            f"the teacher's masks (lr {settings.get('decoder_lr', 1e-4)}, `--decoder-steps`)") if n else ""
+    from ..compress.report import decoder_phase_words
+
+    return f", then (`--decoder-steps`) the {decoder_phase_words(settings)}" if settings.get("decoder_steps") else ""
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -200,7 +200,7 @@ def test_decoder_steps_reach_the_analogues_settings_and_the_page(tmp_path, monke
     sr.main(["--out", str(out), "--decoder-steps", "200", "--steps", "240", "--decoder-trains", "encoder+decoder"])
     assert seen["settings"]["decoder_steps"] == 200 and seen["settings"]["decoder_lr"] == 1e-4
     assert seen["settings"]["decoder_trains"] == "encoder+decoder"
-    assert "then a mask-decoder phase of 200 steps training the encoder and decoder" in out.read_text()
+    assert "then (`--decoder-steps`) the encoder and mask decoder tuned on the teacher's masks for 200 steps" in out.read_text()
     # a run finished without the decoder phase is not an analogue of these settings (it is continued)
     done = tmp_path / "mini-192"
     done.mkdir()
