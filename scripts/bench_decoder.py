@@ -12,14 +12,14 @@ which the configurations run interleaved (the order rotates each round).
    SxS input, cropped, resized, transposed back, thresholded) vs ``transforms.upscale_masks``
    (what ``EdgePredictor`` runs), for C = 1 (``multimask_output=False``) and C = 3, with the
    agreement of their binary masks;
-2. the decoder graph alone, every mask token (``mask_decoder_lowres``) vs one computing only token
-   0's mask (``--no-first-mask`` skips that export)
+2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``)
+   vs segment-anything's ``predict_masks`` as it is (the graph before issue 18)
    (``openvino/...:dynamic``: OpenVINO without its static axis-0 compiles, as before issue 18);
 3. ``EdgePredictor.predict`` per prompt (decoder + postprocessing) for each runtime/precision,
-   single- and multi-mask, next to the decoder + the plain postprocessing;
+   single- and multi-mask, next to segment-anything's graph + the plain postprocessing;
 4. batched prompts: ``predict_batch`` of ``--batch`` prompts per prompt vs one ``predict`` each;
 5. (sam-mini, the shipped trained weights) mask agreement of every runtime/precision and graph
-   with openvino/fp32 on real embeddings.
+   with segment-anything's graph on openvino/fp32 on real embeddings.
 
     python scripts/bench_decoder.py --models sam-mini p77 --rounds 7 --json /tmp/bench-decoder.json
 """
@@ -42,46 +42,27 @@ from slimsam_edge.runtimes import RunnerOptions, open_runner
 from slimsam_edge.transforms import ResizeLongestSide, postprocess_masks, upscale_masks
 
 PRESETS = {"sam-mini": "sam_mini", "p77": "vit_p77"}
+FACTORED, SAM = "factored", "segment-anything"
 
 
-def first_mask_wrapper():
-    """A LowResDecoder computing only mask token 0's mask (hypernetwork + mask product) and score."""
-    import torch
-
+def lowres_spec(factored: bool):
+    """The low-res decoder graph factored (:mod:`slimsam_edge.models.factored_decoder`, what SAM-sized
+    exports run) or as before issue 18 (segment-anything's ``predict_masks`` as it is)."""
     from slimsam_edge.models import graphs
 
-    class FirstMaskDecoder(graphs.LowResDecoder):
-        def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-            core = self.core
-            dec = core.model.mask_decoder
-            sparse = core._embed_points(point_coords, point_labels)
-            dense = core._embed_masks(mask_input, has_mask_input.reshape(-1, 1, 1, 1))
-            tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
-            tokens = torch.cat((tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
-            src = torch.repeat_interleave(image_embeddings, tokens.shape[0], dim=0) + dense
-            pos = torch.repeat_interleave(core.model.prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
-            b, c, h, w = src.shape
-            hs, src = dec.transformer(src, pos, tokens)
-            up = dec.output_upscaling(src.transpose(1, 2).view(b, c, h, w))
-            hyper = dec.output_hypernetworks_mlps[0](hs[:, 1, :]).unsqueeze(1)
-            b, c, h, w = up.shape
-            masks = (hyper @ up.view(b, c, h * w)).view(b, 1, h, w)
-            return dec.iou_prediction_head(hs[:, 0, :])[:, :1], masks
-
-    graphs.FirstMaskDecoder = FirstMaskDecoder  # make_wrapper finds wrappers by name in graphs
-    return replace(ONNX_SPECS[DECODER_LOWRES], wrapper="FirstMaskDecoder")  # same I/O and name
+    name = "FactoredLowResDecoder" if factored else "SamLowResDecoder"
+    setattr(graphs, name, type(name, (graphs.LowResDecoder,), {"factored": factored}))  # make_wrapper looks here
+    return replace(ONNX_SPECS[DECODER_LOWRES], wrapper=name)  # same I/O and name
 
 
-def export(model: str, workdir: Path, first_mask: bool) -> tuple[dict[str, Path], object, object]:
+def export(model: str, workdir: Path) -> tuple[dict[str, Path], object, object]:
     import torch
 
     from slimsam_edge.exporters.onnx_export import export_onnx
     from slimsam_edge.models.build import build_sam, random_init_
     from slimsam_edge.models.spec import PRESETS as SPECS
 
-    graphs = {"all tokens": ONNX_SPECS[DECODER_LOWRES]}
-    if first_mask:
-        graphs["token 0 only"] = first_mask_wrapper()
+    graphs = {FACTORED: lowres_spec(True), SAM: lowres_spec(False)}
     paths = {name: workdir / f"{model}-{g.wrapper}.onnx" for name, g in graphs.items()}
     if model == "sam-mini":  # the shipped trained weights: masks worth comparing
         from slimsam_edge.assets import require_reference_model
@@ -175,7 +156,7 @@ def runnable(pairs: list[str], path: Path) -> tuple[dict[str, object], dict[str,
 def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    paths, spec, sam = export(model, workdir, not args.no_first_mask)
+    paths, spec, sam = export(model, workdir)
     size = spec.image_size
     hw = tuple(args.image_hw)
     result: dict[str, object] = {"image_size": size, "image_hw": list(hw),
@@ -190,11 +171,13 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
         decoders[variant], miss = runnable(args.pairs, path)
         skipped.update(miss)
     result["skipped"] = skipped
-    preds = {}
-    for pair, runner in decoders["all tokens"].items():
+    def predictor(runner) -> EdgePredictor:
         p = EdgePredictor(None, runner, image_size=size, pixel_mean=(0, 0, 0), pixel_std=(1, 1, 1))
         p.set_embedding(emb)
-        preds[pair] = p
+        return p
+
+    preds = {pair: predictor(r) for pair, r in decoders[FACTORED].items()}
+    plain_preds = {pair: predictor(r) for pair, r in decoders[SAM].items()}
     pts = [np.array([[rng.uniform(0, hw[1]), rng.uniform(0, hw[0])]]) for _ in range(args.prompts)]
     feed = next(iter(preds.values())).prompt_feed(pts[0], np.ones(1))
 
@@ -222,7 +205,8 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
         for mm in (False, True):
             tag = "3 masks" if mm else "1 mask"
             configs[f"{pair} {tag} predict"] = cycle(lambda pt, p=p, mm=mm: p.predict(pt, np.ones(1), multimask_output=mm))
-            configs[f"{pair} {tag} decoder + plain postprocess"] = cycle(plain_predict(p, mm))
+            if pair in plain_preds:
+                configs[f"{pair} {tag} decoder + plain postprocess"] = cycle(plain_predict(plain_preds[pair], mm))
     result["predict_ms"] = interleave(configs, args.rounds, args.prompts)
 
     # 4. batched prompts vs one by one (single mask), per prompt
@@ -239,15 +223,15 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
 
 
 def agreement(sam, spec, decoders: dict[str, dict[str, object]], images: int) -> dict[str, float]:
-    """Mean / min mask IoU against openvino/fp32 with every token, on real embeddings (the trained
-    model's torch encoder on procedural images), 8 one-point prompts per image, all 4 tokens' masks
-    (token 0's for the token-0-only graph) at the original size, through predict()'s postprocessing."""
+    """Mean / min mask IoU against segment-anything's graph on openvino/fp32, on real embeddings (the
+    trained model's torch encoder on procedural images), 8 one-point prompts per image, all 4 tokens'
+    masks at the original size, through predict()'s postprocessing."""
     import torch
 
     from slimsam_edge.data.procedural import generate_sample
     from slimsam_edge.transforms import preprocess
 
-    base = decoders["all tokens"].get("openvino/fp32") or next(iter(decoders["all tokens"].values()))
+    base = decoders[SAM].get("openvino/fp32") or next(iter(decoders[SAM].values()))
     ious: dict[str, list[float]] = {}
     for i in range(images):
         img = generate_sample(100 + i, (480, 640))[0]
@@ -292,12 +276,16 @@ def render(out: dict, command: str) -> str:
         for c, r in res["postprocess_ms"].items():
             a = r["agreement"]
             lines.append(f"| {c} | {r['plain']} | {r['upscale_masks']} | {a['identical_pixels']:.6f} | {a['min_mask_iou']:.4f} |")
-        lines += ["", "Decoder graph alone (one prompt):", "", "| runtime/precision | every token | token 0 only |", "|---|---|---|"]
+        lines += ["", "Decoder graph alone (one prompt; factored = `models/factored_decoder.py`, what exports of "
+                  "SAM-sized decoders run; segment-anything = its `predict_masks` as it is, the graph before issue 18):", "",
+                  "| runtime/precision | segment-anything | factored | ratio |", "|---|---|---|---|"]
         g = res["decoder_graph_ms"]
         for pair in dict.fromkeys(k.split(" ")[0] for k in g):
-            lines.append(f"| {pair} | {g.get(pair + ' all tokens', '–')} | {g.get(pair + ' token 0 only', '–')} |")
-        lines += ["", "`predict()` per prompt, decoder + postprocessing (plain = the decoder + the postprocessing "
-                  "before issue 18):", "",
+            old, new = g.get(f"{pair} {SAM}"), g.get(f"{pair} {FACTORED}")
+            ratio = f"{old / new:.2f}x" if old and new else "–"
+            lines.append(f"| {pair} | {old or '–'} | {new or '–'} | {ratio} |")
+        lines += ["", "`predict()` per prompt, decoder + postprocessing (plain = segment-anything's decoder graph + "
+                  "the postprocessing before issue 18):", "",
                   "| runtime/precision | 1 mask | 1 mask, plain | 3 masks | 3 masks, plain |", "|---|---|---|---|---|"]
         pr = res["predict_ms"]
         for pair in dict.fromkeys(k.split(" ")[0] for k in pr):
@@ -313,7 +301,7 @@ def render(out: dict, command: str) -> str:
         if res.get("skipped"):
             lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in res["skipped"].items())]
         if "agreement" in res:
-            lines += ["", "Mask agreement with openvino/fp32 (every token) on real embeddings (trained weights, "
+            lines += ["", "Mask agreement with segment-anything's graph on openvino/fp32 on real embeddings (trained weights, "
                       "procedural 480x640 images, 8 one-point prompts each):", "",
                       "| graph / runtime | mean IoU | min IoU | masks |", "|---|---|---|---|"]
             for k, v in res["agreement"].items():
@@ -333,7 +321,6 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=5, help="calls per configuration and round")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workdir", default="/tmp/bench-decoder")
-    ap.add_argument("--no-first-mask", action="store_true")
     ap.add_argument("--agree-images", type=int, default=8, help="images of the sam-mini agreement check")
     ap.add_argument("--json")
     ap.add_argument("--markdown", help="write the tables here (docs/results/decoder.md)")

@@ -12,6 +12,10 @@
   ``iou_predictions, low_res_masks``): no shape tensors, so TensorRT builds it; the predictor
   resizes only the chosen masks outside the graph.
 
+The decoder graphs of SAM-sized decoders run the mask decoder factored (:mod:`.factored_decoder`:
+the same function with the image-side attention products reassociated, ~1.7x fewer MACs); a
+wrapper with ``factored = False`` runs segment-anything's ``predict_masks`` as it is.
+
 Example:
     >>> from slimsam_edge.models.build import build_sam
     >>> from slimsam_edge.models.spec import PRESETS
@@ -22,11 +26,14 @@ Example:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from segment_anything.utils.onnx import SamOnnxModel
 from torch import nn
 
+from . import factored_decoder
 from .graph_spec import ONNX_SPECS, OnnxSpec
 
 
@@ -93,6 +100,11 @@ class PixelEncoder(EncoderGraph):
 
 
 class _DecoderBase(nn.Module):
+    #: run the mask decoder through :mod:`~slimsam_edge.models.factored_decoder` (same function,
+    #: ~1.7x fewer MACs for SAM's decoder); False: segment-anything's ``predict_masks`` as it is;
+    #: None: factored where it pays (:func:`~slimsam_edge.models.factored_decoder.pays`)
+    factored: bool | None = None
+
     def __init__(self, sam: nn.Module):
         super().__init__()
         self.core = SamOnnxModel(sam, return_single_mask=False)
@@ -104,13 +116,10 @@ class _DecoderBase(nn.Module):
     def _decode(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
         sparse = self.core._embed_points(point_coords, point_labels)
         dense = self.core._embed_masks(mask_input, has_mask_input)
-        masks, scores = self.core.model.mask_decoder.predict_masks(
-            image_embeddings=image_embeddings,
-            image_pe=self.core.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-        )
-        return masks, scores
+        decoder = self.core.model.mask_decoder
+        factored = factored_decoder.pays(decoder) if self.factored is None else self.factored
+        predict = partial(factored_decoder.predict_masks, decoder) if factored else decoder.predict_masks
+        return predict(image_embeddings, self.core.model.prompt_encoder.get_dense_pe(), sparse, dense)
 
     def example_inputs(
         self, points: int = 1, *, box: bool = False, with_mask: bool = False, seed: int = 0,
