@@ -693,16 +693,20 @@ def test_cli_decoder_steps(tmp_path, teacher_ckpt):
 
     args = ["--out", tmp_path / "o", "--teacher", teacher_ckpt, "--ratio", 0.5, "--steps", 1, "--images", 4,
             "--importance-images", 2, "--eval-images", 1, "--batch", 1, "--val-images", 1]
-    res = _run(*args, "--decoder-steps", 1, "--decoder-trains", "encoder+decoder", "--json")
+    res = _run(*args, "--decoder-steps", 1, "--decoder-trains", "encoder+decoder", "--decoder-prompts",
+               "random+interior", "--json")
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["config"]["decoder_steps"] == 1 and rep["phase_modes"][-1] == "decoder"
     assert rep["config"]["decoder_trains"] == "encoder+decoder"
+    assert rep["config"]["decoder_prompts"] == "random+interior"
     assert_one_line_error(_run(*args, "--decoder-steps", 2, "--resume"), "another configuration")
     with pytest.raises(UsageError, match="decoder_steps"):
         CompressConfig(0.5, decoder_steps=-1).validate()
     with pytest.raises(UsageError, match="choose one of: decoder, encoder"):
         CompressConfig(0.5, decoder_trains="prompt").validate()
+    with pytest.raises(UsageError, match="choose one of: random, random"):
+        CompressConfig(0.5, decoder_prompts="grid").validate()
     for bad in ({"decoder_lr": float("nan")}, {"lr": float("inf")}, {"decoder_lr": 0.0}, {"sigma": float("nan")}):
         with pytest.raises(UsageError, match="finite"):
             CompressConfig(0.5, **bad).validate()

@@ -40,6 +40,11 @@ class DecoderTrains(str, Enum):
     encoder_decoder = "encoder+decoder"
 
 
+class DecoderPrompts(str, Enum):
+    random = "random"
+    random_interior = "random+interior"
+
+
 class GlobalAttention(str, Enum):
     keep = "keep"
     windowed = "windowed"
@@ -74,6 +79,7 @@ def compress(
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="Steps of a last phase that tunes the student's mask decoder on the teacher's masks for random point and box prompts (label-free, encoder frozen; from the best validated encoder). Worth it with --image-size or --global-attention windowed, where the teacher's decoder reads a grid it was not trained on. 0: keep the teacher's decoder.")] = 0,
     decoder_lr: Annotated[float, typer.Option("--decoder-lr", help="Peak AdamW learning rate of the decoder phase (cosine schedule).")] = 1e-4,
     decoder_trains: Annotated[DecoderTrains, typer.Option("--decoder-trains", help="What the decoder phase's mask loss trains: the mask decoder alone, or the image encoder too (it then learns from the teacher's masks through the decoder).")] = DecoderTrains.decoder,
+    decoder_prompts: Annotated[DecoderPrompts, typer.Option("--decoder-prompts", help="The decoder phase's prompts: random points and the boxes around the teacher's masks for them; random+interior adds a click in the middle of each of those masks (where users click).")] = DecoderPrompts.random,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule).")] = 1e-4,
@@ -103,6 +109,7 @@ def compress(
     settings = dict(importance=importance.value, sigma=sigma, importance_images=importance_images,
                     scope=scope.value, schedule=schedule.value, steps=steps, batch=batch, accum=accum, lr=lr,
                     decoder_steps=decoder_steps, decoder_lr=decoder_lr, decoder_trains=decoder_trains.value,
+                    decoder_prompts=decoder_prompts.value,
                     checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
                     val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
                     global_attention=global_attention.value,

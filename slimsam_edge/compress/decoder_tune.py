@@ -13,7 +13,12 @@ teacher's answers — no labels: for each image, random point prompts
 student's four low-resolution mask logits, upsampled to the teacher's low-resolution size, are pulled
 toward the teacher's (binary cross-entropy against the teacher's probabilities plus a soft Dice term)
 and its IoU predictions toward the teacher's (MSE). The prompts of an image are a pure function of
-its index, so a resumed phase sees the same prompts.
+its index (and of the teacher), so a resumed phase sees the same prompts.
+
+Uniform random points land on object edges and background as often as inside objects, where users
+(and ``eval``) click. ``--decoder-prompts random+interior`` adds a third prompt set, still without
+labels: for each random point, the most interior pixel of the teacher's best multimask answer to it
+(:func:`interior_points`): a click in the middle of what the teacher segments there.
 
 Example:
     >>> import torch
@@ -31,6 +36,9 @@ import torch.nn.functional as F
 
 #: random point prompts per image and step (each also gives one box prompt)
 PROMPTS_PER_IMAGE = 16
+#: the prompt sets of the phase (``compress --decoder-prompts``): random points and the boxes around
+#: the teacher's masks for them; ``random+interior`` adds the interior points of those masks
+DECODER_PROMPTS = ("random", "random+interior")
 
 
 def random_points(index: int, size: int, count: int = PROMPTS_PER_IMAGE) -> torch.Tensor:
@@ -49,6 +57,30 @@ def decode_all(sam: Any, embedding: torch.Tensor, *, points: torch.Tensor | None
     sparse, dense = sam.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes, masks=None)
     return sam.mask_decoder.predict_masks(image_embeddings=embedding, image_pe=sam.prompt_encoder.get_dense_pe(),
                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense)
+
+
+def interior_points(logits: torch.Tensor, iou: torch.Tensor, size: int, fallback: torch.Tensor) -> torch.Tensor:
+    """One point ``(N, 1, 2)`` (``size`` px input coordinates) per prompt: the most interior pixel
+    (:func:`~slimsam_edge.data.prompts.point_inside_mask`) of the multimask answer (tokens 1-3 of
+    low-resolution logits ``(N, 4, h, w)``) with the highest predicted IoU; ``fallback`` ``(N, 1, 2)``
+    where that mask is empty.
+
+    Example:
+        >>> m = torch.full((1, 4, 8, 8), -1.0); m[0, 2, 4:8, 0:4] = 1.0
+        >>> interior_points(m, torch.tensor([[0.0, 0.1, 0.9, 0.2]]), 16, torch.zeros(1, 1, 2)).tolist()
+        [[[3.0, 11.0]]]
+    """
+    from ..data.prompts import point_inside_mask
+
+    best = 1 + iou[:, 1:].argmax(1)
+    masks = (logits[torch.arange(logits.shape[0]), best] > 0).cpu().numpy()
+    h, w = masks.shape[-2:]
+    out = fallback.detach().clone().cpu()
+    for i, m in enumerate(masks):
+        if m.any():
+            x, y = point_inside_mask(m)
+            out[i, 0] = torch.tensor([(x + 0.5) * size / w, (y + 0.5) * size / h])
+    return out.to(fallback.device)
 
 
 def boxes_around(logits: torch.Tensor, size: int) -> torch.Tensor:
@@ -91,11 +123,14 @@ def mask_terms(s_masks: torch.Tensor, t_masks: torch.Tensor, s_iou: torch.Tensor
 
 
 def decoder_loss(student: Any, teacher: Any, s_emb: torch.Tensor, t_emb: torch.Tensor,
-                 indices: Sequence[int]) -> dict[str, torch.Tensor]:
+                 indices: Sequence[int], prompts: str = "random") -> dict[str, torch.Tensor]:
     """``{"loss", "mask", "iou"}`` of one micro-batch: per image (embeddings ``(B, C, g, g)`` of
     both models, ``indices`` seeding its prompts) the point prompts and the boxes around the
-    teacher's single-mask answers, averaged over images. Gradients reach only what of ``student``
+    teacher's single-mask answers (``prompts="random+interior"``: and :func:`interior_points`),
+    each set weighted alike, averaged over images. Gradients reach only what of ``student``
     requires them (its mask decoder in the ``"decoder"`` phase)."""
+    if prompts not in DECODER_PROMPTS:
+        raise ValueError(f"unknown decoder prompts {prompts!r}; choose one of: {', '.join(DECODER_PROMPTS)}")
     t_size, s_size = teacher.image_encoder.img_size, student.image_encoder.img_size
     scale = s_size / t_size
     mask_sum = iou_sum = torch.zeros((), device=s_emb.device)
@@ -103,11 +138,15 @@ def decoder_loss(student: Any, teacher: Any, s_emb: torch.Tensor, t_emb: torch.T
         points = random_points(index, t_size).to(s_emb.device)
         with torch.no_grad():
             tp_masks, tp_iou = decode_all(teacher, t_emb[i:i + 1].float(), points=points)
+            sets = [("points", points, tp_masks, tp_iou)]
             boxes = boxes_around(tp_masks[:, 0], t_size)
-            tb_masks, tb_iou = decode_all(teacher, t_emb[i:i + 1].float(), boxes=boxes)
-        sp_masks, sp_iou = decode_all(student, s_emb[i:i + 1], points=points * scale)
-        sb_masks, sb_iou = decode_all(student, s_emb[i:i + 1], boxes=boxes * scale)
-        for terms in (mask_terms(sp_masks, tp_masks, sp_iou, tp_iou), mask_terms(sb_masks, tb_masks, sb_iou, tb_iou)):
-            mask_sum, iou_sum = mask_sum + terms[0] / 2, iou_sum + terms[1] / 2
+            sets.append(("boxes", boxes, *decode_all(teacher, t_emb[i:i + 1].float(), boxes=boxes)))
+            if prompts == "random+interior":
+                inner = interior_points(tp_masks, tp_iou, t_size, points)
+                sets.append(("points", inner, *decode_all(teacher, t_emb[i:i + 1].float(), points=inner)))
+        for kind, prompt, t_masks, t_iou in sets:
+            s_masks, s_iou = decode_all(student, s_emb[i:i + 1], **{kind: prompt * scale})
+            terms = mask_terms(s_masks, t_masks, s_iou, t_iou)
+            mask_sum, iou_sum = mask_sum + terms[0] / len(sets), iou_sum + terms[1] / len(sets)
     mask, iou = mask_sum / len(indices), iou_sum / len(indices)
     return {"loss": mask + iou, "mask": mask.detach(), "iou": iou.detach()}

@@ -67,6 +67,7 @@ class DistillSpec:
     offset: int = 0  # first image index of this phase
     bf16: bool = False  # forwards under bf16 autocast
     decoder_trains: str = "decoder"  # "decoder" mode: what the mask loss trains (see DECODER_TRAINS)
+    decoder_prompts: str = "random"  # "decoder" mode: its prompt sets (see decoder_tune.DECODER_PROMPTS)
 
     def inter_weight_at(self, step: int) -> float:
         """Weight of the intermediate terms at ``step`` (0-based).
@@ -217,7 +218,7 @@ def _decoder_step(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, 
     with torch.set_grad_enabled("image_encoder" in DECODER_TRAINS[spec.decoder_trains]), autocast(spec.bf16, kind):
         s_emb = student.image_encoder(resize_input(x, student.image_encoder.img_size))
     with autocast(spec.bf16, kind):
-        return decoder_loss(student, teacher, s_emb.float(), t_emb.float(), indices)
+        return decoder_loss(student, teacher, s_emb.float(), t_emb.float(), indices, spec.decoder_prompts)
 
 
 def make_optimizer(student: torch.nn.Module, spec: DistillSpec):

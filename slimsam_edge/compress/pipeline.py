@@ -46,6 +46,7 @@ from . import runtime
 from .attention import global_attention
 from .cache import TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
+from .decoder_tune import DECODER_PROMPTS
 from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
 from .distill import DECODER_TRAINS, DistillSpec, distill, load_checkpoint, save_checkpoint
 from .importance import importance_keep, make_criterion
@@ -69,10 +70,11 @@ RUN_ONLY = ("device",)
 #: settings of phases after the encoder's: left out of the resume fingerprint, so a finished (or
 #: interrupted) job continues with a decoder phase added (``--decoder-steps N --resume``); a job stopped
 #: inside its decoder phase resumes only with the same value (:func:`_resume_state`)
-LATER_PHASES = ("decoder_steps", "decoder_lr", "decoder_trains")
+LATER_PHASES = ("decoder_steps", "decoder_lr", "decoder_trains", "decoder_prompts")
 #: settings added after jobs were recorded: left out of the record while they have this value, so
 #: older checkpoints resume and older reports are reused
-ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4, "decoder_trains": "decoder"}
+ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4, "decoder_trains": "decoder",
+          "decoder_prompts": "random"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class CompressConfig:
     decoder_steps: int = 0  # steps of the last phase tuning the mask decoder (0: the teacher's decoder as is)
     decoder_lr: float = 1e-4  # its peak learning rate (a trained decoder is fine-tuned, not distilled from scratch)
     decoder_trains: str = "decoder"  # what its mask loss trains: see distill.DECODER_TRAINS
+    decoder_prompts: str = "random"  # its prompt sets: see decoder_tune.DECODER_PROMPTS
     device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:
@@ -117,6 +120,9 @@ class CompressConfig:
             raise UsageError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.decoder_trains not in DECODER_TRAINS:
             raise UsageError(f"unknown --decoder-trains {self.decoder_trains!r}; choose one of: {', '.join(DECODER_TRAINS)}")
+        if self.decoder_prompts not in DECODER_PROMPTS:
+            raise UsageError(f"unknown --decoder-prompts {self.decoder_prompts!r}; choose one of: "
+                             f"{', '.join(DECODER_PROMPTS)}")
         if self.val_every < 0 or self.decoder_steps < 0:
             raise UsageError(f"val_every and decoder_steps must be >= 0, got {self.val_every} and {self.decoder_steps}")
         for k in ("steps", "batch", "accum", "importance_images", "eval_images", "val_images"):
@@ -437,7 +443,7 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
     steps, lr = cfg.phase_schedule(mode)
     dspec = DistillSpec(mode, steps=steps, lr=lr, batch=cfg.batch, accum=cfg.accum,
                         inter_weight=cfg.inter_weight, offset=p * 1_000_003, bf16=cfg.bf16,
-                        decoder_trains=cfg.decoder_trains)
+                        decoder_trains=cfg.decoder_trains, decoder_prompts=cfg.decoder_prompts)
     if resumed is None and mode == "decoder":
         _start_decoder_phase(job, p)
     elif resumed is None:

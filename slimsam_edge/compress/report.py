@@ -125,9 +125,14 @@ def decoder_phase_words(c: dict[str, Any]) -> str:
         "mask decoder tuned on the teacher's masks for 30 steps (lr 0.0001)"
         >>> decoder_phase_words({"decoder_steps": 30, "decoder_trains": "encoder+decoder"})[:24]
         'encoder and mask decoder'
+        >>> decoder_phase_words({"decoder_steps": 30, "decoder_prompts": "random+interior"})[42:]
+        "(random points, boxes and the teacher masks' interior points) for 30 steps (lr 0.0001)"
     """
     what = {"encoder+decoder": "encoder and mask decoder"}.get(c.get("decoder_trains", "decoder"), "mask decoder")
-    return f"{what} tuned on the teacher's masks for {c['decoder_steps']} steps (lr {c.get('decoder_lr', 1e-4)})"
+    prompts = " (random points, boxes and the teacher masks' interior points)" \
+        if c.get("decoder_prompts") == "random+interior" else ""
+    return (f"{what} tuned on the teacher's masks{prompts} for {c['decoder_steps']} steps "
+            f"(lr {c.get('decoder_lr', 1e-4)})")
 
 
 def _blocks(summary: dict[str, Any]) -> str:

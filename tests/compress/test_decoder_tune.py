@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from slimsam_edge.compress.data import ImageSource
-from slimsam_edge.compress.decoder_tune import boxes_around, decode_all, decoder_loss, mask_terms, random_points
+from slimsam_edge.compress.decoder_tune import (boxes_around, decode_all, decoder_loss, interior_points, mask_terms,
+                                                random_points)
 from slimsam_edge.compress.distill import DistillSpec, distill
 from slimsam_edge.models.batch import preprocess
 from slimsam_edge.models.build import build_sam, random_init_
@@ -88,6 +89,47 @@ def test_the_decoder_phase_trains_only_the_mask_decoder_and_lowers_its_loss():
     after = student.state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     assert not torch.equal(after["mask_decoder.iou_token.weight"], teacher.mask_decoder.iou_token.weight)
+
+
+def test_interior_points_sit_inside_the_teachers_best_multimask_answer():
+    """The most interior pixel of the mask with the highest predicted IoU among tokens 1-3 (token 0,
+    the single-mask answer, is not a candidate), in input pixels; an empty mask keeps its point."""
+    logits = torch.full((3, 4, 16, 16), -5.0)
+    logits[0, 1, 2:6, 2:6] = 5.0  # best for prompt 0
+    logits[0, 2, 8:16, 8:16] = 5.0
+    logits[1, 0, :, :] = 5.0  # token 0 only: prompt 1's best multimask answer is empty
+    logits[2, 3, 0:16, 10:16] = 5.0
+    iou = torch.tensor([[0.0, 0.9, 0.5, 0.1], [0.99, 0.3, 0.2, 0.1], [0.0, 0.1, 0.2, 0.3]])
+    fallback = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]], [[5.0, 6.0]]])
+    pts = interior_points(logits, iou, 64, fallback)
+    assert pts.shape == (3, 1, 2)
+    assert pts[0, 0].tolist() == [4 * 3.5, 4 * 3.5]  # pixel (3, 3) of a 4x4 block at 2..5, x4 scale, centred
+    assert pts[1, 0].tolist() == [3.0, 4.0]
+    x, y = pts[2, 0].tolist()
+    assert 4 * 10 <= x < 64 and 0 <= y < 64 and x == 4 * (12 + 0.5) or x == 4 * (13 + 0.5)
+
+
+def test_interior_prompts_add_a_third_set_that_trains(teacher, monkeypatch):
+    """``prompts="random+interior"``: the teacher's answers to the random points give a third point
+    set (here moved by hand: the random teacher's masks are empty, so the real function would
+    give the random points back); another loss than the random prompts alone, finite, with
+    gradients into the student's decoder; an unknown prompt set is refused."""
+    from slimsam_edge.compress import decoder_tune
+
+    student, _ = resample_model(copy.deepcopy(teacher), SPEC, 32)
+    s_emb, t_emb = _embeddings(teacher, student)
+    student.mask_decoder.requires_grad_(True)
+    plain = decoder_loss(student, teacher, s_emb, t_emb, [5, 6])
+    seen = []
+    monkeypatch.setattr(decoder_tune, "interior_points",
+                        lambda logits, iou, size, fallback: seen.append(logits.shape) or (fallback + 7) % size)
+    inner = decoder_loss(student, teacher, s_emb, t_emb, [5, 6], "random+interior")
+    assert seen == [(16, 4, 16, 16)] * 2  # one call per image, on the teacher's answers to its 16 points
+    assert torch.isfinite(inner["loss"]) and float(inner["loss"]) != float(plain["loss"])
+    inner["loss"].backward()
+    assert student.mask_decoder.iou_token.weight.grad is not None
+    with pytest.raises(ValueError, match="random, random\\+interior"):
+        decoder_loss(student, teacher, s_emb, t_emb, [5], "grid")
 
 
 def test_encoder_and_decoder_learn_from_the_masks_when_asked(teacher):
