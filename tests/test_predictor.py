@@ -577,3 +577,45 @@ def test_a_hint_on_a_backend_without_hints_is_refused(tiny_bundle):
     p = EdgePredictor.from_bundle(tiny_bundle, backend="onnxruntime",
                                   tuning=RuntimeTuning(encoder_threads=2, decoder_threads=1, encode_requests=2))
     assert (p.encoder.options.threads, p.decoder.options.threads, p.tuning.encode_requests) == (2, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def factored_pair(tmp_path_factory):
+    """A tiny model whose decoder is exported factored (2 heads: factoring pays) and its cpu bundle."""
+    from dataclasses import replace
+
+    from helpers import TINY_SPEC, tiny_sam
+    from slimsam_edge.exporters.bundle_export import export_bundle
+    from slimsam_edge.models.factored_decoder import pays
+
+    spec = replace(TINY_SPEC, decoder=replace(TINY_SPEC.decoder, transformer_heads=2))
+    model = tiny_sam(1, spec)
+    assert pays(model.mask_decoder)
+    out = tmp_path_factory.mktemp("factored") / "tiny"
+    export_bundle(model, spec, out, target="cpu", model_id="tiny-factored")
+    return model, out
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_factored_decoder_bundle_agrees_with_segment_anything(factored_pair, backend):
+    """Points, boxes, both together, and a mask fed back: the factored decoder graph through the runtime
+    gives segment-anything's masks and scores."""
+    from segment_anything import SamPredictor
+
+    model, bundle = factored_pair
+    img = photo((480, 640), seed=11)
+    ref, ours = SamPredictor(model), EdgePredictor.from_bundle(bundle, backend=backend)
+    ref.set_image(img)
+    ours.set_image(img)
+    fractions = []
+    for prompt in _prompts(480, 640):
+        for multimask in (True, False):
+            m1, s1, low = ours.predict(**prompt, multimask_output=multimask)
+            m2, s2, _ = ref.predict(**prompt, multimask_output=multimask)
+            np.testing.assert_allclose(s1, s2, atol=1e-3)
+            assert min(_iou(a, b) for a, b in zip(m1, m2)) >= 0.99
+            fractions += [a.mean() for a in m1]
+    again = dict(point_coords=np.array([[300.0, 200.0]]), point_labels=np.array([1]), mask_input=low[:1],
+                 multimask_output=False)
+    assert _iou(ours.predict(**again)[0][0], ref.predict(**again)[0][0]) >= 0.99
+    assert any(0.05 < f < 0.95 for f in fractions)
