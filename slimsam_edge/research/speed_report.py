@@ -384,7 +384,9 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
         top = max((r for r in routes if r["kept"] is not None), key=lambda r: r["kept"], default=None)
         first = f"{head}not met** in this run. MobileSAM's best encoder: {best.get('label')} {_ms(best.get('encoder_ms'))} ms. "
         if keep:
-            first += (f"Of the {len(fast)} routes at <= 0.5x it, {keep['label']} keeps the most: {_pct(keep['kept'])} "
+            first += (f"Of the {len(fast)} routes with an analogue at <= 0.5x it, {keep['label']} keeps the most: "
+                      f"{_pct(keep['kept'])} ({keep['ratio']:.2f}x). " if len(fast) > 1 else
+                      f"The one route with an analogue at <= 0.5x it, {keep['label']}, keeps {_pct(keep['kept'])} "
                       f"({keep['ratio']:.2f}x). ")
         if top:
             first += f"The most kept by any route: {_pct(top['kept'])} ({top['label']}, {top['ratio']:.2f}x)."
