@@ -23,6 +23,7 @@ SPEC = tiny_compress_spec(64, 2)
 
 @pytest.fixture(scope="module")
 def teacher():
+    torch.manual_seed(0)  # build_sam draws the prompt encoder's random Fourier features from the global RNG
     return random_init_(build_sam(SPEC), seed=0).eval().requires_grad_(False)
 
 
@@ -111,21 +112,29 @@ def test_interior_points_sit_inside_the_teachers_best_multimask_answer():
 
 def test_interior_prompts_add_a_third_set_that_trains(teacher, monkeypatch):
     """``prompts="random+interior"``: the teacher's answers to the random points give a third point
-    set (here moved by hand: the random teacher's masks are empty, so the real function would
-    give the random points back); another loss than the random prompts alone, finite, with
-    gradients into the student's decoder; an unknown prompt set is refused."""
+    set (here moved by hand: the random teacher's masks are empty, so the real function would give
+    the random points back) that both models decode — the student at its own scale; the loss stays
+    finite with gradients into the student's decoder; an unknown prompt set is refused."""
     from slimsam_edge.compress import decoder_tune
 
     student, _ = resample_model(copy.deepcopy(teacher), SPEC, 32)
     s_emb, t_emb = _embeddings(teacher, student)
     student.mask_decoder.requires_grad_(True)
-    plain = decoder_loss(student, teacher, s_emb, t_emb, [5, 6])
-    seen = []
+    seen, decoded = [], []
     monkeypatch.setattr(decoder_tune, "interior_points",
                         lambda logits, iou, size, fallback: seen.append(logits.shape) or (fallback + 7) % size)
-    inner = decoder_loss(student, teacher, s_emb, t_emb, [5, 6], "random+interior")
-    assert seen == [(16, 4, 16, 16)] * 2  # one call per image, on the teacher's answers to its 16 points
-    assert torch.isfinite(inner["loss"]) and float(inner["loss"]) != float(plain["loss"])
+    real = decoder_tune.decode_all
+    monkeypatch.setattr(decoder_tune, "decode_all",
+                        lambda sam, emb, **kw: decoded.append((sam is student, kw)) or real(sam, emb, **kw))
+    inner = decoder_loss(student, teacher, s_emb, t_emb, [5], "random+interior")
+    assert seen == [(16, 4, 16, 16)]  # the teacher's answers to the image's 16 random points
+    points = decoder_tune.random_points(5, 64)
+    moved = (points + 7) % 64
+    got = {(is_student, kind): p for is_student, kw in decoded for kind, p in kw.items()
+           if kind == "points" and not torch.equal(p, points) and not torch.equal(p, points / 2)}
+    assert torch.equal(got[(False, "points")], moved) and torch.equal(got[(True, "points")], moved / 2)
+    assert len(decoded) == 6  # points, boxes, interior points, for each model
+    assert torch.isfinite(inner["loss"])
     inner["loss"].backward()
     assert student.mask_decoder.iou_token.weight.grad is not None
     with pytest.raises(ValueError, match="random, random\\+interior"):
