@@ -324,6 +324,11 @@ def join(bench_rows: Sequence[dict[str, Any]], accuracy: Sequence[dict[str, Any]
     return sorted(out, key=lambda x: (x["encoder_ms"] is None, x["encoder_ms"] or 0.0))
 
 
+def _fast_with_analogue(routes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The routes at <= 0.5x MobileSAM's best whose analogue was measured."""
+    return [r for r in routes if r["ratio"] is not None and r["ratio"] <= GOAL_RATIO and r["kept"] is not None]
+
+
 def _kept_then_fast(r: dict[str, Any]) -> tuple[float, float]:
     """Sort key: kept to a tenth of a point (closer is the same accuracy: int8 and fp32 of one
     analogue differ in the fourth decimal), then the faster encoder."""
@@ -345,7 +350,7 @@ def pick_best(routes: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     meets = [r for r in routes if r["meets"]]
     if meets:
         return min(meets, key=lambda r: r["encoder_ms"])
-    fast = [r for r in routes if r["ratio"] is not None and r["ratio"] <= GOAL_RATIO and r["kept"] is not None]
+    fast = _fast_with_analogue(routes)
     pool = fast or [r for r in routes if r["kept"] is not None]
     return max(pool, key=_kept_then_fast) if pool else None
 
@@ -379,7 +384,7 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
                  f"{_ms(f['encoder_ms'])} ms ({f['ratio']:.2f}x MobileSAM's best, {best.get('label')} "
                  f"{_ms(best.get('encoder_ms'))} ms) and keeps {_pct(f['kept'])}.")
     else:
-        fast = [r for r in routes if r["ratio"] is not None and r["ratio"] <= GOAL_RATIO and r["kept"] is not None]
+        fast = _fast_with_analogue(routes)
         keep = max(fast, key=_kept_then_fast) if fast else None
         top = max((r for r in routes if r["kept"] is not None), key=lambda r: r["kept"], default=None)
         first = f"{head}not met** in this run. MobileSAM's best encoder: {best.get('label')} {_ms(best.get('encoder_ms'))} ms. "
@@ -592,6 +597,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ..bench.matrix import machine_summary
     from ..devices import detected
     from ..limits import MAX_OBJECTS
+    from ..compress.decoder_tune import DECODER_PROMPTS
+    from ..compress.distill import DECODER_TRAINS
     from .resolution_report import DEMO_SETTINGS
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -615,9 +622,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--decoder-steps", type=int, default=0,
                     help="steps of each analogue's mask-decoder phase (compress --decoder-steps; 0: the teacher's decoder)")
     ap.add_argument("--decoder-lr", type=float, default=1e-4, help="its peak learning rate (compress --decoder-lr)")
-    ap.add_argument("--decoder-trains", default="decoder", choices=("decoder", "encoder+decoder"),
+    ap.add_argument("--decoder-trains", default="decoder", choices=tuple(DECODER_TRAINS),
                     help="what its mask loss trains (compress --decoder-trains)")
-    ap.add_argument("--decoder-prompts", default="random", choices=("random", "random+interior"),
+    ap.add_argument("--decoder-prompts", default="random", choices=DECODER_PROMPTS,
                     help="its prompt sets (compress --decoder-prompts)")
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
