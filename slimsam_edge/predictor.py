@@ -37,6 +37,10 @@ if TYPE_CHECKING:  # pragma: no cover
 PROMPT_CHUNK = 32
 
 
+#: the decoder inputs a prompt without a mask input feeds as zeros: a runner that can specialise on
+#: that (OpenVINO's ``extra["fold_zeros"]``) folds the mask branch away for such prompts
+MASK_FEEDS = ("mask_input", "has_mask_input")
+
 @dataclass(frozen=True)
 class ImageEmbedding:
     """One image's encoder output and the sizes its prompts and masks are mapped with.
@@ -235,7 +239,8 @@ class EdgePredictor:
             check_hint_backend(backend, tuning.hint)
         runners, arts = [], []
         for graph, wanted, role, extra in ((ENCODER, precision, "encoder", tuning.encoder_extra()),
-                                           (DECODER, decoder_precision or precision, "decoder", tuning.decoder_extra())):
+                                           (DECODER, decoder_precision or precision, "decoder",
+                                            {**tuning.decoder_extra(), "fold_zeros": MASK_FEEDS})):
             arts.append(find_artifact(bundle, graph, backend, wanted))
             runners.append(open_artifact(bundle.root, arts[-1], precision=wanted, device=device,
                                          threads=tuning.threads_for(role, threads), extra=extra))

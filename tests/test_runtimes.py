@@ -299,14 +299,14 @@ def test_openvino_compiles_axis_0_static_too(affine_onnx: Path, tiny_bundle: Pat
     x = np.random.default_rng(2).standard_normal((8, 3)).astype(np.float32)
     with open_runner(affine_onnx, backend="openvino", options=ONE_THREAD) as r:
         assert "axis 0 also compiled static (x): 1, and other sizes when fed twice" in r.notes
-        assert list(r._static) == [1]
+        assert list(r._static) == [(1, False)]
         for rows in (x[:1], x[:4], x[:4]):  # static 1; 4 dynamic the first time, static the second
             np.testing.assert_allclose(r.infer({"x": rows})["y"], rows * 2 + 1, rtol=1e-5)
-        assert list(r._static) == [1, 4]
+        assert list(r._static) == [(1, False), (4, False)]
         for n in (2, 3, 5, 6, 2):
             for _ in range(2):
                 np.testing.assert_allclose(r.infer({"x": x[:n]})["y"], x[:n] * 2 + 1, rtol=1e-5)
-        assert len(r._static) == STATIC_AXIS0_KEPT and list(r._static)[-1] == 2  # least recently used dropped
+        assert len(r._static) == STATIC_AXIS0_KEPT and list(r._static)[-1] == (2, False)  # least recently used dropped
         assert isinstance(r.input_specs()["x"].shape[0], str)  # the specs stay the dynamic graph's
     off = RunnerOptions(threads=1, extra={"static_axis0": False})
     with open_runner(affine_onnx, backend="openvino", options=off) as r:

@@ -10,7 +10,8 @@ folded into the token values), so each image-side product is N x C x (heads·T):
 instead of 128, twice per attention. The key bias of token→image attention drops out exactly
 (a constant along the softmax axis); the value bias passes through because softmax rows sum to one.
 The image tokens stay channel-first (BxCxN, the embedding's own layout) from the embedding to the
-output upscaling, so the graph has no NxC transposes and their layout reorders either.
+output upscaling, so the graph has no NxC transposes and their layout reorders either; the score
+scale 1/sqrt(d) is folded into the few token-side vectors, so no N-sized score tensor is divided.
 
 Per attention the image-side work goes from N·C·I to N·C·heads·T MACs (twice each; I the internal
 width), so it pays while heads·T < I (T < 16 for SAM: up to 9 points with the pad point, or 8 with a
@@ -89,9 +90,9 @@ def token_to_image(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.T
     """
     heads, d = _width(attn)
     (b, t, _), c = q.shape, k.shape[1]
-    qh = _token_heads(attn.q_proj, q, heads)  # B x h x T x d
+    qh = _token_heads(attn.q_proj, q, heads) * (1.0 / math.sqrt(d))  # B x h x T x d, the score scale folded in
     folded = (qh @ attn.k_proj.weight.reshape(heads, d, c)).reshape(b, heads * t, c)  # k bias: softmax-invariant
-    probs = torch.softmax((folded @ k) / math.sqrt(d), dim=-1)  # B x hT x N
+    probs = torch.softmax(folded @ k, dim=-1)  # B x hT x N
     mixed = (probs @ v.transpose(1, 2)).reshape(b, heads, t, c)  # attention-weighted image tokens, per head
     out = mixed @ attn.v_proj.weight.reshape(heads, d, c).transpose(1, 2)  # B x h x T x d
     out = out + attn.v_proj.bias.reshape(heads, 1, d)  # rows of probs sum to one
@@ -114,9 +115,10 @@ def image_to_token(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.T
     heads, d = _width(attn)
     (b, t, _), c = k.shape, q.shape[1]
     kh, vh = _token_heads(attn.k_proj, k, heads), _token_heads(attn.v_proj, v, heads)  # B x h x T x d
+    kh = kh * (1.0 / math.sqrt(d))  # the score scale, folded into the T token keys instead of the N scores
     folded = (kh @ attn.q_proj.weight.reshape(heads, d, c)).reshape(b, heads * t, c)
     bias = (kh @ attn.q_proj.bias.reshape(heads, d, 1)).reshape(b, heads * t, 1)
-    scores = ((folded @ q + bias) / math.sqrt(d)).reshape(b, heads, t, -1)  # B x h x T x N
+    scores = (folded @ q + bias).reshape(b, heads, t, -1)  # B x h x T x N
     probs = torch.softmax(scores, dim=2).reshape(b, heads * t, -1)  # over each head's T tokens
     values = (vh @ attn.out_proj.weight.reshape(c, heads, d).permute(1, 2, 0)).reshape(b, heads * t, c)
     return values.transpose(1, 2) @ probs + attn.out_proj.bias.reshape(c, 1)  # token values through out_proj
@@ -132,8 +134,9 @@ def layer_norm_channels(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
         True
     """
     centred = x - x.mean(dim=1, keepdim=True)
-    var = centred.pow(2).mean(dim=1, keepdim=True)
-    return centred / torch.sqrt(var + norm.eps) * norm.weight.reshape(-1, 1) + norm.bias.reshape(-1, 1)
+    var = (centred * centred).mean(dim=1, keepdim=True)
+    # one reciprocal square root per token and products over the N x C values (no N x C divide)
+    return centred * torch.rsqrt(var + norm.eps) * norm.weight.reshape(-1, 1) + norm.bias.reshape(-1, 1)
 
 
 def two_way(transformer: nn.Module, image_embedding: torch.Tensor, image_pe: torch.Tensor,

@@ -126,6 +126,7 @@ def _runner_extra(backend: str, extra: dict) -> dict:
     ("openvino", {"config": {"CACHE_DIR": "/any/dir"}}, "config"),
     ("openvino", {"performance_hint": "THROUGHPUT"}, "performance_hint"),
     ("openvino", {"static_axis0": False}, "static_axis0"),
+    ("openvino", {"fold_zeros": ["mask_input"]}, "fold_zeros"),
     ("onnxruntime", {"providers": ["AzureExecutionProvider"]}, "providers"),
     ("onnxruntime", {"provider_options": [{}]}, "provider_options"),
     ("onnxruntime", {"log_severity_level": 0}, "log_severity_level"),

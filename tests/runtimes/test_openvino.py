@@ -174,7 +174,7 @@ def test_static_axis0_compiles_stay_correct_from_several_threads(tiny_bundle: Pa
         want = [plain.infer(f) for f in feeds]
         got: dict[int, dict] = {}
         _run_threads(4, lambda t: [got.__setitem__(j, pooled.infer(feeds[j])) for j in range(t, 12, 4)])
-        assert sorted(pooled._static) == [1, 2, 3]
+        assert sorted(pooled._static) == [(1, False), (2, False), (3, False)]
         for j in range(12):
             for name in want[j]:
                 np.testing.assert_allclose(got[j][name], want[j][name], rtol=1e-4, atol=1e-4)
@@ -229,3 +229,44 @@ def test_a_closed_pool_refuses_a_waiting_caller_in_one_line_and_waits_for_the_ho
     pool.give(held)
     closer.join(10)
     assert not closer.is_alive() and pool.free == 1
+
+
+def test_fold_zeros_runs_prompts_without_a_mask_on_a_compile_without_the_mask_branch(tiny_bundle: Path):
+    """``fold_zeros`` (what the predictor gives the decoder): prompts whose mask inputs are all zero
+    run on a static compile where those inputs are constants (fewer inputs, the mask branch folded
+    away), with the dynamic graph's answers; a prompt with a mask input, and a graph without those
+    inputs, keep the ordinary compiles; a malformed value is one line."""
+    from slimsam_edge.bundle import load_bundle
+    from slimsam_edge.predictor import MASK_FEEDS
+
+    b = load_bundle(tiny_bundle)
+    path = b.path_of(b.find("mask_decoder_lowres", backend="openvino", precision="fp32"))
+    g = b.manifest.image_size // 16
+    rng = np.random.default_rng(5)
+
+    def feed(n: int, emb_shape, with_mask: bool) -> dict[str, np.ndarray]:
+        mask = rng.standard_normal((n, 1, 4 * g, 4 * g)).astype(np.float32) * with_mask
+        return {"point_coords": rng.uniform(0, 60, (n, 2, 2)).astype(np.float32),
+                "point_labels": np.tile(np.array([[1.0, -1.0]], np.float32), (n, 1)),
+                "mask_input": mask, "has_mask_input": np.full(n, float(with_mask), np.float32),
+                "image_embeddings": rng.standard_normal(emb_shape).astype(np.float32)}
+
+    plain_opts = RunnerOptions(threads=1, extra={"static_axis0": False})
+    fold_opts = RunnerOptions(threads=1, extra={"fold_zeros": MASK_FEEDS})
+    with open_runner(path, backend="openvino", options=plain_opts) as plain, \
+            open_runner(path, backend="openvino", options=fold_opts) as fold:
+        assert "inputs mask_input, has_mask_input folded to constants when fed zeros" in fold.notes
+        folded = fold._static[(1, True)]
+        assert {fold._name(p, "") for p in folded.inputs} == {"image_embeddings", "point_coords", "point_labels"}
+        emb = plain.input_specs()["image_embeddings"].shape
+        feeds = [feed(1, emb, False), feed(1, emb, True), feed(3, emb, False), feed(3, emb, False), feed(3, emb, True)]
+        for f in feeds:
+            got, want = fold.infer(f), plain.infer(f)
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+        assert set(fold._static) == {(1, False), (1, True), (3, True)}  # 3 with a mask: seen once, dynamic
+    with _runner(fold_zeros=list(MASK_FEEDS)) as r:  # a graph without those inputs: nothing to fold
+        np.testing.assert_allclose(r.infer({"x": np.ones((1, 3), np.float32)})["y"], 3.0)
+        assert list(r._static) == [(1, False)] and not any("folded" in n for n in r.notes)
+    with pytest.raises(UsageError, match="fold_zeros must be a list of input names"):
+        _runner(fold_zeros="mask_input")

@@ -46,7 +46,7 @@ _INSTEAD = {"int8-bf16": "int8"}
 
 _MULTI_PREFIXES = ("AUTO", "MULTI", "HETERO", "BATCH")
 
-#: most axis-0 sizes an :class:`OpenVinoRunner` keeps a static compile of
+#: most static compiles (axis-0 size, zero inputs folded or not) an :class:`OpenVinoRunner` keeps
 STATIC_AXIS0_KEPT = 4
 
 #: compiled-model properties a runner's notes record (what OpenVINO actually chose)
@@ -103,13 +103,50 @@ def compiled_properties(compiled: Any) -> str:
     return ", ".join(found)
 
 
+#: a static compile's key: (axis-0 size, whether the ``fold_zeros`` inputs are constants in it)
+StaticKey = tuple[int, bool]
+
+
 class _Slot:
     """One infer request of the dynamic compile and, made on first use, one of each static
-    axis-0 compile (size -> (compiled model, its request))."""
+    compile (:data:`StaticKey` -> (compiled model, its request))."""
 
     def __init__(self, request: Any):
         self.request = request
-        self.static: dict[int, tuple[Any, Any]] = {}
+        self.static: dict[StaticKey, tuple[Any, Any]] = {}
+
+
+def check_fold_zeros(value: Any) -> tuple[str, ...]:
+    """``extra["fold_zeros"]`` as a tuple of input names; a one-line UsageError otherwise.
+
+    Example:
+        >>> check_fold_zeros(["mask_input", "has_mask_input"])
+        ('mask_input', 'has_mask_input')
+        >>> check_fold_zeros("mask_input")
+        Traceback (most recent call last):
+        ...
+        slimsam_edge.errors.UsageError: openvino: fold_zeros must be a list of input names, got 'mask_input'
+    """
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"openvino: fold_zeros must be a list of input names, got {value!r}")
+    return tuple(value)
+
+
+def fold_inputs(model: Any, names: tuple[str, ...]) -> Any:
+    """``model`` (an ``ov.Model`` with static shapes) with the inputs ``names`` replaced by constant
+    zeros of their shape and type: OpenVINO then folds what only they feed (e.g. the decoder's
+    mask-input branch) at compile time."""
+    import openvino as ov
+
+    params = {OpenVinoRunner._name(p.output(0), ""): p for p in model.get_parameters()}
+    for name in names:
+        param = params[name]
+        shape = [d.get_length() for d in param.get_partial_shape()]
+        zeros = np.zeros(shape, dtype=np.dtype(param.get_element_type().to_dtype()))
+        param.output(0).replace(ov.opset13.constant(zeros).output(0))
+        model.remove_parameter(param)
+    model.validate_nodes_and_infer_types()
+    return model
 
 
 class RequestPool:
@@ -185,9 +222,13 @@ class OpenVinoRunner(Runner):
     passed to ``compile_model`` last) and ``extra["static_axis0"]`` (default on): a graph whose
     inputs have a dynamic axis 0 (the low-res decoder's prompt axis) is also compiled with that
     axis fixed, for 1 at activation and for any other size the second time a feed has it (at most
-    :data:`STATIC_AXIS0_KEPT` sizes kept, least recently used dropped), and feeds of those sizes run
+    :data:`STATIC_AXIS0_KEPT` compiles kept, least recently used dropped), and feeds of those sizes run
     there. OpenVINO's CPU plugin runs the 1024-px decoder 20-35% faster per prompt with that axis
     static (docs/results/decoder.md); other dynamic axes (the point count) stay dynamic.
+    ``extra["fold_zeros"]`` (input names; the predictor gives the decoder's ``mask_input`` and
+    ``has_mask_input``): a feed in which all of them are zero runs on a static compile where they are
+    constant zeros, so what only they feed is folded away at compile time (the decoder's mask branch,
+    ~10% of a 1024-px prompt); the same outputs, since those are the values fed.
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -210,9 +251,11 @@ class OpenVinoRunner(Runner):
         self._pool: RequestPool | None = None
         self._lock = threading.Lock()  # the static compiles, their LRU and the sizes seen
         self._model: Any = None  # the dynamic model, reshaped for the static axis-0 compiles
-        self._static: OrderedDict[int, Any] = OrderedDict()  # axis-0 size -> its compiled model (LRU)
+        self._static: OrderedDict[StaticKey, Any] = OrderedDict()  # static key -> its compiled model (LRU)
         self._axis0: list[str] = []  # inputs with a dynamic axis 0
-        self._seen: dict[int, int] = {}
+        self._fold_wanted = check_fold_zeros(extra.get("fold_zeros", ()))
+        self._fold: tuple[str, ...] = ()  # those of them this graph has (all or none)
+        self._seen: dict[StaticKey, int] = {}
         self._core: Any = None
         self._device, self._compile_config = "", {}
         self._out_names: list[str] = []
@@ -307,11 +350,15 @@ class OpenVinoRunner(Runner):
         if self.options.extra.get("static_axis0", True):
             self._axis0 = [self._name(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)
                            if _dynamic_axis0(port.get_partial_shape())]
+        inputs = {self._name(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)}
+        self._fold = self._fold_wanted if self._axis0 and set(self._fold_wanted) <= inputs else ()
         if self._axis0:
             self._model, self._core, self._device, self._compile_config = model, core, device, config
-            if self._static_compile(1) is not None:
+            if self._static_compile((1, False)) is not None:
                 self.notes.append("axis 0 also compiled static (" + ", ".join(self._axis0) + "): 1, and "
                                   "other sizes when fed twice")
+            if self._fold and self._static_compile((1, True)) is not None:
+                self.notes.append("inputs " + ", ".join(self._fold) + " folded to constants when fed zeros")
 
     def profile(self, feed: FeedDict, runs: int = 3) -> dict[str, Any]:
         """OpenVINO's per-layer counters (``PERF_COUNT``) on a twin compile of the same verified
@@ -335,14 +382,16 @@ class OpenVinoRunner(Runner):
             twin.deactivate()
         return group_openvino_counters(infos, runs=max(1, runs))
 
-    def _static_compile(self, size: int) -> Any:
-        """The compiled model with axis 0 = ``size`` (compiled now), ``None`` if that fails; call
-        with ``self._lock`` held (or before any infer)."""
-        if size in self._static:
-            self._static.move_to_end(size)
-            return self._static[size]
+    def _static_compile(self, key: StaticKey) -> Any:
+        """The compiled model with axis 0 = ``key[0]`` and, with ``key[1]``, the ``fold_zeros`` inputs
+        constant zeros (compiled now); ``None`` if that fails; call with ``self._lock`` held (or
+        before any infer)."""
+        if key in self._static:
+            self._static.move_to_end(key)
+            return self._static[key]
         import openvino as ov
 
+        size, folded = key
         fixed = self._model.clone()
         shapes = {}
         for i, port in enumerate(fixed.inputs):
@@ -351,36 +400,53 @@ class OpenVinoRunner(Runner):
                 shapes[port] = ov.PartialShape([ov.Dimension(size)] + [pshape[k] for k in range(1, len(pshape))])
         try:
             fixed.reshape(shapes)
+            if folded:
+                fixed = fold_inputs(fixed, self._fold)
             compiled = self._core.compile_model(fixed, self._device, self._compile_config)
-        except RuntimeError as err:  # a graph that does not reshape: the dynamic one serves all
-            self.notes.append(f"axis 0 = {size} not compiled static ({one_line(str(err), 100)})")
-            self._axis0 = []
+        except (RuntimeError, ValueError, KeyError) as err:  # the dynamic (or unfolded) compile serves all
+            if folded:
+                self.notes.append(f"inputs {', '.join(self._fold)} not folded ({one_line(str(err), 100)})")
+                self._fold = ()
+            else:
+                self.notes.append(f"axis 0 = {size} not compiled static ({one_line(str(err), 100)})")
+                self._axis0 = []
             return None
-        self._static[size] = compiled
+        self._static[key] = compiled
         while len(self._static) > STATIC_AXIS0_KEPT:
             self._static.popitem(last=False)
         return compiled
 
-    def _request_for(self, slot: _Slot, feed: FeedDict) -> Any:
-        """The request of ``slot`` that runs ``feed``: the static compile's of its axis-0 size
-        when there is one (made for this slot on first use), else the dynamic one."""
+    def _static_key(self, feed: FeedDict) -> StaticKey | None:
+        """The static compile ``feed`` can run on (``None``: only the dynamic one)."""
+        sizes = {feed[n].shape[0] for n in self._axis0}
+        if len(sizes) != 1:
+            return None
+        folded = bool(self._fold) and not any(np.any(feed[n]) for n in self._fold)
+        return sizes.pop(), folded
+
+    def _request_for(self, slot: _Slot, feed: FeedDict) -> tuple[Any, bool]:
+        """The request of ``slot`` that runs ``feed`` and whether its ``fold_zeros`` inputs are constants
+        there: the static compile's of its key when there is one (made for this slot on first use),
+        else the dynamic one."""
         with self._lock:
-            sizes = {feed[n].shape[0] for n in self._axis0}
-            if len(sizes) != 1:
-                return slot.request
-            size = sizes.pop()
-            self._seen[size] = self._seen.get(size, 0) + 1
-            if size not in self._static and self._seen[size] < 2:
-                return slot.request
-            compiled = self._static_compile(size)
+            key = self._static_key(feed)
+            if key is None:
+                return slot.request, False
+            self._seen[key] = self._seen.get(key, 0) + 1
+            if key not in self._static and self._seen[key] < 2:
+                return slot.request, False
+            compiled = self._static_compile(key)
+            if compiled is None and key[1]:
+                key = (key[0], False)
+                compiled = self._static_compile(key)
             if compiled is None:
-                return slot.request
-            mine = slot.static.get(size)
+                return slot.request, False
+            mine = slot.static.get(key)
             if mine is None or mine[0] is not compiled:
                 # drop this slot's requests of compiles the LRU has let go, then make this one's
                 slot.static = {s: v for s, v in slot.static.items() if self._static.get(s) is v[0]}
-                mine = slot.static[size] = (compiled, compiled.create_infer_request())
-            return mine[1]
+                mine = slot.static[key] = (compiled, compiled.create_infer_request())
+            return mine[1], key[1]
 
     def _read(self, core: Any) -> Any:
         if isinstance(self.artifact, HashedFiles):
@@ -473,8 +539,9 @@ class OpenVinoRunner(Runner):
         if pool is None:
             raise RunnerError(f"openvino runner for {self.artifact}: closed while a call started; activate it again")
         with pool.slot() as slot:
-            request = self._request_for(slot, feed)
-            request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+            request, folded = self._request_for(slot, feed)
+            skip = self._fold if folded else ()
+            request.infer({k: np.ascontiguousarray(v) for k, v in feed.items() if k not in skip})
             return {
                 name: request.get_output_tensor(i).data.copy()
                 for i, name in enumerate(self._out_names)
