@@ -45,6 +45,11 @@ class DecoderPrompts(str, Enum):
     random_interior = "random+interior"
 
 
+class EmbeddingTarget(str, Enum):  # compress.cache.EMBEDDING_TARGETS (not imported here: it needs torch)
+    teacher = "teacher"
+    regridded = "regridded"
+
+
 class GlobalAttention(str, Enum):
     keep = "keep"
     windowed = "windowed"
@@ -75,6 +80,7 @@ def compress(
     scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
     global_attention: Annotated[GlobalAttention, typer.Option("--global-attention", help="keep: SlimSAM's global blocks; windowed: every block attends within windows (faster at 1024 px, trained by distillation; see docs/results/precision.md).")] = GlobalAttention.keep,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="The student's input size in pixels (smaller than the teacher's, a multiple of its patch size whose token grid its windows can tile; a bad size lists those that work): position embedding and relative-position tables are interpolated, windows re-tiled, and it is distilled against the teacher's embeddings resized to its grid. Default: the teacher's size.")] = None,
+    embedding_target: Annotated[EmbeddingTarget, typer.Option("--embedding-target", help="With --image-size: what the encoder phases distil the student's embedding toward: teacher = the teacher's embedding resized to the student's grid (SlimSAM's target); regridded = the embedding of the unpruned teacher moved to the student's size, the grid its mask decoder reads (on sam-mini at 160 px the teacher's decoder scores 0.83 point mIoU on that, 0.75 on the resized one).")] = EmbeddingTarget.teacher,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
     decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="Steps of a last phase that tunes the student's mask decoder on the teacher's masks for random point and box prompts (label-free, encoder frozen; from the best validated encoder). Worth it with --image-size or --global-attention windowed, where the teacher's decoder reads a grid it was not trained on. 0: keep the teacher's decoder.")] = 0,
     decoder_lr: Annotated[float, typer.Option("--decoder-lr", help="Peak AdamW learning rate of the decoder phase (cosine schedule).")] = 1e-4,
@@ -112,7 +118,7 @@ def compress(
                     decoder_prompts=decoder_prompts.value,
                     checkpoint_every=checkpoint_every, seed=seed, eval_images=eval_images, engine=engine,
                     val_every=val_every, val_images=val_images, val_seed=val_seed, bf16=bf16,
-                    global_attention=global_attention.value,
+                    global_attention=global_attention.value, embedding_target=embedding_target.value,
                     **({"image_size": image_size} if image_size is not None else {}))
     report = run_request(CompressRequest(
         out, teacher=teacher, base=base, data=data, preset=preset, ratio=ratio, target_params=target_params,

@@ -194,7 +194,7 @@ def distill_loss(student: torch.nn.Module, x: torch.Tensor, spec: DistillSpec, s
     with torch.no_grad(), autocast(spec.bf16, kind), Capture(t_hooks) as tcap:
         if use_inter:
             e = inter_teacher.image_encoder(resize_input(x, inter_teacher.image_encoder.img_size))
-            computed = e if inter_teacher is teacher else None
+            computed = e if inter_teacher is getattr(targets, "teacher", teacher) else None
     t_emb = targets(images, x, computed)
     with autocast(spec.bf16, kind), Capture(hooked_modules(student, spec.mode) if use_inter else []) as scap:
         s_emb = student.image_encoder(resize_input(x, student.image_encoder.img_size))

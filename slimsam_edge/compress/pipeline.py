@@ -44,7 +44,7 @@ from ..models.io import save_model
 from ..models.spec import ModelSpec
 from . import runtime
 from .attention import global_attention
-from .cache import TeacherEmbeddings, teacher_fingerprint
+from .cache import EMBEDDING_TARGETS, TeacherEmbeddings, teacher_fingerprint
 from .data import ImageSource
 from .decoder_tune import DECODER_PROMPTS
 from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
@@ -74,7 +74,7 @@ LATER_PHASES = ("decoder_steps", "decoder_lr", "decoder_trains", "decoder_prompt
 #: settings added after jobs were recorded: left out of the record while they have this value, so
 #: older checkpoints resume and older reports are reused
 ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4, "decoder_trains": "decoder",
-          "decoder_prompts": "random"}
+          "decoder_prompts": "random", "embedding_target": "teacher"}
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,7 @@ class CompressConfig:
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
     image_size: int | None = None  # the student's input size (None: the teacher's; see models/regrid.py)
+    embedding_target: str = "teacher"  # the encoder phases' embedding target at another size: see cache.EMBEDDING_TARGETS
     decoder_steps: int = 0  # steps of the last phase tuning the mask decoder (0: the teacher's decoder as is)
     decoder_lr: float = 1e-4  # its peak learning rate (a trained decoder is fine-tuned, not distilled from scratch)
     decoder_trains: str = "decoder"  # what its mask loss trains: see distill.DECODER_TRAINS
@@ -123,6 +124,9 @@ class CompressConfig:
         if self.decoder_prompts not in DECODER_PROMPTS:
             raise UsageError(f"unknown --decoder-prompts {self.decoder_prompts!r}; choose one of: "
                              f"{', '.join(DECODER_PROMPTS)}")
+        if self.embedding_target not in EMBEDDING_TARGETS:
+            raise UsageError(f"unknown --embedding-target {self.embedding_target!r}; choose one of: "
+                             f"{', '.join(EMBEDDING_TARGETS)}")
         if self.val_every < 0 or self.decoder_steps < 0:
             raise UsageError(f"val_every and decoder_steps must be >= 0, got {self.val_every} and {self.decoder_steps}")
         for k in ("steps", "batch", "accum", "importance_images", "eval_images", "val_images"):
@@ -345,6 +349,15 @@ class _Job:
     step1: Any = None
     # phase 1's intermediate-feature target when it is not the teacher (another input size)
     bottleneck_teacher: Any = None
+    # the encoder phases' (and importance's) embedding targets when they are not ``targets``
+    # (``embedding_target="regridded"`` at another input size)
+    regridded: TeacherEmbeddings | None = None
+
+    @property
+    def encoder_targets(self) -> TeacherEmbeddings:
+        """What the encoder phases and importance pull the student's embedding toward; the decoder phase
+        and the teacher's masks always use ``targets``."""
+        return self.regridded if self.regridded is not None else self.targets
 
     @property
     def last(self) -> int:
@@ -418,7 +431,23 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
     # at another input size the teacher's q/k/v and MLP features live on another token grid: phase 1
     # aligns them with the unpruned model moved to the student's size instead (the embedding stays the teacher's)
     job.bottleneck_teacher = b_sam if b_spec.image_size != t_spec.image_size else None
+    job.regridded = _regridded_targets(cfg, t_sam, t_spec, cache_dir)
     return job, state
+
+
+def _regridded_targets(cfg: CompressConfig, t_sam: Any, t_spec: ModelSpec,
+                       cache_dir: Path | str | None) -> TeacherEmbeddings | None:
+    """With ``embedding_target="regridded"`` and another input size: the embeddings of the teacher moved to
+    the student's size (:func:`~slimsam_edge.models.regrid.resample_model`; cached under its own fingerprint
+    when ``cache_dir``); else ``None`` (the teacher's own, resized)."""
+    if cfg.embedding_target != "regridded" or cfg.image_size in (None, t_spec.image_size):
+        return None
+    from ..models.regrid import resample_model
+
+    r_sam, r_spec = resample_model(t_sam, t_spec, cfg.image_size)
+    r_sam.eval().requires_grad_(False)
+    return TeacherEmbeddings(r_sam, cache_dir, key=teacher_fingerprint(r_sam, r_spec) if cache_dir else "",
+                             bf16=cfg.bf16)
 
 
 def _restore(job: _Job, state: dict) -> int:
@@ -450,7 +479,7 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
         src, src_spec = (copy.deepcopy(job.b_sam), job.b_spec) if p == 0 else (job.student, job.spec)
         src.requires_grad_(True)
         keep = importance_keep(src, src_spec, job.target, cfg, _units(units, src_spec), source, job.t_sam,
-                               job.targets)
+                               job.encoder_targets)
         job.student, job.spec = apply_keep(src, src_spec, keep, cfg.engine)
         job.log.write({"event": "pruned", "phase": p, "mode": mode, "spec": job.spec.to_dict()["encoder"]})
     student, spec = job.student, job.spec
@@ -475,7 +504,8 @@ def _run_phase(job: _Job, p: int, resumed: dict | None, source: ImageSource,
     if resumed is None or int(resumed["step"]) < steps:
         distill(student, dspec, teacher=job.t_sam, source=source,
                 inter_teacher=job.step1 if mode == "embedding" else job.bottleneck_teacher, state=resumed, save=save,
-                checkpoint_every=cfg.checkpoint_every, on_step=step_cb, targets=job.targets)
+                checkpoint_every=cfg.checkpoint_every, on_step=step_cb,
+                targets=job.targets if mode == "decoder" else job.encoder_targets)
     if p == 0 and any(m == "embedding" for _, m in job.phases):  # phase 2 aligns block outputs with it
         if job.main:
             save_model(student, spec, job.out / STEP1)
@@ -499,6 +529,7 @@ def _finish(job: _Job, bf16_native: bool | None, *, teacher_id: str, source: Ima
     best = job.validator.select(student, job.last)
     extra = {"best": best, "teacher_weights": job.t_weights, "validation": job.validator.summary(),
              "teacher_cache": job.targets.stats(),
+             **({"regridded_cache": job.regridded.stats()} if job.regridded is not None else {}),
              "world_size": runtime.world_size(), "bf16": cfg.bf16, "bf16_native": bf16_native, **describe(job.device),
              "phase_modes": [m for _, m in job.phases],
              "base": {"id": base_id, "encoder_params": sum(v.numel() for k, v in job.b_sam.state_dict().items()

@@ -135,6 +135,21 @@ def decoder_phase_words(c: dict[str, Any]) -> str:
             f"(lr {c.get('decoder_lr', 1e-4)})")
 
 
+def embedding_target_words(c: dict[str, Any]) -> str:
+    """What a job's encoder phases distilled toward, from its recorded settings ``c`` ("" for the
+    teacher's own embedding, the default).
+
+    Example:
+        >>> embedding_target_words({"image_size": 160, "embedding_target": "regridded"})
+        'the embedding of the teacher moved to the 160 px input (`--embedding-target regridded`)'
+        >>> embedding_target_words({"image_size": 160})
+        ''
+    """
+    if c.get("embedding_target", "teacher") == "teacher":
+        return ""
+    return f"the embedding of the teacher moved to the {c.get('image_size')} px input (`--embedding-target regridded`)"
+
+
 def _blocks(summary: dict[str, Any]) -> str:
     g = summary.get("global_attn_indexes")
     return "?" if g is None else (", ".join(map(str, g)) or "none")
@@ -148,8 +163,14 @@ def _extra_lines(r: dict[str, Any]) -> list[str]:
                    f"(point mIoU {b['miou']} on {b['n_images']} images of seed {b['seed']}, every {b['every']} steps)")
     elif v:
         out.append("- model.safetensors: the last step's weights (validation off)")
+    target = embedding_target_words(r.get("config") or {})
+    if target:
+        out.append(f"- encoder phases distilled toward {target}")
     if c and c.get("dir"):
         out.append(f"- teacher-embedding cache {c['dir']}: {c['hits']} hits, {c['misses']} misses (rank 0)")
+    rc = r.get("regridded_cache")
+    if rc and rc.get("dir"):
+        out.append(f"- moved teacher's embeddings in the same cache: {rc['hits']} hits, {rc['misses']} misses (rank 0)")
     if r.get("base"):
         out.append(f"- pruned base {r['base']['id']} (encoder {r['base']['encoder_params']:,} params), "
                    f"teacher's prompt encoder and mask decoder; phase modes {r.get('phase_modes')}")

@@ -454,7 +454,8 @@ def render(result: dict[str, Any], plot_name: str = "speed/routes.png") -> str:
     s = result["settings"]
     lines += ["", "## The sam-mini analogues", "",
               f"`compress` of the shipped sam-mini (256 px teacher) with ratio {s['ratio']}, {s['steps']} steps per "
-              f"phase, lr {s['lr']}, alternate slimming + disturbed Taylor{_decoder_phase(s)}, {result['images']} "
+              f"phase, lr {s['lr']}, alternate slimming + disturbed Taylor{_embedding_target(s)}{_decoder_phase(s)}, "
+              f"{result['images']} "
               "procedural images, at "
               "each size (`--image-size`) and attention (`--global-attention`); each exported (fp32 + int8, "
               f"calibrated on procedural images) and evaluated on {result['accuracy_images']} held-out procedural "
@@ -579,6 +580,18 @@ def measure_latency(a: argparse.Namespace, ok: Sequence[tuple[str, str]], base: 
     return out
 
 
+def _embedding_target(settings: dict[str, Any]) -> str:
+    """The analogues' embedding target in words (none: the teacher's own, resized).
+
+    Example:
+        >>> _embedding_target({"embedding_target": "regridded"})
+        " toward the embedding of the teacher moved to the student's input size (`--embedding-target regridded`)"
+    """
+    if settings.get("embedding_target", "teacher") == "teacher":
+        return ""
+    return " toward the embedding of the teacher moved to the student's input size (`--embedding-target regridded`)"
+
+
 def _decoder_phase(settings: dict[str, Any]) -> str:
     """The analogues' decoder phase in the compress report's words (none: the teacher's decoder).
 
@@ -597,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ..bench.matrix import machine_summary
     from ..devices import detected
     from ..limits import MAX_OBJECTS
+    from ..compress.cache import EMBEDDING_TARGETS
     from ..compress.decoder_tune import DECODER_PROMPTS
     from ..compress.distill import DECODER_TRAINS
     from .resolution_report import DEMO_SETTINGS
@@ -619,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ratio", type=float, default=DEMO_SETTINGS["ratio"])
     ap.add_argument("--steps", type=int, default=DEMO_SETTINGS["steps"], help="distillation steps per phase")
     ap.add_argument("--lr", type=float, default=DEMO_SETTINGS["lr"])
+    ap.add_argument("--embedding-target", default="teacher", choices=tuple(EMBEDDING_TARGETS),
+                    help="what each analogue's encoder phases distil toward (compress --embedding-target)")
     ap.add_argument("--decoder-steps", type=int, default=0,
                     help="steps of each analogue's mask-decoder phase (compress --decoder-steps; 0: the teacher's decoder)")
     ap.add_argument("--decoder-lr", type=float, default=1e-4, help="its peak learning rate (compress --decoder-lr)")
@@ -655,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _say(f"timed {len(latency['rows'])} rows into {a.workdir / 'latency.json'}")
         return latency
     settings = {**DEMO_SETTINGS, "ratio": a.ratio, "steps": a.steps, "lr": a.lr,
+                **({"embedding_target": a.embedding_target} if a.embedding_target != "teacher" else {}),
                 **({"decoder_steps": a.decoder_steps, "decoder_lr": a.decoder_lr, "decoder_trains": a.decoder_trains,
                     "decoder_prompts": a.decoder_prompts}
                    if a.decoder_steps else {})}

@@ -205,3 +205,64 @@ def test_window_rule_property():
                 assert new.grid % w == 0 and w <= window and w * e.img_size >= window * size
 
     check()
+
+
+def test_regridded_target_is_the_teacher_moved_to_the_students_size(tmp_path, teacher):
+    """``embedding_target="regridded"``: the encoder phases and importance see the embeddings of the
+    teacher resampled to the student's size (computed on the batch resized to it, cached under that
+    model's own fingerprint); the decoder phase keeps the teacher's own. At the teacher's size, or with
+    the default target, there is nothing else to pull toward."""
+    from slimsam_edge.compress.cache import EMBEDDING_TARGETS, TeacherEmbeddings
+    from slimsam_edge.compress.pipeline import _regridded_targets
+    from slimsam_edge.models.batch import preprocess
+
+    cfg = CompressConfig(0.5, image_size=96, embedding_target="regridded")
+    cfg.validate()
+    regridded = _regridded_targets(cfg, teacher, SPEC, tmp_path / "cache")
+    images = ImageSource.procedural(count=2, size=128).images([0, 1])
+    x = preprocess(teacher, images)
+    moved, _ = resample_model(teacher, SPEC, 96)
+    with torch.no_grad():
+        want = moved.image_encoder(resize_input(x, 96))
+    got = regridded(images, x)
+    assert got.shape == want.shape == (2, 32, 6, 6)
+    torch.testing.assert_close(got, want.half().float())  # cached targets are the fp16-rounded values
+    torch.testing.assert_close(regridded(images, x), got)
+    assert regridded.stats()["hits"] == 2 and regridded.stats()["misses"] == 2
+    own = TeacherEmbeddings(teacher, tmp_path / "cache", key="teacher")
+    assert own.path(images[0]) != regridded.path(images[0])  # another model, other cache files
+    # with it, the embedding loss of an encoder phase is the MSE against the moved teacher
+    small, _ = resample_model(teacher, SPEC, 96)
+    with torch.no_grad():
+        out = distill_loss(small, x, DistillSpec("final", steps=1), 0, teacher=teacher, targets=regridded,
+                           images=images)
+        mine = small.image_encoder(resize_input(x, 96))
+    torch.testing.assert_close(out["embed"], torch.nn.functional.mse_loss(mine, got))
+    for other in (CompressConfig(0.5, image_size=96), CompressConfig(0.5, embedding_target="regridded"),
+                  CompressConfig(0.5, image_size=128, embedding_target="regridded")):
+        assert _regridded_targets(other, teacher, SPEC, None) is None
+    assert set(EMBEDDING_TARGETS) == {"teacher", "regridded"}
+
+
+def test_embedding_target_is_recorded_only_when_not_the_teachers():
+    from slimsam_edge.cli.compress import EmbeddingTarget
+    from slimsam_edge.compress.cache import EMBEDDING_TARGETS
+
+    assert "embedding_target" not in CompressConfig(0.5, image_size=96).identity()
+    assert CompressConfig(0.5, image_size=96, embedding_target="regridded").identity()["embedding_target"] == "regridded"
+    with pytest.raises(UsageError, match="--embedding-target 'resized'.*teacher, regridded"):
+        CompressConfig(0.5, embedding_target="resized").validate()
+    assert [e.value for e in EmbeddingTarget] == list(EMBEDDING_TARGETS)
+
+
+def test_regridded_route_compresses_end_to_end(tmp_path, teacher_ckpt):
+    import json
+
+    res = _run("--out", tmp_path / "c", "--teacher", teacher_ckpt, "--ratio", 0.5, "--image-size", 96,
+               "--embedding-target", "regridded", "--steps", 2, "--images", 4, "--importance-images", 2,
+               "--eval-images", 1, "--batch", 1, "--val-every", 1, "--val-images", 1,
+               "--cache-teacher", tmp_path / "cache", "--decoder-steps", 1, "--json")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["config"]["embedding_target"] == "regridded"
+    assert rep["regridded_cache"]["misses"] > 0 and rep["teacher_cache"]["misses"] > 0
