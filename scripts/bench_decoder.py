@@ -12,8 +12,9 @@ which the configurations run interleaved (the order rotates each round).
    SxS input, cropped, resized, transposed back, thresholded) vs ``transforms.upscale_masks``
    (what ``EdgePredictor`` runs), for C = 1 (``multimask_output=False``) and C = 3, with the
    agreement of their binary masks;
-2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``)
-   vs segment-anything's ``predict_masks`` as it is (the graph before issue 18)
+2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``;
+   OpenVINO: its mask inputs folded for prompts without one, as ``EdgePredictor.from_bundle`` opens
+   it) vs segment-anything's ``predict_masks`` as it is (the graph and runner before issue 18)
    (``openvino/...:dynamic``: OpenVINO without its static axis-0 compiles, as before issue 18);
 3. ``EdgePredictor.predict`` per prompt (decoder + postprocessing) for each runtime/precision,
    single- and multi-mask, next to segment-anything's graph + the plain postprocessing;
@@ -37,7 +38,7 @@ import numpy as np
 
 from slimsam_edge.devices import detected
 from slimsam_edge.models.graph_spec import DECODER_LOWRES, ONNX_SPECS
-from slimsam_edge.predictor import EdgePredictor, ImageEmbedding
+from slimsam_edge.predictor import MASK_FEEDS, EdgePredictor, ImageEmbedding
 from slimsam_edge.runtimes import RunnerOptions, open_runner
 from slimsam_edge.transforms import ResizeLongestSide, postprocess_masks, upscale_masks
 
@@ -135,19 +136,20 @@ def bench_postprocess(size: int, side: int, hw: tuple[int, int], rounds: int) ->
     return res
 
 
-def open_decoder(path: Path, pair: str):
-    """``backend/precision``, ``:dynamic`` = OpenVINO without its static axis-0 compiles."""
+def open_decoder(path: Path, pair: str, fold: bool = True):
+    """``backend/precision``, ``:dynamic`` = OpenVINO without its static axis-0 compiles; ``fold``: the
+    mask inputs folded for prompts without one, as ``EdgePredictor.from_bundle`` opens decoders."""
     pair, _, mode = pair.partition(":")
     backend, precision = pair.split("/")
-    extra = {"static_axis0": False} if mode == "dynamic" else {}
+    extra = {"static_axis0": False} if mode == "dynamic" else {"fold_zeros": MASK_FEEDS} if fold else {}
     return open_runner(path, backend=backend, options=RunnerOptions(precision=precision, extra=extra)).activate()
 
 
-def runnable(pairs: list[str], path: Path) -> tuple[dict[str, object], dict[str, str]]:
+def runnable(pairs: list[str], path: Path, fold: bool = True) -> tuple[dict[str, object], dict[str, str]]:
     runners, skipped = {}, {}
     for pair in pairs:
         try:
-            runners[pair] = open_decoder(path, pair)
+            runners[pair] = open_decoder(path, pair, fold)
         except Exception as err:  # a precision the machine lacks is refused: report, go on
             skipped[pair] = f"{type(err).__name__}: {err}"
     return runners, skipped
@@ -168,7 +170,7 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
     decoders: dict[str, dict[str, object]] = {}
     skipped: dict[str, str] = {}
     for variant, path in paths.items():
-        decoders[variant], miss = runnable(args.pairs, path)
+        decoders[variant], miss = runnable(args.pairs, path, fold=variant == FACTORED)  # SAM: as before issue 18
         skipped.update(miss)
     result["skipped"] = skipped
     def predictor(runner) -> EdgePredictor:
@@ -277,7 +279,9 @@ def render(out: dict, command: str) -> str:
             a = r["agreement"]
             lines.append(f"| {c} | {r['plain']} | {r['upscale_masks']} | {a['identical_pixels']:.6f} | {a['min_mask_iou']:.4f} |")
         lines += ["", "Decoder graph alone (one prompt; factored = `models/factored_decoder.py`, what exports of "
-                  "SAM-sized decoders run; segment-anything = its `predict_masks` as it is, the graph before issue 18):", "",
+                  "SAM-sized decoders run, on OpenVINO with the mask inputs folded to constants for this prompt without "
+                  "one (`fold_zeros`); segment-anything = its `predict_masks` as it is, the graph and runner before "
+                  "issue 18):", "",
                   "| runtime/precision | segment-anything | factored | ratio |", "|---|---|---|---|"]
         g = res["decoder_graph_ms"]
         for pair in dict.fromkeys(k.split(" ")[0] for k in g):
