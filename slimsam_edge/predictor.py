@@ -41,6 +41,7 @@ PROMPT_CHUNK = 32
 #: that (OpenVINO's ``extra["fold_zeros"]``) folds the mask branch away for such prompts
 MASK_FEEDS = ("mask_input", "has_mask_input")
 
+
 @dataclass(frozen=True)
 class ImageEmbedding:
     """One image's encoder output and the sizes its prompts and masks are mapped with.

@@ -431,20 +431,24 @@ def _prepare(cfg: CompressConfig, out: Path, device: torch.device, *, teacher: t
     # at another input size the teacher's q/k/v and MLP features live on another token grid: phase 1
     # aligns them with the unpruned model moved to the student's size instead (the embedding stays the teacher's)
     job.bottleneck_teacher = b_sam if b_spec.image_size != t_spec.image_size else None
-    job.regridded = _regridded_targets(cfg, t_sam, t_spec, cache_dir)
+    # without a base or a change of attention the model to prune is the teacher moved to the student's size
+    moved = (b_sam, b_spec) if base is None and cfg.global_attention == "keep" else None
+    job.regridded = _regridded_targets(cfg, t_sam, t_spec, cache_dir, moved)
     return job, state
 
 
-def _regridded_targets(cfg: CompressConfig, t_sam: Any, t_spec: ModelSpec,
-                       cache_dir: Path | str | None) -> TeacherEmbeddings | None:
+def _regridded_targets(cfg: CompressConfig, t_sam: Any, t_spec: ModelSpec, cache_dir: Path | str | None,
+                       moved: tuple[Any, ModelSpec] | None = None) -> TeacherEmbeddings | None:
     """With ``embedding_target="regridded"`` and another input size: the embeddings of the teacher moved to
-    the student's size (:func:`~slimsam_edge.models.regrid.resample_model`; cached under its own fingerprint
-    when ``cache_dir``); else ``None`` (the teacher's own, resized)."""
+    the student's size (``moved`` when the caller already has that model — then phase 1, which aligns with
+    it too, hands its embedding over instead of running it twice — else
+    :func:`~slimsam_edge.models.regrid.resample_model`; cached under its own fingerprint when
+    ``cache_dir``); else ``None`` (the teacher's own, resized)."""
     if cfg.embedding_target != "regridded" or cfg.image_size in (None, t_spec.image_size):
         return None
     from ..models.regrid import resample_model
 
-    r_sam, r_spec = resample_model(t_sam, t_spec, cfg.image_size)
+    r_sam, r_spec = moved if moved is not None else resample_model(t_sam, t_spec, cfg.image_size)
     r_sam.eval().requires_grad_(False)
     return TeacherEmbeddings(r_sam, cache_dir, key=teacher_fingerprint(r_sam, r_spec) if cache_dir else "",
                              bf16=cfg.bf16)

@@ -142,12 +142,15 @@ def embedding_target_words(c: dict[str, Any]) -> str:
     Example:
         >>> embedding_target_words({"image_size": 160, "embedding_target": "regridded"})
         'the embedding of the teacher moved to the 160 px input (`--embedding-target regridded`)'
+        >>> embedding_target_words({"embedding_target": "regridded"})[42:]
+        "student's input size (`--embedding-target regridded`)"
         >>> embedding_target_words({"image_size": 160})
         ''
     """
     if c.get("embedding_target", "teacher") == "teacher":
         return ""
-    return f"the embedding of the teacher moved to the {c.get('image_size')} px input (`--embedding-target regridded`)"
+    size = f"{c['image_size']} px input" if c.get("image_size") else "student's input size"
+    return f"the embedding of the teacher moved to the {size} (`--embedding-target regridded`)"
 
 
 def _blocks(summary: dict[str, Any]) -> str:

@@ -581,15 +581,16 @@ def measure_latency(a: argparse.Namespace, ok: Sequence[tuple[str, str]], base: 
 
 
 def _embedding_target(settings: dict[str, Any]) -> str:
-    """The analogues' embedding target in words (none: the teacher's own, resized).
+    """The analogues' embedding target in the compress report's words (none: the teacher's own, resized).
 
     Example:
         >>> _embedding_target({"embedding_target": "regridded"})
         " toward the embedding of the teacher moved to the student's input size (`--embedding-target regridded`)"
     """
-    if settings.get("embedding_target", "teacher") == "teacher":
-        return ""
-    return " toward the embedding of the teacher moved to the student's input size (`--embedding-target regridded`)"
+    from ..compress.report import embedding_target_words
+
+    words = embedding_target_words(settings)
+    return f" toward {words}" if words else ""
 
 
 def _decoder_phase(settings: dict[str, Any]) -> str:

@@ -238,6 +238,9 @@ def test_regridded_target_is_the_teacher_moved_to_the_students_size(tmp_path, te
                            images=images)
         mine = small.image_encoder(resize_input(x, 96))
     torch.testing.assert_close(out["embed"], torch.nn.functional.mse_loss(mine, got))
+    # a caller that already holds the moved teacher (the model to prune, without a base) hands it over
+    given = _regridded_targets(cfg, teacher, SPEC, None, moved=(moved, _))
+    assert given.teacher is moved
     for other in (CompressConfig(0.5, image_size=96), CompressConfig(0.5, embedding_target="regridded"),
                   CompressConfig(0.5, image_size=128, embedding_target="regridded")):
         assert _regridded_targets(other, teacher, SPEC, None) is None

@@ -347,11 +347,10 @@ class OpenVinoRunner(Runner):
         self._static.clear()
         self._seen.clear()
         self._axis0 = []
+        inputs = {self._name(port, f"input_{i}"): port for i, port in enumerate(self._compiled.inputs)}
         if self.options.extra.get("static_axis0", True):
-            self._axis0 = [self._name(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)
-                           if _dynamic_axis0(port.get_partial_shape())]
-        inputs = {self._name(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)}
-        self._fold = self._fold_wanted if self._axis0 and set(self._fold_wanted) <= inputs else ()
+            self._axis0 = [name for name, port in inputs.items() if _dynamic_axis0(port.get_partial_shape())]
+        self._fold = self._fold_wanted if self._axis0 and set(self._fold_wanted) <= set(inputs) else ()
         if self._axis0:
             self._model, self._core, self._device, self._compile_config = model, core, device, config
             if self._static_compile((1, False)) is not None:
@@ -424,29 +423,30 @@ class OpenVinoRunner(Runner):
         folded = bool(self._fold) and not any(np.any(feed[n]) for n in self._fold)
         return sizes.pop(), folded
 
-    def _request_for(self, slot: _Slot, feed: FeedDict) -> tuple[Any, bool]:
-        """The request of ``slot`` that runs ``feed`` and whether its ``fold_zeros`` inputs are constants
-        there: the static compile's of its key when there is one (made for this slot on first use),
-        else the dynamic one."""
+    def _request_for(self, slot: _Slot, feed: FeedDict) -> tuple[Any, tuple[str, ...]]:
+        """The request of ``slot`` that runs ``feed`` and the inputs that are constants there (not to be
+        fed; read under the lock, so a later failed fold elsewhere cannot change them): the static
+        compile's of its key when there is one (made for this slot on first use), else the dynamic one."""
         with self._lock:
             key = self._static_key(feed)
             if key is None:
-                return slot.request, False
+                return slot.request, ()
             self._seen[key] = self._seen.get(key, 0) + 1
             if key not in self._static and self._seen[key] < 2:
-                return slot.request, False
+                return slot.request, ()
+            folded = self._fold if key[1] else ()
             compiled = self._static_compile(key)
             if compiled is None and key[1]:
-                key = (key[0], False)
+                key, folded = (key[0], False), ()
                 compiled = self._static_compile(key)
             if compiled is None:
-                return slot.request, False
+                return slot.request, ()
             mine = slot.static.get(key)
             if mine is None or mine[0] is not compiled:
                 # drop this slot's requests of compiles the LRU has let go, then make this one's
                 slot.static = {s: v for s, v in slot.static.items() if self._static.get(s) is v[0]}
                 mine = slot.static[key] = (compiled, compiled.create_infer_request())
-            return mine[1], key[1]
+            return mine[1], folded
 
     def _read(self, core: Any) -> Any:
         if isinstance(self.artifact, HashedFiles):
@@ -539,8 +539,7 @@ class OpenVinoRunner(Runner):
         if pool is None:
             raise RunnerError(f"openvino runner for {self.artifact}: closed while a call started; activate it again")
         with pool.slot() as slot:
-            request, folded = self._request_for(slot, feed)
-            skip = self._fold if folded else ()
+            request, skip = self._request_for(slot, feed)
             request.infer({k: np.ascontiguousarray(v) for k, v in feed.items() if k not in skip})
             return {
                 name: request.get_output_tensor(i).data.copy()
