@@ -104,15 +104,24 @@ def render(result: dict[str, Any], command: str) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry (``python scripts/embedding_targets.py --help``)."""
     from ..assets import require_reference_model
+    from ..errors import UsageError
     from ..models.io import load_model
+    from ..models.regrid import check_image_size
 
     ap = argparse.ArgumentParser(description="the teacher's decoder on each compress --embedding-target")
     ap.add_argument("--sizes", type=int, nargs="+", default=[192, 160, 128])
     ap.add_argument("--images", type=int, default=64, help="held-out procedural images")
     ap.add_argument("--json", type=Path, default=None, help="also write the result here")
     a = ap.parse_args(argv)
-    t0 = time.perf_counter()
     teacher, spec = load_model(require_reference_model())
+    if a.images < 1:
+        ap.error(f"--images must be at least 1, got {a.images}")
+    for size in a.sizes:  # before any scoring: one line naming the sizes that work (exit 2)
+        try:
+            check_image_size(spec.encoder, size)
+        except UsageError as err:
+            ap.error(str(err).replace("--image-size", "--sizes", 1))
+    t0 = time.perf_counter()
     result = score_targets(teacher, spec, a.sizes, a.images)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     print(render(result, "python scripts/embedding_targets.py " + " ".join(sys.argv[1:] if argv is None else argv)))

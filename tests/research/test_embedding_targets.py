@@ -36,3 +36,18 @@ def test_the_resized_target_is_the_teachers_embedding_on_the_students_grid():
     with torch.no_grad():
         torch.testing.assert_close(enc(x), resize_embedding(sam.image_encoder(resize_input(x, 128)), 6))
     assert enc.img_size == 96
+
+
+def test_bad_sizes_and_counts_are_one_line_exit_2(capsys):
+    import pytest
+
+    from slimsam_edge.research.embedding_targets import main
+
+    for argv, words in ((["--sizes", "100"], "--sizes 100 is not a multiple of the patch size"),
+                        (["--sizes", "512"], "larger than the teacher's"),
+                        (["--images", "0"], "--images must be at least 1")):
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        assert err.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert words in lines[-1] and "Traceback" not in "\n".join(lines)
