@@ -1,0 +1,112 @@
+"""The OpenVINO in-memory rewrites: a convolution's output contracted over its channels by a MatMul
+is computed channel-last with the same values; what is not that pattern stays as it is; the runner
+applies it on CPU by default (``extra["channel_last"]``), leaves a caller's in-memory model alone,
+and refuses a malformed switch in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slimsam_edge.errors import UsageError
+from slimsam_edge.runtimes import RunnerOptions, open_runner
+
+ov = pytest.importorskip("openvino")
+ops = pytest.importorskip("openvino.opset13")
+
+from slimsam_edge.runtimes.openvino.rewrite import channel_last_contractions  # noqa: E402
+
+
+def _erf_gelu(x):
+    """GELU as an ONNX export spells it: x * 0.5 * (1 + erf(x / sqrt(2)))."""
+    inner = ops.erf(ops.divide(x, ops.constant(np.float32(np.sqrt(2.0)))))
+    return ops.multiply(ops.multiply(x, ops.add(inner, ops.constant(np.float32(1.0)))), ops.constant(np.float32(0.5)))
+
+
+def _decoder_tail(flat_shape=None) -> "ov.Model":
+    """b prompts' K=3 vectors contracted with a 2x transposed-convolution upscaling of a 1x6x5x4
+    feature map (the shape of SAM's mask decoder's last product), masks b x 3 x 10 x 8."""
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 6, 5, 4], np.float32, name="features")
+    hyper = ops.parameter([-1, 3, (flat_shape or [1, 4])[1]], np.float32, name="hyper")
+    up = ops.convolution_backprop_data(x, ops.constant(rng.standard_normal((6, 4, 2, 2)).astype(np.float32)),
+                                       [2, 2], pads_begin=[0, 0], pads_end=[0, 0], dilations=[1, 1])
+    up = _erf_gelu(ops.add(up, ops.constant(rng.standard_normal((1, 4, 1, 1)).astype(np.float32))))
+    flat = ops.reshape(up, np.array(flat_shape or [1, 4, 80], np.int64), special_zero=False)
+    masks = ops.matmul(hyper, flat, False, False)
+    masks = ops.reshape(masks, np.array([0, 3, 10, 8] if flat_shape is None else [0, -1], np.int64), special_zero=True)
+    masks.output(0).get_tensor().set_names({"masks"})
+    return ov.Model([masks], [x, hyper], "tail")
+
+
+def _run(model: "ov.Model", feed: dict[str, np.ndarray]) -> np.ndarray:
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return compiled.create_infer_request().infer(feed)[compiled.output(0)]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_contraction_is_rewritten_with_the_same_values(batch):
+    rng = np.random.default_rng(batch)
+    feed = {"features": rng.standard_normal((1, 6, 5, 4)).astype(np.float32),
+            "hyper": rng.standard_normal((batch, 3, 4)).astype(np.float32)}
+    plain, fast = _decoder_tail(), _decoder_tail()
+    assert channel_last_contractions(fast) == 1
+    kinds = [op.get_type_name() for op in fast.get_ordered_ops()]
+    matmul = next(op for op in fast.get_ordered_ops() if op.get_type_name() == "MatMul")
+    assert kinds.count("Transpose") == 2 and matmul.get_attributes()["transpose_b"]
+    assert fast.output(0).get_names() == {"masks"}
+    want = _run(plain, feed)
+    assert want.shape == (batch, 3, 10, 8)
+    np.testing.assert_allclose(_run(fast, feed), want, rtol=1e-5, atol=1e-5)
+    assert channel_last_contractions(fast) == 0  # the rewritten graph has no such MatMul left
+
+
+def test_other_matmuls_are_left_alone():
+    assert channel_last_contractions(_decoder_tail(flat_shape=[1, 40, 8])) == 0  # not over the channels
+    x = ops.parameter([2, 5, 4, 4], np.float32)
+    a = ops.parameter([2, 3, 5], np.float32)
+    flat = ops.reshape(x, np.array([2, 5, 16], np.int64), special_zero=False)  # no convolution made x
+    assert channel_last_contractions(ov.Model([ops.matmul(a, flat, False, False)], [x, a])) == 0
+    a_t = ops.parameter([2, 5, 3], np.float32)
+    flat = ops.reshape(ops.convolution(x, np.ones((5, 5, 1, 1), np.float32), [1, 1], [0, 0], [0, 0], [1, 1]),
+                       np.array([2, 5, 16], np.int64), special_zero=False)
+    assert channel_last_contractions(ov.Model([ops.matmul(a_t, flat, True, False)], [x, a_t])) == 0  # transposed A
+
+
+def test_the_runner_rewrites_on_cpu_by_default_and_keeps_the_callers_model():
+    rng = np.random.default_rng(7)
+    feed = {"features": rng.standard_normal((1, 6, 5, 4)).astype(np.float32),
+            "hyper": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+    model = _decoder_tail()
+    with open_runner(model, backend="openvino", options=RunnerOptions(threads=1)) as fast, \
+            open_runner(model, backend="openvino", options=RunnerOptions(threads=1, extra={"channel_last": False})) as plain:
+        assert any("1 channel contraction(s) computed channel-last" in n for n in fast.notes)
+        assert not any("channel-last" in n for n in plain.notes)
+        np.testing.assert_allclose(fast.infer(feed)["masks"], plain.infer(feed)["masks"], rtol=1e-5, atol=1e-5)
+    assert [op.get_type_name() for op in model.get_ordered_ops()].count("Transpose") == 0  # the caller's, untouched
+    with pytest.raises(UsageError, match="channel_last must be true or false, got 'yes'"):
+        open_runner(model, backend="openvino", options=RunnerOptions(extra={"channel_last": "yes"}))
+
+
+def test_the_exported_decoder_is_rewritten_with_the_same_masks(tiny_bundle: Path):
+    """The bundle's low-res decoder (SAM's upscaling + hypernetwork product): one contraction
+    rewritten, the same masks as without the rewrite."""
+    from slimsam_edge.bundle import load_bundle
+
+    b = load_bundle(tiny_bundle)
+    path = b.path_of(b.find("mask_decoder_lowres", backend="openvino", precision="fp32"))
+    g = b.manifest.image_size // 16
+    rng = np.random.default_rng(3)
+    n = 2
+    feed = {"point_coords": rng.uniform(0, 60, (n, 2, 2)).astype(np.float32),
+            "point_labels": np.tile(np.array([[1.0, -1.0]], np.float32), (n, 1)),
+            "mask_input": np.zeros((n, 1, 4 * g, 4 * g), np.float32), "has_mask_input": np.zeros(n, np.float32)}
+    with open_runner(path, backend="openvino", options=RunnerOptions(threads=1)) as fast, \
+            open_runner(path, backend="openvino", options=RunnerOptions(threads=1, extra={"channel_last": False})) as plain:
+        assert any("1 channel contraction(s) computed channel-last" in note for note in fast.notes)
+        feed["image_embeddings"] = rng.standard_normal(plain.input_specs()["image_embeddings"].shape).astype(np.float32)
+        got, want = fast.infer(feed), plain.infer(feed)
+        for name in want:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
