@@ -13,8 +13,9 @@ which the configurations run interleaved (the order rotates each round).
    (what ``EdgePredictor`` runs), for C = 1 (``multimask_output=False``) and C = 3, with the
    agreement of their binary masks;
 2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``;
-   OpenVINO: its mask inputs folded for prompts without one, as ``EdgePredictor.from_bundle`` opens
-   it) vs segment-anything's ``predict_masks`` as it is (the graph and runner before issue 18)
+   OpenVINO: its mask inputs folded for prompts without one, its upscaling in bands and its last
+   product computed channel-last, as ``EdgePredictor.from_bundle`` opens it) vs segment-anything's
+   ``predict_masks`` as it is (the graph and runner before issue 18)
    (``openvino/...:dynamic``: OpenVINO without its static axis-0 compiles, as before issue 18);
 3. ``EdgePredictor.predict`` per prompt (decoder + postprocessing) for each runtime/precision,
    single- and multi-mask, next to segment-anything's graph + the plain postprocessing;
@@ -37,6 +38,7 @@ import cv2
 import numpy as np
 
 from slimsam_edge.devices import detected
+from slimsam_edge.bench.schedule import quiet_rounds
 from slimsam_edge.models.graph_spec import DECODER_LOWRES, ONNX_SPECS
 from slimsam_edge.predictor import MASK_FEEDS, EdgePredictor, ImageEmbedding
 from slimsam_edge.runtimes import RunnerOptions, open_runner
@@ -90,18 +92,25 @@ def median_ms(values: list[float]) -> float:
     return round(1000 * float(np.median(values)), 2)
 
 
-def interleave(configs: dict[str, object], rounds: int, reps: int) -> dict[str, float]:
-    """Median ms per call of each config's callable, interleaved (rotating order) over ``rounds``."""
+def interleave(configs: dict[str, object], rounds: int, reps: int, all_rounds: dict | None = None) -> dict[str, float]:
+    """Median ms per call of each config's callable, interleaved (rotating order) over ``rounds``,
+    over the quietest third of the rounds (``bench.schedule.quiet_rounds``: this shared host's
+    neighbours slow whole stretches of rounds by up to half); ``all_rounds`` gets the medians over
+    every round."""
     names = list(configs)
     for name in names:  # warm-up, twice: OpenVINO compiles a prompt count static when fed twice
         configs[name]()
         configs[name]()
-    times: dict[str, list[float]] = {n: [] for n in names}
+    per_round: list[dict[str, list[float]]] = []
     for r in range(rounds):
+        per_round.append({n: [] for n in names})
         for name in names[r % len(names):] + names[: r % len(names)]:
             for _ in range(reps):
-                timed(configs[name], times[name])
-    return {n: median_ms(v) for n, v in times.items()}
+                timed(configs[name], per_round[-1][name])
+    quiet = quiet_rounds([{n: float(np.median(v)) for n, v in times.items()} for times in per_round])
+    if all_rounds is not None:
+        all_rounds.update({n: median_ms([t for times in per_round for t in times[n]]) for n in names})
+    return {n: median_ms([t for i in quiet for t in per_round[i][n]]) for n in names}
 
 
 def smooth_logits(c: int, side: int, seed: int) -> np.ndarray:
@@ -138,10 +147,13 @@ def bench_postprocess(size: int, side: int, hw: tuple[int, int], rounds: int) ->
 
 def open_decoder(path: Path, pair: str, fold: bool = True):
     """``backend/precision``, ``:dynamic`` = OpenVINO without its static axis-0 compiles; ``fold``: the
-    mask inputs folded for prompts without one, as ``EdgePredictor.from_bundle`` opens decoders."""
+    runner as ``EdgePredictor.from_bundle`` opens decoders (OpenVINO: mask inputs folded for prompts
+    without one, the upscaling in bands and the last product channel-last); else as before issue 18
+    (none of those)."""
     pair, _, mode = pair.partition(":")
     backend, precision = pair.split("/")
-    extra = {"static_axis0": False} if mode == "dynamic" else {"fold_zeros": MASK_FEEDS} if fold else {}
+    extra: dict[str, object] = {} if fold else {"channel_last": False, "banded": False}
+    extra.update({"static_axis0": False} if mode == "dynamic" else {"fold_zeros": MASK_FEEDS} if fold else {})
     return open_runner(path, backend=backend, options=RunnerOptions(precision=precision, extra=extra)).activate()
 
 
@@ -186,7 +198,8 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
     # 2. the decoder graph alone, one prompt
     configs = {f"{pair} {variant}": (lambda r=r: r.infer(feed))
                for variant, runners in decoders.items() for pair, r in runners.items()}
-    result["decoder_graph_ms"] = interleave(configs, args.rounds, args.prompts)
+    result["decoder_graph_ms"] = interleave(configs, args.rounds, args.prompts,
+                                            result.setdefault("decoder_graph_all_rounds_ms", {}))
 
     # 3. predict() per prompt, next to the decoder + the plain postprocessing
     def cycle(fn):
@@ -209,7 +222,7 @@ def bench_model(model: str, args: argparse.Namespace) -> dict[str, object]:
             configs[f"{pair} {tag} predict"] = cycle(lambda pt, p=p, mm=mm: p.predict(pt, np.ones(1), multimask_output=mm))
             if pair in plain_preds:
                 configs[f"{pair} {tag} decoder + plain postprocess"] = cycle(plain_predict(plain_preds[pair], mm))
-    result["predict_ms"] = interleave(configs, args.rounds, args.prompts)
+    result["predict_ms"] = interleave(configs, args.rounds, args.prompts, result.setdefault("predict_all_rounds_ms", {}))
 
     # 4. batched prompts vs one by one (single mask), per prompt
     batch = np.stack(pts[: args.batch]) if args.prompts >= args.batch else np.stack((pts * args.batch)[: args.batch])
@@ -260,6 +273,13 @@ def agreement(sam, spec, decoders: dict[str, dict[str, object]], images: int) ->
             for k, v in ious.items()}
 
 
+def cell(quiet: dict, every: dict, key: str) -> str:
+    """``quiet (all rounds)`` of one configuration, ``–`` where it was not measured."""
+    if key not in quiet:
+        return "–"
+    return f"{quiet[key]} ({every[key]})" if key in every else str(quiet[key])
+
+
 def render(out: dict, command: str) -> str:
     """docs/results/decoder.md from the JSON result."""
     cpu = out["cpu"]
@@ -269,7 +289,10 @@ def render(out: dict, command: str) -> str:
              f"{', '.join(cpu.get('cpu_features') or [])}; cv2 threads {out['cv2_threads']}; 1-minute load "
              f"average {' -> '.join(str(v) for v in out.get('load_avg', []))} (start -> end: above the core "
              "count, other work shared the CPU and only the ratios within a table mean much). Medians over "
-             "interleaved rounds, ms per prompt (one-point prompts), masks resized to the image size given.", ""]
+             "interleaved rounds, ms per prompt (one-point prompts), masks resized to the image size given: over the "
+             "quietest third of the rounds (`bench.schedule.quiet_rounds`: every configuration runs in every round, so "
+             "a neighbour's burst slows all of a round alike; this host's load moves a 1024-px decoder call between "
+             "~14 and ~25 ms within a minute), in parentheses over all rounds.", ""]
     for model, res in out["models"].items():
         h, w = res["image_hw"]
         lines += [f"## {model} ({res['image_size']} px input, image {h}x{w})", "",
@@ -280,22 +303,24 @@ def render(out: dict, command: str) -> str:
             lines.append(f"| {c} | {r['plain']} | {r['upscale_masks']} | {a['identical_pixels']:.6f} | {a['min_mask_iou']:.4f} |")
         lines += ["", "Decoder graph alone (one prompt; factored = `models/factored_decoder.py`, what exports of "
                   "SAM-sized decoders run, on OpenVINO with the mask inputs folded to constants for this prompt without "
-                  "one (`fold_zeros`); segment-anything = its `predict_masks` as it is, the graph and runner before "
+                  "one (`fold_zeros`), the upscaling in cache-sized bands and the last product computed channel-last "
+                  "(`runtimes/openvino/rewrite.py`); "
+                  "segment-anything = its `predict_masks` as it is, the graph and runner before "
                   "issue 18):", "",
                   "| runtime/precision | segment-anything | factored | ratio |", "|---|---|---|---|"]
-        g = res["decoder_graph_ms"]
+        g, g_all = res["decoder_graph_ms"], res.get("decoder_graph_all_rounds_ms", {})
         for pair in dict.fromkeys(k.split(" ")[0] for k in g):
             old, new = g.get(f"{pair} {SAM}"), g.get(f"{pair} {FACTORED}")
             ratio = f"{old / new:.2f}x" if old and new else "–"
-            lines.append(f"| {pair} | {old or '–'} | {new or '–'} | {ratio} |")
+            lines.append(f"| {pair} | {cell(g, g_all, f'{pair} {SAM}')} | {cell(g, g_all, f'{pair} {FACTORED}')} | {ratio} |")
         lines += ["", "`predict()` per prompt, decoder + postprocessing (plain = segment-anything's decoder graph + "
                   "the postprocessing before issue 18):", "",
                   "| runtime/precision | 1 mask | 1 mask, plain | 3 masks | 3 masks, plain |", "|---|---|---|---|---|"]
-        pr = res["predict_ms"]
+        pr, pr_all = res["predict_ms"], res.get("predict_all_rounds_ms", {})
         for pair in dict.fromkeys(k.split(" ")[0] for k in pr):
-            cells = [pr.get(f"{pair} {n} mask{'s' if n == 3 else ''}{tail}", "–") for n in (1, 3)
+            cells = [cell(pr, pr_all, f"{pair} {n} mask{'s' if n == 3 else ''}{tail}") for n in (1, 3)
                      for tail in (" predict", " decoder + plain postprocess")]
-            lines.append(f"| {pair} | " + " | ".join(str(c) for c in cells) + " |")
+            lines.append(f"| {pair} | " + " | ".join(cells) + " |")
         lines += ["", "Batched prompts (1 mask each), ms per prompt:", "", "| runtime/precision | predict_batch | one predict each |",
                   "|---|---|---|"]
         bp = res["batch_per_prompt_ms"]

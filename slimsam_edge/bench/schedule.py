@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Iterator, Sequence, TypeVar
 
+import numpy as np
+
 from ..errors import UsageError
 
 T = TypeVar("T")
@@ -72,3 +74,30 @@ def by_config(slots: Sequence[Slot[T]], values: Sequence[object]) -> dict[int, l
 def positions(slots: Sequence[Slot[T]]) -> Iterator[tuple[int, int]]:
     """(configuration index, repeat) in schedule order: what a report records as the order run."""
     return ((s.index, s.repeat) for s in slots)
+
+
+def quiet_rounds(rounds: Sequence[dict[str, float]], share: float = 1 / 3) -> list[int]:
+    """The indices of the quietest ``share`` of interleaved ``rounds`` (each: configuration ->
+    time in that round), at least one: rounds ranked by the sum of their times, each time divided by
+    its configuration's median over all rounds (so one slow configuration does not decide). On a
+    shared machine a neighbour's burst slows every configuration of the rounds it overlaps; medians
+    over the quiet rounds estimate the uncontended latency, and since every configuration ran in
+    every round, their ratios stay paired.
+
+    Example:
+        >>> rounds = [{"a": 10, "b": 20}, {"a": 15, "b": 31}, {"a": 10.5, "b": 20.5}]
+        >>> quiet_rounds(rounds, share=2 / 3)
+        [0, 2]
+
+    Raises:
+        ValueError: no rounds, a share outside (0, 1], or rounds with different configurations.
+    """
+    if not rounds or not 0 < share <= 1:
+        raise ValueError(f"quiet_rounds: {len(rounds)} rounds, share {share}")
+    names = set(rounds[0])
+    if any(set(r) != names for r in rounds):
+        raise ValueError("quiet_rounds: every round must time the same configurations")
+    medians = {n: float(np.median([r[n] for r in rounds])) or 1.0 for n in names}
+    load = [sum(r[n] / medians[n] for n in names) for r in rounds]
+    keep = max(1, round(share * len(rounds)))
+    return sorted(int(i) for i in np.argsort(load, kind="stable")[:keep])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from slimsam_edge.bench.schedule import by_config, interleave
+from slimsam_edge.bench.schedule import by_config, interleave, quiet_rounds
 from slimsam_edge.errors import UsageError
 
 
@@ -38,3 +39,20 @@ def test_by_config_regroups_in_repeat_order():
     assert by_config(slots, values) == {0: ["a0", "a1", "a2"], 1: ["b0", "b1", "b2"], 2: ["c0", "c1", "c2"]}
     with pytest.raises(ValueError):
         by_config(slots, values[:-1])
+
+
+def test_quiet_rounds_pick_the_rounds_a_burst_did_not_slow():
+    rng = np.random.default_rng(0)
+    base = {"fast": 10.0, "slow": 40.0, "mid": 20.0}
+    burst = {3, 4, 9}  # a neighbour's job slows every configuration of these rounds by half
+    rounds = [{k: v * (1.5 if r in burst else 1.0) * (1 + 0.01 * rng.standard_normal()) for k, v in base.items()}
+              for r in range(12)]
+    quiet = quiet_rounds(rounds, share=0.5)
+    assert len(quiet) == 6 and not set(quiet) & burst and quiet == sorted(quiet)
+    assert quiet_rounds(rounds[:1]) == [0]  # at least one round
+    rounds[5] = {**rounds[5], "slow": 400.0}  # one configuration's outlier weighs like any other's
+    assert 5 not in quiet_rounds(rounds, share=0.5)
+    with pytest.raises(ValueError, match="share 0"):
+        quiet_rounds(rounds, share=0)
+    with pytest.raises(ValueError, match="same configurations"):
+        quiet_rounds([{"a": 1.0}, {"b": 1.0}])

@@ -1,6 +1,12 @@
 """In-memory rewrites of a read ``ov.Model`` before it is compiled: the same function, a layout the
 CPU plugin runs faster. The verified bytes on disk are never changed.
 
+:func:`banded_upscaling`: the transposed-convolution upscaling that feeds such a contraction (SAM's
+mask decoder: 256 x 64 x 64 -> 32 x 256 x 256 through two 2x2 stride-2 transposed convolutions,
+a channel layer norm and GELUs) is computed in horizontal bands, each band's intermediates small
+enough to stay in cache, and the band results concatenated. A stride-equal-kernel transposed
+convolution has no halo, and every other op of the chain is per pixel, so the bands are exact.
+
 :func:`channel_last_contractions`: a convolution's output contracted over its channels by a
 MatMul, as exported from PyTorch (``A @ x.reshape(b, c, h * w)``: SAM's mask decoder multiplies
 the upscaled image features by each mask token's hypernetwork vector this way), makes OpenVINO's
@@ -40,6 +46,11 @@ ELEMENTWISE = frozenset({"Gelu", "Relu", "Sigmoid", "Tanh", "Swish", "HSwish", "
                          "Abs", "Erf", "Add", "Subtract", "Multiply", "Divide", "Power", "Sqrt"})
 #: how many element-wise ops :func:`_from_convolution` looks through
 SEARCH_LIMIT = 16
+#: ops :func:`banded_upscaling` may split into horizontal bands (each is per pixel along the height,
+#: the transposed convolutions only when their kernel equals their stride)
+BANDABLE = ELEMENTWISE | {"ConvolutionBackpropData", "ReduceMean"}
+#: largest intermediate of one band (bytes at fp32) :func:`banded_upscaling` aims for
+BAND_BYTES = 2 << 20
 
 
 def _static_dims(output: Any) -> list[int] | None:
@@ -88,6 +99,15 @@ def _contraction(matmul: Any) -> tuple[Any, Any, int] | None:
     return a, x, c
 
 
+def _contractions(model: Any) -> list[tuple[Any, Any, Any, int]]:
+    """``(matmul, A, x, channels)`` of every contraction :func:`_contraction` finds in ``model``."""
+    found = []
+    for node in model.get_ordered_ops():
+        if node.get_type_name() == "MatMul" and (match := _contraction(node)) is not None:
+            found.append((node, *match))
+    return found
+
+
 def channel_last_contractions(model: Any) -> int:
     """Rewrite, in place, every ``A @ reshape(conv_out, b x C x HW)`` MatMul of ``model`` (an
     ``ov.Model``) into ``transpose(reshape(transpose(conv_out, NHWC), b x HW x C) @ Aᵀ)``: the same
@@ -106,19 +126,166 @@ def channel_last_contractions(model: Any) -> int:
     from openvino import opset13 as ops
 
     rewritten = 0
-    for node in list(model.get_ordered_ops()):
-        if node.get_type_name() != "MatMul":
-            continue
-        found = _contraction(node)
-        if found is None:
-            continue
-        a, x, c = found
+    for node, a, x, c in _contractions(model):
         nhwc = ops.transpose(x, np.array([0, 2, 3, 1], np.int64))
         rows = ops.reshape(nhwc, np.array([0, -1, c], np.int64), special_zero=True)  # b x HW x C
         product = ops.matmul(rows, a, False, True)  # b x HW x K
         result = ops.transpose(product, np.array([0, 2, 1], np.int64))  # b x K x HW, as before
         result.set_friendly_name(node.get_friendly_name())
         node.output(0).replace(result.output(0))
+        rewritten += 1
+    if rewritten:
+        model.validate_nodes_and_infer_types()
+    return rewritten
+
+
+def _depends_on_parameter(output: Any) -> bool:
+    todo, seen = [output.get_node()], set()
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node.get_type_name() == "Parameter":
+            return True
+        todo += [v.get_node() for v in node.input_values()]
+    return False
+
+
+def _per_pixel(node: Any, side: list[tuple[int, Any]]) -> bool:
+    """Whether ``node`` (in :data:`BANDABLE`) treats rows independently given its side inputs
+    ``(input index, output)`` (constants, weights, axes)."""
+    kind = node.get_type_name()
+    if kind == "ConvolutionBackpropData":
+        attrs = node.get_attributes()
+        weights = _static_dims(node.input_value(1))
+        return (node.get_input_size() == 2 and weights is not None and len(weights) == 4
+                and list(attrs["strides"]) == weights[2:] and not any(attrs["pads_begin"]) and not any(attrs["pads_end"])
+                and set(attrs["dilations"]) == {1} and not any(attrs.get("output_padding", [])))
+    if kind == "ReduceMean":
+        axes = node.input_value(1).get_node()
+        if axes.get_type_name() != "Constant":
+            return False
+        rank = node.get_input_partial_shape(0).rank.get_length()
+        return all(int(a) % rank in (0, 1) for a in np.ravel(axes.get_data()))
+    for _, value in side:  # element-wise: a side operand must broadcast along the height
+        dims = _static_dims(value)
+        if dims is None or (len(dims) >= 2 and dims[-2] != 1):
+            return False
+    return True
+
+
+def _upscaling_chain(x: Any) -> tuple[Any, list[Any]] | None:
+    """``(root output, nodes in order)`` of the per-pixel chain from one 4-D root to ``x``, or None."""
+    chain, todo, roots = set(), [x.get_node()], set()
+    while todo:
+        node = todo.pop()
+        if node in chain:
+            continue
+        if node.get_type_name() not in BANDABLE:
+            return None
+        chain.add(node)
+        side = []
+        for i, value in enumerate(node.input_values()):
+            source = value.get_node()
+            if source.get_type_name() in BANDABLE and _depends_on_parameter(value):
+                todo.append(source)
+            elif _depends_on_parameter(value):
+                roots.add((source, value.get_index()))
+            else:
+                side.append((i, value))
+        if not _per_pixel(node, side):
+            return None
+    if len(roots) != 1 or not any(n.get_type_name() == "ConvolutionBackpropData" for n in chain):
+        return None
+    source, index = roots.pop()
+    root = source.output(index)
+    dims = _static_dims(root)
+    if dims is None or len(dims) != 4 or dims[2] < 1:
+        return None
+    return root, chain
+
+
+def _band_count(chain: set, height: int) -> int:
+    largest = max(int(np.prod([d for d in _static_dims(n.output(0))[1:]])) for n in chain)
+    bands = 1
+    while largest * 4 / bands > BAND_BYTES and height % (bands * 2) == 0:
+        bands *= 2
+    return bands
+
+
+def _clone(node: Any, inputs: list[Any]) -> Any:
+    """``node`` made again (same type, opset and attributes) on ``inputs``."""
+    from openvino.utils.node_factory import NodeFactory
+
+    return NodeFactory(node.get_type_info().version_id).create(node.get_type_name(), inputs, node.get_attributes())
+
+
+def banded_upscaling(model: Any) -> int:
+    """Rewrite, in place, each ``A @ reshape(upscaled)`` contraction (as :func:`channel_last_contractions`
+    finds them) whose upscaled features come from one 4-D input through stride-equal-kernel
+    transposed convolutions and per-pixel ops, so the chain runs in horizontal bands of the input
+    (enough that a band's largest intermediate is ~:data:`BAND_BYTES`) and the contracted bands are
+    concatenated: the same values. Returns how many chains were split.
+
+    Example:
+        >>> import numpy as np
+        >>> import openvino as ov
+        >>> from openvino import opset13 as ops
+        >>> x = ops.parameter([1, 64, 64, 64], np.float32)
+        >>> a = ops.parameter([1, 4, 32], np.float32)
+        >>> up = ops.convolution_backprop_data(x, np.ones((64, 32, 4, 4), np.float32), [4, 4],
+        ...                                    pads_begin=[0, 0], pads_end=[0, 0], dilations=[1, 1])
+        >>> flat = ops.reshape(ops.relu(up), np.array([1, 32, 256 * 256], np.int64), special_zero=False)
+        >>> model = ov.Model([ops.matmul(a, flat, False, False)], [x, a])
+        >>> banded_upscaling(model), [n.get_type_name() for n in model.get_ordered_ops()].count("ConvolutionBackpropData")
+        (1, 4)
+    """
+    from openvino import opset13 as ops
+
+    rewritten = 0
+    for node, a, x, c in _contractions(model):
+        got = _upscaling_chain(x)
+        if got is None:
+            continue
+        root, chain = got
+        dims_x = _static_dims(x)
+        height, (_, _, out_h, out_w) = _static_dims(root)[2], dims_x
+        if out_h < 1 or out_w < 1 or any(d < 1 for d in dims_x[1:]):
+            continue
+        outside = [t.get_node() for n in chain for out in n.outputs() for t in out.get_target_inputs()
+                   if t.get_node() not in chain and t.get_node() != node.input_value(1).get_node()]
+        if any(o.get_type_name() not in ("ShapeOf",) for o in outside):
+            continue  # an intermediate is used elsewhere: it has to exist whole
+        bands = _band_count(chain, height)
+        if bands == 1:
+            continue
+        order = [n for n in model.get_ordered_ops() if n in chain]
+        step = height // bands
+        pieces = []
+        for b in range(bands):
+            mapped = {(root.get_node(), root.get_index()): ops.slice(
+                root, np.array([b * step], np.int64), np.array([(b + 1) * step], np.int64),
+                np.array([1], np.int64), np.array([2], np.int64)).output(0)}
+            for n in order:
+                inputs = [mapped.get((v.get_node(), v.get_index()), v) for v in n.input_values()]
+                clone = _clone(n, inputs)
+                for i in range(n.get_output_size()):
+                    mapped[(n, i)] = clone.output(i)
+            band = mapped[(x.get_node(), x.get_index())]
+            flat = ops.reshape(band, np.array([0, c, -1], np.int64), special_zero=True)
+            product = ops.matmul(a, flat, False, False)  # b x K x (band rows x width)
+            pieces.append(ops.reshape(product, np.array([0, 0, out_h // bands, out_w], np.int64), special_zero=True))
+        joined = ops.reshape(ops.concat(pieces, 2), np.array([0, 0, out_h * out_w], np.int64), special_zero=True)
+        joined.set_friendly_name(node.get_friendly_name())
+        for shape_of in outside:  # a ShapeOf of an intermediate: the batch from the root, the rest static
+            source = shape_of.input_value(0)
+            kind = shape_of.get_output_element_type(0)
+            dtype = np.int64 if kind.get_type_name() == "i64" else np.int32
+            batch = ops.gather(ops.shape_of(root, kind.get_type_name()), np.array([0], dtype), np.array(0, dtype))
+            rest = ops.constant(np.array(_static_dims(source)[1:], dtype))
+            shape_of.output(0).replace(ops.concat([batch, rest], 0).output(0))
+        node.output(0).replace(joined.output(0))
         rewritten += 1
     if rewritten:
         model.validate_nodes_and_infer_types()

@@ -229,10 +229,12 @@ class OpenVinoRunner(Runner):
     ``has_mask_input``): a feed in which all of them are zero runs on a static compile where they are
     constant zeros, so what only they feed is folded away at compile time (the decoder's mask branch,
     ~10% of a 1024-px prompt); the same outputs, since those are the values fed.
-    ``extra["channel_last"]`` (default on; CPU only): a convolution's output contracted over its
-    channels by a MatMul is computed in the layout the convolution produced
-    (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_last_contractions`: the mask decoder's
-    last product skips a reorder of the whole upscaled feature map), in memory, same values.
+    ``extra["channel_last"]`` and ``extra["banded"]`` (default on; CPU only; in memory, same values):
+    a convolution's output contracted over its channels by a MatMul is computed in the layout the
+    convolution produced (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_last_contractions`:
+    the mask decoder's last product skips a reorder of the whole upscaled feature map), and the
+    transposed-convolution upscaling before it runs in cache-sized horizontal bands
+    (:func:`~slimsam_edge.runtimes.openvino.rewrite.banded_upscaling`).
 
     Illustration (not run as a doctest: it needs files or a model)::
 
@@ -258,9 +260,10 @@ class OpenVinoRunner(Runner):
         self._static: OrderedDict[StaticKey, Any] = OrderedDict()  # static key -> its compiled model (LRU)
         self._axis0: list[str] = []  # inputs with a dynamic axis 0
         self._fold_wanted = check_fold_zeros(extra.get("fold_zeros", ()))
-        self._channel_last = extra.get("channel_last", True)
-        if not isinstance(self._channel_last, bool):
-            raise UsageError(f"openvino: channel_last must be true or false, got {self._channel_last!r}")
+        self._rewrites = {key: extra.get(key, True) for key in ("banded", "channel_last")}
+        for key, value in self._rewrites.items():
+            if not isinstance(value, bool):
+                raise UsageError(f"openvino: {key} must be true or false, got {value!r}")
         self._fold: tuple[str, ...] = ()  # those of them this graph has (all or none)
         self._seen: dict[StaticKey, int] = {}
         self._core: Any = None
@@ -346,8 +349,7 @@ class OpenVinoRunner(Runner):
         chosen = compiled_properties(self._compiled)
         note += f", {chosen}" if chosen else ""
         note += f", infer requests: {self._requests}"
-        if rewritten:
-            note += f", {rewritten} channel contraction(s) computed channel-last"
+        note += f", {rewritten}" if rewritten else ""
         if "CPU" in _devices_in(device) and self.options.precision.lower() in ("bf16", "int8", "int8-bf16"):
             from ...devices import detected
 
@@ -458,14 +460,19 @@ class OpenVinoRunner(Runner):
                 mine = slot.static[key] = (compiled, compiled.create_infer_request())
             return mine[1], folded
 
-    def _rewrite(self, model: Any, device: str) -> int:
-        """Apply the in-memory layout rewrites (:mod:`.rewrite`) for a CPU-only compile; the count."""
+    def _rewrite(self, model: Any, device: str) -> str:
+        """Apply the in-memory layout rewrites (:mod:`.rewrite`) for a CPU-only compile; what they did."""
         devices = _devices_in(device)
-        if not self._channel_last or not devices or any(d.split(".")[0] != "CPU" for d in devices):
-            return 0
-        from .rewrite import channel_last_contractions
+        if not devices or any(d.split(".")[0] != "CPU" for d in devices):
+            return ""
+        from .rewrite import banded_upscaling, channel_last_contractions
 
-        return channel_last_contractions(model)
+        done = []
+        if self._rewrites["banded"] and (n := banded_upscaling(model)):
+            done.append(f"{n} upscaling chain(s) computed in bands")
+        if self._rewrites["channel_last"] and (n := channel_last_contractions(model)):
+            done.append(f"{n} channel contraction(s) computed channel-last")
+        return ", ".join(done)
 
     def _read(self, core: Any) -> Any:
         if isinstance(self.artifact, HashedFiles):

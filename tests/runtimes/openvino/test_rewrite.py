@@ -1,7 +1,8 @@
 """The OpenVINO in-memory rewrites: a convolution's output contracted over its channels by a MatMul
-is computed channel-last with the same values; what is not that pattern stays as it is; the runner
-applies it on CPU by default (``extra["channel_last"]``), leaves a caller's in-memory model alone,
-and refuses a malformed switch in one line."""
+is computed channel-last, and the upscaling chain before it in horizontal bands, with the same
+values; what is not that pattern stays as it is; the runner applies both on CPU by default
+(``extra["channel_last"]``, ``extra["banded"]``), leaves a caller's in-memory model alone, and
+refuses a malformed switch in one line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from slimsam_edge.runtimes import RunnerOptions, open_runner
 ov = pytest.importorskip("openvino")
 ops = pytest.importorskip("openvino.opset13")
 
-from slimsam_edge.runtimes.openvino.rewrite import channel_last_contractions  # noqa: E402
+from slimsam_edge.runtimes.openvino import rewrite  # noqa: E402
+from slimsam_edge.runtimes.openvino.rewrite import banded_upscaling, channel_last_contractions  # noqa: E402
 
 
 def _erf_gelu(x):
@@ -39,6 +41,41 @@ def _decoder_tail(flat_shape=None) -> "ov.Model":
     masks = ops.reshape(masks, np.array([0, 3, 10, 8] if flat_shape is None else [0, -1], np.int64), special_zero=True)
     masks.output(0).get_tensor().set_names({"masks"})
     return ov.Model([masks], [x, hyper], "tail")
+
+
+def _sam_upscaling(kernel: int = 2, norm_axis: int = 1, extra_output: bool = False) -> "ov.Model":
+    """SAM's mask-decoder tail as an ONNX export reads into OpenVINO: features 1x8x8x6 (dynamic
+    batch) -> transposed conv (``kernel``, stride 2) + bias -> channel layer norm (ReduceMean over
+    ``norm_axis``) -> GELU -> transposed conv + bias -> GELU -> ``hyper @ reshape`` -> masks
+    b x 3 x 4H x 4W, the last reshape's shape taken from the features' ShapeOf as exported."""
+    rng = np.random.default_rng(1)
+    x = ops.parameter([-1, 8, 8, 6], np.float32, name="features")
+    hyper = ops.parameter([-1, 3, 4], np.float32, name="hyper")
+
+    def up(v, cin, cout, k):
+        w = ops.constant(rng.standard_normal((cin, cout, k, k)).astype(np.float32))
+        pad = (k - 2) // 2
+        out = ops.convolution_backprop_data(v, w, [2, 2], pads_begin=[pad, pad], pads_end=[pad, pad], dilations=[1, 1])
+        return ops.add(out, ops.reshape(ops.constant(rng.standard_normal(cout).astype(np.float32)),
+                                        np.array([1, cout, 1, 1], np.int64), special_zero=False))
+
+    y = up(x, 8, 5, kernel)
+    centred = ops.subtract(y, ops.reduce_mean(y, np.array([norm_axis], np.int64), True))
+    var = ops.reduce_mean(ops.power(centred, ops.constant(np.float32(2))), np.array([norm_axis], np.int64), True)
+    y = ops.divide(centred, ops.sqrt(ops.add(var, ops.constant(np.float32(1e-6)))))
+    y = ops.add(ops.multiply(ops.constant(rng.standard_normal((5, 1, 1)).astype(np.float32)), y),
+                ops.constant(rng.standard_normal((5, 1, 1)).astype(np.float32)))
+    y = _erf_gelu(up(_erf_gelu(y), 5, 4, 2))
+    side = y.output(0).get_partial_shape()
+    flat = ops.reshape(y, np.array([-1, 4, side[2].get_length() * side[3].get_length()], np.int64), special_zero=False)
+    shape = ops.shape_of(y)  # [b, 4, 4H, 4W]
+    target = ops.concat([ops.gather(shape, np.array([0], np.int64), np.array(0, np.int64)),
+                         ops.constant(np.array([-1], np.int64)),
+                         ops.gather(shape, np.array([2, 3], np.int64), np.array(0, np.int64))], 0)
+    masks = ops.reshape(ops.matmul(hyper, flat, False, False), target, special_zero=False)
+    masks.output(0).get_tensor().set_names({"masks"})
+    results = [masks] + ([ops.relu(y)] if extra_output else [])
+    return ov.Model(results, [x, hyper], "sam_tail")
 
 
 def _run(model: "ov.Model", feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -75,6 +112,38 @@ def test_other_matmuls_are_left_alone():
     assert channel_last_contractions(ov.Model([ops.matmul(a_t, flat, True, False)], [x, a_t])) == 0  # transposed A
 
 
+def _count(model: "ov.Model", kind: str) -> int:
+    return [op.get_type_name() for op in model.get_ordered_ops()].count(kind)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_upscaling_runs_in_bands_with_the_same_masks(monkeypatch, batch):
+    """With a band budget below the chain's largest map (SAM's at 1024 px: 2 M values, 4 bands; here 2),
+    the whole chain is split along the height, every band's product channel-last, the shape the
+    masks' reshape reads kept, and the masks are the same."""
+    monkeypatch.setattr(rewrite, "BAND_BYTES", 2 * 4 * 32 * 24)  # half the 4 x 32 x 24 floats: 2 bands
+    rng = np.random.default_rng(batch)
+    feed = {"features": rng.standard_normal((batch, 8, 8, 6)).astype(np.float32),
+            "hyper": rng.standard_normal((batch, 3, 4)).astype(np.float32)}
+    plain, fast = _sam_upscaling(), _sam_upscaling()
+    assert banded_upscaling(fast) == 1
+    assert _count(fast, "ConvolutionBackpropData") == 2 * 2 and _count(fast, "Slice") == 2
+    assert channel_last_contractions(fast) == 2  # each band's product
+    want = _run(plain, feed)
+    assert want.shape == (batch, 3, 32, 24)
+    np.testing.assert_allclose(_run(fast, feed), want, rtol=1e-5, atol=1e-5)
+    assert banded_upscaling(fast) == 0  # the band products are no longer fed by a whole chain
+
+
+def test_upscaling_that_is_not_per_row_or_fits_stays_whole(monkeypatch):
+    monkeypatch.setattr(rewrite, "BAND_BYTES", 256)
+    assert banded_upscaling(_sam_upscaling(kernel=4)) == 0  # 4x4 kernel, stride 2: rows overlap
+    assert banded_upscaling(_sam_upscaling(norm_axis=2)) == 0  # a mean over the height
+    assert banded_upscaling(_sam_upscaling(extra_output=True)) == 0  # the upscaled map is an output too
+    monkeypatch.setattr(rewrite, "BAND_BYTES", 1 << 30)
+    assert banded_upscaling(_sam_upscaling()) == 0  # small enough to stay whole
+
+
 def test_the_runner_rewrites_on_cpu_by_default_and_keeps_the_callers_model():
     rng = np.random.default_rng(7)
     feed = {"features": rng.standard_normal((1, 6, 5, 4)).astype(np.float32),
@@ -88,6 +157,30 @@ def test_the_runner_rewrites_on_cpu_by_default_and_keeps_the_callers_model():
     assert [op.get_type_name() for op in model.get_ordered_ops()].count("Transpose") == 0  # the caller's, untouched
     with pytest.raises(UsageError, match="channel_last must be true or false, got 'yes'"):
         open_runner(model, backend="openvino", options=RunnerOptions(extra={"channel_last": "yes"}))
+    with pytest.raises(UsageError, match="banded must be true or false, got 1"):
+        open_runner(model, backend="openvino", options=RunnerOptions(extra={"banded": 1}))
+
+
+def test_the_runner_says_which_rewrites_ran(monkeypatch):
+    monkeypatch.setattr(rewrite, "BAND_BYTES", 2 * 4 * 32 * 24)
+    rng = np.random.default_rng(2)
+    feed = {"features": rng.standard_normal((2, 8, 8, 6)).astype(np.float32),
+            "hyper": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+    model = _sam_upscaling()
+    opts = {"both": {}, "banded only": {"channel_last": False}, "neither": {"channel_last": False, "banded": False}}
+    runners = {k: open_runner(model, backend="openvino", options=RunnerOptions(threads=1, extra=v)).activate()
+               for k, v in opts.items()}
+    try:
+        notes = {k: r.notes[0] for k, r in runners.items()}
+        assert "1 upscaling chain(s) computed in bands, 2 channel contraction(s) computed channel-last" in notes["both"]
+        assert "in bands" in notes["banded only"] and "channel-last" not in notes["banded only"]
+        assert "in bands" not in notes["neither"] and "channel-last" not in notes["neither"]
+        want = runners["neither"].infer(feed)["masks"]
+        for r in runners.values():
+            np.testing.assert_allclose(r.infer(feed)["masks"], want, rtol=1e-5, atol=1e-5)
+    finally:
+        for r in runners.values():
+            r.deactivate()
 
 
 def test_the_exported_decoder_is_rewritten_with_the_same_masks(tiny_bundle: Path):
