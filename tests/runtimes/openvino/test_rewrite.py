@@ -203,3 +203,16 @@ def test_the_exported_decoder_is_rewritten_with_the_same_masks(tiny_bundle: Path
         got, want = fast.infer(feed), plain.infer(feed)
         for name in want:
             np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+
+
+def test_only_a_cpu_compile_is_rewritten():
+    """GPU / NPU plugins choose their own layouts: the rewrites are for OpenVINO's CPU plugin only
+    (AUTO and MULTI too, unless every device they name is a CPU)."""
+    from slimsam_edge.runtimes.openvino.runner import OpenVinoRunner
+
+    runner = OpenVinoRunner(_decoder_tail(), RunnerOptions())
+    for device, rewritten in (("CPU", True), ("GPU", False), ("NPU", False), ("AUTO", False),
+                              ("AUTO:GPU,CPU", False), ("MULTI:CPU", True)):
+        model = _decoder_tail()
+        assert bool(runner._rewrite(model, device)) is rewritten, device
+        assert (_count(model, "Transpose") == 2) is rewritten, device
