@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..compress.choices import DECODER_PROMPTS, DECODER_TRAINS, EMBEDDING_TARGETS, LATER_DEFAULTS
 from .common import emit_json, handle_errors
 from .options import JsonOpt, TorchThreadsOpt
 
@@ -35,19 +36,14 @@ class Schedule(str, Enum):
     one_step = "one-step"
 
 
-class DecoderTrains(str, Enum):
-    decoder = "decoder"
-    encoder_decoder = "encoder+decoder"
+def _choices(name: str, values) -> type[Enum]:
+    """A str Enum of ``values`` (member names with ``+`` as ``_``), the form typer offers as choices."""
+    return Enum(name, {v.replace("+", "_"): v for v in values}, type=str)  # type: ignore[return-value]
 
 
-class DecoderPrompts(str, Enum):
-    random = "random"
-    random_interior = "random+interior"
-
-
-class EmbeddingTarget(str, Enum):  # compress.cache.EMBEDDING_TARGETS (not imported here: it needs torch)
-    teacher = "teacher"
-    regridded = "regridded"
+DecoderTrains = _choices("DecoderTrains", DECODER_TRAINS)
+DecoderPrompts = _choices("DecoderPrompts", DECODER_PROMPTS)
+EmbeddingTarget = _choices("EmbeddingTarget", EMBEDDING_TARGETS)
 
 
 class GlobalAttention(str, Enum):
@@ -80,12 +76,12 @@ def compress(
     scope: Annotated[Scope, typer.Option("--scope", help="local: uniform widths; global: per-block widths.")] = Scope.local,
     global_attention: Annotated[GlobalAttention, typer.Option("--global-attention", help="keep: SlimSAM's global blocks; windowed: every block attends within windows (faster at 1024 px, trained by distillation; see docs/results/precision.md).")] = GlobalAttention.keep,
     image_size: Annotated[Optional[int], typer.Option("--image-size", help="The student's input size in pixels (smaller than the teacher's, a multiple of its patch size whose token grid its windows can tile; a bad size lists those that work): position embedding and relative-position tables are interpolated, windows re-tiled, and it is distilled against the teacher's embeddings resized to its grid. Default: the teacher's size.")] = None,
-    embedding_target: Annotated[EmbeddingTarget, typer.Option("--embedding-target", help="With --image-size: what the encoder phases distil the student's embedding toward: teacher = the teacher's embedding resized to the student's grid (SlimSAM's target); regridded = the embedding of the unpruned teacher moved to the student's size, the grid its mask decoder reads (on sam-mini at 160 px the teacher's decoder scores 0.83 point mIoU on that, 0.75 on the resized one).")] = EmbeddingTarget.teacher,
+    embedding_target: Annotated[EmbeddingTarget, typer.Option("--embedding-target", help="With --image-size: what the encoder phases distil the student's embedding toward: teacher = the teacher's embedding resized to the student's grid (SlimSAM's target); regridded = the embedding of the unpruned teacher moved to the student's size, the grid its mask decoder reads (on sam-mini at 160 px the teacher's decoder scores 0.83 point mIoU on that, 0.75 on the resized one).")] = EmbeddingTarget(LATER_DEFAULTS["embedding_target"]),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Distillation steps per phase.")] = 100,
-    decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="Steps of a last phase that tunes the student's mask decoder on the teacher's masks for random point and box prompts (label-free, encoder frozen; from the best validated encoder). Worth it with --image-size or --global-attention windowed, where the teacher's decoder reads a grid it was not trained on. 0: keep the teacher's decoder.")] = 0,
-    decoder_lr: Annotated[float, typer.Option("--decoder-lr", help="Peak AdamW learning rate of the decoder phase (cosine schedule).")] = 1e-4,
-    decoder_trains: Annotated[DecoderTrains, typer.Option("--decoder-trains", help="What the decoder phase's mask loss trains: the mask decoder alone, or the image encoder too (it then learns from the teacher's masks through the decoder).")] = DecoderTrains.decoder,
-    decoder_prompts: Annotated[DecoderPrompts, typer.Option("--decoder-prompts", help="The decoder phase's prompts: random points and the boxes around the teacher's masks for them; random+interior adds a click in the middle of each of those masks (where users click).")] = DecoderPrompts.random,
+    decoder_steps: Annotated[int, typer.Option("--decoder-steps", min=0, help="Steps of a last phase that tunes the student's mask decoder on the teacher's masks for random point and box prompts (label-free, encoder frozen; from the best validated encoder). Worth it with --image-size or --global-attention windowed, where the teacher's decoder reads a grid it was not trained on. 0: keep the teacher's decoder.")] = LATER_DEFAULTS["decoder_steps"],
+    decoder_lr: Annotated[float, typer.Option("--decoder-lr", help="Peak AdamW learning rate of the decoder phase (cosine schedule).")] = LATER_DEFAULTS["decoder_lr"],
+    decoder_trains: Annotated[DecoderTrains, typer.Option("--decoder-trains", help="What the decoder phase's mask loss trains: the mask decoder alone, or the image encoder too (it then learns from the teacher's masks through the decoder).")] = DecoderTrains(LATER_DEFAULTS["decoder_trains"]),
+    decoder_prompts: Annotated[DecoderPrompts, typer.Option("--decoder-prompts", help="The decoder phase's prompts: random points and the boxes around the teacher's masks for them; random+interior adds a click in the middle of each of those masks (where users click).")] = DecoderPrompts(LATER_DEFAULTS["decoder_prompts"]),
     batch: Annotated[int, typer.Option("--batch", min=1, help="Images per micro-batch (global: split over torchrun processes).")] = 2,
     accum: Annotated[int, typer.Option("--accum", min=1, help="Gradient accumulation micro-batches per step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", help="Peak AdamW learning rate (cosine schedule).")] = 1e-4,

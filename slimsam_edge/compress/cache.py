@@ -42,15 +42,9 @@ import torch
 
 from ..fsutil import atomic_path
 from ..models.regrid import resize_input
+from .choices import EMBEDDING_TARGETS
 from .runtime import autocast
 
-#: ``compress --embedding-target``: what the encoder phases pull a smaller-input student's embedding toward
-#: (both are the same at the teacher's input size)
-EMBEDDING_TARGETS = {
-    "teacher": "the teacher's embedding at the teacher's input size, resized (bilinear) to the student's grid",
-    "regridded": "the embedding of the unpruned model moved to the student's input size (position tables "
-                 "interpolated), the grid the student's mask decoder reads",
-}
 
 
 def teacher_fingerprint(sam: torch.nn.Module, spec: Any = None) -> str:

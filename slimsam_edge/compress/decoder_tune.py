@@ -34,11 +34,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from .choices import DECODER_PROMPTS
+
 #: random point prompts per image and step (each also gives one box prompt)
 PROMPTS_PER_IMAGE = 16
-#: the prompt sets of the phase (``compress --decoder-prompts``): random points and the boxes around
-#: the teacher's masks for them; ``random+interior`` adds the interior points of those masks
-DECODER_PROMPTS = ("random", "random+interior")
 
 
 def random_points(index: int, size: int, count: int = PROMPTS_PER_IMAGE) -> torch.Tensor:

@@ -46,6 +46,7 @@ from ..models.batch import preprocess
 from ..models.regrid import resize_embedding, resize_input
 from . import runtime
 from .cache import TeacherEmbeddings
+from .choices import DECODER_TRAINS
 from .runtime import autocast
 
 
@@ -90,9 +91,6 @@ class DistillSpec:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-#: what the ``"decoder"`` mode's mask loss trains: the mask decoder alone, or it and the image encoder
-#: (the encoder then learns from the teacher's masks through the decoder, prompt in the loop)
-DECODER_TRAINS = {"decoder": ("mask_decoder",), "encoder+decoder": ("image_encoder", "mask_decoder")}
 
 
 def trainable(student: torch.nn.Module, mode: str, decoder_trains: str = "decoder") -> list[torch.nn.Parameter]:

@@ -44,11 +44,11 @@ from ..models.io import save_model
 from ..models.spec import ModelSpec
 from . import runtime
 from .attention import global_attention
-from .cache import EMBEDDING_TARGETS, TeacherEmbeddings, teacher_fingerprint
+from .cache import TeacherEmbeddings, teacher_fingerprint
+from .choices import DECODER_PROMPTS, DECODER_TRAINS, EMBEDDING_TARGETS, LATER_DEFAULTS
 from .data import ImageSource
-from .decoder_tune import DECODER_PROMPTS
 from .device import DEVICE_CHOICES, describe, on_device, rank_device, resolve_device, tf32
-from .distill import DECODER_TRAINS, DistillSpec, distill, load_checkpoint, save_checkpoint
+from .distill import DistillSpec, distill, load_checkpoint, save_checkpoint
 from .importance import importance_keep, make_criterion
 from .job import ENGINES
 from .progress import JobLog
@@ -73,8 +73,7 @@ RUN_ONLY = ("device",)
 LATER_PHASES = ("decoder_steps", "decoder_lr", "decoder_trains", "decoder_prompts")
 #: settings added after jobs were recorded: left out of the record while they have this value, so
 #: older checkpoints resume and older reports are reused
-ABSENT = {"image_size": None, "decoder_steps": 0, "decoder_lr": 1e-4, "decoder_trains": "decoder",
-          "decoder_prompts": "random", "embedding_target": "teacher"}
+ABSENT = LATER_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,13 @@ class CompressConfig:
     val_seed: int = 1002  # best-checkpoint images apart from the report's (seed 1001)
     bf16: bool = False
     global_attention: str = "keep"  # see .attention.GLOBAL_ATTENTION
-    image_size: int | None = None  # the student's input size (None: the teacher's; see models/regrid.py)
-    embedding_target: str = "teacher"  # the encoder phases' embedding target at another size: see cache.EMBEDDING_TARGETS
-    decoder_steps: int = 0  # steps of the last phase tuning the mask decoder (0: the teacher's decoder as is)
-    decoder_lr: float = 1e-4  # its peak learning rate (a trained decoder is fine-tuned, not distilled from scratch)
-    decoder_trains: str = "decoder"  # what its mask loss trains: see distill.DECODER_TRAINS
-    decoder_prompts: str = "random"  # its prompt sets: see decoder_tune.DECODER_PROMPTS
+    # the settings added later (defaults: choices.LATER_DEFAULTS)
+    image_size: int | None = LATER_DEFAULTS["image_size"]  # the student's input size (None: the teacher's; models/regrid.py)
+    embedding_target: str = LATER_DEFAULTS["embedding_target"]  # at another size: see choices.EMBEDDING_TARGETS
+    decoder_steps: int = LATER_DEFAULTS["decoder_steps"]  # of the last phase tuning the mask decoder (0: none)
+    decoder_lr: float = LATER_DEFAULTS["decoder_lr"]  # its peak learning rate (a trained decoder is fine-tuned)
+    decoder_trains: str = LATER_DEFAULTS["decoder_trains"]  # what its mask loss trains: choices.DECODER_TRAINS
+    decoder_prompts: str = LATER_DEFAULTS["decoder_prompts"]  # its prompt sets: choices.DECODER_PROMPTS
     device: str = "cpu"  # auto | cpu | cuda (see .device); not part of identity()
 
     def validate(self) -> None:

@@ -611,9 +611,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ..bench.matrix import machine_summary
     from ..devices import detected
     from ..limits import MAX_OBJECTS
-    from ..compress.cache import EMBEDDING_TARGETS
-    from ..compress.decoder_tune import DECODER_PROMPTS
-    from ..compress.distill import DECODER_TRAINS
+    from ..compress.choices import DECODER_PROMPTS, DECODER_TRAINS, EMBEDDING_TARGETS, LATER_DEFAULTS
     from .resolution_report import DEMO_SETTINGS
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -634,14 +632,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ratio", type=float, default=DEMO_SETTINGS["ratio"])
     ap.add_argument("--steps", type=int, default=DEMO_SETTINGS["steps"], help="distillation steps per phase")
     ap.add_argument("--lr", type=float, default=DEMO_SETTINGS["lr"])
-    ap.add_argument("--embedding-target", default="teacher", choices=tuple(EMBEDDING_TARGETS),
+    ap.add_argument("--embedding-target", default=LATER_DEFAULTS["embedding_target"], choices=tuple(EMBEDDING_TARGETS),
                     help="what each analogue's encoder phases distil toward (compress --embedding-target)")
-    ap.add_argument("--decoder-steps", type=int, default=0,
+    ap.add_argument("--decoder-steps", type=int, default=LATER_DEFAULTS["decoder_steps"],
                     help="steps of each analogue's mask-decoder phase (compress --decoder-steps; 0: the teacher's decoder)")
-    ap.add_argument("--decoder-lr", type=float, default=1e-4, help="its peak learning rate (compress --decoder-lr)")
-    ap.add_argument("--decoder-trains", default="decoder", choices=tuple(DECODER_TRAINS),
+    ap.add_argument("--decoder-lr", type=float, default=LATER_DEFAULTS["decoder_lr"], help="its peak learning rate (compress --decoder-lr)")
+    ap.add_argument("--decoder-trains", default=LATER_DEFAULTS["decoder_trains"], choices=tuple(DECODER_TRAINS),
                     help="what its mask loss trains (compress --decoder-trains)")
-    ap.add_argument("--decoder-prompts", default="random", choices=DECODER_PROMPTS,
+    ap.add_argument("--decoder-prompts", default=LATER_DEFAULTS["decoder_prompts"], choices=DECODER_PROMPTS,
                     help="its prompt sets (compress --decoder-prompts)")
     ap.add_argument("--images", type=int, default=1000, help="procedural distillation images")
     ap.add_argument("--accuracy-images", type=int, default=64, help="held-out procedural images per accuracy row")
