@@ -12,6 +12,11 @@ instead of 128, twice per attention. The key bias of token→image attention dro
 The image tokens stay channel-first (BxCxN, the embedding's own layout) from the embedding to the
 output upscaling, so the graph has no NxC transposes and their layout reorders either; the score
 scale 1/sqrt(d) is folded into the few token-side vectors, so no N-sized score tensor is divided.
+The layer norms over those channels (the blocks' ``norm4``, the upscaling's ``LayerNorm2d``) take
+their means as a product with a constant 1/C row (:func:`channel_mean`): ONNX Runtime's ReduceMean
+over a non-last axis cost ~a quarter of its decoder time at 1024 px, a matrix-vector product does
+not; OpenVINO's runner turns the product back into its fast ReduceMean
+(:func:`slimsam_edge.runtimes.openvino.rewrite.channel_means`).
 
 Per attention the image-side work goes from N·C·I to N·C·heads·T MACs (twice each; I the internal
 width), so it pays while heads·T < I (T < 16 for SAM: up to 9 points with the pad point, or 8 with a
@@ -41,6 +46,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -124,19 +130,56 @@ def image_to_token(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.T
     return values.transpose(1, 2) @ probs + attn.out_proj.bias.reshape(c, 1)  # token values through out_proj
 
 
-def layer_norm_channels(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm`` (a LayerNorm over C) applied to channel-first ``x`` (BxCxN).
+def channel_mean(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """The mean over axis 1 of channel-first ``x`` (BxCxN or BxCxHxW, C = ``channels``), keeping the
+    axis, as a product with a constant 1/C row: a MatMul for BxCxN, a one-output 1x1 convolution for
+    BxCxHxW (so the map keeps its 4-D shape).
+
+    Example:
+        >>> x = torch.randn(2, 6, 5)
+        >>> bool(torch.allclose(channel_mean(x, 6), x.mean(1, keepdim=True), atol=1e-6))
+        True
+        >>> y = torch.randn(2, 6, 4, 3)
+        >>> bool(torch.allclose(channel_mean(y, 6), y.mean(1, keepdim=True), atol=1e-6))
+        True
+    """
+    if x.dim() == 3:
+        return torch.full((1, channels), 1.0 / channels, dtype=x.dtype) @ x
+    return F.conv2d(x, torch.full((1, channels, 1, 1), 1.0 / channels, dtype=x.dtype))
+
+
+def layer_norm_channels(norm: nn.Module, x: torch.Tensor, channels: int | None = None) -> torch.Tensor:
+    """``norm`` (a LayerNorm over C, or segment-anything's ``LayerNorm2d`` over ``channels``) applied
+    to channel-first ``x`` (BxCxN or BxCxHxW).
 
     Example:
         >>> ln = nn.LayerNorm(8)
         >>> x = torch.randn(2, 8, 5)
         >>> bool(torch.allclose(layer_norm_channels(ln, x), ln(x.transpose(1, 2)).transpose(1, 2), atol=1e-5))
         True
+        >>> from segment_anything.modeling.common import LayerNorm2d
+        >>> ln2d, y = LayerNorm2d(8), torch.randn(2, 8, 4, 3)
+        >>> bool(torch.allclose(layer_norm_channels(ln2d, y, 8), ln2d(y), atol=1e-5))
+        True
     """
-    centred = x - x.mean(dim=1, keepdim=True)
-    var = (centred * centred).mean(dim=1, keepdim=True)
+    c = channels or norm.normalized_shape[0]  # a Python int, not a traced shape: the averaging row is a constant
+    centred = x - channel_mean(x, c)
+    var = channel_mean(centred * centred, c)
+    shape = (-1,) + (1,) * (x.dim() - 2)
     # one reciprocal square root per token and products over the N x C values (no N x C divide)
-    return centred * torch.rsqrt(var + norm.eps) * norm.weight.reshape(-1, 1) + norm.bias.reshape(-1, 1)
+    return centred * torch.rsqrt(var + norm.eps) * norm.weight.reshape(shape) + norm.bias.reshape(shape)
+
+
+def upscale(upscaling: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """segment-anything's ``output_upscaling`` on ``x`` (BxCxHxW), its channel layer norms through
+    :func:`layer_norm_channels`."""
+    from segment_anything.modeling.common import LayerNorm2d
+
+    channels = None
+    for layer in upscaling:
+        x = layer_norm_channels(layer, x, channels) if isinstance(layer, LayerNorm2d) else layer(x)
+        channels = getattr(layer, "out_channels", channels)  # LayerNorm2d keeps no size of its own
+    return x
 
 
 def two_way(transformer: nn.Module, image_embedding: torch.Tensor, image_pe: torch.Tensor,
@@ -174,7 +217,7 @@ def predict_masks(decoder: nn.Module, image_embeddings: torch.Tensor, image_pe: 
     src = image_embeddings + dense_prompt_embeddings
     b, c, h, w = src.shape
     hs, keys = two_way(decoder.transformer, src, image_pe, tokens)
-    upscaled = decoder.output_upscaling(keys.reshape(b, c, h, w))
+    upscaled = upscale(decoder.output_upscaling, keys.reshape(b, c, h, w))
     hyper = torch.stack([mlp(hs[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
     b, c, h, w = upscaled.shape
     masks = (hyper @ upscaled.reshape(b, c, h * w)).reshape(b, -1, h, w)

@@ -129,6 +129,7 @@ def _runner_extra(backend: str, extra: dict) -> dict:
     ("openvino", {"fold_zeros": ["mask_input"]}, "fold_zeros"),
     ("openvino", {"channel_last": False}, "channel_last"),
     ("openvino", {"banded": False}, "banded"),
+    ("openvino", {"channel_means": False}, "channel_means"),
     ("onnxruntime", {"providers": ["AzureExecutionProvider"]}, "providers"),
     ("onnxruntime", {"provider_options": [{}]}, "provider_options"),
     ("onnxruntime", {"log_severity_level": 0}, "log_severity_level"),

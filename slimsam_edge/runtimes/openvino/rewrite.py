@@ -7,6 +7,10 @@ a channel layer norm and GELUs) is computed in horizontal bands, each band's int
 enough to stay in cache, and the band results concatenated. A stride-equal-kernel transposed
 convolution has no halo, and every other op of the chain is per pixel, so the bands are exact.
 
+:func:`channel_means`: a channel mean exported as a product with a constant 1/C row (a MatMul, or a
+one-output 1x1 convolution: what ONNX Runtime runs fast, see ``models/factored_decoder.py``) becomes
+OpenVINO's ReduceMean over that axis again, which its CPU plugin runs far faster than either product.
+
 :func:`channel_last_contractions`: a convolution's output contracted over its channels by a
 MatMul, as exported from PyTorch (``A @ x.reshape(b, c, h * w)``: SAM's mask decoder multiplies
 the upscaled image features by each mask token's hypernetwork vector this way), makes OpenVINO's
@@ -221,6 +225,20 @@ def _clone(node: Any, inputs: list[Any]) -> Any:
     return NodeFactory(node.get_type_info().version_id).create(node.get_type_name(), inputs, node.get_attributes())
 
 
+def _fold_constant_reshapes(model: Any) -> None:
+    """Replace each Reshape of a Constant whose output shape is static (a bias broadcast to a shape an
+    ONNX export computes from a ShapeOf) by that Constant reshaped: what a static compile would fold."""
+    from openvino import opset13 as ops
+
+    for node in list(model.get_ordered_ops()):
+        if node.get_type_name() != "Reshape" or node.input_value(0).get_node().get_type_name() != "Constant":
+            continue
+        shape = node.get_output_partial_shape(0)
+        if shape.is_static:
+            data = np.asarray(node.input_value(0).get_node().get_data())
+            node.output(0).replace(ops.constant(data.reshape([d.get_length() for d in shape])).output(0))
+
+
 def banded_upscaling(model: Any) -> int:
     """Rewrite, in place, each ``A @ reshape(upscaled)`` contraction (as :func:`channel_last_contractions`
     finds them) whose upscaled features come from one 4-D input through stride-equal-kernel
@@ -244,6 +262,8 @@ def banded_upscaling(model: Any) -> int:
     from openvino import opset13 as ops
 
     rewritten = 0
+    if _contractions(model):
+        _fold_constant_reshapes(model)
     for node, a, x, c in _contractions(model):
         got = _upscaling_chain(x)
         if got is None:
@@ -286,6 +306,75 @@ def banded_upscaling(model: Any) -> int:
             rest = ops.constant(np.array(_static_dims(source)[1:], dtype))
             shape_of.output(0).replace(ops.concat([batch, rest], 0).output(0))
         node.output(0).replace(joined.output(0))
+        rewritten += 1
+    if rewritten:
+        model.validate_nodes_and_infer_types()
+    return rewritten
+
+
+def _uniform(node: Any, shape_ok: Any) -> float | None:
+    """The value of a Constant ``node`` whose shape passes ``shape_ok`` and whose entries are all 1/C
+    (C its element count); else None."""
+    if node.get_type_name() != "Constant":
+        return None
+    values = np.asarray(node.get_data(), dtype=np.float64)
+    if not shape_ok(values.shape) or values.size < 2 or not np.allclose(values, 1.0 / values.size, rtol=1e-6, atol=0):
+        return None
+    return 1.0 / values.size
+
+
+def _mean_axis(node: Any) -> tuple[Any, int] | None:
+    """``(x, axis)`` when ``node`` computes the mean of ``x`` over ``axis`` (kept) as a product with a
+    constant uniform row: ``MatMul(1/C [1 x C], x [... x C x N])`` or ``Convolution(x [B x C x ...],
+    1/C [1 x C x 1 x ...])`` with unit strides, no padding, no dilation."""
+    kind = node.get_type_name()
+    if kind == "MatMul":
+        attrs = node.get_attributes()
+        x = node.input_value(1)
+        dims = _static_dims(x)
+        row = _uniform(node.input_value(0).get_node(), lambda s: len(s) == 2 and s[0] == 1)
+        if attrs.get("transpose_a") or attrs.get("transpose_b") or row is None or dims is None or len(dims) < 2:
+            return None
+        return (x, len(dims) - 2) if dims[-2] == round(1 / row) else None
+    if kind == "Convolution":
+        attrs = node.get_attributes()
+        x = node.input_value(0)
+        dims = _static_dims(x)
+        kernel = _uniform(node.input_value(1).get_node(),
+                          lambda s: len(s) >= 3 and s[0] == 1 and all(k == 1 for k in s[2:]))
+        if (kernel is None or dims is None or len(dims) < 3 or dims[1] != round(1 / kernel)
+                or set(attrs["strides"]) != {1} or set(attrs["dilations"]) != {1}
+                or any(attrs["pads_begin"]) or any(attrs["pads_end"])):
+            return None
+        return x, 1
+    return None
+
+
+def channel_means(model: Any) -> int:
+    """Rewrite, in place, every channel mean computed as a product with a constant uniform row
+    (:func:`_mean_axis`) into ``ReduceMean(x, axis, keep_dims)``: the same values. Returns the count.
+
+    Example:
+        >>> import numpy as np
+        >>> import openvino as ov
+        >>> from openvino import opset13 as ops
+        >>> x = ops.parameter([2, 8, 5], np.float32)
+        >>> mean = ops.matmul(ops.constant(np.full((1, 8), 1 / 8, np.float32)), x, False, False)
+        >>> model = ov.Model([mean], [x])
+        >>> channel_means(model), [op.get_type_name() for op in model.get_ordered_ops()][1:]
+        (1, ['Constant', 'ReduceMean', 'Result'])
+    """
+    from openvino import opset13 as ops
+
+    rewritten = 0
+    for node in list(model.get_ordered_ops()):
+        found = _mean_axis(node)
+        if found is None:
+            continue
+        x, axis = found
+        mean = ops.reduce_mean(x, np.array([axis], np.int64), True)
+        mean.set_friendly_name(node.get_friendly_name())
+        node.output(0).replace(mean.output(0))
         rewritten += 1
     if rewritten:
         model.validate_nodes_and_infer_types()

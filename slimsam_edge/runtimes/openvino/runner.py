@@ -229,8 +229,9 @@ class OpenVinoRunner(Runner):
     ``has_mask_input``): a feed in which all of them are zero runs on a static compile where they are
     constant zeros, so what only they feed is folded away at compile time (the decoder's mask branch,
     ~10% of a 1024-px prompt); the same outputs, since those are the values fed.
-    ``extra["channel_last"]`` and ``extra["banded"]`` (default on; CPU only; in memory, same values):
-    a convolution's output contracted over its channels by a MatMul is computed in the layout the
+    ``extra["channel_means"]``, ``extra["channel_last"]`` and ``extra["banded"]`` (default on; CPU only;
+    in memory, same values): channel means exported as products with a constant 1/C row run as
+    ReduceMean (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_means`); a convolution's output contracted over its channels by a MatMul is computed in the layout the
     convolution produced (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_last_contractions`:
     the mask decoder's last product skips a reorder of the whole upscaled feature map), and the
     transposed-convolution upscaling before it runs in cache-sized horizontal bands
@@ -260,7 +261,7 @@ class OpenVinoRunner(Runner):
         self._static: OrderedDict[StaticKey, Any] = OrderedDict()  # static key -> its compiled model (LRU)
         self._axis0: list[str] = []  # inputs with a dynamic axis 0
         self._fold_wanted = check_fold_zeros(extra.get("fold_zeros", ()))
-        self._rewrites = {key: extra.get(key, True) for key in ("banded", "channel_last")}
+        self._rewrites = {key: extra.get(key, True) for key in ("channel_means", "banded", "channel_last")}
         for key, value in self._rewrites.items():
             if not isinstance(value, bool):
                 raise UsageError(f"openvino: {key} must be true or false, got {value!r}")
@@ -465,9 +466,11 @@ class OpenVinoRunner(Runner):
         devices = _devices_in(device)
         if not devices or any(d.split(".")[0] != "CPU" for d in devices):
             return ""
-        from .rewrite import banded_upscaling, channel_last_contractions
+        from .rewrite import banded_upscaling, channel_last_contractions, channel_means
 
         done = []
+        if self._rewrites["channel_means"] and (n := channel_means(model)):
+            done.append(f"{n} channel mean(s) as ReduceMean")
         if self._rewrites["banded"] and (n := banded_upscaling(model)):
             done.append(f"{n} upscaling chain(s) computed in bands")
         if self._rewrites["channel_last"] and (n := channel_last_contractions(model)):

@@ -216,3 +216,71 @@ def test_only_a_cpu_compile_is_rewritten():
         model = _decoder_tail()
         assert bool(runner._rewrite(model, device)) is rewritten, device
         assert (_count(model, "Transpose") == 2) is rewritten, device
+
+
+def _uniform_mean(x, dims: int, row=None, stride: int = 1):
+    c = 8
+    if dims == 3:
+        return ops.matmul(ops.constant(np.full((1, c), 1 / c, np.float32) if row is None else row), x, False, False)
+    return ops.convolution(x, np.full((1, c, 1, 1), 1 / c, np.float32) if row is None else row,
+                           [stride, stride], [0, 0], [0, 0], [1, 1])
+
+
+@pytest.mark.parametrize("dims", [3, 4])
+def test_channel_means_become_reduce_means_with_the_same_values(dims):
+    shape = [2, 8, 6] if dims == 3 else [2, 8, 5, 4]
+    x = ops.parameter(shape, np.float32, name="x")
+    plain, fast = (ov.Model([_uniform_mean(x, dims)], [x]) for _ in range(2))
+    assert rewrite.channel_means(fast) == 1
+    assert _count(fast, "ReduceMean") == 1 and _count(fast, "MatMul") + _count(fast, "Convolution") == 0
+    feed = {"x": np.random.default_rng(dims).standard_normal(shape).astype(np.float32)}
+    np.testing.assert_allclose(_run(fast, feed), _run(plain, feed), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_run(fast, feed), feed["x"].mean(1, keepdims=True), rtol=1e-5, atol=1e-6)
+
+
+def test_other_products_are_not_means():
+    x3 = ops.parameter([2, 8, 6], np.float32)
+    x4 = ops.parameter([2, 8, 6, 6], np.float32)
+    weights = np.full((1, 8), 1 / 8, np.float32)
+    weights[0, 3] = 0.2
+    cases = [ov.Model([_uniform_mean(x3, 3, row=weights)], [x3]),  # not uniform
+             ov.Model([_uniform_mean(x3, 3, row=np.full((2, 8), 1 / 16, np.float32))], [x3]),  # two rows
+             ov.Model([_uniform_mean(x4, 4, row=np.full((1, 8, 1, 1), 1 / 4, np.float32))], [x4]),  # a sum x2
+             ov.Model([_uniform_mean(x4, 4, stride=2)], [x4])]  # strided
+    assert [rewrite.channel_means(m) for m in cases] == [0, 0, 0, 0]
+
+
+def test_a_factored_decoder_export_runs_all_three_rewrites_with_the_same_masks(tmp_path, monkeypatch):
+    """sam-mini's decoder exported factored (its layer norms' means as products with a 1/C row, what
+    SAM-sized exports run): OpenVINO with the rewrites (the maps made to need bands) gives ONNX
+    Runtime's masks and its own without them."""
+    import torch
+
+    from slimsam_edge.models import graphs
+    from slimsam_edge.models.build import build_sam, random_init_
+    from slimsam_edge.models.graph_spec import DECODER_LOWRES, ONNX_SPECS
+
+    monkeypatch.setattr(rewrite, "BAND_BYTES", 4 * 16 * 64 * 16)  # sam-mini's largest map, 16 x 64 x 64: 4 bands
+    from slimsam_edge.models.spec import PRESETS
+
+    class Factored(graphs.LowResDecoder):
+        factored = True
+
+    sam = random_init_(build_sam(PRESETS["sam_mini"]), seed=0).eval()
+    module, spec = Factored(sam).eval(), ONNX_SPECS[DECODER_LOWRES]
+    path = tmp_path / "decoder.onnx"
+    with torch.no_grad():
+        torch.onnx.export(module, module.example_inputs(2, batch=2), str(path), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), dynamic_axes=spec.dynamic_axes, dynamo=False,
+                          opset_version=spec.opset)
+    feed = {k: v.numpy() for k, v in zip(spec.inputs, module.example_inputs(1, batch=2, seed=4))}
+    off = {"channel_means": False, "banded": False, "channel_last": False}
+    with open_runner(path, backend="openvino", options=RunnerOptions(threads=1)) as fast, \
+            open_runner(path, backend="openvino", options=RunnerOptions(threads=1, extra=off)) as plain, \
+            open_runner(path, backend="onnxruntime", options=RunnerOptions(threads=1)) as ort:
+        assert ("6 channel mean(s) as ReduceMean, 1 upscaling chain(s) computed in bands, "
+                "4 channel contraction(s) computed channel-last") in fast.notes[0]
+        got, want, ref = fast.infer(feed), plain.infer(feed), ort.infer(feed)
+        for name in ref:
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=1e-4)
