@@ -12,7 +12,8 @@ which the configurations run interleaved (the order rotates each round).
    SxS input, cropped, resized, transposed back, thresholded) vs ``transforms.upscale_masks``
    (what ``EdgePredictor`` runs), for C = 1 (``multimask_output=False``) and C = 3, with the
    agreement of their binary masks;
-2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``;
+2. the decoder graph alone: the factored graph the exports run (``models/factored_decoder.py``, its
+   layer-norm means as products with a 1/C row;
    OpenVINO: its mask inputs folded for prompts without one, its upscaling in bands and its last
    product computed channel-last, as ``EdgePredictor.from_bundle`` opens it) vs segment-anything's
    ``predict_masks`` as it is (the graph and runner before issue 18)
@@ -148,11 +149,11 @@ def bench_postprocess(size: int, side: int, hw: tuple[int, int], rounds: int) ->
 def open_decoder(path: Path, pair: str, fold: bool = True):
     """``backend/precision``, ``:dynamic`` = OpenVINO without its static axis-0 compiles; ``fold``: the
     runner as ``EdgePredictor.from_bundle`` opens decoders (OpenVINO: mask inputs folded for prompts
-    without one, the upscaling in bands and the last product channel-last); else as before issue 18
-    (none of those)."""
+    without one, channel means as ReduceMean, the upscaling in bands and the last product channel-last);
+    else as before issue 18 (none of those)."""
     pair, _, mode = pair.partition(":")
     backend, precision = pair.split("/")
-    extra: dict[str, object] = {} if fold else {"channel_last": False, "banded": False}
+    extra: dict[str, object] = {} if fold else {"channel_means": False, "channel_last": False, "banded": False}
     extra.update({"static_axis0": False} if mode == "dynamic" else {"fold_zeros": MASK_FEEDS} if fold else {})
     return open_runner(path, backend=backend, options=RunnerOptions(precision=precision, extra=extra)).activate()
 
@@ -303,7 +304,8 @@ def render(out: dict, command: str) -> str:
             lines.append(f"| {c} | {r['plain']} | {r['upscale_masks']} | {a['identical_pixels']:.6f} | {a['min_mask_iou']:.4f} |")
         lines += ["", "Decoder graph alone (one prompt; factored = `models/factored_decoder.py`, what exports of "
                   "SAM-sized decoders run, on OpenVINO with the mask inputs folded to constants for this prompt without "
-                  "one (`fold_zeros`), the upscaling in cache-sized bands and the last product computed channel-last "
+                  "one (`fold_zeros`), its channel means as ReduceMean, the upscaling in cache-sized bands and the last "
+                  "product computed channel-last "
                   "(`runtimes/openvino/rewrite.py`); "
                   "segment-anything = its `predict_masks` as it is, the graph and runner before "
                   "issue 18):", "",
