@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from slimsam_edge.devices import detected
 from slimsam_edge.bench.schedule import quiet_rounds
+from slimsam_edge.devices import detected
 from slimsam_edge.models.graph_spec import DECODER_LOWRES, ONNX_SPECS
 from slimsam_edge.predictor import MASK_FEEDS, EdgePredictor, ImageEmbedding
 from slimsam_edge.runtimes import RunnerOptions, open_runner

@@ -46,7 +46,6 @@ from .choices import EMBEDDING_TARGETS
 from .runtime import autocast
 
 
-
 def teacher_fingerprint(sam: torch.nn.Module, spec: Any = None) -> str:
     """Hex digest of ``spec`` and every tensor of ``sam`` (changes when any weight changes).
 

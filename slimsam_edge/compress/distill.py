@@ -91,8 +91,6 @@ class DistillSpec:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-
-
 def trainable(student: torch.nn.Module, mode: str, decoder_trains: str = "decoder") -> list[torch.nn.Parameter]:
     """The parameters a phase of ``mode`` trains: in ``"decoder"`` those of :data:`DECODER_TRAINS`
     ``[decoder_trains]``, else the image encoder's (the prompt encoder and whatever is not listed

@@ -103,6 +103,19 @@ def _contraction(matmul: Any) -> tuple[Any, Any, int] | None:
     return a, x, c
 
 
+def _replace(node: Any, new: Any) -> None:
+    """Put ``new`` (under ``node``'s name) where ``node``'s first output was used."""
+    new.set_friendly_name(node.get_friendly_name())
+    node.output(0).replace(new.output(0))
+
+
+def _validated(model: Any, rewritten: int) -> int:
+    """``rewritten``, after re-inferring ``model``'s types and shapes when anything was."""
+    if rewritten:
+        model.validate_nodes_and_infer_types()
+    return rewritten
+
+
 def _contractions(model: Any) -> list[tuple[Any, Any, Any, int]]:
     """``(matmul, A, x, channels)`` of every contraction :func:`_contraction` finds in ``model``."""
     found = []
@@ -134,13 +147,9 @@ def channel_last_contractions(model: Any) -> int:
         nhwc = ops.transpose(x, np.array([0, 2, 3, 1], np.int64))
         rows = ops.reshape(nhwc, np.array([0, -1, c], np.int64), special_zero=True)  # b x HW x C
         product = ops.matmul(rows, a, False, True)  # b x HW x K
-        result = ops.transpose(product, np.array([0, 2, 1], np.int64))  # b x K x HW, as before
-        result.set_friendly_name(node.get_friendly_name())
-        node.output(0).replace(result.output(0))
+        _replace(node, ops.transpose(product, np.array([0, 2, 1], np.int64)))  # b x K x HW, as before
         rewritten += 1
-    if rewritten:
-        model.validate_nodes_and_infer_types()
-    return rewritten
+    return _validated(model, rewritten)
 
 
 def _depends_on_parameter(output: Any) -> bool:
@@ -192,12 +201,12 @@ def _upscaling_chain(x: Any) -> tuple[Any, list[Any]] | None:
         side = []
         for i, value in enumerate(node.input_values()):
             source = value.get_node()
-            if source.get_type_name() in BANDABLE and _depends_on_parameter(value):
-                todo.append(source)
-            elif _depends_on_parameter(value):
-                roots.add((source, value.get_index()))
-            else:
+            if not _depends_on_parameter(value):
                 side.append((i, value))
+            elif source.get_type_name() in BANDABLE:
+                todo.append(source)
+            else:
+                roots.add((source, value.get_index()))
         if not _per_pixel(node, side):
             return None
     if len(roots) != 1 or not any(n.get_type_name() == "ConvolutionBackpropData" for n in chain):
@@ -262,9 +271,10 @@ def banded_upscaling(model: Any) -> int:
     from openvino import opset13 as ops
 
     rewritten = 0
-    if _contractions(model):
+    found = _contractions(model)
+    if found:
         _fold_constant_reshapes(model)
-    for node, a, x, c in _contractions(model):
+    for node, a, x, c in found:
         got = _upscaling_chain(x)
         if got is None:
             continue
@@ -297,7 +307,6 @@ def banded_upscaling(model: Any) -> int:
             product = ops.matmul(a, flat, False, False)  # b x K x (band rows x width)
             pieces.append(ops.reshape(product, np.array([0, 0, out_h // bands, out_w], np.int64), special_zero=True))
         joined = ops.reshape(ops.concat(pieces, 2), np.array([0, 0, out_h * out_w], np.int64), special_zero=True)
-        joined.set_friendly_name(node.get_friendly_name())
         for shape_of in outside:  # a ShapeOf of an intermediate: the batch from the root, the rest static
             source = shape_of.input_value(0)
             kind = shape_of.get_output_element_type(0)
@@ -305,11 +314,9 @@ def banded_upscaling(model: Any) -> int:
             batch = ops.gather(ops.shape_of(root, kind.get_type_name()), np.array([0], dtype), np.array(0, dtype))
             rest = ops.constant(np.array(_static_dims(source)[1:], dtype))
             shape_of.output(0).replace(ops.concat([batch, rest], 0).output(0))
-        node.output(0).replace(joined.output(0))
+        _replace(node, joined)
         rewritten += 1
-    if rewritten:
-        model.validate_nodes_and_infer_types()
-    return rewritten
+    return _validated(model, rewritten)
 
 
 def _uniform(node: Any, shape_ok: Any) -> float | None:
@@ -372,10 +379,6 @@ def channel_means(model: Any) -> int:
         if found is None:
             continue
         x, axis = found
-        mean = ops.reduce_mean(x, np.array([axis], np.int64), True)
-        mean.set_friendly_name(node.get_friendly_name())
-        node.output(0).replace(mean.output(0))
+        _replace(node, ops.reduce_mean(x, np.array([axis], np.int64), True))
         rewritten += 1
-    if rewritten:
-        model.validate_nodes_and_infer_types()
-    return rewritten
+    return _validated(model, rewritten)

@@ -231,10 +231,11 @@ class OpenVinoRunner(Runner):
     ~10% of a 1024-px prompt); the same outputs, since those are the values fed.
     ``extra["channel_means"]``, ``extra["channel_last"]`` and ``extra["banded"]`` (default on; CPU only;
     in memory, same values): channel means exported as products with a constant 1/C row run as
-    ReduceMean (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_means`); a convolution's output contracted over its channels by a MatMul is computed in the layout the
-    convolution produced (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_last_contractions`:
-    the mask decoder's last product skips a reorder of the whole upscaled feature map), and the
-    transposed-convolution upscaling before it runs in cache-sized horizontal bands
+    ReduceMean (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_means`); a convolution's output
+    contracted over its channels by a MatMul is computed in the layout the convolution produced
+    (:func:`~slimsam_edge.runtimes.openvino.rewrite.channel_last_contractions`: the mask decoder's last
+    product skips a reorder of the whole upscaled feature map), and the transposed-convolution
+    upscaling before it runs in cache-sized horizontal bands
     (:func:`~slimsam_edge.runtimes.openvino.rewrite.banded_upscaling`).
 
     Illustration (not run as a doctest: it needs files or a model)::
