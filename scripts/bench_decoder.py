@@ -40,6 +40,7 @@ import numpy as np
 
 from slimsam_edge.bench.schedule import quiet_rounds
 from slimsam_edge.devices import detected
+from slimsam_edge.fsutil import write_text_atomic
 from slimsam_edge.models.graph_spec import DECODER_LOWRES, ONNX_SPECS
 from slimsam_edge.predictor import MASK_FEEDS, EdgePredictor, ImageEmbedding
 from slimsam_edge.runtimes import RunnerOptions, open_runner
@@ -364,11 +365,11 @@ def main() -> None:
         print(json.dumps({model: out["models"][model]}, indent=1), flush=True)
     out["load_avg"].append(round(os.getloadavg()[0], 1))
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        write_text_atomic(args.json, json.dumps(out, indent=1))
     if args.markdown:
         import sys
 
-        Path(args.markdown).write_text(render(out, "python " + " ".join(sys.argv)))
+        write_text_atomic(args.markdown, render(out, "python " + " ".join(sys.argv)))
 
 
 if __name__ == "__main__":
